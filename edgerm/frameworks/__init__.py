@@ -1,0 +1,1 @@
+"""edgerm.frameworks."""

@@ -1,0 +1,625 @@
+"""Conversions between the generated protobuf classes and internal types.
+
+The only module (with the transport adapters' framing helpers) that touches
+``edgerm.v1.*_pb2``. ``decode_*`` functions raise :class:`MalformedMessage`
+for bytes that do not parse or violate the schema's rules and
+:class:`UnknownCall` for a missing or unknown union arm; nothing else escapes.
+Round trips ``from_pb(to_pb(x)) == x`` are exact (tests/property).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+
+from google.protobuf.message import DecodeError
+
+from edgerm import messages as m
+from edgerm.errors import WIRE_ERRORS, MalformedMessage, UnknownCall, WireError
+from edgerm.ids import AgentId, FrameworkId, OfferId, TaskId
+from edgerm.model import (
+    AgentInfo,
+    Attributes,
+    Container,
+    DockerSpec,
+    Filters,
+    FrameworkInfo,
+    Network,
+    Offer,
+    PortMapping,
+    PullPolicy,
+    Reason,
+    Source,
+    TaskInfo,
+    TaskState,
+    TaskStatus,
+    WasmSpec,
+)
+from edgerm.resources import Device, Range, Resources
+from edgerm.v1 import agent_pb2, common_pb2, scheduler_pb2
+
+pb = common_pb2
+
+# -- resources and attributes -------------------------------------------------
+
+
+def resources_to_pb(res: Resources) -> list[common_pb2.Resource]:
+    out: list[common_pb2.Resource] = []
+    R = common_pb2.Resource
+    for name, v in sorted(res.scalars.items()):
+        out.append(R(name=name, type=R.SCALAR, scalar=v))
+    for name, rs in sorted(res.ranges.items()):
+        out.append(R(name=name, type=R.RANGES, ranges=[pb.Range(begin=r.begin, end=r.end) for r in rs]))
+    for name, s in sorted(res.sets.items()):
+        out.append(R(name=name, type=R.SET, set=sorted(s)))
+    for name, d in sorted(res.devices.items()):
+        out.append(R(name=name, type=R.DEVICE, device=pb.Device(handle=d.handle, shared=d.shared)))
+    return out
+
+
+def resources_from_pb(items: Iterable[common_pb2.Resource]) -> Resources:
+    scalars: dict[str, float] = {}
+    ranges: dict[str, tuple[Range, ...]] = {}
+    sets: dict[str, frozenset[str]] = {}
+    devices: dict[str, Device] = {}
+    R = common_pb2.Resource
+    for r in items:
+        if not r.name:
+            raise MalformedMessage("resource without a name")
+        if r.type == R.SCALAR:
+            if not r.scalar >= 0:  # also rejects NaN
+                raise MalformedMessage(f"resource {r.name}: negative or NaN scalar")
+            scalars[r.name] = scalars.get(r.name, 0.0) + r.scalar
+        elif r.type == R.RANGES:
+            try:
+                ranges[r.name] = ranges.get(r.name, ()) + tuple(Range(x.begin, x.end) for x in r.ranges)
+            except ValueError as e:
+                raise MalformedMessage(f"resource {r.name}: {e}") from None
+        elif r.type == R.SET:
+            sets[r.name] = sets.get(r.name, frozenset()) | frozenset(r.set)
+        elif r.type == R.DEVICE:
+            devices[r.name] = Device(r.device.handle, r.device.shared)
+        else:
+            raise MalformedMessage(f"resource {r.name}: unknown type {r.type}")
+    return Resources(scalars, ranges, sets, devices)
+
+
+def attributes_to_pb(attrs: Attributes) -> list[common_pb2.Attribute]:
+    out = []
+    for name, v in sorted(attrs.items()):
+        if isinstance(v, str):
+            out.append(pb.Attribute(name=name, text=v))
+        else:
+            out.append(pb.Attribute(name=name, set=sorted(v)))
+    return out
+
+
+def attributes_from_pb(items: Iterable[common_pb2.Attribute]) -> dict[str, str | frozenset[str]]:
+    out: dict[str, str | frozenset[str]] = {}
+    for a in items:
+        if not a.name:
+            raise MalformedMessage("attribute without a name")
+        out[a.name] = frozenset(a.set) if a.set else a.text
+    return out
+
+
+# -- agents, frameworks, tasks -------------------------------------------------
+
+
+def agent_info_to_pb(a: AgentInfo) -> common_pb2.AgentInfo:
+    return pb.AgentInfo(
+        id=a.id,
+        hostname=a.hostname,
+        resources=resources_to_pb(a.resources),
+        attributes=attributes_to_pb(a.attributes),
+        heartbeat_interval_seconds=a.heartbeat_interval,
+    )
+
+
+def agent_info_from_pb(a: common_pb2.AgentInfo) -> AgentInfo:
+    if not a.heartbeat_interval_seconds > 0:
+        raise MalformedMessage("agent heartbeat_interval_seconds must be > 0")
+    return AgentInfo(
+        id=AgentId(a.id),
+        hostname=a.hostname,
+        resources=resources_from_pb(a.resources),
+        attributes=attributes_from_pb(a.attributes),
+        heartbeat_interval=a.heartbeat_interval_seconds,
+    )
+
+
+def framework_info_to_pb(f: FrameworkInfo) -> common_pb2.FrameworkInfo:
+    return pb.FrameworkInfo(id=f.id, name=f.name)
+
+
+def framework_info_from_pb(f: common_pb2.FrameworkInfo) -> FrameworkInfo:
+    return FrameworkInfo(id=FrameworkId(f.id), name=f.name)
+
+
+_NETWORK = {Network.BRIDGE: pb.DockerInfo.BRIDGE, Network.HOST: pb.DockerInfo.HOST, Network.NONE: pb.DockerInfo.NONE}
+_NETWORK_BACK = {v: k for k, v in _NETWORK.items()} | {pb.DockerInfo.NETWORK_UNSPECIFIED: Network.BRIDGE}
+_PULL = {
+    PullPolicy.IF_NOT_PRESENT: pb.DockerInfo.IF_NOT_PRESENT,
+    PullPolicy.ALWAYS: pb.DockerInfo.ALWAYS,
+    PullPolicy.NEVER: pb.DockerInfo.NEVER,
+}
+_PULL_BACK = {v: k for k, v in _PULL.items()} | {pb.DockerInfo.PULL_POLICY_UNSPECIFIED: PullPolicy.IF_NOT_PRESENT}
+
+
+def container_to_pb(c: Container) -> common_pb2.ContainerInfo:
+    if isinstance(c, WasmSpec):
+        return pb.ContainerInfo(
+            wasm=pb.WasmInfo(module=c.module, module_sha256=c.module_sha256, time_limit_seconds=c.time_limit)
+        )
+    return pb.ContainerInfo(
+        docker=pb.DockerInfo(
+            image=c.image,
+            network=_NETWORK[c.network],
+            port_mappings=[
+                pb.DockerInfo.PortMapping(host_port=p.host_port, container_port=p.container_port, protocol=p.protocol)
+                for p in c.port_mappings
+            ],
+            pull_policy=_PULL[c.pull_policy],
+        )
+    )
+
+
+def container_from_pb(c: common_pb2.ContainerInfo) -> Container:
+    kind = c.WhichOneof("kind")
+    if kind == "wasm":
+        w = c.wasm
+        if not w.module and not w.module_sha256:
+            raise MalformedMessage("wasm container needs module bytes or module_sha256")
+        return WasmSpec(module=w.module, module_sha256=w.module_sha256, time_limit=w.time_limit_seconds)
+    if kind == "docker":
+        d = c.docker
+        if not d.image:
+            raise MalformedMessage("docker container needs an image")
+        try:
+            return DockerSpec(
+                image=d.image,
+                network=_NETWORK_BACK[d.network],
+                port_mappings=tuple(
+                    PortMapping(p.host_port, p.container_port, p.protocol or "tcp") for p in d.port_mappings
+                ),
+                pull_policy=_PULL_BACK[d.pull_policy],
+            )
+        except KeyError as e:
+            raise MalformedMessage(f"docker container: unknown enum value {e}") from None
+    raise MalformedMessage("task container must set wasm or docker")
+
+
+def task_info_to_pb(t: TaskInfo) -> common_pb2.TaskInfo:
+    return pb.TaskInfo(
+        task_id=t.task_id,
+        name=t.name,
+        agent_id=t.agent_id,
+        resources=resources_to_pb(t.resources),
+        container=container_to_pb(t.container),
+        args=list(t.args),
+        env=dict(t.env),
+        kill_grace_seconds=t.kill_grace,
+        framework_id=t.framework_id,
+    )
+
+
+def task_info_from_pb(t: common_pb2.TaskInfo) -> TaskInfo:
+    if not t.task_id:
+        raise MalformedMessage("task without a task_id")
+    return TaskInfo(
+        task_id=TaskId(t.task_id),
+        name=t.name,
+        agent_id=AgentId(t.agent_id),
+        resources=resources_from_pb(t.resources),
+        container=container_from_pb(t.container),
+        args=tuple(t.args),
+        env=dict(t.env),
+        kill_grace=t.kill_grace_seconds,
+        framework_id=FrameworkId(t.framework_id),
+    )
+
+
+def _enum_from_pb(enum_cls: type[enum.Enum], prefix: str, name: str, what: str) -> enum.Enum:
+    try:
+        return enum_cls[name.removeprefix(prefix)]
+    except KeyError:
+        raise MalformedMessage(f"unknown {what} {name}") from None
+
+
+def task_status_to_pb(s: TaskStatus) -> common_pb2.TaskStatus:
+    return pb.TaskStatus(
+        task_id=s.task_id,
+        agent_id=s.agent_id,
+        state="TASK_" + s.state.value,
+        reason="REASON_" + s.reason.value,
+        message=s.message,
+        uuid=s.uuid,
+        timestamp=s.timestamp,
+        source="SOURCE_" + s.source.value,
+        exit_code=s.exit_code,
+    )
+
+
+def task_status_from_pb(s: common_pb2.TaskStatus) -> TaskStatus:
+    if not s.task_id:
+        raise MalformedMessage("status without a task_id")
+    if s.state == pb.TASK_STATE_UNSPECIFIED:
+        raise MalformedMessage("status without a state")
+    try:
+        state = _enum_from_pb(TaskState, "TASK_", pb.TaskState.Name(s.state), "task state")
+        reason = _enum_from_pb(Reason, "REASON_", pb.Reason.Name(s.reason), "reason")
+        source = _enum_from_pb(Source, "SOURCE_", pb.Source.Name(s.source), "source")
+    except ValueError as e:  # an enum number this schema does not define
+        raise MalformedMessage(f"status: {e}") from None
+    assert isinstance(state, TaskState) and isinstance(reason, Reason) and isinstance(source, Source)
+    return TaskStatus(
+        task_id=TaskId(s.task_id),
+        agent_id=AgentId(s.agent_id),
+        state=state,
+        reason=reason,
+        message=s.message,
+        uuid=s.uuid,
+        timestamp=s.timestamp,
+        source=source,
+        exit_code=s.exit_code,
+    )
+
+
+def offer_to_pb(o: Offer) -> common_pb2.Offer:
+    return pb.Offer(
+        id=o.id,
+        framework_id=o.framework_id,
+        agent_id=o.agent_id,
+        hostname=o.hostname,
+        resources=resources_to_pb(o.resources),
+        attributes=attributes_to_pb(o.attributes),
+        expires_at=o.expires_at,
+    )
+
+
+def offer_from_pb(o: common_pb2.Offer) -> Offer:
+    return Offer(
+        id=OfferId(o.id),
+        framework_id=FrameworkId(o.framework_id),
+        agent_id=AgentId(o.agent_id),
+        hostname=o.hostname,
+        resources=resources_from_pb(o.resources),
+        attributes=attributes_from_pb(o.attributes),
+        expires_at=o.expires_at,
+    )
+
+
+# -- errors --------------------------------------------------------------------
+
+
+def error_to_pb(e: WireError | m.ErrorEvent) -> common_pb2.Error:
+    code = e.code if isinstance(e, m.ErrorEvent) else type(e).code
+    return pb.Error(code=code, message=e.message)
+
+
+def error_from_pb(e: common_pb2.Error) -> m.ErrorEvent:
+    try:
+        code = pb.Error.Code.Name(e.code)
+    except ValueError:
+        code = "CODE_UNSPECIFIED"
+    return m.ErrorEvent(code=code, message=e.message)
+
+
+def raise_error(e: m.ErrorEvent) -> None:
+    """Re-raise a received typed error as its ``WireError`` class."""
+    raise WIRE_ERRORS.get(e.code, WireError)(e.message)
+
+
+# -- scheduler Calls and Events ---------------------------------------------------
+
+C = scheduler_pb2.Call
+E = scheduler_pb2.Event
+
+
+def _filters_from_pb(msg: scheduler_pb2.Call.Accept | scheduler_pb2.Call.Decline) -> Filters:
+    if not msg.HasField("filters"):
+        return Filters()
+    if msg.filters.refuse_seconds < 0:
+        raise MalformedMessage("refuse_seconds must be >= 0")
+    return Filters(msg.filters.refuse_seconds)
+
+
+def call_to_pb(call: m.SchedulerCall) -> scheduler_pb2.Call:
+    if isinstance(call, m.Subscribe):
+        return C(
+            framework_id=call.framework.id,
+            type=C.SUBSCRIBE,
+            subscribe=C.Subscribe(framework=framework_info_to_pb(call.framework)),
+        )
+    fid = call.framework_id
+    if isinstance(call, m.Teardown):
+        return C(framework_id=fid, type=C.TEARDOWN)
+    if isinstance(call, m.Accept):
+        op = C.Operation(
+            type=C.Operation.LAUNCH, launch=C.Operation.Launch(tasks=[task_info_to_pb(t) for t in call.tasks])
+        )
+        return C(
+            framework_id=fid,
+            type=C.ACCEPT,
+            accept=C.Accept(
+                offer_ids=list(call.offer_ids),
+                operations=[op],
+                filters=scheduler_pb2.Filters(refuse_seconds=call.filters.refuse_seconds),
+            ),
+        )
+    if isinstance(call, m.Decline):
+        return C(
+            framework_id=fid,
+            type=C.DECLINE,
+            decline=C.Decline(
+                offer_ids=list(call.offer_ids),
+                filters=scheduler_pb2.Filters(refuse_seconds=call.filters.refuse_seconds),
+            ),
+        )
+    if isinstance(call, m.Revive):
+        return C(framework_id=fid, type=C.REVIVE)
+    if isinstance(call, m.Suppress):
+        return C(framework_id=fid, type=C.SUPPRESS)
+    if isinstance(call, m.Kill):
+        return C(framework_id=fid, type=C.KILL, kill=C.Kill(task_id=call.task_id, agent_id=call.agent_id))
+    if isinstance(call, m.Acknowledge):
+        return C(
+            framework_id=fid,
+            type=C.ACKNOWLEDGE,
+            acknowledge=C.Acknowledge(agent_id=call.agent_id, task_id=call.task_id, uuid=call.uuid),
+        )
+    return C(
+        framework_id=fid,
+        type=C.RECONCILE,
+        reconcile=C.Reconcile(tasks=[C.Reconcile.Task(task_id=t, agent_id=a) for t, a in call.tasks]),
+    )
+
+
+def call_from_pb(c: scheduler_pb2.Call) -> m.SchedulerCall:
+    fid = FrameworkId(c.framework_id)
+    if c.type == C.SUBSCRIBE:
+        info = framework_info_from_pb(c.subscribe.framework)
+        return m.Subscribe(FrameworkInfo(FrameworkId(info.id or c.framework_id), info.name))
+    if c.type == C.TYPE_UNSPECIFIED or c.type not in C.Type.values():
+        raise UnknownCall(f"unknown scheduler call type {c.type}")
+    if not fid:
+        raise MalformedMessage("call without a framework_id")
+    if c.type == C.TEARDOWN:
+        return m.Teardown(fid)
+    if c.type == C.ACCEPT:
+        tasks: list[TaskInfo] = []
+        for op in c.accept.operations:
+            if op.type != C.Operation.LAUNCH:
+                raise UnknownCall(f"unknown operation type {op.type}")
+            tasks.extend(task_info_from_pb(t) for t in op.launch.tasks)
+        return m.Accept(fid, tuple(OfferId(o) for o in c.accept.offer_ids), tuple(tasks), _filters_from_pb(c.accept))
+    if c.type == C.DECLINE:
+        return m.Decline(fid, tuple(OfferId(o) for o in c.decline.offer_ids), _filters_from_pb(c.decline))
+    if c.type == C.REVIVE:
+        return m.Revive(fid)
+    if c.type == C.SUPPRESS:
+        return m.Suppress(fid)
+    if c.type == C.KILL:
+        if not c.kill.task_id:
+            raise MalformedMessage("kill without a task_id")
+        return m.Kill(fid, TaskId(c.kill.task_id), AgentId(c.kill.agent_id))
+    if c.type == C.ACKNOWLEDGE:
+        a = c.acknowledge
+        return m.Acknowledge(fid, AgentId(a.agent_id), TaskId(a.task_id), a.uuid)
+    if c.type == C.RECONCILE:
+        return m.Reconcile(fid, tuple((TaskId(t.task_id), AgentId(t.agent_id)) for t in c.reconcile.tasks))
+    raise UnknownCall(f"unknown scheduler call type {c.type}")
+
+
+def event_to_pb(ev: m.SchedulerEvent) -> scheduler_pb2.Event:
+    if isinstance(ev, m.Subscribed):
+        return E(
+            type=E.SUBSCRIBED,
+            subscribed=E.Subscribed(
+                framework_id=ev.framework_id, heartbeat_interval_seconds=ev.heartbeat_interval, master_id=ev.master_id
+            ),
+        )
+    if isinstance(ev, m.Offers):
+        return E(type=E.OFFERS, offers=E.Offers(offers=[offer_to_pb(o) for o in ev.offers]))
+    if isinstance(ev, m.Rescind):
+        return E(type=E.RESCIND, rescind=E.Rescind(offer_id=ev.offer_id))
+    if isinstance(ev, m.Update):
+        return E(type=E.UPDATE, update=E.Update(status=task_status_to_pb(ev.status)))
+    if isinstance(ev, m.Failure):
+        return E(type=E.FAILURE, failure=E.Failure(agent_id=ev.agent_id))
+    if isinstance(ev, m.ErrorEvent):
+        return E(type=E.ERROR, error=error_to_pb(ev))
+    return E(type=E.HEARTBEAT)
+
+
+def event_from_pb(e: scheduler_pb2.Event) -> m.SchedulerEvent:
+    if e.type == E.SUBSCRIBED:
+        s = e.subscribed
+        return m.Subscribed(FrameworkId(s.framework_id), s.heartbeat_interval_seconds, s.master_id)
+    if e.type == E.OFFERS:
+        return m.Offers(tuple(offer_from_pb(o) for o in e.offers.offers))
+    if e.type == E.RESCIND:
+        return m.Rescind(OfferId(e.rescind.offer_id))
+    if e.type == E.UPDATE:
+        return m.Update(task_status_from_pb(e.update.status))
+    if e.type == E.FAILURE:
+        return m.Failure(AgentId(e.failure.agent_id))
+    if e.type == E.ERROR:
+        return error_from_pb(e.error)
+    if e.type == E.HEARTBEAT:
+        return m.Heartbeat()
+    raise UnknownCall(f"unknown scheduler event type {e.type}")
+
+
+# -- agent Calls and Events -------------------------------------------------------
+
+AC = agent_pb2.AgentCall
+AE = agent_pb2.AgentEvent
+
+
+def agent_call_to_pb(call: m.AgentCall) -> agent_pb2.AgentCall:
+    if isinstance(call, m.RegisterAgent):
+        return AC(
+            agent_id=call.agent.id,
+            type=AC.REGISTER,
+            register=AC.Register(agent=agent_info_to_pb(call.agent), tasks=[task_status_to_pb(s) for s in call.tasks]),
+        )
+    if isinstance(call, m.AgentHeartbeat):
+        return AC(agent_id=call.agent_id, type=AC.HEARTBEAT, heartbeat=AC.Heartbeat(task_ids=list(call.task_ids)))
+    if isinstance(call, m.StatusUpdate):
+        return AC(agent_id=call.agent_id, type=AC.UPDATE, update=AC.Update(status=task_status_to_pb(call.status)))
+    return AC(agent_id=call.agent_id, type=AC.SUBSCRIBE)
+
+
+def agent_call_from_pb(c: agent_pb2.AgentCall) -> m.AgentCall:
+    aid = AgentId(c.agent_id)
+    if c.type == AC.REGISTER:
+        info = agent_info_from_pb(c.register.agent)
+        if not info.id:
+            raise MalformedMessage("register without an agent id")
+        return m.RegisterAgent(info, tuple(task_status_from_pb(s) for s in c.register.tasks))
+    if c.type not in (AC.HEARTBEAT, AC.UPDATE, AC.SUBSCRIBE):
+        raise UnknownCall(f"unknown agent call type {c.type}")
+    if not aid:
+        raise MalformedMessage("agent call without an agent_id")
+    if c.type == AC.HEARTBEAT:
+        return m.AgentHeartbeat(aid, tuple(TaskId(t) for t in c.heartbeat.task_ids))
+    if c.type == AC.UPDATE:
+        return m.StatusUpdate(aid, task_status_from_pb(c.update.status))
+    return m.SubscribeAgent(aid)
+
+
+def agent_event_to_pb(ev: m.AgentEvent) -> agent_pb2.AgentEvent:
+    if isinstance(ev, m.AgentRegistered):
+        return AE(
+            type=AE.REGISTERED,
+            registered=AE.Registered(agent_id=ev.agent_id, master_id=ev.master_id, broker_url=ev.broker_url),
+        )
+    if isinstance(ev, m.HeartbeatAck):
+        return AE(type=AE.HEARTBEAT_ACK, heartbeat_ack=AE.HeartbeatAck(commands_pending=ev.commands_pending))
+    if isinstance(ev, m.StatusAcknowledged):
+        return AE(type=AE.ACKNOWLEDGED, acknowledged=AE.Acknowledged(task_id=ev.task_id, uuid=ev.uuid))
+    if isinstance(ev, m.LaunchCommand):
+        return AE(type=AE.LAUNCH, launch=AE.Launch(task=task_info_to_pb(ev.task)))
+    if isinstance(ev, m.KillCommand):
+        return AE(type=AE.KILL, kill=AE.Kill(task_id=ev.task_id, grace_seconds=ev.grace))
+    return AE(type=AE.ERROR, error=error_to_pb(ev))
+
+
+def agent_event_from_pb(e: agent_pb2.AgentEvent) -> m.AgentEvent:
+    if e.type == AE.REGISTERED:
+        r = e.registered
+        return m.AgentRegistered(AgentId(r.agent_id), r.master_id, r.broker_url)
+    if e.type == AE.HEARTBEAT_ACK:
+        return m.HeartbeatAck(e.heartbeat_ack.commands_pending)
+    if e.type == AE.ACKNOWLEDGED:
+        return m.StatusAcknowledged(TaskId(e.acknowledged.task_id), e.acknowledged.uuid)
+    if e.type == AE.LAUNCH:
+        return m.LaunchCommand(task_info_from_pb(e.launch.task))
+    if e.type == AE.KILL:
+        return m.KillCommand(TaskId(e.kill.task_id), e.kill.grace_seconds)
+    if e.type == AE.ERROR:
+        return error_from_pb(e.error)
+    raise UnknownCall(f"unknown agent event type {e.type}")
+
+
+# -- bytes -------------------------------------------------------------------------
+
+
+def _parse(cls: type, data: bytes) -> object:
+    msg = cls()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError as e:
+        raise MalformedMessage(f"malformed {cls.__name__}: {e}") from None
+    return msg
+
+
+def decode_call(data: bytes) -> m.SchedulerCall:
+    msg = _parse(scheduler_pb2.Call, data)
+    assert isinstance(msg, scheduler_pb2.Call)
+    return call_from_pb(msg)
+
+
+def encode_call(call: m.SchedulerCall) -> bytes:
+    return call_to_pb(call).SerializeToString()
+
+
+def decode_event(data: bytes) -> m.SchedulerEvent:
+    msg = _parse(scheduler_pb2.Event, data)
+    assert isinstance(msg, scheduler_pb2.Event)
+    return event_from_pb(msg)
+
+
+def encode_event(ev: m.SchedulerEvent) -> bytes:
+    return event_to_pb(ev).SerializeToString()
+
+
+def decode_agent_call(data: bytes) -> m.AgentCall:
+    msg = _parse(agent_pb2.AgentCall, data)
+    assert isinstance(msg, agent_pb2.AgentCall)
+    return agent_call_from_pb(msg)
+
+
+def encode_agent_call(call: m.AgentCall) -> bytes:
+    return agent_call_to_pb(call).SerializeToString()
+
+
+def decode_agent_event(data: bytes) -> m.AgentEvent:
+    msg = _parse(agent_pb2.AgentEvent, data)
+    assert isinstance(msg, agent_pb2.AgentEvent)
+    return agent_event_from_pb(msg)
+
+
+def encode_agent_event(ev: m.AgentEvent) -> bytes:
+    return agent_event_to_pb(ev).SerializeToString()
+
+
+def encode_error(e: WireError) -> bytes:
+    return error_to_pb(e).SerializeToString()
+
+
+def decode_error(data: bytes) -> m.ErrorEvent:
+    msg = _parse(common_pb2.Error, data)
+    assert isinstance(msg, common_pb2.Error)
+    return error_from_pb(msg)
+
+
+# -- RecordIO framing (streamed events) ------------------------------------------
+
+
+def frame(payload: bytes) -> bytes:
+    """One RecordIO record: the decimal length, a newline, the payload."""
+    return b"%d\n" % len(payload) + payload
+
+
+class RecordReader:
+    """Incrementally splits a RecordIO byte stream into records.
+
+    Feed chunks as they arrive; :meth:`feed` returns the complete records.
+    A record longer than ``max_record`` raises :class:`MalformedMessage`.
+    """
+
+    def __init__(self, max_record: int = 16 * 1024 * 1024) -> None:
+        self._buf = bytearray()
+        self._max = max_record
+
+    def feed(self, chunk: bytes) -> Sequence[bytes]:
+        self._buf += chunk
+        out: list[bytes] = []
+        while True:
+            nl = self._buf.find(b"\n", 0, 21)
+            if nl < 0:
+                if len(self._buf) > 20:
+                    raise MalformedMessage("RecordIO length header too long")
+                return out
+            try:
+                size = int(self._buf[:nl])
+            except ValueError:
+                raise MalformedMessage("RecordIO length header is not a number") from None
+            if size < 0 or size > self._max:
+                raise MalformedMessage(f"RecordIO record of {size} bytes over the limit")
+            if len(self._buf) < nl + 1 + size:
+                return out
+            out.append(bytes(self._buf[nl + 1 : nl + 1 + size]))
+            del self._buf[: nl + 1 + size]
