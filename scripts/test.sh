@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: install, generated-code drift check, ruff, mypy --strict, pytest.
+# On a machine where we are root and Docker is not running (CI), it installs and starts the Docker engine first,
+# so the Docker integration tests run for real.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+export PATH="$PWD/.venv/bin:$PATH"
+
+if [ -f scripts/setup_docker.sh ] && { [ "${CI:-}" = "true" ] || [ "$(id -u)" = 0 ]; }; then
+  echo "== docker engine"
+  bash scripts/setup_docker.sh
+fi
+
+echo "== generated protobuf code is up to date"
+tmp=$(mktemp -d)
+python -m grpc_tools.protoc -Iproto --python_out="$tmp" --pyi_out="$tmp" proto/edgerm/v1/*.proto
+for f in "$tmp"/edgerm/v1/*; do
+  if ! cmp -s "$f" "edgerm/v1/$(basename "$f")"; then
+    echo "edgerm/v1/$(basename "$f") differs from what proto/ generates: run scripts/gen_proto.sh" >&2
+    exit 1
+  fi
+done
+rm -rf "$tmp"
+
+echo "== ruff"
+ruff check edgerm tests bench examples
+ruff format --check edgerm tests bench examples
+echo "== mypy --strict"
+mypy edgerm
+echo "== pytest"
+python -m pytest -q "$@"
