@@ -24,8 +24,9 @@ done
 rm -rf "$tmp"
 
 echo "== ruff"
-ruff check edgerm tests bench examples
-ruff format --check edgerm tests bench examples
+paths=(); for d in edgerm tests bench examples; do [ -d "$d" ] && paths+=("$d"); done
+ruff check "${paths[@]}"
+ruff format --check "${paths[@]}"
 echo "== mypy --strict"
 mypy edgerm
 echo "== pytest"
