@@ -17,9 +17,13 @@
     │   ├── InvalidTask           422  4.22  a task description is wrong
     │   ├── UnknownTask           404  4.04  no such task
     │   ├── Conflict              409  4.09  e.g. a duplicate task id
-    │   └── Unavailable           503  5.03  shutting down / not ready
+    │   ├── Unavailable           503  5.03  shutting down / not ready
+    │   └── NotFound              404  4.04  no such path or module (wire code
+    │                                        CODE_UNSPECIFIED: no call failed)
     ├── ConfigError               a config file or flag is wrong
-    └── RuntimeFailure            a runtime could not run a task (agent side)
+    ├── RuntimeFailure            a runtime could not run a task (agent side)
+    └── TransportError            the peer could not be reached or the
+                                  connection broke (no typed reply came)
 
 A ``WireError`` raised anywhere below a transport adapter is turned into a
 typed reply by that adapter (:func:`edgerm.wire.error_to_pb`); lower-layer
@@ -105,6 +109,16 @@ class Unavailable(WireError):
     code, http_status, coap_code = "UNAVAILABLE", 503, _coap(5, 3)
 
 
+class NotFound(WireError):
+    """No resource at this path, or no module with this hash (not a call error).
+
+    Its wire code stays ``CODE_UNSPECIFIED``, so it is not in
+    :data:`WIRE_ERRORS`: a peer receiving it gets a plain ``WireError``.
+    """
+
+    code, http_status, coap_code = "CODE_UNSPECIFIED", 404, _coap(4, 4)
+
+
 WIRE_ERRORS: dict[str, type[WireError]] = {
     cls.code: cls
     for cls in (
@@ -131,3 +145,12 @@ class ConfigError(EdgermError):
 
 class RuntimeFailure(EdgermError):
     """A runtime could not start or run a task; becomes a FAILED status."""
+
+
+class TransportError(EdgermError):
+    """No answer: connection refused or dropped, timeout, or an untyped reply.
+
+    Raised by client transports (the agent's) instead of lower-layer
+    exceptions; the caller retries later. A typed error reply is a
+    ``WireError`` instead.
+    """

@@ -1,0 +1,303 @@
+"""``edgerm-agent``: the agent's command line, and ``start_agent`` for tests and demos.
+
+::
+
+    edgerm-agent [--master URL] [--coap] [--config FILE] [--work-dir DIR] [--name N] [--log-level LEVEL]
+
+Plain ``edgerm-agent`` talks to ``EDGERM_MASTER`` or http://127.0.0.1:5050
+(precedence: flag > environment > config > default, edgerm.agent.config);
+``edgerm-agent --coap`` speaks CoAP, to coap://127.0.0.1:5683 unless a
+``coap://`` or ``coap+tcp://`` URL is named the same ways.
+SIGINT or SIGTERM stops it cleanly: WebAssembly tasks are stopped, Docker
+containers are left running for the next start to recover.
+
+Assembly order (:func:`start_agent`): work dir -> agent id -> transport ->
+runtimes (those that are available) -> measured ``AgentInfo`` -> service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Coroutine, Generator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+from edgerm.agent.config import (
+    DEFAULT_MASTER,
+    KNOWN_EXECUTORS,
+    MASTER_ENV,
+    AgentConfig,
+    default_work_dir,
+    load_config,
+    resolve_master,
+)
+from edgerm.agent.http_transport import HttpAgentTransport
+from edgerm.agent.resources import build_agent_info, load_agent_id, measure
+from edgerm.agent.runtime import Runtime
+from edgerm.agent.service import AgentService
+from edgerm.agent.transport import AgentTransport
+from edgerm.errors import ConfigError, EdgermError, TransportError
+from edgerm.ids import AgentId
+
+log = logging.getLogger("edgerm.agent")
+
+DEFAULT_COAP_MASTER = "coap://127.0.0.1:5683"
+COAP_SCHEMES = ("coap", "coap+tcp")
+
+
+def transport_for(master_url: str) -> AgentTransport:
+    """The transport that speaks the master URL's scheme."""
+    scheme = urlsplit(master_url).scheme
+    if scheme in ("http", "https"):
+        return HttpAgentTransport(master_url)
+    if scheme in COAP_SCHEMES:
+        # Imported here: an agent that speaks HTTP does not load aiocoap.
+        from edgerm.agent.coap_transport import CoapAgentTransport
+
+        return CoapAgentTransport(master_url)
+    raise ConfigError(f"master: no transport for {scheme!r} URLs (use http://, https://, coap:// or coap+tcp://)")
+
+
+async def build_runtimes(
+    config: AgentConfig, agent_id: AgentId, work_dir: Path, transport: AgentTransport
+) -> dict[str, Runtime]:
+    """The runtimes the config asks for (all known ones by default) that work here."""
+    wanted = config.executors if config.executors is not None else KNOWN_EXECUTORS
+    explicit = config.executors is not None
+    out: dict[str, Runtime] = {}
+    if "wasm" in wanted:
+        try:
+            from edgerm.agent.wasm import WasmRuntime
+        except ImportError as e:
+            log.warning("no wasm executor: wasmtime does not import (%s)", e)
+        else:
+            out["wasm"] = WasmRuntime(
+                work_dir,
+                default_time_limit=config.wasm.time_limit,
+                default_memory=config.wasm.memory,
+                threads=config.wasm.threads,
+                fetch_module=transport.fetch_module,
+            )
+    if "docker" in wanted:
+        from edgerm.agent.docker import DockerRuntime
+
+        docker = DockerRuntime(agent_id, config.devices)
+        if await docker.available():
+            out["docker"] = docker
+        else:
+            (log.warning if explicit else log.info)("no docker executor: no Docker engine answers")
+            await docker.close()
+    return out
+
+
+class RunningAgent:
+    """A started agent; ``async with`` it (or call :meth:`stop`) to stop it."""
+
+    def __init__(self, service: AgentService, master_url: str, tmp: tempfile.TemporaryDirectory[str] | None) -> None:
+        self.service = service
+        self.master_url = master_url
+        self._tmp = tmp
+
+    @property
+    def agent_id(self) -> AgentId:
+        return self.service.info.id
+
+    @property
+    def work_dir(self) -> Path:
+        return self.service.work_dir
+
+    async def wait_registered(self) -> None:
+        """Wait until the master has answered REGISTERED (wrap in ``asyncio.timeout``)."""
+        await self.service.wait_registered()
+
+    async def stop(self) -> None:
+        await self.service.stop()
+        if self._tmp is not None:
+            await asyncio.to_thread(self._tmp.cleanup)
+            self._tmp = None
+
+    async def __aenter__(self) -> RunningAgent:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+class _Starting:
+    """What :func:`start_agent` returns: awaitable, or usable in ``async with``."""
+
+    def __init__(self, start: Callable[[], Coroutine[Any, Any, RunningAgent]]) -> None:
+        self._start = start
+        self._agent: RunningAgent | None = None
+
+    def __await__(self) -> Generator[Any, None, RunningAgent]:
+        return self._start().__await__()
+
+    async def __aenter__(self) -> RunningAgent:
+        self._agent = await self._start()
+        return self._agent
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._agent is not None:
+            await self._agent.stop()
+
+
+def start_agent(
+    master_url: str,
+    config: AgentConfig | None = None,
+    work_dir: Path | None = None,
+    *,
+    runtimes: Mapping[str, Runtime] | None = None,
+    transport: AgentTransport | None = None,
+    register_timeout: float | None = 10.0,
+) -> _Starting:
+    """Start an agent in this event loop; unless ``register_timeout`` is None, wait until it registered.
+
+    Use as ``async with start_agent(url) as agent:`` or ``agent = await
+    start_agent(url)`` (then ``await agent.stop()``). ``work_dir``: the
+    argument, else the config's, else a temporary directory removed at stop.
+    ``runtimes``: default, those of :func:`build_runtimes`. Raises
+    :class:`~edgerm.errors.TransportError` when the master does not answer
+    within ``register_timeout`` (the agent is stopped again).
+    """
+    return _Starting(
+        lambda: _start(master_url, config or AgentConfig(), work_dir, runtimes, transport, register_timeout)
+    )
+
+
+async def _start(
+    master_url: str,
+    config: AgentConfig,
+    work_dir: Path | None,
+    runtimes: Mapping[str, Runtime] | None,
+    transport: AgentTransport | None,
+    register_timeout: float | None,
+) -> RunningAgent:
+    tmp = None
+    if work_dir is None:
+        work_dir = config.work_dir
+    if work_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="edgerm-agent-")
+        work_dir = Path(tmp.name)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    agent_id = load_agent_id(work_dir)
+    transport = transport if transport is not None else transport_for(master_url)
+    if runtimes is None:
+        runtimes = await build_runtimes(config, agent_id, work_dir, transport)
+    executors = frozenset([name for name, rt in runtimes.items() if await rt.available()])
+    measured = await asyncio.to_thread(measure, work_dir)
+    info = build_agent_info(agent_id, config, measured, executors)
+    service = AgentService(info, transport, {e: runtimes[e] for e in executors}, work_dir)
+    agent = RunningAgent(service, master_url, tmp)
+    try:
+        await service.start()
+        log.info(
+            "agent %s (%s) at %s: %s; executors %s; master %s",
+            agent_id,
+            info.hostname,
+            work_dir,
+            info.resources,
+            ",".join(sorted(executors)) or "none",
+            master_url,
+        )
+        if register_timeout is not None:
+            try:
+                async with asyncio.timeout(register_timeout):
+                    await agent.wait_registered()
+            except TimeoutError:
+                raise TransportError(f"the master at {master_url} did not answer within {register_timeout}s") from None
+    except BaseException:
+        await agent.stop()
+        raise
+    return agent
+
+
+# -- command line -------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgerm-agent", description="Run an edgerm agent on this device.")
+    p.add_argument("--master", metavar="URL", help=f"the master's URL (default: $EDGERM_MASTER or {DEFAULT_MASTER})")
+    p.add_argument(
+        "--coap", action="store_true", help=f"talk to the master over CoAP (default URL {DEFAULT_COAP_MASTER})"
+    )
+    p.add_argument("--config", metavar="FILE", type=Path, help="YAML config file (docs/agent-config.md)")
+    p.add_argument("--work-dir", metavar="DIR", type=Path, help="state directory (agent id, task dirs, module cache)")
+    p.add_argument("--name", metavar="N", help="hostname to advertise (default: the machine's)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level")
+    return p
+
+
+def master_url_for(flag: str | None, coap: bool, env: Mapping[str, str], config: AgentConfig) -> str:
+    """The master URL (``resolve_master``); with ``--coap`` the CoAP default, and a CoAP URL required."""
+    if coap and not (flag or env.get(MASTER_ENV) or config.master):
+        return DEFAULT_COAP_MASTER
+    url = resolve_master(flag, env, config)
+    if coap and urlsplit(url).scheme not in COAP_SCHEMES:
+        raise ConfigError(f"--coap: the master URL must be coap:// or coap+tcp://, got {url!r}")
+    return url
+
+
+def _work_dir(config: AgentConfig) -> Path:
+    """The configured work dir, else the default one, else (unwritable home) a temporary one."""
+    if config.work_dir is not None:
+        config.work_dir.mkdir(parents=True, exist_ok=True)
+        return config.work_dir
+    path = default_work_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    except OSError as e:
+        tmp = Path(tempfile.mkdtemp(prefix="edgerm-agent-"))
+        log.warning("cannot use %s (%s); using %s", path, e.strerror, tmp)
+        return tmp
+
+
+async def _serve(config: AgentConfig, master_url: str) -> None:
+    agent = await start_agent(master_url, config, _work_dir(config), register_timeout=None)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await agent.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config) if args.config else AgentConfig()
+        config = config.with_overrides(work_dir=args.work_dir, name=args.name)
+        master_url = master_url_for(args.master, args.coap, os.environ, config)
+        asyncio.run(_serve(config, master_url))
+    except (ConfigError, OSError) as e:
+        print(f"edgerm-agent: {e}", file=sys.stderr)
+        return 2
+    except EdgermError as e:
+        print(f"edgerm-agent: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

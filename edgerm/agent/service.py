@@ -1,0 +1,402 @@
+"""``AgentService``: carries out what the agent core orders, over a transport.
+
+Pipeline::
+
+    transport (commands, replies) ─┐
+    runtimes (TaskStarted/Ended) ──┼─► AgentCore.handle(event, now) ─► actions ─► _apply
+    timers (heartbeat, retries) ───┘
+
+Rules:
+
+- Only :meth:`_feed` changes agent state, by handing one event to the core;
+  the service holds connections, timers and in-flight work, nothing else.
+- It never dies because one task or one request failed: every action runs
+  in its own asyncio task whose failure is logged (the outermost boundary);
+  a status that was not acknowledged is re-sent by the core's retry timer, a
+  registration is retried with backoff until the master answers, a dropped
+  command stream is re-opened with backoff, and UNKNOWN_AGENT on any call
+  makes the agent register again.
+- The command stream is re-opened when two heartbeat acks in a row say
+  ``commands_pending`` (the master holds commands no stream takes; one such
+  ack alone can be a command caught between the queue and the stream).
+- Runtime reports may come from any thread; they are moved to the loop.
+- Each task gets ``work_dir/tasks/<task>/`` as its workdir; the workdirs of
+  the last :data:`KEPT_SANDBOXES` finished tasks are kept for inspection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Coroutine, Mapping
+from pathlib import Path
+from typing import Any
+
+from edgerm import messages as m
+from edgerm.agent.runtime import RecoveredTask, Runtime, RuntimeReport, TaskEnded
+from edgerm.agent.state import (
+    AgentAction,
+    AgentCore,
+    AgentEvent,
+    CleanupTask,
+    HeartbeatDue,
+    KillReceived,
+    LaunchReceived,
+    Recovered,
+    Register,
+    Registered,
+    RegistrationLost,
+    RuntimeReported,
+    SendHeartbeat,
+    SendStatus,
+    Stamp,
+    Started,
+    StartTask,
+    StatusAcked,
+    StopTask,
+    Tick,
+)
+from edgerm.agent.transport import AgentTransport
+from edgerm.errors import EdgermError, RuntimeFailure, TransportError, UnknownAgent, WireError
+from edgerm.ids import TaskId
+from edgerm.model import AgentInfo, Reason, TaskInfo, TaskState, TaskStatus
+
+log = logging.getLogger(__name__)
+
+KEPT_SANDBOXES = 32
+PENDING_ACKS_TO_REOPEN = 2  # consecutive heartbeat acks saying commands_pending
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+def sandbox_name(task_id: TaskId) -> str:
+    """A directory name for a task id that may hold any characters."""
+    readable = _UNSAFE.sub("_", task_id)[:64].lstrip(".") or "task"
+    if readable == task_id:
+        return readable
+    return f"{readable}-{hashlib.sha256(task_id.encode()).hexdigest()[:10]}"
+
+
+class AgentService:
+    """One agent: its core, its runtimes and its conversation with the master."""
+
+    def __init__(
+        self,
+        info: AgentInfo,
+        transport: AgentTransport,
+        runtimes: Mapping[str, Runtime],
+        work_dir: Path,
+        *,
+        backoff_initial: float = 0.2,
+        backoff_max: float = 10.0,
+    ) -> None:
+        self.info = info
+        self.transport = transport
+        self.runtimes = dict(runtimes)
+        self.work_dir = work_dir
+        self.core = AgentCore(info.id, frozenset(self.runtimes))
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._jobs: set[asyncio.Task[Any]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._registered = asyncio.Event()
+        self._registering: asyncio.Task[None] | None = None
+        self._stream: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._heartbeat_in_flight = False
+        self._pending_acks = 0
+        self._sandboxes: deque[Path] = deque()
+        self._started = False
+        self._stopping = False
+        self._master_reachable = True
+
+    # -- life cycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover tasks, start registering, heartbeating and listening for commands."""
+        if self._started:
+            raise RuntimeError("AgentService.start() can be called once")
+        self._started = True
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        (self.work_dir / "tasks").mkdir(parents=True, exist_ok=True)
+        recovered: list[Recovered] = []
+        for executor, runtime in self.runtimes.items():
+            found: list[RecoveredTask] = []
+            try:
+                found = await runtime.recover(self.report)
+            except Exception:  # boundary: a runtime that cannot recover still runs new tasks
+                log.exception("runtime %s could not recover its tasks", executor)
+            recovered.extend(Recovered(executor, t, self._stamp()) for t in found)
+        if recovered:
+            log.info("recovered %d task(s) from before the restart", len(recovered))
+        self._feed(Started(tuple(recovered)))
+        self._loops = [
+            asyncio.create_task(self._heartbeat_loop(), name="agent-heartbeat"),
+            asyncio.create_task(self._retry_loop(), name="agent-retries"),
+            asyncio.create_task(self._command_loop(), name="agent-commands"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop talking to the master, stop every runtime (and its tasks), close the transport."""
+        if self._stopping:
+            return
+        self._stopping = True
+        pending = [*self._loops, *self._jobs]
+        for job in pending:
+            job.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for executor, runtime in self.runtimes.items():
+            try:
+                await runtime.close()
+            except Exception:  # boundary: shutting down goes on
+                log.exception("runtime %s did not close cleanly", executor)
+        await self.transport.close()
+
+    @property
+    def registered(self) -> bool:
+        return self.core.registered
+
+    async def wait_registered(self) -> None:
+        await self._registered.wait()
+
+    # -- the one place state changes -----------------------------------------------------
+
+    def _feed(self, event: AgentEvent) -> None:
+        try:
+            actions = self.core.handle(event, time.monotonic())
+        except Exception:  # boundary: a bug in the core must not take the agent down
+            log.exception("the agent core could not handle %r", event)
+            return
+        if self.core.registered:
+            self._registered.set()
+        else:
+            self._registered.clear()
+        self._wake.set()  # retry deadlines may have moved
+        if not self._stopping:
+            for action in actions:
+                self._apply(action)
+
+    def _apply(self, action: AgentAction) -> None:
+        match action:
+            case SendStatus(status=status):
+                self._spawn(self._send_status(status))
+            case StartTask(task=task):
+                self._spawn(self._start_task(task))
+            case StopTask():
+                self._spawn(self._stop_task(action))
+            case SendHeartbeat(task_ids=task_ids):
+                if not self._heartbeat_in_flight:  # a slow master gets one heartbeat at a time
+                    self._heartbeat_in_flight = True
+                    self._spawn(self._heartbeat(task_ids))
+            case Register():
+                if self._registering is None or self._registering.done():
+                    self._registering = self._spawn(self._register())
+            case CleanupTask():
+                self._spawn(self._cleanup(action))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        job = asyncio.create_task(coro)
+        self._jobs.add(job)
+        job.add_done_callback(self._job_done)
+        return job
+
+    def _job_done(self, job: asyncio.Task[Any]) -> None:
+        self._jobs.discard(job)
+        if not job.cancelled() and (e := job.exception()) is not None:
+            log.error("agent job failed", exc_info=e)
+
+    @staticmethod
+    def _stamp() -> Stamp:
+        return Stamp(uuid.uuid4().hex, time.time())
+
+    # -- runtime reports -----------------------------------------------------------------
+
+    def report(self, report: RuntimeReport) -> None:
+        """The runtimes' report callback; safe to call from any thread."""
+        if self._loop is None or threading.get_ident() == self._loop_thread:
+            self._on_report(report)
+        else:
+            self._loop.call_soon_threadsafe(self._on_report, report)
+
+    def _on_report(self, report: RuntimeReport) -> None:
+        self._feed(RuntimeReported(report, self._stamp()))
+
+    # -- actions ---------------------------------------------------------------------------
+
+    async def _register(self) -> None:
+        backoff = self._backoff_initial
+        while True:
+            call = m.RegisterAgent(self.info, self.core.held_statuses())
+            try:
+                reply = await self.transport.call(call)
+            except (TransportError, WireError) as e:
+                self._unreachable(f"cannot register with the master: {e}")
+            except Exception:  # boundary: registering must go on whatever happens
+                log.exception("registering failed")
+            else:
+                if isinstance(reply, m.AgentRegistered):
+                    self._reachable()
+                    log.info("registered with the master as %s (%s)", self.info.id, self.info.hostname)
+                    self._feed(Registered())
+                    return
+                log.warning("unexpected answer to REGISTER: %r", reply)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self._backoff_max)
+
+    async def _send_status(self, status: TaskStatus) -> None:
+        try:
+            reply = await self.transport.call(m.StatusUpdate(self.info.id, status))
+        except UnknownAgent:
+            self._feed(RegistrationLost())
+            return
+        except (TransportError, WireError) as e:
+            log.debug("status update %s of %s not delivered (retried later): %s", status.state.value, status.task_id, e)
+            return
+        if isinstance(reply, m.StatusAcknowledged):
+            self._feed(StatusAcked(reply.task_id, reply.uuid))
+        else:
+            log.warning("unexpected answer to UPDATE: %r", reply)
+
+    async def _heartbeat(self, task_ids: tuple[TaskId, ...]) -> None:
+        try:
+            reply = await self.transport.call(m.AgentHeartbeat(self.info.id, task_ids))
+        except UnknownAgent:
+            log.info("the master does not know this agent; registering again")
+            self._feed(RegistrationLost())
+            return
+        except (TransportError, WireError) as e:
+            self._unreachable(f"heartbeat not answered: {e}")
+            return
+        finally:
+            self._heartbeat_in_flight = False
+        self._reachable()
+        if not isinstance(reply, m.HeartbeatAck) or not reply.commands_pending:
+            self._pending_acks = 0
+            return
+        # One such ack can be a command caught between queue and stream; two in a row mean no stream.
+        self._pending_acks += 1
+        if self._pending_acks >= PENDING_ACKS_TO_REOPEN:
+            self._pending_acks = 0
+            log.info("commands are waiting at the master; re-opening the command stream")
+            self._reopen_stream()
+
+    async def _start_task(self, task: TaskInfo) -> None:
+        runtime = self.runtimes.get(task.executor)
+        try:
+            if runtime is None:
+                raise RuntimeFailure(f"no {task.executor} runtime")
+            workdir = self.work_dir / "tasks" / sandbox_name(task.task_id)
+            workdir.mkdir(parents=True, exist_ok=True)  # local syscalls; a thread hop would cost more than it saves
+            await runtime.launch(task, workdir, self.report)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # boundary: this task fails, the agent goes on
+            if not isinstance(e, EdgermError):
+                log.exception("launching %s failed", task.task_id)
+            message = f"could not launch: {e}"
+            self.report(TaskEnded(task.task_id, TaskState.FAILED, Reason.RUNTIME_ERROR, message))
+
+    async def _stop_task(self, action: StopTask) -> None:
+        runtime = self.runtimes.get(action.executor)
+        if runtime is not None:
+            await runtime.kill(action.task_id, action.grace)
+
+    async def _cleanup(self, action: CleanupTask) -> None:
+        runtime = self.runtimes.get(action.executor)
+        if runtime is not None:
+            await runtime.cleanup(action.task_id)
+        self._sandboxes.append(self.work_dir / "tasks" / sandbox_name(action.task_id))
+        old: list[Path] = []
+        while len(self._sandboxes) > KEPT_SANDBOXES:
+            old.append(self._sandboxes.popleft())
+        if old:
+            await asyncio.to_thread(_remove_dirs, old)
+
+    # -- loops -------------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.info.heartbeat_interval
+        while True:
+            await asyncio.sleep(interval)
+            self._feed(HeartbeatDue())
+
+    async def _retry_loop(self) -> None:
+        """Feed ``Tick`` when the core's next retry deadline comes."""
+        while True:
+            self._wake.clear()
+            deadline = self.core.next_deadline()
+            delay = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            except TimeoutError:
+                self._feed(Tick())
+
+    async def _command_loop(self) -> None:
+        """Hold the command stream open while registered; re-open it when it drops."""
+        backoff = self._backoff_initial
+        while True:
+            await self._registered.wait()
+            stream = asyncio.create_task(self._consume_commands(), name="agent-command-stream")
+            self._stream = stream
+            opened = time.monotonic()
+            try:
+                await asyncio.wait({stream})
+            finally:
+                stream.cancel()
+            if stream.cancelled():  # re-open requested
+                backoff = self._backoff_initial
+                continue
+            error = stream.exception()
+            if isinstance(error, UnknownAgent):
+                self._feed(RegistrationLost())
+                continue
+            if error is not None and not isinstance(error, EdgermError):
+                log.error("command stream failed", exc_info=error)
+            elif error is not None:
+                log.debug("command stream: %s", error)
+            if time.monotonic() - opened > 5.0:
+                backoff = self._backoff_initial
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self._backoff_max)
+
+    async def _consume_commands(self) -> None:
+        async for command in self.transport.commands(self.info.id):
+            if isinstance(command, m.LaunchCommand):
+                self._feed(LaunchReceived(command.task, self._stamp()))
+            elif isinstance(command, m.KillCommand):
+                self._feed(KillReceived(command.task_id, command.grace, self._stamp()))
+            else:
+                log.warning("unexpected event on the command stream: %r", command)
+
+    def _reopen_stream(self) -> None:
+        if self._stream is not None and not self._stream.done():
+            self._stream.cancel()
+
+    # -- logging of reachability (once per change, not once per attempt) ----------------------
+
+    def _unreachable(self, why: str) -> None:
+        if self._master_reachable:
+            log.warning("%s", why)
+            self._master_reachable = False
+        else:
+            log.debug("%s", why)
+
+    def _reachable(self) -> None:
+        if not self._master_reachable:
+            log.info("the master answers again")
+            self._master_reachable = True
+
+
+def _remove_dirs(paths: list[Path]) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,348 @@
+"""``HttpDriver``: runs a :class:`Framework` against a master over HTTP.
+
+Pipeline: SUBSCRIBE (``POST /api/v1/scheduler``, response kept open) ->
+RecordIO stream split by :class:`edgerm.wire.RecordReader` -> events decoded
+with :mod:`edgerm.wire` -> callbacks, one at a time, in stream order. Every
+other call is its own POST carrying the ``Edgerm-Stream-Id`` header the
+SUBSCRIBE response gave.
+
+Rules:
+
+- This module is the one boundary where transport problems are mapped:
+  aiohttp errors and timeouts of a call become ``Unavailable``; a typed
+  ``edgerm.v1.Error`` reply becomes its ``WireError`` subclass
+  (:func:`edgerm.wire.raise_error`); a 5xx without a typed body becomes
+  ``Unavailable``. No aiohttp exception reaches the framework.
+- The stream is dead when nothing arrives for ``missed_heartbeats`` x the
+  heartbeat interval SUBSCRIBED announced. The driver then (or when the
+  master closes the stream) tells the framework ``disconnected``, waits a
+  backoff (doubling, jittered, capped) and re-subscribes with the same
+  framework id; the master re-sends unacknowledged updates, which are
+  delivered again (at-least-once).
+- A SUBSCRIBE refused with a typed error other than ``Unavailable`` is not
+  retried: :meth:`HttpDriver.run` raises it. ``max_retries`` consecutive
+  failures to (re)subscribe make it raise ``Unavailable``.
+- A callback that raises is logged (this is the outermost boundary for user
+  code) and dispatch goes on; its status update is then not acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+from collections.abc import Coroutine, Iterable
+from typing import Any
+
+import aiohttp
+
+from edgerm import messages as m
+from edgerm.errors import MalformedMessage, NotSubscribed, Unavailable, UnknownCall, WireError
+from edgerm.frameworks.base import Framework
+from edgerm.ids import AgentId, FrameworkId, OfferId, TaskId
+from edgerm.model import Filters, FrameworkInfo, TaskInfo, TaskStatus
+from edgerm.wire import RecordReader, decode_error, decode_event, encode_call, raise_error
+
+log = logging.getLogger(__name__)
+
+SCHEDULER_PATH = "/api/v1/scheduler"
+STREAM_ID_HEADER = "Edgerm-Stream-Id"
+CONTENT_TYPE = "application/x-protobuf"
+
+
+async def raise_for_reply(resp: aiohttp.ClientResponse) -> None:
+    """Raise the ``WireError`` a non-success reply stands for."""
+    body = await resp.read()
+    if resp.content_type == CONTENT_TYPE and body:
+        try:
+            err = decode_error(body)
+        except MalformedMessage:
+            err = None
+        if err is not None and err.code != "CODE_UNSPECIFIED":
+            raise_error(err)
+    text = body[:200].decode("utf-8", "replace").strip()
+    if resp.status >= 500:
+        raise Unavailable(f"HTTP {resp.status} from {resp.url}: {text}")
+    raise WireError(f"unexpected HTTP {resp.status} from {resp.url}: {text}")
+
+
+class HttpDriver:
+    """A :class:`~edgerm.frameworks.driver.FrameworkDriver` over the HTTP scheduler API."""
+
+    def __init__(
+        self,
+        framework: Framework,
+        master_url: str,
+        *,
+        name: str | None = None,
+        framework_id: FrameworkId | None = None,
+        backoff_initial: float = 0.2,
+        backoff_max: float = 5.0,
+        max_retries: int | None = None,
+        call_timeout: float = 10.0,
+        subscribe_timeout: float = 10.0,
+        missed_heartbeats: float = 3.0,
+    ) -> None:
+        self._framework = framework
+        self._master_url = master_url.rstrip("/")
+        self._url = self._master_url + SCHEDULER_PATH
+        self._name = name or framework.name
+        self._framework_id = framework_id or None
+        self._master_id = ""
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._max_retries = max_retries
+        self._call_timeout = call_timeout
+        self._subscribe_timeout = subscribe_timeout
+        self._missed_heartbeats = missed_heartbeats
+        self._http: aiohttp.ClientSession | None = None
+        self._stream_id: str | None = None
+        self._reached_subscribed = False
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def framework_id(self) -> FrameworkId | None:
+        return self._framework_id
+
+    @property
+    def master_id(self) -> str:
+        return self._master_id
+
+    @property
+    def master_url(self) -> str:
+        return self._master_url
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether the event stream is up right now."""
+        return self._stream_id is not None
+
+    # -- running ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Subscribe and dispatch events until :meth:`stop`.
+
+        Raises a ``WireError`` if the master refuses the subscription, or
+        ``Unavailable`` after ``max_retries`` consecutive failed attempts.
+        """
+        if self._task is not None:
+            raise RuntimeError("HttpDriver.run() can be called once")
+        if self._stopping:
+            return
+        task = self._task = asyncio.create_task(self._loop(), name=f"edgerm-framework-{self._name}")
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            task.cancel()
+            await asyncio.wait([task])
+            raise
+        if not task.cancelled():
+            task.result()
+
+    async def _loop(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._call_timeout)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            self._http = http
+            try:
+                await self._reconnect_loop(http)
+            finally:
+                self._http = None
+                self._stream_id = None
+
+    async def _reconnect_loop(self, http: aiohttp.ClientSession) -> None:
+        delay = self._backoff_initial
+        failures = 0
+        while not self._stopping:
+            reason = await self._attempt(http)
+            if self._stopping:
+                return
+            if self._reached_subscribed:
+                failures, delay = 0, self._backoff_initial
+                await self._callback("disconnected", self._framework.disconnected(self))
+                if self._stopping:
+                    return
+            else:
+                failures += 1
+                if self._max_retries is not None and failures > self._max_retries:
+                    raise Unavailable(f"cannot subscribe at {self._url} after {failures} attempts: {reason}")
+            pause = delay * random.uniform(0.5, 1.0)
+            what = "event stream lost" if self._reached_subscribed else "cannot subscribe"
+            log.warning("framework %s: %s (%s); retrying in %.2fs", self._name, what, reason, pause)
+            await asyncio.sleep(pause)
+            delay = min(delay * 2, self._backoff_max)
+
+    async def _attempt(self, http: aiohttp.ClientSession) -> str:
+        """One subscription; returns why it ended. Raises only for a refusal
+        that retrying cannot fix."""
+        self._reached_subscribed = False
+        try:
+            return await self._session(http)
+        except TimeoutError:
+            return f"no answer within {self._subscribe_timeout:.1f}s"
+        except (aiohttp.ClientError, OSError) as e:
+            return f"connection error: {e or type(e).__name__}"
+        except Unavailable as e:
+            return f"{e.code}: {e.message}"
+        finally:
+            self._stream_id = None
+
+    async def _session(self, http: aiohttp.ClientSession) -> str:
+        info = FrameworkInfo(self._framework_id or FrameworkId(""), self._name)
+        async with asyncio.timeout(self._subscribe_timeout):
+            resp = await http.post(self._url, data=encode_call(m.Subscribe(info)), headers=self._headers(None))
+        async with resp:
+            if resp.status != 200:
+                await raise_for_reply(resp)
+            stream_id = resp.headers.get(STREAM_ID_HEADER, "")
+            if not stream_id:
+                return f"SUBSCRIBE answered without a {STREAM_ID_HEADER} header"
+            reader = RecordReader()
+            read_timeout: float | None = self._subscribe_timeout
+            while True:
+                try:
+                    async with asyncio.timeout(read_timeout):
+                        chunk = await resp.content.readany()
+                except TimeoutError:
+                    return f"nothing received for {read_timeout:.2f}s (missed heartbeats)"
+                if not chunk:
+                    return "the master closed the stream"
+                try:
+                    records = reader.feed(chunk)
+                except MalformedMessage as e:
+                    return f"broken stream framing: {e.message}"
+                for record in records:
+                    try:
+                        event = decode_event(record)
+                    except UnknownCall as e:
+                        log.warning("framework %s: skipping an event: %s", self._name, e.message)
+                        continue
+                    except MalformedMessage as e:
+                        return f"malformed event: {e.message}"
+                    if isinstance(event, m.Subscribed):
+                        if not event.framework_id:
+                            return "SUBSCRIBED without a framework id"
+                        self._framework_id = event.framework_id
+                        self._master_id = event.master_id
+                        self._stream_id = stream_id
+                        self._reached_subscribed = True
+                        hb = event.heartbeat_interval
+                        read_timeout = hb * self._missed_heartbeats if hb > 0 else None
+                    elif self._stream_id is None:
+                        return "the stream did not start with SUBSCRIBED"
+                    await self._dispatch(event)
+                    if self._stopping:
+                        return "stopped"
+
+    # -- dispatch --------------------------------------------------------------
+
+    async def _dispatch(self, event: m.SchedulerEvent) -> None:
+        f = self._framework
+        if isinstance(event, m.Subscribed):
+            await self._callback("registered", f.registered(self, event.framework_id, event.master_id))
+        elif isinstance(event, m.Offers):
+            await self._callback("resource_offers", f.resource_offers(self, list(event.offers)))
+        elif isinstance(event, m.Rescind):
+            await self._callback("offer_rescinded", f.offer_rescinded(self, event.offer_id))
+        elif isinstance(event, m.Update):
+            handled = await self._callback("status_update", f.status_update(self, event.status))
+            if handled and event.status.uuid and f.auto_acknowledge and not self._stopping:
+                try:
+                    await self.acknowledge(event.status)
+                except WireError as e:  # the master re-sends it; nothing is lost
+                    log.warning("framework %s: acknowledgement failed: %s", self._name, e)
+        elif isinstance(event, m.Failure):
+            await self._callback("agent_lost", f.agent_lost(self, event.agent_id))
+        elif isinstance(event, m.ErrorEvent):
+            await self._callback("error", f.error(self, event.code, event.message))
+        # HEARTBEAT only proves the stream alive; reading it was enough.
+
+    async def _callback(self, name: str, call: Coroutine[Any, Any, None]) -> bool:
+        try:
+            await call
+        except Exception:
+            log.exception("framework %s: callback %s raised", self._name, name)
+            return False
+        return True
+
+    # -- calls -----------------------------------------------------------------
+
+    def _headers(self, stream_id: str | None) -> dict[str, str]:
+        headers = {"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE}
+        if stream_id is not None:
+            headers[STREAM_ID_HEADER] = stream_id
+        return headers
+
+    def _fid(self) -> FrameworkId:
+        if self._framework_id is None or self._stream_id is None:
+            raise NotSubscribed(f"framework {self._name} is not subscribed to {self._master_url}")
+        return self._framework_id
+
+    async def _call(self, call: m.SchedulerCall) -> None:
+        http, stream_id = self._http, self._stream_id
+        if http is None or stream_id is None:
+            raise NotSubscribed(f"framework {self._name} is not subscribed to {self._master_url}")
+        try:
+            async with http.post(
+                self._url,
+                data=encode_call(call),
+                headers=self._headers(stream_id),
+                timeout=aiohttp.ClientTimeout(total=self._call_timeout),
+            ) as resp:
+                if resp.status not in (200, 202):
+                    await raise_for_reply(resp)
+        except TimeoutError:
+            raise Unavailable(f"master {self._master_url} did not answer within {self._call_timeout}s") from None
+        except aiohttp.ClientError as e:
+            raise Unavailable(f"master {self._master_url} unreachable: {e}") from None
+
+    async def accept(
+        self, offer_ids: Iterable[OfferId], tasks: Iterable[TaskInfo], filters: Filters | None = None
+    ) -> None:
+        fid = self._fid()
+        owned = tuple(t if t.framework_id else dataclasses.replace(t, framework_id=fid) for t in tasks)
+        await self._call(m.Accept(fid, tuple(offer_ids), owned, filters or Filters()))
+
+    async def decline(self, offer_ids: Iterable[OfferId], refuse_seconds: float = 5.0) -> None:
+        await self._call(m.Decline(self._fid(), tuple(offer_ids), Filters(refuse_seconds)))
+
+    async def kill(self, task_id: TaskId, agent_id: AgentId | None = None) -> None:
+        await self._call(m.Kill(self._fid(), task_id, agent_id or AgentId("")))
+
+    async def acknowledge(self, status: TaskStatus) -> None:
+        await self._call(m.Acknowledge(self._fid(), status.agent_id, status.task_id, status.uuid))
+
+    async def revive(self) -> None:
+        await self._call(m.Revive(self._fid()))
+
+    async def suppress(self) -> None:
+        await self._call(m.Suppress(self._fid()))
+
+    async def reconcile(self, tasks: Iterable[tuple[TaskId, AgentId]] = ()) -> None:
+        await self._call(m.Reconcile(self._fid(), tuple(tasks)))
+
+    async def stop(self, teardown: bool = True) -> None:
+        """Stop dispatching and close the stream; :meth:`run` then returns.
+
+        With ``teardown`` the master first removes the framework and kills
+        its tasks; if that call fails the driver still stops, and the error
+        is raised. Safe to call from a callback, another task, or twice.
+        """
+        if self._stopping:
+            return
+        error: WireError | None = None
+        if teardown and self._framework_id is not None:
+            try:
+                await self._call(m.Teardown(self._framework_id))
+            except WireError as e:
+                error = e
+        self._stopping = True
+        task = self._task
+        if task is not None and not task.done() and asyncio.current_task() is not task:
+            task.cancel()
+            await asyncio.wait([task])
+        if error is not None:
+            raise error

@@ -1,0 +1,377 @@
+"""The master's CoAP adapter (aiocoap): decode, call the handler table, encode.
+
+Resources (an aiocoap ``Site`` is the routing table; paths in
+:mod:`edgerm.coap_util`)::
+
+    POST /agent                    AgentCall -> 2.04 AgentEvent
+    GET  /agents/{id}/commands     Observe=0: notifications of the agent's
+                                   command window (edgerm.master.coap_commands);
+                                   plain GET: the window once (2.05)
+    POST /agents/{id}/commands     an 8-byte cursor: confirm commands (2.04)
+    GET  /modules/{sha256}         a WebAssembly module (2.05, block-wise)
+
+Rules:
+- Thin: every agent call goes to :meth:`Handlers.agent_call`, the command
+  window drains :meth:`Handlers.agent_commands`, modules come from
+  :meth:`Handlers.module`. Nothing here knows what a call means.
+- Every ``WireError`` becomes its own ``coap_code`` with an ``edgerm.v1.Error``
+  payload (:func:`edgerm.coap_util.error_message`), counted through
+  ``Handlers.failed``: a malformed payload 4.00, an unknown path 4.04
+  (``NotFound``), a never-registered agent 4.04 UNKNOWN_AGENT, a payload over
+  ``max_body`` 4.13 (checked per block, before block-wise assembly, with the
+  limit in Size1). The ``except Exception`` in :meth:`_Guarded.render` and
+  :meth:`_Commands._observe` is the outermost boundary: it logs and answers
+  5.00, and the master keeps serving.
+- Bound explicitly: UDP on ``host:port`` only, CoAP-over-TCP only when asked
+  for (its own listener). A port already taken is an ``OSError`` at start
+  (aiocoap binds with SO_REUSEPORT, which would otherwise share it silently).
+- :meth:`CoapServer.close` ends every observation with a final 5.03 before
+  the sockets close, so no observer is left waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+from typing import Any
+
+import aiocoap
+import aiocoap.error
+from aiocoap import resource
+
+from edgerm import wire
+from edgerm.coap_util import (
+    AGENT_PATH,
+    AGENTS_PREFIX,
+    COMMANDS_SEGMENT,
+    DEFAULT_COAP_PORT,
+    MODULES_PREFIX,
+    OCTET_STREAM,
+    TUNING,
+    Cursor,
+    error_message,
+    quiet_aiocoap_logs,
+)
+from edgerm.errors import MessageTooLarge, NotFound, Unavailable, WireError
+from edgerm.ids import AgentId
+from edgerm.master.coap_commands import DEFAULT_WINDOW_CAPACITY, CommandChannels, CommandWindow, Observer
+from edgerm.master.handlers import Handlers
+from edgerm.master.http import DEFAULT_MAX_BODY
+
+log = logging.getLogger(__name__)
+
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_OBSERVE_MASK = 0xFFFFFF  # the Observe option is 24 bits (RFC 7641)
+_MODULE_MAX_AGE = 365 * 24 * 3600  # modules are immutable: they are named by their hash
+
+
+class _Adapter:
+    """What every resource shares: the handler table, the command windows, limits."""
+
+    def __init__(self, handlers: Handlers, max_body: int, window_capacity: int) -> None:
+        self.handlers = handlers
+        self.max_body = max_body
+        self.channels = CommandChannels(handlers, window_capacity)
+        self.observations: set[asyncio.Task[Any]] = set()
+
+    def error(self, error: WireError, **options: Any) -> aiocoap.Message:
+        self.handlers.failed(error)
+        return error_message(error, **options)
+
+    def internal_error(self) -> aiocoap.Message:
+        message = self.error(WireError("internal error; see the master's log"))
+        message.code = aiocoap.INTERNAL_SERVER_ERROR
+        return message
+
+    def too_large(self, request: aiocoap.Message) -> aiocoap.Message | None:
+        """The 4.13 reply if this request (or this block of it) goes over the limit."""
+        block1 = request.opt.block1
+        end = (block1.start if block1 is not None else 0) + len(request.payload)
+        announced = request.opt.size1
+        if end <= self.max_body and (announced is None or announced <= self.max_body):
+            return None
+        size = max(end, announced or 0)
+        return self.error(
+            MessageTooLarge(f"payload of {size} bytes is over the limit of {self.max_body} bytes"),
+            size1=self.max_body,
+        )
+
+
+class _Root(resource.Site):  # type: ignore[misc]  # aiocoap ships no type hints
+    """The routing table; an unknown path is a typed 4.04, not aiocoap's bare one."""
+
+    def __init__(self, adapter: _Adapter) -> None:
+        super().__init__()
+        self._adapter = adapter
+
+    async def render_to_pipe(self, pipe: Any) -> None:
+        path = pipe.request.opt.uri_path
+        try:
+            await super().render_to_pipe(pipe)
+        except aiocoap.error.NotFound:
+            pipe.add_response(self._adapter.error(NotFound(f"no resource at /{'/'.join(path)}")), is_last=True)
+
+
+class _Guarded(resource.Resource):  # type: ignore[misc]
+    """A resource whose handlers may raise ``WireError``; the size limit applies first."""
+
+    def __init__(self, adapter: _Adapter) -> None:
+        super().__init__()
+        self._adapter = adapter
+
+    async def render_to_pipe(self, pipe: Any) -> None:
+        reply = self._adapter.too_large(pipe.request)
+        if reply is not None:
+            pipe.add_response(reply, is_last=True)
+            return
+        await super().render_to_pipe(pipe)
+
+    async def render(self, request: aiocoap.Message) -> aiocoap.Message:
+        try:
+            response: aiocoap.Message = await super().render(request)
+        except WireError as e:
+            return self._adapter.error(e)
+        except aiocoap.error.RenderableError:
+            raise  # aiocoap's own replies: 4.05 for a method we do not serve, block-wise states
+        except Exception:
+            log.exception("internal error on CoAP %s /%s", request.code, "/".join(request.opt.uri_path))
+            return self._adapter.internal_error()
+        return response
+
+
+class _AgentCalls(_Guarded):
+    """``POST /agent``: one AgentCall, one AgentEvent."""
+
+    async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
+        call = wire.decode_agent_call(request.payload)
+        event = await self._adapter.handlers.agent_call(call)
+        return aiocoap.Message(code=aiocoap.CHANGED, payload=wire.encode_agent_event(event))
+
+
+class _Modules(_Guarded, resource.PathCapable):  # type: ignore[misc]
+    """``GET /modules/{sha256}``: an inline module the master holds (block-wise by aiocoap)."""
+
+    async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
+        path = request.opt.uri_path
+        if len(path) != 1:
+            raise NotFound(f"no resource at /{MODULES_PREFIX}/{'/'.join(path)}")
+        sha256 = path[0]
+        if not _SHA256.fullmatch(sha256):
+            raise NotFound(f"{sha256!r} is not a sha256 hex digest")
+        module = self._adapter.handlers.module(sha256)
+        if module is None:
+            raise NotFound(f"no module with sha256 {sha256} on this master")
+        return aiocoap.Message(
+            code=aiocoap.CONTENT,
+            payload=module,
+            content_format=OCTET_STREAM,
+            etag=bytes.fromhex(sha256)[:8],
+            max_age=_MODULE_MAX_AGE,
+        )
+
+
+class _Commands(_Guarded, resource.PathCapable):  # type: ignore[misc]
+    """``/agents/{id}/commands``: observe, read or confirm an agent's command window."""
+
+    @staticmethod
+    def _agent_id(request: aiocoap.Message) -> AgentId:
+        path = request.opt.uri_path
+        if len(path) != 2 or not path[0] or path[1] != COMMANDS_SEGMENT:
+            raise NotFound(f"no resource at /{AGENTS_PREFIX}/{'/'.join(path)}")
+        return AgentId(path[0])
+
+    async def render_to_pipe(self, pipe: Any) -> None:
+        request = pipe.request
+        if request.code == aiocoap.GET and request.opt.observe == 0 and request.opt.block2 is None:
+            await self._observe(pipe)
+        else:
+            await super().render_to_pipe(pipe)  # plain GET (and its later blocks), POST
+
+    async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
+        agent_id = self._agent_id(request)
+        channels = self._adapter.channels
+        channels.require_agent(agent_id)
+        window = channels.window(agent_id)
+        if window is None:
+            return aiocoap.Message(code=aiocoap.CONTENT, payload=b"", etag=Cursor(channels.incarnation, 0).encode())
+        return self._representation(window)
+
+    async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
+        agent_id = self._agent_id(request)
+        channels = self._adapter.channels
+        cursor = Cursor.decode(request.payload)
+        channels.require_agent(agent_id)
+        window = channels.window(agent_id)
+        if window is not None:
+            window.confirm(cursor)
+        return aiocoap.Message(code=aiocoap.CHANGED)
+
+    @staticmethod
+    def _representation(window: CommandWindow) -> aiocoap.Message:
+        return aiocoap.Message(
+            code=aiocoap.CONTENT, payload=window.payload(), etag=window.cursor.encode(), transport_tuning=TUNING
+        )
+
+    async def _notification(self, request: aiocoap.Message, window: CommandWindow, number: int) -> aiocoap.Message:
+        full = self._representation(window)
+        response = full
+        if len(full.payload) > request.remote.maximum_payload_size:
+            # aiocoap does not split notifications: keep the whole one in the
+            # block cache (the agent's follow-up GETs read it from there) and
+            # send its first block.
+            async def build() -> aiocoap.Message:
+                return full
+
+            response = await self._block2.extract_or_insert(request, build)
+        response.opt.observe = number & _OBSERVE_MASK
+        return response
+
+    async def _observe(self, pipe: Any) -> None:
+        adapter = self._adapter
+        request = pipe.request
+        try:
+            agent_id = self._agent_id(request)
+            window, observer = await adapter.channels.observe(agent_id)
+        except WireError as e:
+            pipe.add_response(adapter.error(e), is_last=True)
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            adapter.observations.add(task)
+        try:
+            await self._notify(pipe, request, window, observer)
+        except asyncio.CancelledError:
+            raise  # the observer went away (cancelled, RST, CON notification not acknowledged)
+        except Exception:
+            log.exception("observation of agent %s failed", agent_id)
+            pipe.add_response(adapter.internal_error(), is_last=True)
+        finally:
+            window.detach(observer)
+            if task is not None:
+                adapter.observations.discard(task)
+
+    async def _notify(self, pipe: Any, request: aiocoap.Message, window: CommandWindow, observer: Observer) -> None:
+        number = 0
+        pipe.add_response(await self._notification(request, window, number), is_last=False)
+        while True:
+            await observer.wake.wait()
+            observer.wake.clear()
+            if observer.ended is not None:
+                pipe.add_response(self._adapter.error(observer.ended), is_last=True)
+                return
+            number += 1
+            pipe.add_response(await self._notification(request, window, number), is_last=False)
+
+
+def make_site(
+    handlers: Handlers, max_body: int = DEFAULT_MAX_BODY, window_capacity: int = DEFAULT_WINDOW_CAPACITY
+) -> tuple[resource.Site, _Adapter]:
+    """The CoAP routing table over ``handlers``, and the adapter state it shares."""
+    if max_body < 1:
+        raise ValueError("max_body must be positive")
+    adapter = _Adapter(handlers, max_body, window_capacity)
+    site = _Root(adapter)
+    site.add_resource(list(AGENT_PATH), _AgentCalls(adapter))
+    site.add_resource([AGENTS_PREFIX], _Commands(adapter))
+    site.add_resource([MODULES_PREFIX], _Modules(adapter))
+    return site, adapter
+
+
+# -- the server --------------------------------------------------------------------------
+
+
+def _url(scheme: str, host: str, port: int) -> str:
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+class CoapServer:
+    """The master's CoAP endpoint: UDP on ``url``, CoAP over TCP on ``tcp_url`` if asked for."""
+
+    def __init__(self, adapter: _Adapter, contexts: list[Any], host: str, port: int, tcp_port: int | None) -> None:
+        self._adapter = adapter
+        self._contexts = contexts
+        self.host = host
+        self.port = port
+        self.tcp_port = tcp_port
+        self.url = _url("coap", host, port)
+        self.tcp_url = _url("coap+tcp", host, tcp_port) if tcp_port is not None else None
+        self._closed = False
+
+    @property
+    def channels(self) -> CommandChannels:
+        return self._adapter.channels
+
+    async def close(self, grace: float = 1.0) -> None:
+        """End every observation (final 5.03), then close the sockets (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._adapter.channels.close_all(Unavailable("the master is shutting down"))
+        observations = set(self._adapter.observations)
+        if observations:
+            await asyncio.wait(observations, timeout=grace)
+        for context in self._contexts:
+            await context.shutdown()
+
+
+def _check_free(host: str, port: int, kind: int) -> None:
+    """Raise ``OSError`` if ``host:port`` is taken (aiocoap's SO_REUSEPORT would share it)."""
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=kind)[0]
+    with socket.socket(family, kind) as probe:
+        probe.bind(address)
+
+
+def _free_tcp_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _udp_port(context: Any) -> int:
+    """The UDP port an aiocoap server context is bound to."""
+    for interface in context.request_interfaces:
+        transport = getattr(
+            getattr(getattr(interface, "token_interface", None), "message_interface", None), "transport", None
+        )
+        if transport is not None:
+            return int(transport.get_extra_info("socket").getsockname()[1])
+    raise RuntimeError("the CoAP server context has no UDP socket")
+
+
+async def start_coap_server(
+    handlers: Handlers,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_COAP_PORT,
+    *,
+    tcp: bool = False,
+    max_body: int = DEFAULT_MAX_BODY,
+    window_capacity: int = DEFAULT_WINDOW_CAPACITY,
+) -> CoapServer:
+    """Serve the agent API over CoAP on ``host:port`` (0 = ephemeral), plus TCP if ``tcp``.
+
+    With ``tcp`` the TCP listener takes the same port number, or its own
+    ephemeral port when ``port`` is 0.
+    """
+    quiet_aiocoap_logs()
+    site, adapter = make_site(handlers, max_body, window_capacity)
+    if port:
+        _check_free(host, port, socket.SOCK_DGRAM)
+    contexts: list[Any] = []
+    try:
+        udp = await aiocoap.Context.create_server_context(site, bind=(host, port), transports=["udp6"])
+        contexts.append(udp)
+        bound = _udp_port(udp)
+        tcp_port: int | None = None
+        if tcp:
+            tcp_port = port or _free_tcp_port(host)
+            _check_free(host, tcp_port, socket.SOCK_STREAM)
+            contexts.append(
+                await aiocoap.Context.create_server_context(site, bind=(host, tcp_port), transports=["tcpserver"])
+            )
+    except BaseException:
+        for context in contexts:
+            await context.shutdown()
+        raise
+    return CoapServer(adapter, contexts, host, bound, tcp_port)

@@ -1,0 +1,129 @@
+"""The master's handler table: every agent and scheduler call, implemented once.
+
+Role: both transport adapters (HTTP in :mod:`edgerm.master.http`, CoAP later)
+decode bytes with :mod:`edgerm.wire`, call a method here with an internal
+message from :mod:`edgerm.messages`, and encode what comes back. Handlers
+never see bytes, HTTP or CoAP.
+
+Rules:
+- A call that cannot be honoured raises a ``WireError`` and changes nothing;
+  the adapter turns it into a typed reply and reports it with :meth:`failed`
+  (so errors are counted once, whichever layer raised them).
+- Calls are counted here, before they are handled, so the metrics are the
+  same whichever transport carried them.
+- The heartbeat is the hot path: no work beyond one core event and one reply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from edgerm import messages as m
+from edgerm.errors import MalformedMessage, UnknownCall, WireError
+from edgerm.ids import AgentId, FrameworkId, new_id
+from edgerm.master.events import AgentRegistered, HeartbeatReceived, StatusReceived
+from edgerm.master.metrics import render_metrics
+from edgerm.master.service import CommandStream, EventStream, MasterService
+from edgerm.model import FrameworkInfo
+
+_AGENT_CALL_NAMES: dict[type, str] = {
+    m.RegisterAgent: "REGISTER",
+    m.AgentHeartbeat: "HEARTBEAT",
+    m.StatusUpdate: "UPDATE",
+    m.SubscribeAgent: "SUBSCRIBE",
+}
+_SCHEDULER_CALL_NAMES: dict[type, str] = {
+    m.Subscribe: "SUBSCRIBE",
+    m.Teardown: "TEARDOWN",
+    m.Accept: "ACCEPT",
+    m.Decline: "DECLINE",
+    m.Revive: "REVIVE",
+    m.Suppress: "SUPPRESS",
+    m.Kill: "KILL",
+    m.Acknowledge: "ACKNOWLEDGE",
+    m.Reconcile: "RECONCILE",
+}
+
+
+class Handlers:
+    """The calls of the agent and scheduler APIs over one :class:`MasterService`."""
+
+    def __init__(self, service: MasterService) -> None:
+        self.service = service
+        self._metrics = service.metrics
+
+    # -- agent API ------------------------------------------------------------
+
+    async def agent_call(self, call: m.AgentCall) -> m.AgentEvent:
+        """REGISTER -> AgentRegistered, HEARTBEAT -> HeartbeatAck, UPDATE -> StatusAcknowledged.
+
+        SUBSCRIBE opens a push channel and goes to :meth:`agent_commands`.
+        """
+        service = self.service
+        if type(call) is m.AgentHeartbeat:
+            self._metrics.call("agent", "HEARTBEAT")
+            self._metrics.heartbeats += 1
+            service.handle(HeartbeatReceived(call.agent_id, call.task_ids))
+            return m.HeartbeatAck(service.commands_pending(call.agent_id))
+        self._metrics.call("agent", _AGENT_CALL_NAMES.get(type(call), "UNKNOWN"))
+        if isinstance(call, m.StatusUpdate):
+            status = call.status
+            if status.agent_id != call.agent_id:
+                if status.agent_id:
+                    raise MalformedMessage(f"agent {call.agent_id!r} reports a status of agent {status.agent_id!r}")
+                status = replace(status, agent_id=call.agent_id)  # frameworks always see the agent
+            service.handle(StatusReceived(call.agent_id, status))
+            return m.StatusAcknowledged(status.task_id, status.uuid)
+        if isinstance(call, m.RegisterAgent):
+            service.handle(AgentRegistered(call.agent, call.tasks))
+            return m.AgentRegistered(call.agent.id, service.config.master_id, service.options.broker_url)
+        raise UnknownCall("SUBSCRIBE opens the agent's command stream; it is not a request/reply call")
+
+    def agent_commands(self, agent_id: AgentId) -> CommandStream:
+        """The agent's push channel (Launch/Kill commands); raises ``UnknownAgent``."""
+        self._metrics.call("agent", "SUBSCRIBE")
+        return self.service.agent_commands(agent_id)
+
+    # -- scheduler API --------------------------------------------------------------
+
+    async def subscribe(self, sub: m.Subscribe) -> EventStream:
+        """Open a framework's event stream: first ``Subscribed``, then its events.
+
+        A framework without an id gets a fresh one. Closing the stream (the
+        transport calls ``aclose``) tells the core the framework disconnected.
+        """
+        self._metrics.call("scheduler", "SUBSCRIBE")
+        info = sub.framework
+        if not info.id:
+            info = FrameworkInfo(FrameworkId(new_id()), info.name)
+        return self.service.open_stream(info)
+
+    async def scheduler_call(self, call: m.SchedulerCall, stream_id: str) -> None:
+        """Any scheduler call but SUBSCRIBE, on the framework's current stream."""
+        self._metrics.call("scheduler", _SCHEDULER_CALL_NAMES.get(type(call), "UNKNOWN"))
+        if isinstance(call, m.Subscribe):
+            raise UnknownCall("SUBSCRIBE opens the framework's event stream; it is not a request/reply call")
+        service = self.service
+        service.check_stream(call.framework_id, stream_id)
+        service.handle(call)
+        if isinstance(call, m.Teardown):
+            service.close_stream(call.framework_id)
+
+    # -- errors, state, metrics, modules ------------------------------------------------
+
+    def failed(self, error: WireError) -> None:
+        """Count a typed error reply (called by the adapter that sent it)."""
+        self._metrics.error(type(error).code)
+
+    def state(self) -> dict[str, object]:
+        """The cluster state (the core's JSON-ready snapshot)."""
+        return self.service.core.snapshot()
+
+    def metrics_text(self) -> str:
+        """Prometheus text exposition of the master's figures."""
+        service = self.service
+        return render_metrics(self._metrics, service.core.snapshot(), service.gauges())
+
+    def module(self, sha256: str) -> bytes | None:
+        """An inline module by content hash, if the master still holds it."""
+        return self.service.modules.get(sha256.lower())

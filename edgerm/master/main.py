@@ -1,0 +1,292 @@
+"""``edgerm-master``: the master process, and :func:`start_master` for tests and demos.
+
+Role: the entry point layer. It builds a :class:`MasterService`, the handler
+table, the HTTP app and (unless turned off) the CoAP endpoint over the same
+table, binds them, and runs until SIGINT/SIGTERM.
+
+Rules:
+- Shutdown order: the service stops first (ends every framework stream and
+  agent channel, answers UNAVAILABLE to late calls), then the CoAP endpoint
+  (every observation gets its final 5.03) and the HTTP server close, so no
+  handler is left waiting and nothing is left behind.
+- :func:`start_master` binds the port it is given (0 = ephemeral) and reports
+  the real one in ``RunningMaster.url``; use it as
+  ``async with start_master() as master:`` or ``master = await start_master()``
+  (then ``await master.stop()``). CoAP is off unless ``coap_port`` is given
+  (0 = ephemeral); its URL is ``RunningMaster.coap_url``. The command line
+  serves CoAP on 5683 by default (``--coap-port``, ``--no-coap``), bound to
+  ``--host`` only; CoAP over TCP only with ``--coap-tcp``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+from aiohttp import web
+
+from edgerm.coap_util import DEFAULT_COAP_PORT
+from edgerm.master.coap import CoapServer, start_coap_server
+from edgerm.master.handlers import Handlers
+from edgerm.master.http import DEFAULT_MAX_BODY, make_app
+from edgerm.master.service import DEFAULT_MODULE_STORE_BYTES, MasterService, ServiceOptions
+from edgerm.master.state import MasterConfig
+
+log = logging.getLogger("edgerm.master")
+
+
+class RunningMaster:
+    """A master serving HTTP on ``url`` (and CoAP on ``coap_url``) until :meth:`stop` (an async context manager)."""
+
+    def __init__(
+        self,
+        service: MasterService,
+        handlers: Handlers,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        coap: CoapServer | None = None,
+    ) -> None:
+        self.service = service
+        self.handlers = handlers
+        self.host = host
+        self.port = port
+        self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        self.coap = coap
+        self._runner = runner
+        self._stopped = False
+
+    @property
+    def coap_url(self) -> str | None:
+        """``coap://host:port`` of the CoAP endpoint, or None when CoAP is off."""
+        return self.coap.url if self.coap is not None else None
+
+    @property
+    def coap_tcp_url(self) -> str | None:
+        """``coap+tcp://host:port`` when the CoAP-over-TCP listener is on."""
+        return self.coap.tcp_url if self.coap is not None else None
+
+    async def stop(self) -> None:
+        """Stop the service, then the CoAP endpoint and the HTTP server (idempotent)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            await self.service.stop()
+        finally:
+            try:
+                if self.coap is not None:
+                    await self.coap.close()
+            finally:
+                await self._runner.cleanup()
+
+    async def __aenter__(self) -> RunningMaster:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+class _Starting:
+    """What :func:`start_master` returns: awaitable, or usable in ``async with``."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        config: MasterConfig,
+        options: ServiceOptions,
+        max_body: int,
+        access_log: bool,
+        coap: _CoapOptions,
+    ) -> None:
+        self._args = (host, port, config, options, max_body, access_log, coap)
+        self._master: RunningMaster | None = None
+
+    def __await__(self) -> Generator[object, None, RunningMaster]:
+        return _start(*self._args).__await__()
+
+    async def __aenter__(self) -> RunningMaster:
+        self._master = await _start(*self._args)
+        return self._master
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._master is not None:
+            await self._master.stop()
+
+
+def start_master(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    config: MasterConfig | None = None,
+    *,
+    allocation_interval: float = 0.25,
+    framework_heartbeat: float = 15.0,
+    max_body: int = DEFAULT_MAX_BODY,
+    broker_url: str = "",
+    module_store_bytes: int = DEFAULT_MODULE_STORE_BYTES,
+    access_log: bool = False,
+    coap_port: int | None = None,
+    coap_tcp: bool = False,
+) -> _Starting:
+    """Start a master on ``host:port`` (0 = an ephemeral port).
+
+    ``coap_port``: None = no CoAP endpoint, 0 = an ephemeral UDP port, else
+    that port on ``host``; ``coap_tcp`` adds a CoAP-over-TCP listener.
+    """
+    options = ServiceOptions(
+        allocation_interval=allocation_interval,
+        framework_heartbeat=framework_heartbeat,
+        broker_url=broker_url,
+        module_store_bytes=module_store_bytes,
+    )
+    coap = _CoapOptions(coap_port, coap_tcp)
+    return _Starting(host, port, config if config is not None else MasterConfig(), options, max_body, access_log, coap)
+
+
+@dataclass(frozen=True, slots=True)
+class _CoapOptions:
+    port: int | None  # None: no CoAP endpoint
+    tcp: bool = False
+
+    def __post_init__(self) -> None:
+        if self.tcp and self.port is None:
+            raise ValueError("coap_tcp needs a coap_port")
+
+
+async def _start(
+    host: str,
+    port: int,
+    config: MasterConfig,
+    options: ServiceOptions,
+    max_body: int,
+    access_log: bool,
+    coap_options: _CoapOptions,
+) -> RunningMaster:
+    service = MasterService(config, options)
+    handlers = Handlers(service)
+    app = make_app(handlers, max_body=max_body)
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,  # a dropped stream ends its handler at once
+        shutdown_timeout=2.0,  # streams have ended by then (the service stops first)
+        access_log=logging.getLogger("edgerm.master.access") if access_log else None,
+    )
+    await service.start()
+    coap: CoapServer | None = None
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        if coap_options.port is not None:
+            coap = await start_coap_server(handlers, host, coap_options.port, tcp=coap_options.tcp, max_body=max_body)
+    except BaseException:
+        await service.stop()
+        await runner.cleanup()
+        raise
+    bound = runner.addresses[0][1]
+    master = RunningMaster(service, handlers, runner, host, bound, coap)
+    log.info("edgerm master %s listening on %s", config.master_id, master.url)
+    if coap is not None:
+        log.info("CoAP on %s%s", coap.url, f" and {coap.tcp_url}" if coap.tcp_url else "")
+    return master
+
+
+# -- command line ------------------------------------------------------------------
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="edgerm-master", description="Run the edgerm master (HTTP and CoAP APIs).")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=5050, help="HTTP port (default 5050; 0 = ephemeral)")
+    p.add_argument("--master-id", default="master", help="this master's id (default 'master')")
+    p.add_argument("--offer-timeout", type=_positive, default=10.0, metavar="S", help="seconds an offer stays valid")
+    p.add_argument(
+        "--allocation-interval", type=_positive, default=0.25, metavar="S", help="seconds between allocation ticks"
+    )
+    p.add_argument(
+        "--framework-heartbeat", type=_positive, default=15.0, metavar="S", help="seconds between framework HEARTBEATs"
+    )
+    p.add_argument(
+        "--max-body", type=_positive_int, default=DEFAULT_MAX_BODY, metavar="BYTES", help="request body size limit"
+    )
+    p.add_argument(
+        "--coap-port",
+        type=int,
+        default=DEFAULT_COAP_PORT,
+        metavar="PORT",
+        help=f"CoAP (UDP) port for agents, bound to --host only (default {DEFAULT_COAP_PORT}; 0 = ephemeral)",
+    )
+    p.add_argument("--coap-tcp", action="store_true", help="also serve CoAP over TCP (same port number)")
+    p.add_argument("--no-coap", action="store_true", help="serve agents over HTTP only")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    return p.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    config = MasterConfig(master_id=args.master_id, offer_timeout=args.offer_timeout)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with start_master(
+            args.host,
+            args.port,
+            config,
+            allocation_interval=args.allocation_interval,
+            framework_heartbeat=args.framework_heartbeat,
+            max_body=args.max_body,
+            access_log=args.access_log,
+            coap_port=None if args.no_coap else args.coap_port,
+            coap_tcp=args.coap_tcp and not args.no_coap,
+        ) as master:
+            print(f"edgerm-master listening on {master.url}", flush=True)
+            for url in (master.coap_url, master.coap_tcp_url):
+                if url:
+                    print(f"edgerm-master listening on {url} (agents)", flush=True)
+            await stop.wait()
+            log.info("shutting down")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(_serve(args))
+    except OSError as e:  # e.g. the port is taken
+        print(f"edgerm-master: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""The edgerm CLI's rendering and exit codes, with an in-process fetch (no sockets)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+
+import pytest
+
+from edgerm import cli
+
+# The shape of MasterCore.snapshot() (edgerm/master/state.py).
+STATE: dict[str, object] = {
+    "master": {"id": "m1", "agents": 2, "frameworks": 1, "tasks": 2},
+    "agents": [
+        {
+            "id": "a1",
+            "hostname": "pi-1",
+            "resources": "cpus:4;mem:1024",
+            "used": "cpus:0.5;mem:64",
+            "offered": "",
+            "free": "cpus:3.5;mem:960",
+            "attributes": {"executors": ["docker", "wasm"], "os": "linux"},
+            "heartbeat_interval": 1.0,
+            "registered_at": 1000.0,
+            "last_seen": 1099.5,
+            "tasks": ["t1", "t2"],
+        },
+        {
+            "id": "a2",
+            "hostname": "sensor-board",
+            "resources": "cpus:1;mem:64",
+            "used": "",
+            "offered": "cpus:1;mem:64",
+            "free": "",
+            "attributes": {"executors": ["wasm"]},
+            "last_seen": 1090.0,
+            "tasks": [],
+        },
+    ],
+    "frameworks": [
+        {
+            "id": "fw-1",
+            "name": "hello",
+            "active": True,
+            "suppressed": False,
+            "allocation": "cpus:0.5;mem:64",
+            "offers": [{"id": "o1", "agent_id": "a2", "resources": "cpus:1;mem:64", "expires_at": 1.0}],
+            "filters": {},
+            "unacknowledged": [],
+            "tasks": 1,
+        }
+    ],
+    "tasks": [
+        {
+            "id": "t1",
+            "name": "hello-1",
+            "framework_id": "fw-1",
+            "agent_id": "a1",
+            "state": "RUNNING",
+            "reason": "UNSPECIFIED",
+            "message": "",
+            "executor": "wasm",
+            "resources": "cpus:0.1;mem:32",
+        },
+        {
+            "id": "t2",
+            "name": "hello-2",
+            "agent_id": "a1",
+            "state": "TASK_FAILED",
+            "reason": "COMMAND_EXITED",
+            "message": "x" * 100,
+        },
+    ],
+}
+
+
+def fetch_from(state: Mapping[str, object]) -> Callable[[str, float], Mapping[str, object]]:
+    def fetch(master: str, timeout: float) -> Mapping[str, object]:
+        assert master == "http://m:1" and timeout == 5.0
+        return state
+
+    return fetch
+
+
+def test_agents_table() -> None:
+    lines = cli.render(STATE, "agents", now=1100.0).splitlines()
+    assert lines[0].split() == ["ID", "HOSTNAME", "RESOURCES", "USED", "OFFERED", "FREE", "EXECUTORS", "TASKS", "SEEN"]
+    a1 = "a1 pi-1 cpus:4;mem:1024 cpus:0.5;mem:64 - cpus:3.5;mem:960 docker,wasm 2 0.5s ago"
+    a2 = "a2 sensor-board cpus:1;mem:64 - cpus:1;mem:64 - wasm 0 10.0s ago"
+    assert lines[1].split() == a1.split() and lines[2].split() == a2.split()
+    # aligned: every column starts at the same offset on every line
+    assert lines[0].index("HOSTNAME") == lines[1].index("pi-1") == lines[2].index("sensor-board")
+    assert lines[0].index("SEEN") == lines[1].index("0.5s") == lines[2].index("10.0s")
+
+
+def test_main_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--master", "http://m:1", "agents"], fetch_from(STATE)) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("ID") and out[1].startswith("a1") and len(out) == 3
+
+
+def test_tasks_table_strips_prefixes_and_cuts_long_cells(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--master", "http://m:1", "tasks"], fetch_from(STATE)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [
+        "ID",
+        "NAME",
+        "STATE",
+        "FRAMEWORK",
+        "AGENT",
+        "EXECUTOR",
+        "RESOURCES",
+        "REASON",
+        "MESSAGE",
+    ]
+    assert lines[1].split() == ["t1", "hello-1", "RUNNING", "fw-1", "a1", "wasm", "cpus:0.1;mem:32", "-", "-"]
+    assert lines[2].split()[:8] == ["t2", "hello-2", "FAILED", "-", "a1", "-", "-", "COMMAND_EXITED"]
+    assert lines[2].endswith("…") and len(lines[2].split()[-1]) == cli.MAX_CELL
+
+
+def test_frameworks_and_empty_lists(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--master", "http://m:1", "frameworks"], fetch_from(STATE)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["ID", "NAME", "ACTIVE", "SUPPRESSED", "ALLOCATION", "OFFERS", "TASKS", "UNACKED"]
+    assert lines[1].split() == ["fw-1", "hello", "yes", "no", "cpus:0.5;mem:64", "1", "1", "0"]
+    assert cli.main(["--master", "http://m:1", "tasks"], fetch_from({"agents": []})) == 0
+    assert capsys.readouterr().out == "no tasks\n"
+
+
+def test_missing_fields_are_dashes_and_empty_columns_dropped() -> None:
+    lines = cli.render({"tasks": [{"id": "t1", "state": "RUNNING"}, {"id": "t2", "name": "n"}]}, "tasks").splitlines()
+    assert [line.split() for line in lines] == [["ID", "NAME", "STATE"], ["t1", "-", "RUNNING"], ["t2", "n", "-"]]
+
+
+def test_unknown_shapes_fall_back_to_their_own_keys() -> None:
+    odd = {"agents": {"a1": {"weird": 1, "other": [1, 2]}, "a2": {"weird": 2}}}
+    lines = cli.render(odd, "agents").splitlines()
+    assert lines[0].split() == ["ID", "WEIRD", "OTHER"]
+    assert lines[1].split() == ["a1", "1", "1,2"] and lines[2].split() == ["a2", "2", "-"]
+
+
+def test_json_prints_the_list(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--master", "http://m:1", "--json", "frameworks"], fetch_from(STATE)) == 0
+    assert json.loads(capsys.readouterr().out) == STATE["frameworks"]
+
+
+def test_unreachable_master_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    def unreachable(master: str, timeout: float) -> Mapping[str, object]:
+        raise cli.StateUnavailable(f"cannot reach the master at {master}: connection refused")
+
+    assert cli.main(["--master", "http://m:1", "agents"], unreachable) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == "edgerm: cannot reach the master at http://m:1: connection refused\n"
+
+
+def test_default_master_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGERM_MASTER", "http://elsewhere:9")
+    assert cli.parse_args(["agents"]).master == "http://elsewhere:9"
+    monkeypatch.delenv("EDGERM_MASTER")
+    assert cli.parse_args(["agents"]).master == cli.DEFAULT_MASTER
+
+
+def test_format_value() -> None:
+    assert cli.format_value(None) == "-" and cli.format_value(0.5) == "0.5" and cli.format_value(3) == "3"
+    assert cli.format_value({"a": 1, "b": [2, 3]}) == "a:1;b:2,3" and cli.format_value([]) == "-"
