@@ -6,8 +6,10 @@ A real master and two real agents run as their own processes on 127.0.0.1; this 
 each task it holds an offer, stamps the time, sends ACCEPT, and stamps the arrival of RUNNING and FINISHED. The
 baseline, measured in this same run and process: the bare wasmtime run of the same module (new Store + WasiConfig
 + instantiate + _start, with Engine and Module reused), or with ``--docker`` a bare ``containers.run(detach=True)``
-until the container is running. Targets: p50 accept -> RUNNING <= 10 ms (HTTP), <= 20 ms (CoAP); Docker <= 1.2x
-bare. Results: bench/results/launch_latency[_coap|_docker].json.
+with the task's limits until the container is running (``docker_bare.bare_run_seconds``), one before each task
+launch so drift on the machine hits both alike (the first is a dropped warm-up). Targets: p50 accept -> RUNNING
+<= 10 ms (HTTP), <= 20 ms (CoAP); Docker <= 1.2x bare. Results: bench/results/launch_latency[_coap|_docker].json.
+Every container made is removed at the end (agents stopped with SIGTERM leave theirs running, by design).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import asyncio
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +39,16 @@ class Prober(Framework):
 
     name = "launch-latency-bench"
 
-    def __init__(self, count: int, make_task: Any, executor: str, need: str) -> None:
+    def __init__(
+        self,
+        count: int,
+        make_task: Any,
+        executor: str,
+        need: str,
+        before_launch: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.count, self.make_task, self.executor, self.need = count, make_task, executor, need
+        self.before_launch = before_launch  # awaited before each launch, outside the timed span
         self.held: dict[str, Offer] = {}
         self.accepted_at: dict[str, float] = {}
         self.running: list[float] = []
@@ -61,9 +73,15 @@ class Prober(Framework):
         fitting = [oid for oid, o in self.held.items() if fits(o, self.need)]
         if self.in_flight or not fitting or self.launched >= self.count:
             return
+        self.in_flight = True
+        if self.before_launch is not None:
+            await self.before_launch()
+            fitting = [oid for oid in fitting if oid in self.held]  # one may have been rescinded meanwhile
+            if not fitting:
+                self.in_flight = False
+                return
         offer = self.held.pop(fitting[-1])
         task: TaskInfo = self.make_task(offer, f"probe-{self.launched}")
-        self.in_flight = True
         self.launched += 1
         self.accepted_at[task.task_id] = time.perf_counter()
         # refuse_seconds=0: the unused rest of the offer comes straight back (Mesos' default filter is 5 s).
@@ -118,24 +136,72 @@ def bare_wasm(module: bytes, n: int) -> list[float]:
     return times
 
 
-def bare_docker(image: str, n: int) -> list[float]:
-    import docker
+class BareDocker:
+    """The Docker baseline: one bare ``containers.run`` per call, timed, then removed (untimed)."""
 
-    client = docker.from_env()
-    times = []
+    def __init__(self, image: str) -> None:
+        import docker
+
+        from edgerm.agent.docker_engine import DockerEngine
+
+        self.image = image
+        self.label = f"bench-bare-{uuid.uuid4().hex[:8]}"
+        self.client = docker.from_env()
+        self.engine = DockerEngine()
+        self.times: list[float] = []
+        self.warm = False
+        self.agent_ids: list[str] = []  # the cluster's agents, once known
+
+    def _settle(self, within: float = 5.0) -> None:
+        """Wait until the agents have removed their finished containers, so the timed run runs alone."""
+        deadline = time.monotonic() + within
+        while self.agent_ids and time.monotonic() < deadline:
+            labels = [f"edgerm.agent={a}" for a in self.agent_ids]
+            if not any(self.client.api.containers(all=True, filters={"label": label}) for label in labels):
+                return
+            time.sleep(0.01)
+
+    def run_once(self) -> None:
+        from docker_bare import bare_run_seconds
+
+        from edgerm.ids import AgentId
+
+        self._settle()
+        took = bare_run_seconds(self.client, self.image, self.label)
+        self.engine.remove_labelled(AgentId(self.label))
+        if self.warm:
+            self.times.append(took)
+        self.warm = True  # the first is a warm-up: the first bridge-network container is slower
+
+    async def before_launch(self) -> None:
+        await asyncio.to_thread(self.run_once)
+
+    def close(self) -> None:
+        from edgerm.ids import AgentId
+
+        self.engine.remove_labelled(AgentId(self.label))
+        self.engine.close()
+        self.client.close()
+
+
+def agent_ids(work_dirs: list[Path]) -> list[str]:
+    """The ids of the bench's agents, read from their work dirs."""
+    from edgerm.agent.resources import AGENT_ID_FILE
+
+    files = [d / AGENT_ID_FILE for d in work_dirs]
+    return [f.read_text(encoding="ascii").strip() for f in files if f.exists()]
+
+
+def remove_agent_containers(work_dirs: list[Path]) -> int:
+    """Remove every container of the bench's agents."""
+    from edgerm.agent.docker_engine import DockerEngine
+    from edgerm.ids import AgentId
+
+    engine = DockerEngine()
     try:
-        for i in range(n):
-            t0 = time.perf_counter()
-            c = client.containers.run(
-                image, ["sh", "-c", "sleep 0.2"], detach=True, labels={"edgerm.bench": "bare", "edgerm.bench.i": str(i)}
-            )
-            times.append(time.perf_counter() - t0)  # returns once the container started
-            c.remove(force=True)
+        return sum(engine.remove_labelled(AgentId(a)) for a in agent_ids(work_dirs))
     finally:
-        for c in client.containers.list(all=True, filters={"label": "edgerm.bench"}):
-            c.remove(force=True)
-        client.close()
-    return times
+        engine.close()
 
 
 def cluster(transport: str, tmp: Path) -> tuple[list[Any], str]:
@@ -200,8 +266,9 @@ def main() -> None:
     parser.add_argument("--docker", metavar="IMAGE", help="launch Docker tasks of this image instead of WASM")
     args = parser.parse_args()
     module = load_module(MODULE)
+    bare = BareDocker(args.docker) if args.docker else None
     if args.docker:
-        executor, baseline_name, need = "docker", "bare_containers_run", "cpus:0.1;mem:64"
+        executor, baseline_name, need = "docker", "bare_containers_run", "cpus:0.1;mem:32"  # docker_bare's limits
 
         def make(o: Offer, name: str) -> TaskInfo:
             return docker_task(o, name, args.docker, need, args=("sh", "-c", "sleep 0.2"))
@@ -212,18 +279,26 @@ def main() -> None:
         def make(o: Offer, name: str) -> TaskInfo:
             return wasm_task(o, name, module, need)
 
-    with tempfile.TemporaryDirectory(prefix="edgerm-bench-") as tmpdir:
-        procs, url = cluster(args.transport, Path(tmpdir))
-        try:
-            prober = Prober(args.tasks, make, executor, need)
-            t0 = time.perf_counter()
-            asyncio.run(run(prober, url, max_retries=5))
-            wall = time.perf_counter() - t0
-        finally:
-            for p in reversed(procs):
-                stop(p)
-    n_base = min(args.tasks, 50) if args.docker else max(args.tasks, 200)
-    base = bare_docker(args.docker, n_base) if args.docker else bare_wasm(module, n_base)
+    try:
+        with tempfile.TemporaryDirectory(prefix="edgerm-bench-") as tmpdir:
+            procs, url = cluster(args.transport, Path(tmpdir))
+            work_dirs = [Path(tmpdir) / f"a{i}" for i in range(2)]
+            if bare is not None:
+                bare.agent_ids = agent_ids(work_dirs)
+            try:
+                prober = Prober(args.tasks, make, executor, need, bare.before_launch if bare else None)
+                t0 = time.perf_counter()
+                asyncio.run(run(prober, url, max_retries=5))
+                wall = time.perf_counter() - t0
+            finally:
+                for p in reversed(procs):
+                    stop(p)
+                if args.docker:
+                    remove_agent_containers(work_dirs)
+    finally:
+        if bare is not None:
+            bare.close()
+    base = bare.times if bare is not None else bare_wasm(module, max(args.tasks, 200))
     res: dict[str, Any] = {
         "params": vars(args),
         "accept_to_running": summary_ms(prober.running),

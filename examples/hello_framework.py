@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""hello_framework: launch N WebAssembly tasks on an edgerm cluster and wait for them.
+"""hello_framework: launch N tasks on an edgerm cluster and wait for them.
 
     python examples/hello_framework.py --master http://127.0.0.1:5050 --tasks 3
+    python examples/hello_framework.py --master http://127.0.0.1:5050 --tasks 3 --docker edgerm-test/busybox:latest
 
-Prints each status change (``task hello-3 on agent a1b2c3d4: RUNNING``) and
-exits 0 when every task FINISHED, 1 if any failed, was lost, killed or
-errored (or ``--timeout`` passed), 2 if the master refused or stayed
-unreachable.
+The tasks are WebAssembly modules (``--module``, default examples/wasm/hello.wat)
+or, with ``--docker IMAGE``, containers of that image running
+``sh -c "echo hello from edgerm"``. Offers of agents that lack the executor
+are declined (``supports``). Prints each status change (``task hello-3 on
+agent a1b2c3d4: RUNNING``) and exits 0 when every task FINISHED, 1 if any
+failed, was lost, killed or errored (or ``--timeout`` passed), 2 if the
+master refused or stayed unreachable.
 """
 
 from __future__ import annotations
@@ -17,19 +21,21 @@ import sys
 from pathlib import Path
 
 from edgerm.errors import ConfigError, WireError
-from edgerm.frameworks import Framework, FrameworkDriver, load_module, run, supports, wasm_task
-from edgerm.model import Offer, TaskState, TaskStatus
+from edgerm.frameworks import Framework, FrameworkDriver, docker_task, load_module, run, supports, wasm_task
+from edgerm.model import Offer, TaskInfo, TaskState, TaskStatus
 from edgerm.resources import Resources
 
 NEED = Resources.parse("cpus:0.1;mem:32")
 DEFAULT_MODULE = Path(__file__).resolve().parent / "wasm" / "hello.wat"
+DOCKER_COMMAND = ("sh", "-c", "echo hello from edgerm")
 
 
 class Hello(Framework):
     name = "hello"
 
-    def __init__(self, tasks: int, module: bytes) -> None:
-        self.module = module
+    def __init__(self, tasks: int, module: bytes = b"", docker_image: str = "") -> None:
+        self.module, self.image = module, docker_image  # a docker image, else the WASM module
+        self.executor = "docker" if docker_image else "wasm"
         self.waiting = [f"hello-{i}" for i in range(1, tasks + 1)]  # not launched yet
         self.names: dict[str, str] = {}  # task id -> name, for launched tasks
         self.ended: dict[str, TaskState] = {}  # name -> final state
@@ -37,8 +43,8 @@ class Hello(Framework):
     async def resource_offers(self, driver: FrameworkDriver, offers: list[Offer]) -> None:
         for offer in offers:
             tasks, free = [], offer.resources
-            while self.waiting and supports(offer, "wasm") and free >= NEED:
-                tasks.append(wasm_task(offer, self.waiting.pop(0), self.module, NEED))
+            while self.waiting and supports(offer, self.executor) and free >= NEED:
+                tasks.append(self.task(offer, self.waiting.pop(0)))
                 free -= NEED
             if not tasks:
                 await driver.decline([offer.id], refuse_seconds=60)
@@ -50,6 +56,11 @@ class Hello(Framework):
                 self.waiting[:0] = [t.name for t in tasks]
         if not self.waiting:
             await driver.suppress()
+
+    def task(self, offer: Offer, name: str) -> TaskInfo:
+        if self.image:
+            return docker_task(offer, name, self.image, NEED, args=DOCKER_COMMAND)
+        return wasm_task(offer, name, self.module, NEED)
 
     async def status_update(self, driver: FrameworkDriver, status: TaskStatus) -> None:
         name = self.names.get(status.task_id, status.task_id)
@@ -69,12 +80,14 @@ async def main(argv: list[str] | None = None) -> int:
     p.add_argument("--master", default="http://127.0.0.1:5050", help="master URL")
     p.add_argument("--tasks", type=int, default=3, help="how many tasks to run (default: 3)")
     p.add_argument("--module", type=Path, default=DEFAULT_MODULE, help="a .wat or .wasm WASI module")
+    p.add_argument("--docker", metavar="IMAGE", help="run the tasks as containers of IMAGE instead of WASM modules")
     p.add_argument("--timeout", type=float, default=0.0, help="give up after this many seconds (0: never)")
     args = p.parse_args(argv)
     if args.tasks < 1:
         p.error("--tasks must be at least 1")
     try:
-        framework = Hello(args.tasks, load_module(args.module))
+        module = b"" if args.docker else load_module(args.module)
+        framework = Hello(args.tasks, module, docker_image=args.docker or "")
     except ConfigError as e:
         print(f"hello: {e}", file=sys.stderr)
         return 2

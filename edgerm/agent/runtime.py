@@ -15,6 +15,12 @@ accepted. Rules:
   of earlier tasks and resumes watching the live ones.
 - ``cleanup`` drops what a finished task left (containers, work files it
   does not need) once its final status was acknowledged.
+- ``close`` is called when the agent process stops, for a restart or for
+  good (SIGTERM of ``edgerm-agent``): as a Mesos agent does, it keeps tasks
+  running wherever they can outlive the agent (containers), for the next
+  agent on the same work dir to ``recover``. An agent that comes back after
+  the master declared it lost is told to kill them (they were reported
+  LOST). Tasks that live inside the agent process (WebAssembly) end with it.
 """
 
 from __future__ import annotations
@@ -88,5 +94,10 @@ class Runtime(Protocol):
         ...
 
     async def close(self) -> None:
-        """Stop every task this runtime runs and release its resources."""
+        """Stop watching tasks and release the runtime's resources (threads, connections).
+
+        Tasks that can outlive the agent process keep running, with no
+        report for them, until a later ``recover``; tasks that cannot are
+        stopped. Called once, when the agent stops.
+        """
         ...
