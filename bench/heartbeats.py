@@ -102,6 +102,7 @@ def run_http(args: argparse.Namespace) -> dict[str, Any]:
                 "--log-level",
                 "WARNING",
                 "--no-coap",  # this run measures HTTP only; leave UDP 5683 alone
+                "--no-broker",
             ],
         ),
     ):
@@ -202,7 +203,7 @@ def run_coap(args: argparse.Namespace) -> dict[str, Any]:
         if name == "master":
             http_port = free_port()
             cmd = [sys.executable, "-m", "edgerm.master.main", "--host", "127.0.0.1", "--port", str(http_port)]
-            cmd += ["--coap-port", str(coap_port), "--log-level", "WARNING"]
+            cmd += ["--coap-port", str(coap_port), "--no-broker", "--log-level", "WARNING"]
             proc = spawn(cmd, ready_url=f"http://127.0.0.1:{http_port}/")
         else:
             proc = spawn([sys.executable, str(here / "_echo_coap.py"), "--port", str(coap_port)])

@@ -217,12 +217,15 @@ def cluster(transport: str, tmp: Path) -> tuple[list[Any], str]:
         str(port),
         "--log-level",
         "WARNING",
+        "--no-broker",
     ]
     agent_url = url
     if transport == "coap":
         coap_port = free_port(kind=2)  # SOCK_DGRAM
         cmd += ["--coap-port", str(coap_port)]
         agent_url = f"coap://127.0.0.1:{coap_port}"
+    else:
+        cmd += ["--no-coap"]
     procs = [spawn(cmd, ready_url=url + "/api/v1/state")]
     try:
         for i in range(2):

@@ -1,18 +1,25 @@
-"""The README demo: a master, two agents and a framework running WebAssembly tasks, as real processes.
+"""The README demo: a master, three agents and the temperature pipeline, as real processes.
 
-    python -m edgerm.demo [--tasks 4] [--port 0]
+    python -m edgerm.demo [--seconds 10] [--port 0]
 
-Starts ``edgerm-master`` on 127.0.0.1 (an ephemeral port unless given), two
-``edgerm-agent`` processes (one labelled ``domain=edge``, one ``domain=cloud``),
-runs ``examples/hello_framework.py`` against them, prints the cluster with the
-``edgerm`` CLI, and stops every process it started, whatever happens. Exits
-with the framework's status (0 when every task FINISHED).
+Starts ``edgerm-master`` on 127.0.0.1 (an ephemeral port unless given) with
+its embedded MQTT broker (on another ephemeral port), three ``edgerm-agent``
+processes (``sensor-1``: domain=edge with a simulated temperature sensor
+``sim:sine``; ``edge-2``: domain=edge; ``cloud-1``: domain=cloud), then runs
+``edgerm-dataflow run examples/dataflows/temperature.yaml`` for ``--seconds``:
+it places the operators (the source and the Fahrenheit map at the edge, the
+average and the console sink in the cloud), prints live status and the
+records arriving at the sink, and tears the DAG down. It then prints the
+cluster's tasks with the ``edgerm`` CLI and stops every process it started,
+whatever happens. Exits with the dataflow's status (0 when it ran and records
+reached the sink).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -24,7 +31,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-HELLO = REPO / "examples" / "hello_framework.py"
+PIPELINE = REPO / "examples" / "dataflows" / "temperature.yaml"
+AGENTS = (
+    ("sensor-1", "edge", "temperature"),
+    ("edge-2", "edge", ""),
+    ("cloud-1", "cloud", ""),
+)
 
 
 def _free_port() -> int:
@@ -66,62 +78,67 @@ def _processes() -> Iterator[list[subprocess.Popen[bytes]]]:
                 p.wait()
 
 
-def _agent_config(tmp: Path, name: str, domain: str) -> Path:
+def _agent_config(tmp: Path, name: str, domain: str, device: str) -> Path:
     path = tmp / f"{name}.yaml"
+    devices = f"devices: [{{name: {device}, handle: 'sim:sine'}}]\n" if device else ""
     path.write_text(
         f"name: {name}\n"
         f"work_dir: {tmp / name}\n"
         "heartbeat_interval: 0.5\n"
         "resources: {cpus: 2, mem: 1024}\n"
         f"attributes: {{domain: {domain}}}\n"
+        "executors: [wasm]\n" + devices
     )
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgerm-demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=4, help="WebAssembly tasks to run (default 4)")
-    parser.add_argument("--port", type=int, default=0, help="master port (default: an ephemeral one)")
-    args = parser.parse_args(argv)
-    port = args.port or _free_port()
-    url = f"http://127.0.0.1:{port}"
-    py = sys.executable
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "EDGERM_MASTER": url}
-    with tempfile.TemporaryDirectory(prefix="edgerm-demo-") as tmpdir, _processes() as procs:
-        tmp = Path(tmpdir)
-        _say(f"starting the master on {url}")
-        cmd = [py, "-m", "edgerm.master.main", "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING"]
-        procs.append(subprocess.Popen(cmd, env=env))
-        _wait_for(url + "/api/v1/state", procs[-1])
-        for name, domain in (("edge-1", "edge"), ("cloud-1", "cloud")):
-            _say(f"starting agent {name} (domain={domain})")
-            cfg = _agent_config(tmp, name, domain)
-            agent = [py, "-m", "edgerm.agent.main", "--master", url, "--config", str(cfg), "--log-level", "WARNING"]
-            procs.append(subprocess.Popen(agent, env=env))
-        deadline = time.monotonic() + 20
-        while _count_agents(url) < 2:
-            if time.monotonic() > deadline:
-                raise SystemExit("demo: the agents did not register within 20s")
-            time.sleep(0.1)
-        subprocess.run([py, "-m", "edgerm.cli", "--master", url, "agents"], env=env, check=False)
-        _say(f"running examples/hello_framework.py with {args.tasks} WebAssembly tasks")
-        hello = [py, str(HELLO), "--master", url, "--tasks", str(args.tasks), "--timeout", "60"]
-        code = subprocess.run(hello, env=env, check=False).returncode
-        _say("the cluster afterwards")
-        subprocess.run([py, "-m", "edgerm.cli", "--master", url, "tasks"], env=env, check=False)
-        _say("stopping everything")
-    print("demo " + ("finished: every task FINISHED" if code == 0 else f"failed (framework exit {code})"))
-    return code
-
-
 def _count_agents(url: str) -> int:
-    import json
-
     try:
         with urllib.request.urlopen(url + "/api/v1/state", timeout=1) as resp:
             return len(json.load(resp).get("agents", []))
     except OSError:
         return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="edgerm-demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="how long the pipeline runs (default 10)")
+    parser.add_argument("--port", type=int, default=0, help="master port (default: an ephemeral one)")
+    args = parser.parse_args(argv)
+    port = args.port or _free_port()
+    broker_port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    broker = f"mqtt://127.0.0.1:{broker_port}"
+    py = sys.executable
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "EDGERM_MASTER": url}
+    with tempfile.TemporaryDirectory(prefix="edgerm-demo-") as tmpdir, _processes() as procs:
+        tmp = Path(tmpdir)
+        _say(f"starting the master on {url} with its MQTT broker on {broker}")
+        cmd = [py, "-m", "edgerm.master.main", "--host", "127.0.0.1", "--port", str(port), "--no-coap"]
+        cmd += ["--broker-port", str(broker_port), "--log-level", "WARNING"]
+        procs.append(subprocess.Popen(cmd, env=env))
+        _wait_for(url + "/api/v1/state", procs[-1])
+        for name, domain, device in AGENTS:
+            extra = f", simulated {device} sensor (sim:sine)" if device else ""
+            _say(f"starting agent {name} (domain={domain}{extra})")
+            cfg = _agent_config(tmp, name, domain, device)
+            agent = [py, "-m", "edgerm.agent.main", "--master", url, "--config", str(cfg), "--log-level", "WARNING"]
+            procs.append(subprocess.Popen(agent, env=env))
+        deadline = time.monotonic() + 20
+        while _count_agents(url) < len(AGENTS):
+            if time.monotonic() > deadline:
+                raise SystemExit("demo: the agents did not register within 20s")
+            time.sleep(0.1)
+        subprocess.run([py, "-m", "edgerm.cli", "--master", url, "agents"], env=env, check=False)
+        _say(f"edgerm-dataflow run {PIPELINE.relative_to(REPO)} for {args.seconds:g}s")
+        run = [py, "-m", "edgerm.frameworks.dataflow.cli", "run", str(PIPELINE), "--master", url, "--broker", broker]
+        run += ["--duration", str(args.seconds), "--deadline", "30", "--status-interval", "2", "--min-records", "1"]
+        code = subprocess.run(run, env=env, check=False).returncode
+        _say("the cluster's tasks afterwards")
+        subprocess.run([py, "-m", "edgerm.cli", "--master", url, "tasks"], env=env, check=False)
+        _say("stopping everything")
+    print("demo " + ("finished: the pipeline ran and was torn down" if code == 0 else f"failed (dataflow exit {code})"))
+    return code
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo: a master, two agents and a framework running WebAssembly tasks (no Docker needed), then stops them.
+# The demo: a master, three agents and the temperature dataflow pipeline (no Docker, no broker needed), then stops them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh

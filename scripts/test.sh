@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: install, generated-code drift check, ruff, mypy --strict, pytest.
 # On a machine where we are root and Docker is not running (CI), it installs and starts the Docker engine first,
-# so the Docker integration tests run for real.
+# so the Docker integration tests run for real; likewise it installs mosquitto for the data-plane tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -10,6 +10,11 @@ export PATH="$PWD/.venv/bin:$PATH"
 if [ -f scripts/setup_docker.sh ] && { [ "${CI:-}" = "true" ] || [ "$(id -u)" = 0 ]; }; then
   echo "== docker engine"
   bash scripts/setup_docker.sh
+fi
+
+if [ -f scripts/setup_mosquitto.sh ] && { [ "${CI:-}" = "true" ] || [ "$(id -u)" = 0 ]; }; then
+  echo "== mosquitto (data-plane tests run against it and the embedded broker)"
+  bash scripts/setup_mosquitto.sh
 fi
 
 echo "== generated protobuf code is up to date"

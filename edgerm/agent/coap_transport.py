@@ -116,6 +116,7 @@ class CoapAgentTransport:
         self._lane_lock = asyncio.Lock()
         self._retired: list[_Lane] = []
         self._jobs: set[asyncio.Task[None]] = set()
+        self._observing: set[Any] = set()  # contexts of open observations
         self._stale: asyncio.Future[None] | None = None
         self._delivered: Cursor | None = None
         self._closed = False
@@ -143,6 +144,7 @@ class CoapAgentTransport:
         where = self._uri(path)
         stale = self._staleness()
         context = await self._new_context(where)
+        self._observing.add(context)
         request: Any = None
         pending: asyncio.Future[Any] | None = None
         try:
@@ -182,7 +184,9 @@ class CoapAgentTransport:
                     request.response.cancel()
                 elif request.observation is not None and not request.observation.cancelled:
                     request.observation.cancel()
-            self._spawn(context.shutdown())
+            if context in self._observing:  # else close() already shut it down
+                self._observing.discard(context)
+                self._spawn(context.shutdown())
 
     async def fetch_module(self, sha256: str) -> bytes:
         where = self._uri(module_path(sha256))
@@ -204,11 +208,15 @@ class CoapAgentTransport:
     async def close(self) -> None:
         """Close every context; open command channels end (idempotent)."""
         self._closed = True
+        self._registered_again()  # open observations end (they return, not raise)
         lanes = [*self._retired, *([self._lane] if self._lane is not None else [])]
         self._lane = None
         self._retired.clear()
         for lane in lanes:
             self._spawn(lane.context.shutdown())
+        for context in self._observing:
+            self._spawn(context.shutdown())
+        self._observing.clear()
         jobs = list(self._jobs)
         if jobs:
             await asyncio.wait(jobs)
@@ -253,6 +261,7 @@ class CoapAgentTransport:
         return self._stale
 
     def _registered_again(self) -> None:
+        """Open observations are stale: the master (perhaps a new one) was registered with again."""
         stale, self._stale = self._stale, None
         if stale is not None and not stale.done():
             stale.set_result(None)

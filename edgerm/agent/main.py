@@ -13,6 +13,9 @@ containers are left running for the next start to recover.
 
 Assembly order (:func:`start_agent`): work dir -> agent id -> transport ->
 runtimes (those that are available) -> measured ``AgentInfo`` -> service.
+The ``wasm`` runtime is a :class:`~edgerm.agent.dataflow.runtime.DataflowRuntime`
+wrapping the plain :class:`~edgerm.agent.wasm.WasmRuntime`: dataflow operator
+tasks (env ``EDGERM_DF_ROLE``) are hosted per micro-batch, others run as commands.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from edgerm.ids import AgentId
 log = logging.getLogger("edgerm.agent")
 
 DEFAULT_COAP_MASTER = "coap://127.0.0.1:5683"
+DATAFLOW_THREADS = 8  # at most this many dataflow batches run at once
 COAP_SCHEMES = ("coap", "coap+tcp")
 
 
@@ -75,16 +79,26 @@ async def build_runtimes(
     out: dict[str, Runtime] = {}
     if "wasm" in wanted:
         try:
+            from edgerm.agent.dataflow.runtime import DataflowRuntime
             from edgerm.agent.wasm import WasmRuntime
         except ImportError as e:
             log.warning("no wasm executor: wasmtime does not import (%s)", e)
         else:
-            out["wasm"] = WasmRuntime(
+            plain = WasmRuntime(
                 work_dir,
                 default_time_limit=config.wasm.time_limit,
                 default_memory=config.wasm.memory,
                 threads=config.wasm.threads,
                 fetch_module=transport.fetch_module,
+            )
+            # Tasks with EDGERM_DF_ROLE are dataflow operators, hosted per batch; the rest run as commands.
+            out["wasm"] = DataflowRuntime(
+                agent_id,
+                plain,
+                devices={d.name: d.handle for d in config.devices},
+                fetch_module=transport.fetch_module,
+                threads=min(config.wasm.threads, DATAFLOW_THREADS),
+                default_memory=config.wasm.memory,
             )
     if "docker" in wanted:
         from edgerm.agent.docker import DockerRuntime

@@ -22,6 +22,8 @@ Rules:
 - Runtime reports may come from any thread; they are moved to the loop.
 - Each task gets ``work_dir/tasks/<task>/`` as its workdir; the workdirs of
   the last :data:`KEPT_SANDBOXES` finished tasks are kept for inspection.
+- A dataflow task (env ``EDGERM_DF_ROLE``) that sets no ``EDGERM_BROKER``
+  gets the broker the master named in REGISTERED (docs/dataflow.md).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from edgerm import messages as m
+from edgerm.agent.dataflow.contract import with_broker
 from edgerm.agent.runtime import RecoveredTask, Runtime, RuntimeReport, TaskEnded
 from edgerm.agent.state import (
     AgentAction,
@@ -117,6 +120,8 @@ class AgentService:
         self._started = False
         self._stopping = False
         self._master_reachable = True
+        #: The MQTT broker the master named in REGISTERED ("" = none); dataflow tasks get it.
+        self.broker_url = ""
 
     # -- life cycle ------------------------------------------------------------------
 
@@ -146,7 +151,11 @@ class AgentService:
         ]
 
     async def stop(self) -> None:
-        """Stop talking to the master, stop every runtime (and its tasks), close the transport."""
+        """Stop talking to the master, close every runtime, close the transport.
+
+        Closing a runtime keeps the tasks that can outlive this process
+        (containers) running for the next start to recover (``Runtime.close``).
+        """
         if self._stopping:
             return
         self._stopping = True
@@ -245,6 +254,7 @@ class AgentService:
             else:
                 if isinstance(reply, m.AgentRegistered):
                     self._reachable()
+                    self.broker_url = reply.broker_url
                     log.info("registered with the master as %s (%s)", self.info.id, self.info.hostname)
                     self._feed(Registered())
                     return
@@ -296,7 +306,7 @@ class AgentService:
                 raise RuntimeFailure(f"no {task.executor} runtime")
             workdir = self.work_dir / "tasks" / sandbox_name(task.task_id)
             workdir.mkdir(parents=True, exist_ok=True)  # local syscalls; a thread hop would cost more than it saves
-            await runtime.launch(task, workdir, self.report)
+            await runtime.launch(with_broker(task, self.broker_url), workdir, self.report)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # boundary: this task fails, the agent goes on

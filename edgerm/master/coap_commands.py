@@ -11,9 +11,10 @@ Delivery (docs/protocol.md, "Commands over CoAP") is at least once, and
 exactly once into the agent's core while one master process lives:
 
 1. While an observation is open the window drains the agent's command
-   stream at once; each command gets the next number of this master
+   stream at once; each command gets the agent's next number in this master
    process (:attr:`CommandChannels.incarnation`, a random 32-bit value, and a
-   sequence number that only grows).
+   per-agent sequence number that only grows, across windows too), so the
+   numbers in a window are consecutive.
 2. Every notification carries the whole window, oldest first, with the ETag
    ``Cursor(incarnation, last number)``, so a lost or coalesced notification
    costs nothing: the next one carries the same commands.
@@ -93,7 +94,7 @@ class CommandWindow:
         self._capacity = capacity
         self._entries: deque[tuple[int, bytes]] = deque()  # (number, RecordIO frame of the AgentEvent)
         self._commands: dict[int, AgentCommand] = {}
-        self._last = 0
+        self._last = channels.last_number(agent_id)
         self._payload: bytes | None = b""
         self._room = asyncio.Event()
         self._observer: Observer | None = None
@@ -156,7 +157,7 @@ class CommandWindow:
     async def _drain(self) -> None:
         try:
             async for command in self._stream:
-                number = self._channels.next_number()
+                number = self._channels.next_number(self.agent_id)
                 sent = self._channels.by_hash(command)
                 self._entries.append((number, wire.frame(wire.encode_agent_event(sent))))
                 self._commands[number] = command  # given back as it came
@@ -207,12 +208,17 @@ class CommandChannels:
         self._handlers = handlers
         self._capacity = capacity
         self.incarnation = secrets.randbits(32)
-        self._number = 0
+        # Per agent, kept after its window closes: a later window must not
+        # reuse a number the agent has already seen (it would skip that command).
+        self._numbers: dict[AgentId, int] = {}
         self._windows: dict[AgentId, CommandWindow] = {}
 
-    def next_number(self) -> int:
-        self._number += 1
-        return self._number
+    def last_number(self, agent_id: AgentId) -> int:
+        return self._numbers.get(agent_id, 0)
+
+    def next_number(self, agent_id: AgentId) -> int:
+        number = self._numbers[agent_id] = self._numbers.get(agent_id, 0) + 1
+        return number
 
     async def observe(self, agent_id: AgentId) -> tuple[CommandWindow, Observer]:
         """Open an observation of the agent's window (creating the window if needed).

@@ -116,8 +116,12 @@ class Handlers:
         self._metrics.error(type(error).code)
 
     def state(self) -> dict[str, object]:
-        """The cluster state (the core's JSON-ready snapshot)."""
-        return self.service.core.snapshot()
+        """The cluster state: the core's JSON-ready snapshot, plus the broker the master names to agents."""
+        state = self.service.core.snapshot()
+        master = state.get("master")
+        if isinstance(master, dict):
+            state["master"] = {**master, "broker_url": self.service.options.broker_url}
+        return state
 
     def metrics_text(self) -> str:
         """Prometheus text exposition of the master's figures."""

@@ -16,6 +16,12 @@ Rules:
   (0 = ephemeral); its URL is ``RunningMaster.coap_url``. The command line
   serves CoAP on 5683 by default (``--coap-port``, ``--no-coap``), bound to
   ``--host`` only; CoAP over TCP only with ``--coap-tcp``.
+- The MQTT broker for dataflows (edgerm.master.broker): the command line
+  embeds one on ``--broker-port`` (1883) of ``--host`` unless ``--broker URL``
+  names an external one or ``--no-broker``; :func:`start_master` embeds one
+  only with ``broker="embedded"`` (on ``broker_port``, 0 = ephemeral). The
+  URL agents get is ``RunningMaster.broker_url``. The embedded broker starts
+  before the service and stops after everything else.
 """
 
 from __future__ import annotations
@@ -26,12 +32,14 @@ import logging
 import signal
 import sys
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 
 from aiohttp import web
 
 from edgerm.coap_util import DEFAULT_COAP_PORT
+from edgerm.errors import ConfigError
+from edgerm.master.broker import DEFAULT_BROKER_PORT, EMBEDDED, EmbeddedBroker, check_broker_url
 from edgerm.master.coap import CoapServer, start_coap_server
 from edgerm.master.handlers import Handlers
 from edgerm.master.http import DEFAULT_MAX_BODY, make_app
@@ -52,8 +60,10 @@ class RunningMaster:
         host: str,
         port: int,
         coap: CoapServer | None = None,
+        broker: EmbeddedBroker | None = None,
     ) -> None:
         self.service = service
+        self.broker = broker
         self.handlers = handlers
         self.host = host
         self.port = port
@@ -72,8 +82,13 @@ class RunningMaster:
         """``coap+tcp://host:port`` when the CoAP-over-TCP listener is on."""
         return self.coap.tcp_url if self.coap is not None else None
 
+    @property
+    def broker_url(self) -> str:
+        """The MQTT broker URL agents get in REGISTERED ("" when there is none)."""
+        return self.service.options.broker_url
+
     async def stop(self) -> None:
-        """Stop the service, then the CoAP endpoint and the HTTP server (idempotent)."""
+        """Stop the service, then the CoAP endpoint, the HTTP server and the embedded broker (idempotent)."""
         if self._stopped:
             return
         self._stopped = True
@@ -84,7 +99,11 @@ class RunningMaster:
                 if self.coap is not None:
                     await self.coap.close()
             finally:
-                await self._runner.cleanup()
+                try:
+                    await self._runner.cleanup()
+                finally:
+                    if self.broker is not None:
+                        await self.broker.stop()
 
     async def __aenter__(self) -> RunningMaster:
         return self
@@ -107,8 +126,9 @@ class _Starting:
         max_body: int,
         access_log: bool,
         coap: _CoapOptions,
+        broker: _BrokerOptions,
     ) -> None:
-        self._args = (host, port, config, options, max_body, access_log, coap)
+        self._args = (host, port, config, options, max_body, access_log, coap, broker)
         self._master: RunningMaster | None = None
 
     def __await__(self) -> Generator[object, None, RunningMaster]:
@@ -138,12 +158,20 @@ def start_master(
     access_log: bool = False,
     coap_port: int | None = None,
     coap_tcp: bool = False,
+    broker: str | None = None,
+    broker_port: int = 0,
 ) -> _Starting:
     """Start a master on ``host:port`` (0 = an ephemeral port).
 
     ``coap_port``: None = no CoAP endpoint, 0 = an ephemeral UDP port, else
     that port on ``host``; ``coap_tcp`` adds a CoAP-over-TCP listener.
+    ``broker``: ``"embedded"`` = an MQTT broker in this process on
+    ``host:broker_port`` (0 = ephemeral), an ``mqtt://`` URL = that external
+    broker, None = ``broker_url`` as given (default: none). Raises
+    ConfigError for a broker that is neither.
     """
+    if broker is not None and broker != EMBEDDED:
+        broker_url = check_broker_url(broker)
     options = ServiceOptions(
         allocation_interval=allocation_interval,
         framework_heartbeat=framework_heartbeat,
@@ -151,7 +179,15 @@ def start_master(
         module_store_bytes=module_store_bytes,
     )
     coap = _CoapOptions(coap_port, coap_tcp)
-    return _Starting(host, port, config if config is not None else MasterConfig(), options, max_body, access_log, coap)
+    embed = _BrokerOptions(broker_port if broker == EMBEDDED else None)
+    return _Starting(
+        host, port, config if config is not None else MasterConfig(), options, max_body, access_log, coap, embed
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _BrokerOptions:
+    port: int | None  # None: embed no broker
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +208,30 @@ async def _start(
     max_body: int,
     access_log: bool,
     coap_options: _CoapOptions,
+    broker_options: _BrokerOptions,
+) -> RunningMaster:
+    broker: EmbeddedBroker | None = None
+    if broker_options.port is not None:
+        broker = EmbeddedBroker(host, broker_options.port)
+        await broker.start()  # first: agents registering right away must get its URL
+        options = replace(options, broker_url=broker.url)
+    try:
+        return await _start_serving(host, port, config, options, max_body, access_log, coap_options, broker)
+    except BaseException:
+        if broker is not None:
+            await broker.stop()
+        raise
+
+
+async def _start_serving(
+    host: str,
+    port: int,
+    config: MasterConfig,
+    options: ServiceOptions,
+    max_body: int,
+    access_log: bool,
+    coap_options: _CoapOptions,
+    broker: EmbeddedBroker | None,
 ) -> RunningMaster:
     service = MasterService(config, options)
     handlers = Handlers(service)
@@ -195,10 +255,12 @@ async def _start(
         await runner.cleanup()
         raise
     bound = runner.addresses[0][1]
-    master = RunningMaster(service, handlers, runner, host, bound, coap)
+    master = RunningMaster(service, handlers, runner, host, bound, coap, broker)
     log.info("edgerm master %s listening on %s", config.master_id, master.url)
     if coap is not None:
         log.info("CoAP on %s%s", coap.url, f" and {coap.tcp_url}" if coap.tcp_url else "")
+    if options.broker_url:
+        log.info("dataflow MQTT broker: %s%s", options.broker_url, " (embedded)" if broker is not None else "")
     return master
 
 
@@ -243,6 +305,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--coap-tcp", action="store_true", help="also serve CoAP over TCP (same port number)")
     p.add_argument("--no-coap", action="store_true", help="serve agents over HTTP only")
+    p.add_argument(
+        "--broker-port",
+        type=int,
+        default=DEFAULT_BROKER_PORT,
+        metavar="PORT",
+        help=f"port of the embedded MQTT broker, bound to --host (default {DEFAULT_BROKER_PORT}; 0 = ephemeral)",
+    )
+    mqtt = p.add_mutually_exclusive_group()
+    mqtt.add_argument("--broker", metavar="URL", help="name an external MQTT broker (mqtt://host:port) to agents")
+    mqtt.add_argument("--no-broker", action="store_true", help="no MQTT broker: agents get none (no dataflows)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--access-log", action="store_true", help="log every HTTP request")
     return p.parse_args(argv)
@@ -265,11 +337,17 @@ async def _serve(args: argparse.Namespace) -> None:
             access_log=args.access_log,
             coap_port=None if args.no_coap else args.coap_port,
             coap_tcp=args.coap_tcp and not args.no_coap,
+            broker=None if args.no_broker else (args.broker or EMBEDDED),
+            broker_port=args.broker_port,
         ) as master:
             print(f"edgerm-master listening on {master.url}", flush=True)
             for url in (master.coap_url, master.coap_tcp_url):
                 if url:
                     print(f"edgerm-master listening on {url} (agents)", flush=True)
+            if master.broker is not None:
+                print(f"edgerm-master MQTT broker on {master.broker_url} (dataflows)", flush=True)
+            elif master.broker_url:
+                print(f"edgerm-master names the MQTT broker {master.broker_url} to agents", flush=True)
             await stop.wait()
             log.info("shutting down")
     finally:
@@ -285,6 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:  # e.g. the port is taken
         print(f"edgerm-master: {e}", file=sys.stderr)
         return 1
+    except ConfigError as e:  # e.g. --broker is not an mqtt:// URL
+        print(f"edgerm-master: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

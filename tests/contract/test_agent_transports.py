@@ -193,7 +193,14 @@ async def test_the_agent_comes_back_after_a_master_restart(transport: str, tmp_p
             async with running(fw, second):
                 # A new master forgot the agent: UNKNOWN_AGENT, REGISTER again, and
                 # the command channel (stream or observation) is opened again.
-                await launch(fw, agent, ("again", HELLO, 0.0))
+                # While the agent settles (a second REGISTER may race the first)
+                # an offer can be rescinded under our feet: then take the next.
+                for _ in range(5):
+                    try:
+                        await launch(fw, agent, ("again", HELLO, 0.0))
+                        break
+                    except UnknownOffer:
+                        continue
                 await fw.wait_state("again", TaskState.FINISHED)
     finally:
         await agent.stop()

@@ -1,0 +1,14 @@
+"""The agent's dataflow data plane: hosting operator instances on MQTT.
+
+Modules (imports go down this list; see README.md for the pipeline):
+
+- ``contract``  the ``EDGERM_DF_*`` env contract, topics, broker URLs (pure)
+- ``records``   records, micro-batches, replica selection, the bounded queue (pure)
+- ``executor``  one WASI module run per batch on wasmtime (blocking, threads)
+- ``readers``   device readers for sources (sim, file, cmd)
+- ``sinks``     file and HTTP delivery for sinks
+- ``host``      ``OperatorHost``: one instance, MQTT in and out, stats
+- ``runtime``   ``DataflowRuntime``: the agent's wasm runtime, hosting dataflow tasks
+
+Nothing is imported here, so ``contract`` can be used without loading MQTT.
+"""

@@ -1,0 +1,107 @@
+"""``Monitor``: the framework's MQTT subscriber, feeding a :class:`StreamWatch`.
+
+It subscribes to every instance's stats topic of the DAG (QoS 0) and to the
+operators' out topics (QoS 1): every operator's when ``watch_all`` (so
+losses are counted on the most downstream topic that keeps ``src``/``seq``),
+else the sinks' only. Records arriving on a sink's topic are handed to
+``on_sink`` as text lines (the console printer; a sink module may format
+them as CSV or JSON, so they are not parsed for it).
+
+Rules: it only reads; a broken connection is retried with a capped backoff
+and never ends the run; ``ready`` is set once the subscriptions are in place
+(after each reconnection too). Like any client (``mosquitto_sub -t
+'edgerm/#'``), it needs nothing but the broker URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import aiomqtt
+
+from edgerm.errors import ConfigError
+from edgerm.frameworks.dataflow.contract import out_topic, parse_topic, stats_filter
+from edgerm.frameworks.dataflow.watch import StreamWatch
+from edgerm.ids import new_id
+from edgerm.scheduler import Dag, OperatorKind
+
+log = logging.getLogger(__name__)
+
+SinkCallback = Callable[[str, list[str]], None]  # operator, the batch's lines (records or formatted)
+
+
+def broker_address(url: str) -> tuple[str, int]:
+    """``(host, port)`` of an ``mqtt://host[:port]`` URL (port 1883 by default)."""
+    parts = urlsplit(url)
+    if parts.scheme != "mqtt" or not parts.hostname:
+        raise ConfigError(f"broker URL {url!r}: expected mqtt://host:port")
+    try:
+        port = parts.port or 1883
+    except ValueError:
+        raise ConfigError(f"broker URL {url!r}: bad port") from None
+    return parts.hostname, port
+
+
+class Monitor:
+    """Reads a DAG's stats and records from the broker until cancelled."""
+
+    def __init__(
+        self,
+        broker_url: str,
+        dag: Dag,
+        watch: StreamWatch,
+        *,
+        on_sink: SinkCallback | None = None,
+        watch_all: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.host, self.port = broker_address(broker_url)
+        self.url = broker_url
+        self.dag = dag
+        self.watch = watch
+        self.on_sink = on_sink
+        self.clock = clock
+        self.ready = asyncio.Event()
+        self.connected_once = False
+        self._sinks = {op.name for op in dag.operators if op.kind is OperatorKind.SINK}
+        watched = [op.name for op in dag.operators if watch_all or op.name in self._sinks]
+        self._topics = [(stats_filter(dag.name), 0)] + [(out_topic(dag.name, n), 1) for n in watched]
+
+    async def run(self) -> None:
+        """Connect, subscribe and dispatch; reconnect after a drop (until cancelled)."""
+        delay = 0.2
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    self.host, self.port, identifier=f"edgerm-dataflow-{new_id()[:12]}", keepalive=10
+                ) as client:
+                    for topic, qos in self._topics:
+                        await client.subscribe(topic, qos=qos)
+                    self.ready.set()
+                    self.connected_once = True
+                    delay = 0.2
+                    async for message in client.messages:
+                        self._dispatch(str(message.topic), message.payload)
+            except aiomqtt.MqttError as e:
+                self.ready.clear()
+                log.info("broker %s: %s; reconnecting in %.1fs", self.url, e, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _dispatch(self, topic: str, payload: object) -> None:
+        parsed = parse_topic(topic)
+        if parsed is None or parsed.dag != self.dag.name or not isinstance(payload, bytes | bytearray):
+            return
+        data = bytes(payload)
+        if parsed.stats_index is not None:
+            self.watch.stats(parsed.operator, parsed.stats_index, data)
+            return
+        self.watch.batch(parsed.operator, data, self.clock())
+        if self.on_sink is not None and parsed.operator in self._sinks:
+            lines = [line for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
+            if lines:
+                self.on_sink(parsed.operator, lines)

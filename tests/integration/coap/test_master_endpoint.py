@@ -1,0 +1,195 @@
+"""The master's CoAP endpoint over real UDP: calls, typed errors, and a master that keeps serving.
+
+Every bad request gets its ``WireError``'s own CoAP code with an
+``edgerm.v1.Error`` payload, the cluster state is unchanged, and the master
+still answers a heartbeat afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiocoap
+import pytest
+
+from edgerm import messages as m
+from edgerm import wire
+from edgerm.coap_util import Cursor
+from edgerm.ids import AgentId, TaskId
+from edgerm.master.main import RunningMaster, start_master
+from edgerm.model import TaskState, TaskStatus
+from edgerm.v1 import agent_pb2
+from tests.integration.coap.conftest import MAX_BODY
+from tests.integration.coap.helpers import agent_info, error_of, register, request
+
+Case = Callable[[Any, str], Awaitable[aiocoap.Message]]
+
+
+async def _post_agent(ctx: Any, url: str, payload: bytes, **kw: Any) -> aiocoap.Message:
+    return await request(ctx, aiocoap.POST, url + "/agent", payload, **kw)
+
+
+def _heartbeat(agent_id: str) -> bytes:
+    return wire.encode_agent_call(m.AgentHeartbeat(AgentId(agent_id)))
+
+
+async def _heartbeat_ok(ctx: Any, url: str) -> None:
+    reply = await _post_agent(ctx, url, _heartbeat("edge-1"))
+    assert reply.code == aiocoap.CHANGED
+    assert wire.decode_agent_event(reply.payload) == m.HeartbeatAck(False)
+
+
+async def test_register_heartbeat_and_update_round_trip(master: RunningMaster, client: Any) -> None:
+    url = master.coap_url
+    assert url is not None and url.startswith("coap://127.0.0.1:")
+    await register(client, url, "edge-1")
+    await _heartbeat_ok(client, url)
+    status = TaskStatus(TaskId("nope"), AgentId("edge-1"), TaskState.RUNNING, uuid="u-1")
+    reply = await _post_agent(client, url, wire.encode_agent_call(m.StatusUpdate(AgentId("edge-1"), status)))
+    assert reply.code == aiocoap.CHANGED
+    assert wire.decode_agent_event(reply.payload) == m.StatusAcknowledged(TaskId("nope"), "u-1")
+    assert master.service.metrics.calls[("agent", "REGISTER")] == 1
+    assert master.service.metrics.heartbeats == 1
+
+
+async def test_a_large_register_travels_block_wise(master: RunningMaster, client: Any) -> None:
+    # A REGISTER with many task statuses is over one 1 KiB block, under the limit.
+    statuses = tuple(
+        TaskStatus(TaskId(f"task-{i:03d}"), AgentId("edge-big"), TaskState.FINISHED, uuid=f"u{i}") for i in range(40)
+    )
+    payload = wire.encode_agent_call(m.RegisterAgent(agent_info("edge-big"), statuses))
+    assert 1024 < len(payload) < MAX_BODY
+    reply = await _post_agent(client, master.coap_url or "", payload)
+    assert reply.code == aiocoap.CHANGED
+    assert wire.decode_agent_event(reply.payload) == m.AgentRegistered(AgentId("edge-big"), "master", "")
+
+
+# -- bad input: (name, request, expected CoAP code, expected Error.Code) --------------------
+
+
+async def _malformed(ctx: Any, url: str) -> aiocoap.Message:
+    return await _post_agent(ctx, url, b"\xff\xff\xff")
+
+
+async def _empty_call(ctx: Any, url: str) -> aiocoap.Message:
+    return await _post_agent(ctx, url, b"")
+
+
+async def _unknown_path(ctx: Any, url: str) -> aiocoap.Message:
+    return await request(ctx, aiocoap.POST, url + "/api/v1/agent", _heartbeat("edge-1"))
+
+
+async def _unknown_subpath(ctx: Any, url: str) -> aiocoap.Message:
+    return await request(ctx, aiocoap.GET, url + "/agents/edge-1/offers")
+
+
+async def _too_large_block_wise(ctx: Any, url: str) -> aiocoap.Message:
+    return await _post_agent(ctx, url, b"\x08" * (MAX_BODY + 2000))
+
+
+async def _too_large_one_datagram(ctx: Any, url: str) -> aiocoap.Message:
+    return await _post_agent(ctx, url, b"\x08" * (MAX_BODY - 10), blockwise=False, size1=MAX_BODY + 500)
+
+
+async def _never_registered_heartbeat(ctx: Any, url: str) -> aiocoap.Message:
+    return await _post_agent(ctx, url, _heartbeat("ghost"))
+
+
+async def _never_registered_observe(ctx: Any, url: str) -> aiocoap.Message:
+    return await request(ctx, aiocoap.GET, url + "/agents/ghost/commands", observe=0)
+
+
+async def _never_registered_confirm(ctx: Any, url: str) -> aiocoap.Message:
+    return await request(ctx, aiocoap.POST, url + "/agents/ghost/commands", Cursor(1, 1).encode())
+
+
+async def _bad_cursor(ctx: Any, url: str) -> aiocoap.Message:
+    return await request(ctx, aiocoap.POST, url + "/agents/edge-1/commands", b"\x01\x02")
+
+
+async def _subscribe_is_not_a_call(ctx: Any, url: str) -> aiocoap.Message:
+    return await _post_agent(ctx, url, wire.encode_agent_call(m.SubscribeAgent(AgentId("edge-1"))))
+
+
+async def _unknown_call_type(ctx: Any, url: str) -> aiocoap.Message:
+    return await _post_agent(ctx, url, agent_pb2.AgentCall(agent_id="edge-1", type=42).SerializeToString())  # type: ignore[arg-type]
+
+
+async def _someone_elses_status(ctx: Any, url: str) -> aiocoap.Message:
+    status = TaskStatus(TaskId("t"), AgentId("edge-2"), TaskState.RUNNING, uuid="u")
+    return await _post_agent(ctx, url, wire.encode_agent_call(m.StatusUpdate(AgentId("edge-1"), status)))
+
+
+async def _missing_module(ctx: Any, url: str) -> aiocoap.Message:
+    return await request(ctx, aiocoap.GET, url + "/modules/" + "ab" * 32)
+
+
+async def _not_a_hash(ctx: Any, url: str) -> aiocoap.Message:
+    return await request(ctx, aiocoap.GET, url + "/modules/not-a-hash")
+
+
+CASES: list[tuple[str, Case, str, str]] = [
+    ("malformed payload", _malformed, "4.00", "MALFORMED"),
+    ("empty payload", _empty_call, "4.00", "UNKNOWN_CALL"),
+    ("unknown call type", _unknown_call_type, "4.00", "UNKNOWN_CALL"),
+    ("subscribe over POST", _subscribe_is_not_a_call, "4.00", "UNKNOWN_CALL"),
+    ("status of another agent", _someone_elses_status, "4.00", "MALFORMED"),
+    ("unknown path", _unknown_path, "4.04", "CODE_UNSPECIFIED"),
+    ("unknown sub-path", _unknown_subpath, "4.04", "CODE_UNSPECIFIED"),
+    ("over the limit, block-wise", _too_large_block_wise, "4.13", "TOO_LARGE"),
+    ("over the limit, announced in Size1", _too_large_one_datagram, "4.13", "TOO_LARGE"),
+    ("never-registered heartbeat", _never_registered_heartbeat, "4.04", "UNKNOWN_AGENT"),
+    ("never-registered observe", _never_registered_observe, "4.04", "UNKNOWN_AGENT"),
+    ("never-registered confirm", _never_registered_confirm, "4.04", "UNKNOWN_AGENT"),
+    ("cursor of the wrong size", _bad_cursor, "4.00", "MALFORMED"),
+    ("module not held", _missing_module, "4.04", "CODE_UNSPECIFIED"),
+    ("module name not a hash", _not_a_hash, "4.04", "CODE_UNSPECIFIED"),
+]
+
+
+@pytest.mark.parametrize(("case", "code", "error"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+async def test_bad_input_gets_a_typed_reply_and_the_master_keeps_serving(
+    master: RunningMaster, client: Any, case: Case, code: str, error: str
+) -> None:
+    url = master.coap_url or ""
+    await register(client, url, "edge-1")
+    before = master.handlers.state()
+    errors_before = sum(master.service.metrics.errors.values())
+    reply = await case(client, url)
+    assert reply.code.dotted == code, (reply, reply.payload)
+    assert error_of(reply).code == error
+    assert error_of(reply).message
+    if error == "TOO_LARGE":
+        assert reply.opt.size1 == MAX_BODY
+    assert master.handlers.state() == before
+    assert sum(master.service.metrics.errors.values()) == errors_before + 1
+    await _heartbeat_ok(client, url)
+
+
+async def test_a_method_a_resource_does_not_serve_is_405(master: RunningMaster, client: Any) -> None:
+    url = master.coap_url or ""
+    reply = await request(client, aiocoap.PUT, url + "/agent", _heartbeat("edge-1"))
+    assert reply.code == aiocoap.METHOD_NOT_ALLOWED
+    await register(client, url, "edge-1")
+    await _heartbeat_ok(client, url)
+
+
+async def test_coap_is_off_unless_asked_for_and_binds_only_its_host() -> None:
+    async with start_master() as plain:
+        assert plain.coap_url is None and plain.coap_tcp_url is None
+    async with start_master(coap_port=0) as master:
+        assert master.coap is not None and master.coap.host == "127.0.0.1"
+        assert master.coap_tcp_url is None
+
+
+async def test_a_taken_coap_port_fails_the_start(master: RunningMaster) -> None:
+    assert master.coap is not None
+    with pytest.raises(OSError):
+        await start_master(coap_port=master.coap.port)
+
+
+async def test_aiocoap_loggers_are_quiet_at_info(master: RunningMaster) -> None:
+    assert not logging.getLogger("coap-server").isEnabledFor(logging.INFO)
+    assert not logging.getLogger("coap").isEnabledFor(logging.INFO)

@@ -1,0 +1,118 @@
+"""Each committed builtin operator module does what it says on a sample batch (real wasmtime).
+
+The modules are run exactly as the agent runs them: ``BatchExecutor``, one
+Store per batch, argv = [operator, *args], ``/state`` preopened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from edgerm.agent.dataflow.executor import MIB, BatchExecutor, BatchFailed, ExecutorSpec, ModuleCache, ModuleInvalid
+from edgerm.dataflow_ops import BUILTINS, is_builtin, load_builtin
+from edgerm.errors import ConfigError
+from edgerm.model import Reason
+
+SAMPLE = (
+    b"read.0 0 1700000000.000000 10\n"
+    b"read.1 0 1700000000.050000 25.5\n"
+    b"this line is not a record\n"
+    b"read.0 1 1700000000.100000 85\n"
+    b"read.0 2 1700000000.200000 -3.25\n"
+)
+
+
+def run(tmp_path: Path, name: str, *args: str, batch: bytes = SAMPLE, argv0: str = "") -> list[list[str]]:
+    spec = ExecutorSpec(load_builtin(name), (argv0 or name, *args), {}, tmp_path, 16 * MIB)
+    out = BatchExecutor(spec).run(batch)
+    return [line.split() for line in out.decode().splitlines()]
+
+
+def test_every_builtin_ships_as_package_data() -> None:
+    for name in BUILTINS:
+        assert load_builtin(name)[:4] == b"\0asm"
+        assert load_builtin(f"builtin:{name}") == load_builtin(name)
+    assert is_builtin("builtin:map") and not is_builtin("modules/map.wasm")
+    with pytest.raises(ConfigError, match="no builtin operator 'reduce'"):
+        load_builtin("builtin:reduce")
+
+
+def test_map_scales_and_offsets_keeping_src_seq_and_t(tmp_path: Path) -> None:
+    out = run(tmp_path, "map", "--scale", "1.8", "--offset", "32")
+    assert out == [
+        ["read.0", "0", "1700000000.000000", "50"],
+        ["read.1", "0", "1700000000.050000", "77.9"],
+        ["read.0", "1", "1700000000.100000", "185"],
+        ["read.0", "2", "1700000000.200000", "26.15"],
+    ]
+    assert [r[3] for r in run(tmp_path, "map")] == ["10", "25.5", "85", "-3.25"]  # identity by default
+
+
+def test_filter_keeps_values_strictly_above_and_below(tmp_path: Path) -> None:
+    assert [r[3] for r in run(tmp_path, "filter", "--above", "10")] == ["25.5", "85"]
+    assert [r[3] for r in run(tmp_path, "filter", "--below", "10")] == ["-3.25"]
+    assert [r[3] for r in run(tmp_path, "filter", "--above", "0", "--below", "50")] == ["10", "25.5"]
+    with pytest.raises(BatchFailed) as e:
+        run(tmp_path, "filter")
+    assert e.value.reason is Reason.COMMAND_EXITED and e.value.exit_code == 2
+    assert "give --above, --below or both" in e.value.message
+
+
+def test_sensor_drops_out_of_range_readings_then_calibrates(tmp_path: Path) -> None:
+    out = run(tmp_path, "sensor", "--min", "-40", "--max", "80", "--offset", "0.5")
+    assert [(r[0], r[1], r[3]) for r in out] == [
+        ("read.0", "0", "10.5"),
+        ("read.1", "0", "26"),
+        ("read.0", "2", "-2.75"),
+    ]
+    assert len(run(tmp_path, "sensor")) == 4  # no bounds: every finite reading
+
+
+def test_aggregate_windows_span_batches_through_state(tmp_path: Path) -> None:
+    args = ("--window", "3", "--agg", "mean")
+    first = run(tmp_path, "aggregate", *args, argv0="avg")
+    assert first == [["avg", "0", "1700000000.100000", "40.1666666667"]]
+    second = run(
+        tmp_path, "aggregate", *args, argv0="avg", batch=b"x.0 9 1700000001.000000 4\nx.0 10 1700000002.000000 2\n"
+    )
+    # -3.25 was left in the window from the first batch: (-3.25 + 4 + 2) / 3
+    assert second == [["avg", "1", "1700000002.000000", "0.916666666667"]]
+    assert (tmp_path / "state" / "aggregate").read_text().startswith("2 0 ")
+
+
+@pytest.mark.parametrize(("agg", "value"), [("min", "-3.25"), ("max", "85"), ("sum", "117.25"), ("count", "4")])
+def test_aggregate_functions(tmp_path: Path, agg: str, value: str) -> None:
+    assert run(tmp_path, "aggregate", "--window", "4", "--agg", agg) == [["aggregate", "0", "1700000000.200000", value]]
+
+
+def test_sink_formats_records_csv_and_json(tmp_path: Path) -> None:
+    batch = b"read.0 4 1700000000.500000 21.456\n"
+    records = run(tmp_path, "sink", "--precision", "1", batch=batch)
+    assert records == [["read.0", "4", "1700000000.500000", "21.5"]]
+    spec = ExecutorSpec(load_builtin("sink"), ("sink", "--format", "csv"), {}, tmp_path, 16 * MIB)
+    assert BatchExecutor(spec).run(batch) == b"read.0,4,1700000000.500000,21.456\n"
+    spec = ExecutorSpec(load_builtin("sink"), ("sink", "--format", "json"), {}, tmp_path, 16 * MIB)
+    assert BatchExecutor(spec).run(batch) == b'{"src":"read.0","seq":4,"t":1700000000.500000,"value":21.456}\n'
+
+
+def test_unknown_arguments_fail_the_batch_with_usage(tmp_path: Path) -> None:
+    with pytest.raises(BatchFailed) as e:
+        run(tmp_path, "map", "--factor", "2")
+    assert "unknown argument: --factor" in e.value.message and "usage: map" in e.value.message
+
+
+def test_the_module_cache_spares_a_second_compile(tmp_path: Path) -> None:
+    cache = ModuleCache()
+    spec = ExecutorSpec(load_builtin("map"), ("map",), {}, tmp_path, 16 * MIB)
+    BatchExecutor(spec, cache)
+    assert cache.get(hashlib.sha256(spec.module).hexdigest()) is not None
+    assert BatchExecutor(spec, cache).run(b"a 0 1 2\n") == b"a 0 1 2\n"
+
+
+@pytest.mark.parametrize(("module", "needle"), [(b"\0asm\1\0\0\0", "no _start"), (b"junk", "not a valid")])
+def test_modules_that_cannot_serve_are_refused(tmp_path: Path, module: bytes, needle: str) -> None:
+    with pytest.raises(ModuleInvalid, match=needle):
+        BatchExecutor(ExecutorSpec(module, ("x",), {}, tmp_path, 16 * MIB))
