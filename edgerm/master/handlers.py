@@ -1,8 +1,9 @@
 """The master's handler table: every agent and scheduler call, implemented once.
 
-Role: both transport adapters (HTTP in :mod:`edgerm.master.http`, CoAP later)
-decode bytes with :mod:`edgerm.wire`, call a method here with an internal
-message from :mod:`edgerm.messages`, and encode what comes back. Handlers
+Role: both transport adapters (HTTP in :mod:`edgerm.master.http`, CoAP in
+:mod:`edgerm.master.coap`) decode bytes with :mod:`edgerm.wire`, call a
+method here with an internal message from :mod:`edgerm.messages`, and
+encode what comes back. Handlers
 never see bytes, HTTP or CoAP.
 
 Rules:

@@ -39,7 +39,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from edgerm import messages as m
 from edgerm import wire
-from edgerm.errors import MalformedMessage, MessageTooLarge, WireError
+from edgerm.errors import MalformedMessage, MessageTooLarge, NotFound, WireError
 from edgerm.master.dashboard import DASHBOARD_HTML
 from edgerm.master.handlers import Handlers
 from edgerm.master.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -56,12 +56,6 @@ _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 HANDLERS_KEY = web.AppKey("edgerm_handlers", Handlers)
-
-
-class _ModuleNotFound(WireError):
-    """No module with that hash here (the wire schema has no code of its own)."""
-
-    http_status = 404
 
 
 class _HttpAdapter:
@@ -184,7 +178,7 @@ class _HttpAdapter:
             raise MalformedMessage(f"{sha256!r} is not a sha256 hex digest")
         module = self._handlers.module(sha256)
         if module is None:
-            raise _ModuleNotFound(f"no module with sha256 {sha256} on this master")
+            raise NotFound(f"no module with sha256 {sha256} on this master")
         return web.Response(
             body=module,
             headers={"Content-Type": "application/wasm", "Cache-Control": "public, max-age=31536000, immutable"},
