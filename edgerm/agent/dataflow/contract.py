@@ -19,33 +19,33 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
+from edgerm.dataflow_keys import (
+    BATCH,
+    BATCH_MS,
+    BROKER,
+    DAG,
+    DEVICE,
+    INPUTS,
+    OPERATOR,
+    OUTPUT,
+    PERIOD,
+    QUEUE,
+    REPLICA,
+    ROLE,
+    SINK,
+    stats_topic,
+)
 from edgerm.errors import ConfigError
 from edgerm.model import TaskInfo
 from edgerm.resources import Resources
-
-DAG = "EDGERM_DF_DAG"
-OPERATOR = "EDGERM_DF_OPERATOR"
-ROLE = "EDGERM_DF_ROLE"
-INPUTS = "EDGERM_DF_IN"
-OUTPUT = "EDGERM_DF_OUT"
-REPLICA = "EDGERM_DF_REPLICA"
-DEVICE = "EDGERM_DF_DEVICE"
-PERIOD = "EDGERM_DF_PERIOD"
-BATCH = "EDGERM_DF_BATCH"
-BATCH_MS = "EDGERM_DF_BATCH_MS"
-QUEUE = "EDGERM_DF_QUEUE"
-SINK = "EDGERM_DF_SINK"
-BROKER = "EDGERM_BROKER"
 
 DEFAULT_PERIOD = 0.1  # seconds between readings
 DEFAULT_BATCH = 100  # records per micro-batch
 DEFAULT_BATCH_MS = 50.0  # longest wait before a partial batch is flushed
 DEFAULT_QUEUE = 64  # input queue bound, in batches
-MAX_BATCH_BYTES = 64 * 1024  # a micro-batch never exceeds this
 MQTT_SCHEMES = {"mqtt": 1883}
 
 #: Topic names: an operator's output, and each instance's stats.
-TOPIC_PREFIX = "edgerm"
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")  # dag and operator names: no '/', '+', '#' or spaces
 _RESOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")  # as in edgerm.resources
 
@@ -108,16 +108,6 @@ class OperatorConfig:
     @property
     def stats_topic(self) -> str:
         return stats_topic(self.dag, self.operator, self.index)
-
-
-def out_topic(dag: str, operator: str) -> str:
-    """``edgerm/<dag>/<operator>/out``: the operator's output micro-batches (QoS 1)."""
-    return f"{TOPIC_PREFIX}/{dag}/{operator}/out"
-
-
-def stats_topic(dag: str, operator: str, index: int) -> str:
-    """``edgerm/<dag>/<operator>/stats/<i>``: one instance's stats, every second (QoS 0)."""
-    return f"{TOPIC_PREFIX}/{dag}/{operator}/stats/{index}"
 
 
 def is_dataflow(env: Mapping[str, str]) -> bool:

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from edgerm.agent.dataflow.contract import MAX_BATCH_BYTES
+from edgerm.dataflow_keys import MAX_BATCH_BYTES
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,21 +21,24 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from edgerm.dataflow_keys import (
+    BATCH,
+    BATCH_MS,
+    BROKER,
+    DAG,
+    DEVICE,
+    INPUTS,
+    OPERATOR,
+    OUTPUT,
+    PERIOD,
+    QUEUE,
+    REPLICA,
+    ROLE,
+    SINK,
+    TOPIC_ROOT,
+    out_topic,
+)
 from edgerm.scheduler.dag import Dag, Instance, OperatorKind, Variant
-
-DAG = "EDGERM_DF_DAG"
-OPERATOR = "EDGERM_DF_OPERATOR"
-ROLE = "EDGERM_DF_ROLE"
-INPUTS = "EDGERM_DF_IN"
-OUTPUT = "EDGERM_DF_OUT"
-REPLICA = "EDGERM_DF_REPLICA"
-DEVICE = "EDGERM_DF_DEVICE"
-PERIOD = "EDGERM_DF_PERIOD"
-BATCH = "EDGERM_DF_BATCH"
-BATCH_MS = "EDGERM_DF_BATCH_MS"
-QUEUE = "EDGERM_DF_QUEUE"
-SINK = "EDGERM_DF_SINK"
-BROKER = "EDGERM_BROKER"
 
 #: Keys the framework fills in; a DAG may not set them.
 OWNED_KEYS = frozenset({DAG, OPERATOR, ROLE, INPUTS, OUTPUT, REPLICA, DEVICE})
@@ -44,20 +47,6 @@ TUNABLE_KEYS = frozenset({PERIOD, BATCH, BATCH_MS, QUEUE, SINK, BROKER})
 
 #: The sink delivery that publishes to the sink's out topic for the framework to print.
 CONSOLE = "console"
-#: Largest micro-batch in bytes (the data plane enforces it; records longer than this cannot travel).
-MAX_BATCH_BYTES = 64 * 1024
-
-TOPIC_ROOT = "edgerm"
-
-
-def out_topic(dag: str, operator: str) -> str:
-    """The topic an operator's output micro-batches go to."""
-    return f"{TOPIC_ROOT}/{dag}/{operator}/out"
-
-
-def stats_topic(dag: str, operator: str, index: int) -> str:
-    """The topic one instance publishes its cumulative figures to."""
-    return f"{TOPIC_ROOT}/{dag}/{operator}/stats/{index}"
 
 
 def stats_filter(dag: str) -> str:

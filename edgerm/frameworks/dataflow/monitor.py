@@ -23,8 +23,9 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
+from edgerm.dataflow_keys import out_topic
 from edgerm.errors import ConfigError
-from edgerm.frameworks.dataflow.contract import out_topic, parse_topic, stats_filter
+from edgerm.frameworks.dataflow.contract import parse_topic, stats_filter
 from edgerm.frameworks.dataflow.watch import StreamWatch
 from edgerm.ids import new_id
 from edgerm.scheduler import Dag, OperatorKind

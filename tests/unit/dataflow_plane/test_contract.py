@@ -5,20 +5,18 @@ from __future__ import annotations
 import pytest
 
 from edgerm.agent.dataflow.contract import (
-    BROKER,
     Broker,
     OperatorConfig,
     Role,
     SinkKind,
     SinkSpec,
-    out_topic,
     parse_broker,
     parse_operator,
     parse_sink,
     resolve_device,
-    stats_topic,
     with_broker,
 )
+from edgerm.dataflow_keys import BROKER, out_topic, stats_topic
 from edgerm.errors import ConfigError
 from edgerm.ids import AgentId, TaskId
 from edgerm.model import TaskInfo, WasmSpec

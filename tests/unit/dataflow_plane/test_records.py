@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgerm.agent.dataflow.contract import MAX_BATCH_BYTES
 from edgerm.agent.dataflow.readers import check_handle, value_of
 from edgerm.agent.dataflow.records import (
     Batch,
@@ -20,6 +19,7 @@ from edgerm.agent.dataflow.records import (
     select,
     split,
 )
+from edgerm.dataflow_keys import MAX_BATCH_BYTES
 from edgerm.errors import ConfigError
 
 
