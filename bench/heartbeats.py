@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,50 @@ from edgerm.model import AgentInfo
 from edgerm.resources import Resources
 
 HEADERS = {"Content-Type": "application/x-protobuf"}
+#: One lane of load: sends one body and waits for its answer.
+Post = Callable[[bytes], Awaitable[None]]
+
+
+def _agent_bodies(agents: int) -> tuple[list[bytes], list[bytes]]:
+    """REGISTER and HEARTBEAT bodies for ``agents`` fake agents (long heartbeat interval: none times out)."""
+    ids = [AgentId(f"bench-agent-{i}") for i in range(agents)]
+    res = Resources.parse("cpus:4;mem:4096;disk:10000")
+    attrs = {"os": "linux", "executors": frozenset({"wasm"})}
+    registers = [
+        wire.encode_agent_call(m.RegisterAgent(AgentInfo(aid, f"host-{aid}", res, attrs, heartbeat_interval=3600.0)))
+        for aid in ids
+    ]
+    return registers, [wire.encode_agent_call(m.AgentHeartbeat(aid)) for aid in ids]
+
+
+async def _drive(pid: int, bodies: list[bytes], heartbeats: int, posts: list[Post]) -> dict[str, Any]:
+    """Send ``heartbeats`` bodies through the ``posts`` lanes at once; the server's CPU per heartbeat."""
+    proc = psutil.Process(pid)
+    latencies: list[float] = []
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for i in range(heartbeats):
+        queue.put_nowait(bodies[i % len(bodies)])
+
+    async def worker(post: Post) -> None:
+        while not queue.empty():
+            body = queue.get_nowait()
+            t0 = time.perf_counter()
+            await post(body)
+            latencies.append(time.perf_counter() - t0)
+
+    cpu0 = proc.cpu_times()
+    wall0 = time.perf_counter()
+    await asyncio.gather(*(worker(post) for post in posts))
+    wall = time.perf_counter() - wall0
+    cpu1 = proc.cpu_times()
+    cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    return {
+        "heartbeats": heartbeats,
+        "server_cpu_s": round(cpu, 4),
+        "cpu_us_per_heartbeat": round(cpu / heartbeats * 1e6, 2),
+        "throughput_per_s": round(heartbeats / wall, 1),
+        "latency": summary_ms(latencies),
+    }
 
 
 async def _post(session: aiohttp.ClientSession, url: str, body: bytes) -> None:
@@ -45,43 +91,15 @@ async def _post(session: aiohttp.ClientSession, url: str, body: bytes) -> None:
 
 async def http_load(base: str, agents: int, heartbeats: int, concurrency: int, pid: int) -> dict[str, Any]:
     url = base + "/api/v1/agent"
-    ids = [AgentId(f"bench-agent-{i}") for i in range(agents)]
-    res = Resources.parse("cpus:4;mem:4096;disk:10000")
-    attrs = {"os": "linux", "executors": frozenset({"wasm"})}
+    registers, bodies = _agent_bodies(agents)
     conn = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=conn) as session:
-        for aid in ids:
-            info = AgentInfo(aid, f"host-{aid}", res, attrs, heartbeat_interval=3600.0)
-            await _post(session, url, wire.encode_agent_call(m.RegisterAgent(info)))
-        bodies = [wire.encode_agent_call(m.AgentHeartbeat(aid)) for aid in ids]
+        for body in registers:
+            await _post(session, url, body)
         for b in bodies[: min(len(bodies), 200)]:  # warm-up
             await _post(session, url, b)
-        proc = psutil.Process(pid)
-        latencies: list[float] = []
-        queue: asyncio.Queue[bytes] = asyncio.Queue()
-        for i in range(heartbeats):
-            queue.put_nowait(bodies[i % len(bodies)])
-
-        async def worker() -> None:
-            while not queue.empty():
-                body = queue.get_nowait()
-                t0 = time.perf_counter()
-                await _post(session, url, body)
-                latencies.append(time.perf_counter() - t0)
-
-        cpu0 = proc.cpu_times()
-        wall0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - wall0
-        cpu1 = proc.cpu_times()
-    cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
-    return {
-        "heartbeats": heartbeats,
-        "server_cpu_s": round(cpu, 4),
-        "cpu_us_per_heartbeat": round(cpu / heartbeats * 1e6, 2),
-        "throughput_per_s": round(heartbeats / wall, 1),
-        "latency": summary_ms(latencies),
-    }
+        post = functools.partial(_post, session, url)
+        return await _drive(pid, bodies, heartbeats, [post] * concurrency)
 
 
 def run_http(args: argparse.Namespace) -> dict[str, Any]:
@@ -151,48 +169,19 @@ async def _coap_contexts(url: str, n: int) -> list[tuple[Any, Any]]:
 
 
 async def coap_load(url: str, agents: int, heartbeats: int, concurrency: int, pid: int) -> dict[str, Any]:
-    ids = [AgentId(f"bench-agent-{i}") for i in range(agents)]
-    res = Resources.parse("cpus:4;mem:4096;disk:10000")
-    attrs = {"os": "linux", "executors": frozenset({"wasm"})}
+    registers, bodies = _agent_bodies(agents)
     lanes = await _coap_contexts(url, concurrency)
     try:
         ctx, remote = lanes[0]
-        for aid in ids:
-            info = AgentInfo(aid, f"host-{aid}", res, attrs, heartbeat_interval=3600.0)
-            await _coap_post(ctx, remote, wire.encode_agent_call(m.RegisterAgent(info)))
-        bodies = [wire.encode_agent_call(m.AgentHeartbeat(aid)) for aid in ids]
+        for body in registers:
+            await _coap_post(ctx, remote, body)
         for b in bodies[: min(len(bodies), 200)]:  # warm-up
             await _coap_post(ctx, remote, b)
-        proc = psutil.Process(pid)
-        latencies: list[float] = []
-        queue: asyncio.Queue[bytes] = asyncio.Queue()
-        for i in range(heartbeats):
-            queue.put_nowait(bodies[i % len(bodies)])
-
-        async def worker(lane: tuple[Any, Any]) -> None:
-            ctx, remote = lane
-            while not queue.empty():
-                body = queue.get_nowait()
-                t0 = time.perf_counter()
-                await _coap_post(ctx, remote, body)
-                latencies.append(time.perf_counter() - t0)
-
-        cpu0 = proc.cpu_times()
-        wall0 = time.perf_counter()
-        await asyncio.gather(*(worker(lane) for lane in lanes))
-        wall = time.perf_counter() - wall0
-        cpu1 = proc.cpu_times()
+        posts: list[Post] = [functools.partial(_coap_post, c, r) for c, r in lanes]
+        return await _drive(pid, bodies, heartbeats, posts)
     finally:
         for ctx, _ in lanes:
             await ctx.shutdown()
-    cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
-    return {
-        "heartbeats": heartbeats,
-        "server_cpu_s": round(cpu, 4),
-        "cpu_us_per_heartbeat": round(cpu / heartbeats * 1e6, 2),
-        "throughput_per_s": round(heartbeats / wall, 1),
-        "latency": summary_ms(latencies),
-    }
 
 
 def run_coap(args: argparse.Namespace) -> dict[str, Any]:
