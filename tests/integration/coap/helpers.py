@@ -7,7 +7,6 @@ payloads in CON requests, built with :mod:`edgerm.wire`. No mocks.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import aiocoap
@@ -17,20 +16,9 @@ from edgerm import wire
 from edgerm.ids import AgentId
 from edgerm.model import AgentInfo
 from edgerm.resources import Resources
+from tests.support import WAIT, eventually
 
-WAIT = 10.0
-
-
-async def eventually(check: Callable[[], Any], within: float = WAIT) -> None:
-    """Poll ``check`` (sync or async) until it is true; no fixed sleeps."""
-    async with asyncio.timeout(within):
-        while True:
-            result = check()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return
-            await asyncio.sleep(0.02)
+__all__ = ["WAIT", "eventually"]
 
 
 async def request(

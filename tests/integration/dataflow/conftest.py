@@ -10,8 +10,6 @@ fails if a run left a task that is not terminal at the master.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from edgerm.agent.main import RunningAgent, start_agent
 from edgerm.frameworks.dataflow import DataflowRun, RunOptions, loads
 from edgerm.master.main import RunningMaster, start_master
 from edgerm.scheduler import Dag
+from tests import support
 from tests.integration.dataflow_plane.brokers import Mosquitto, mosquitto_binary
 
 WAIT = 20.0
@@ -81,11 +80,8 @@ class Cluster:
 
 
 async def eventually(check: Callable[[], Any], within: float = WAIT, what: str = "") -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within}s: {what or check}")
-        await asyncio.sleep(0.05)
+    """:func:`tests.support.eventually` with this suite's longer default wait (pipelines start processes)."""
+    await support.eventually(check, within, what)
 
 
 def dag(text: str) -> Dag:

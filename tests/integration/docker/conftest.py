@@ -29,37 +29,20 @@ from edgerm.agent.runtime import RuntimeReport, TaskEnded, TaskStarted
 from edgerm.ids import AgentId, FrameworkId, TaskId
 from edgerm.model import DockerSpec, Network, PortMapping, PullPolicy, TaskInfo
 from edgerm.resources import Resources
+from tests.support import docker_unavailable, require_docker
 
 IMAGE = os.environ.get("EDGERM_TEST_IMAGE", "edgerm-test/busybox:latest")
 AGENT_PREFIX = "test-docker-"
 WAIT = 30.0  # seconds a test waits for a report before failing
 
 
-def _docker_ready() -> str:
-    """Empty when Docker and the test image are there, else why not."""
-    try:
-        client = docker.from_env(timeout=30)
-    except docker.errors.DockerException as e:
-        return f"docker info failed: no engine answers (run scripts/setup_docker.sh): {e}"
-    try:
-        client.images.get(IMAGE)
-    except docker.errors.ImageNotFound:
-        return f"test image {IMAGE} missing (run scripts/setup_docker.sh)"
-    finally:
-        client.close()
-    return ""
-
-
-_WHY_NOT = _docker_ready()
+_WHY_NOT = docker_unavailable(IMAGE)
 
 
 @pytest.fixture(autouse=True)
 def docker_required() -> None:
     """Skip without Docker on a developer's machine; fail in CI, which must run these tests."""
-    if _WHY_NOT:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the Docker tests: {_WHY_NOT}")
-        pytest.skip(_WHY_NOT)
+    require_docker(_WHY_NOT)
 
 
 def _test_containers() -> list[tuple[str, str]]:

@@ -40,6 +40,7 @@ from edgerm.frameworks import Framework, FrameworkDriver, HttpDriver, supports
 from edgerm.ids import AgentId, OfferId, TaskId
 from edgerm.master.main import RunningMaster, start_master
 from edgerm.model import Filters, Offer, TaskInfo, TaskState, TaskStatus
+from tests.support import docker_unavailable, require_docker
 
 IMAGE = os.environ.get("EDGERM_TEST_IMAGE", "edgerm-test/busybox:latest")
 AGENT_PREFIX = "test-cluster-"
@@ -47,31 +48,13 @@ WAIT = 30.0  # seconds a test waits for something before failing
 HEARTBEAT = 1.0  # agents' heartbeat interval: lost after 3 missed, so a restart fits well within
 
 
-def _docker_ready() -> str:
-    """Empty when Docker and the test image are there, else why not."""
-    try:
-        client = docker.from_env(timeout=30)
-    except docker.errors.DockerException as e:
-        return f"no Docker engine answers (run scripts/setup_docker.sh): {e}"
-    try:
-        client.images.get(IMAGE)
-    except docker.errors.ImageNotFound:
-        return f"test image {IMAGE} missing (run scripts/setup_docker.sh)"
-    finally:
-        client.close()
-    return ""
-
-
-_WHY_NOT = _docker_ready()
+_WHY_NOT = docker_unavailable(IMAGE)
 
 
 @pytest.fixture(autouse=True)
 def docker_required() -> None:
     """Skip without Docker on a developer's machine; fail in CI, which must run these tests."""
-    if _WHY_NOT:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the Docker tests: {_WHY_NOT}")
-        pytest.skip(_WHY_NOT)
+    require_docker(_WHY_NOT)
 
 
 # -- containers, seen from the engine -------------------------------------------------

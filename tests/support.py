@@ -1,0 +1,53 @@
+"""Helpers shared by the integration suites: polling for a condition, and whether Docker can run the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+WAIT = 10.0  # generous bound on loopback; tests wait for conditions, never for fixed times
+TEST_IMAGE = os.environ.get("EDGERM_TEST_IMAGE", "edgerm-test/busybox:latest")
+
+
+async def eventually(check: Callable[[], Any], within: float = WAIT, what: str = "") -> None:
+    """Poll ``check`` (sync or async) until it is true; fail with an AssertionError naming ``what`` otherwise."""
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                result = check()
+                if asyncio.iscoroutine(result):
+                    result = await result
+                if result:
+                    return
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"not within {within}s: {what or check}") from None
+
+
+def docker_unavailable(image: str = TEST_IMAGE) -> str:
+    """Empty when a Docker engine answers and holds the test image, else why not."""
+    import docker  # lazily: only the Docker suites need the SDK
+
+    try:
+        client = docker.from_env(timeout=30)
+    except docker.errors.DockerException as e:
+        return f"no Docker engine answers (run scripts/setup_docker.sh): {e}"
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        return f"test image {image} missing (run scripts/setup_docker.sh)"
+    finally:
+        client.close()
+    return ""
+
+
+def require_docker(why_not: str) -> None:
+    """Skip without Docker on a developer's machine; fail in CI, which must run the Docker tests."""
+    if why_not:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the Docker tests: {why_not}")
+        pytest.skip(why_not)
