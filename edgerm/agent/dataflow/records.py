@@ -25,35 +25,9 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from edgerm.dataflow_keys import MAX_BATCH_BYTES
+from edgerm.dataflow_keys import MAX_BATCH_BYTES, Record, format_record, parse_record
 
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    src: str
-    seq: int
-    t: float
-    value: float
-
-    def line(self) -> str:
-        return format_record(self.src, self.seq, self.t, self.value)
-
-
-def format_record(src: str, seq: int, t: float, value: float) -> str:
-    """One record line (no newline); ``t`` to the microsecond, ``value`` to 12 significant digits."""
-    return f"{src} {seq} {t:.6f} {value:.12g}"
-
-
-def parse_record(line: str) -> Record:
-    """Parse one record line; raises ValueError when it is not ``<src> <seq> <t> <value>``."""
-    parts = line.split()
-    if len(parts) != 4:
-        raise ValueError(f"a record has 4 fields, this line has {len(parts)}")
-    src, seq, t, value = parts
-    number = int(seq)
-    if number < 0:
-        raise ValueError("seq must be >= 0")
-    return Record(src, number, float(t), float(value))
+__all__ = ["Record", "format_record", "parse_record"]
 
 
 def replica_of(src: str, replicas: int) -> int:

@@ -36,8 +36,10 @@ from edgerm.dataflow_keys import (
     ROLE,
     SINK,
     TOPIC_ROOT,
+    Record,
     out_topic,
 )
+from edgerm.dataflow_keys import parse_record as strict_parse_record
 from edgerm.scheduler.dag import Dag, Instance, OperatorKind, Variant
 
 #: Keys the framework fills in; a DAG may not set them.
@@ -148,32 +150,13 @@ def sink_delivery(variant: Variant) -> str:
 # -- records -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One record: source id, per-source sequence number, reading time (unix), value."""
-
-    src: str
-    seq: int
-    t: float
-    value: float
-
-    def __str__(self) -> str:
-        return f"{self.src} {self.seq} {self.t:.3f} {self.value:g}"
-
-
 def parse_record(line: str) -> Record | None:
-    """A record from its line; ``None`` when the line is not a well-formed record."""
-    parts = line.split()
-    if len(parts) != 4:
-        return None
-    src, seq, t, value = parts
+    """A record from its line; ``None`` when the line is not a well-formed record (or its time is not finite)."""
     try:
-        record = Record(src, int(seq), float(t), float(value))
+        record = strict_parse_record(line)
     except ValueError:
         return None
-    if record.seq < 0 or not math.isfinite(record.t):
-        return None
-    return record
+    return record if math.isfinite(record.t) else None
 
 
 def parse_batch(payload: bytes) -> tuple[list[Record], int]:

@@ -30,7 +30,8 @@ import json
 from collections import deque
 from dataclasses import dataclass, field
 
-from edgerm.frameworks.dataflow.contract import Record, parse_batch
+from edgerm.dataflow_keys import Record
+from edgerm.frameworks.dataflow.contract import parse_batch
 from edgerm.scheduler.dag import Dag, Instance, OperatorKind
 
 LATENCY_SAMPLES = 512
