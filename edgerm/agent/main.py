@@ -27,10 +27,9 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Coroutine, Generator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 from urllib.parse import urlsplit
 
 from edgerm.agent.config import (
@@ -49,6 +48,7 @@ from edgerm.agent.service import AgentService
 from edgerm.agent.transport import AgentTransport
 from edgerm.errors import ConfigError, EdgermError, TransportError
 from edgerm.ids import AgentId
+from edgerm.lifecycle import Starting
 
 log = logging.getLogger("edgerm.agent")
 
@@ -147,27 +147,6 @@ class RunningAgent:
         await self.stop()
 
 
-class _Starting:
-    """What :func:`start_agent` returns: awaitable, or usable in ``async with``."""
-
-    def __init__(self, start: Callable[[], Coroutine[Any, Any, RunningAgent]]) -> None:
-        self._start = start
-        self._agent: RunningAgent | None = None
-
-    def __await__(self) -> Generator[Any, None, RunningAgent]:
-        return self._start().__await__()
-
-    async def __aenter__(self) -> RunningAgent:
-        self._agent = await self._start()
-        return self._agent
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._agent is not None:
-            await self._agent.stop()
-
-
 def start_agent(
     master_url: str,
     config: AgentConfig | None = None,
@@ -176,7 +155,7 @@ def start_agent(
     runtimes: Mapping[str, Runtime] | None = None,
     transport: AgentTransport | None = None,
     register_timeout: float | None = 10.0,
-) -> _Starting:
+) -> Starting[RunningAgent]:
     """Start an agent in this event loop; unless ``register_timeout`` is None, wait until it registered.
 
     Use as ``async with start_agent(url) as agent:`` or ``agent = await
@@ -186,7 +165,7 @@ def start_agent(
     :class:`~edgerm.errors.TransportError` when the master does not answer
     within ``register_timeout`` (the agent is stopped again).
     """
-    return _Starting(
+    return Starting(
         lambda: _start(master_url, config or AgentConfig(), work_dir, runtimes, transport, register_timeout)
     )
 

@@ -31,7 +31,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
 
@@ -39,6 +39,7 @@ from aiohttp import web
 
 from edgerm.coap_util import DEFAULT_COAP_PORT
 from edgerm.errors import ConfigError
+from edgerm.lifecycle import Starting
 from edgerm.master.broker import DEFAULT_BROKER_PORT, EMBEDDED, EmbeddedBroker, check_broker_url
 from edgerm.master.coap import CoapServer, start_coap_server
 from edgerm.master.handlers import Handlers
@@ -114,37 +115,6 @@ class RunningMaster:
         await self.stop()
 
 
-class _Starting:
-    """What :func:`start_master` returns: awaitable, or usable in ``async with``."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        config: MasterConfig,
-        options: ServiceOptions,
-        max_body: int,
-        access_log: bool,
-        coap: _CoapOptions,
-        broker: _BrokerOptions,
-    ) -> None:
-        self._args = (host, port, config, options, max_body, access_log, coap, broker)
-        self._master: RunningMaster | None = None
-
-    def __await__(self) -> Generator[object, None, RunningMaster]:
-        return _start(*self._args).__await__()
-
-    async def __aenter__(self) -> RunningMaster:
-        self._master = await _start(*self._args)
-        return self._master
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._master is not None:
-            await self._master.stop()
-
-
 def start_master(
     host: str = "127.0.0.1",
     port: int = 0,
@@ -160,7 +130,7 @@ def start_master(
     coap_tcp: bool = False,
     broker: str | None = None,
     broker_port: int = 0,
-) -> _Starting:
+) -> Starting[RunningMaster]:
     """Start a master on ``host:port`` (0 = an ephemeral port).
 
     ``coap_port``: None = no CoAP endpoint, 0 = an ephemeral UDP port, else
@@ -180,9 +150,8 @@ def start_master(
     )
     coap = _CoapOptions(coap_port, coap_tcp)
     embed = _BrokerOptions(broker_port if broker == EMBEDDED else None)
-    return _Starting(
-        host, port, config if config is not None else MasterConfig(), options, max_body, access_log, coap, embed
-    )
+    cfg = config if config is not None else MasterConfig()
+    return Starting(lambda: _start(host, port, cfg, options, max_body, access_log, coap, embed))
 
 
 @dataclass(frozen=True, slots=True)
