@@ -34,7 +34,7 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edgerm import messages as m
 from edgerm.errors import NotSubscribed, Unavailable, UnknownAgent, WireError
@@ -471,7 +471,7 @@ class MasterService:
         if not self.running:
             raise Unavailable("the master is not running")
         fid = framework.id or FrameworkId(new_id())
-        actions = self.core.handle(FrameworkSubscribed(FrameworkInfo(fid, framework.name)), self._clock())
+        actions = self.core.handle(FrameworkSubscribed(replace(framework, id=fid)), self._clock())
         old = self._streams.pop(fid, None)
         if old is not None:
             old.close()  # its transport's aclose() no longer reports: it is not current
