@@ -129,6 +129,7 @@ SchedulerEvent = Subscribed | Offers | Rescind | Update | Failure | ErrorEvent |
 class RegisterAgent:
     agent: AgentInfo
     tasks: tuple[TaskStatus, ...] = ()
+    instance_id: str = ""  # random per agent process start
 
 
 @dataclass(frozen=True, slots=True)

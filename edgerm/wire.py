@@ -488,7 +488,11 @@ def agent_call_to_pb(call: m.AgentCall) -> agent_pb2.AgentCall:
         return AC(
             agent_id=call.agent.id,
             type=AC.REGISTER,
-            register=AC.Register(agent=agent_info_to_pb(call.agent), tasks=[task_status_to_pb(s) for s in call.tasks]),
+            register=AC.Register(
+                agent=agent_info_to_pb(call.agent),
+                tasks=[task_status_to_pb(s) for s in call.tasks],
+                instance_id=call.instance_id,
+            ),
         )
     if isinstance(call, m.AgentHeartbeat):
         return AC(agent_id=call.agent_id, type=AC.HEARTBEAT, heartbeat=AC.Heartbeat(task_ids=list(call.task_ids)))
@@ -503,7 +507,7 @@ def agent_call_from_pb(c: agent_pb2.AgentCall) -> m.AgentCall:
         info = agent_info_from_pb(c.register.agent)
         if not info.id:
             raise MalformedMessage("register without an agent id")
-        return m.RegisterAgent(info, tuple(task_status_from_pb(s) for s in c.register.tasks))
+        return m.RegisterAgent(info, tuple(task_status_from_pb(s) for s in c.register.tasks), c.register.instance_id)
     if c.type not in (AC.HEARTBEAT, AC.UPDATE, AC.SUBSCRIBE):
         raise UnknownCall(f"unknown agent call type {c.type}")
     if not aid:

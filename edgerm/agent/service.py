@@ -68,7 +68,7 @@ from edgerm.agent.state import (
 )
 from edgerm.agent.transport import AgentTransport
 from edgerm.errors import EdgermError, RuntimeFailure, TransportError, UnknownAgent, WireError
-from edgerm.ids import TaskId
+from edgerm.ids import TaskId, new_id
 from edgerm.model import AgentInfo, Reason, TaskInfo, TaskState, TaskStatus
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,7 @@ class AgentService:
         self.transport = transport
         self.runtimes = dict(runtimes)
         self.work_dir = work_dir
+        self.instance_id = new_id()  # this process's registrations (the master tells two apart)
         self.core = AgentCore(info.id, frozenset(self.runtimes))
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
@@ -244,7 +245,7 @@ class AgentService:
     async def _register(self) -> None:
         backoff = self._backoff_initial
         while True:
-            call = m.RegisterAgent(self.info, self.core.held_statuses())
+            call = m.RegisterAgent(self.info, self.core.held_statuses(), self.instance_id)
             try:
                 reply = await self.transport.call(call)
             except (TransportError, WireError) as e:

@@ -2,15 +2,18 @@
 
 Nothing here does I/O. ``SendEvent`` goes on a framework's event stream;
 ``LaunchTask`` and ``KillTask`` go to an agent's command outbox (pushed at
-once over its stream or CoAP observation).
+once over its stream or CoAP observation). ``Persist`` goes to the
+registry writer, and the actions of the same event wait for it;
+``Notice`` is a log line.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edgerm import messages as m
 from edgerm.ids import AgentId, FrameworkId, TaskId
+from edgerm.master.registry import Changes
 from edgerm.model import TaskInfo
 
 
@@ -32,11 +35,13 @@ class LaunchTask:
 
 @dataclass(frozen=True, slots=True)
 class KillTask:
-    """Tell an agent to stop a task."""
+    """Tell an agent to stop a task. ``reason`` is set when the master kills
+    on its own account (a task it does not know, a task declared LOST)."""
 
     agent_id: AgentId
     task_id: TaskId
     grace: float
+    reason: str = field(default="", compare=False)  # for the log only
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,4 +51,23 @@ class DropAgent:
     agent_id: AgentId
 
 
-MasterAction = SendEvent | LaunchTask | KillTask | DropAgent
+@dataclass(frozen=True, slots=True)
+class Persist:
+    """Write these changes to the registry. Every action returned with it
+    (and after it) takes effect only once the write is durable."""
+
+    changes: Changes
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something an operator should read in the log (the core cannot log)."""
+
+    message: str
+    level: str = "INFO"  # INFO or WARNING
+    agent_id: AgentId = AgentId("")
+    framework_id: FrameworkId = FrameworkId("")
+    task_id: TaskId = TaskId("")
+
+
+MasterAction = SendEvent | LaunchTask | KillTask | DropAgent | Persist | Notice

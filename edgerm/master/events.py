@@ -23,6 +23,7 @@ class AgentRegistered:
 
     agent: AgentInfo
     tasks: tuple[TaskStatus, ...] = ()
+    instance_id: str = ""  # random per agent process start (two agents with one id differ)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,9 @@ Rules:
 - Calls are counted here, before they are handled, so the metrics are the
   same whichever transport carried them.
 - The heartbeat is the hot path: no work beyond one core event and one reply.
+- Durability: every other call is answered only once what it changed is in
+  the registry (``MasterService.durable``): an ACCEPT's tasks, an UPDATE's
+  status (the agent stops retrying when it is acknowledged), a REGISTER.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from edgerm.ids import AgentId, FrameworkId, new_id
 from edgerm.master.events import AgentRegistered, HeartbeatReceived, StatusReceived
 from edgerm.master.metrics import render_metrics
 from edgerm.master.service import CommandStream, EventStream, MasterService
-from edgerm.model import FrameworkInfo
 
 _AGENT_CALL_NAMES: dict[type, str] = {
     m.RegisterAgent: "REGISTER",
@@ -74,9 +76,11 @@ class Handlers:
                     raise MalformedMessage(f"agent {call.agent_id!r} reports a status of agent {status.agent_id!r}")
                 status = replace(status, agent_id=call.agent_id)  # frameworks always see the agent
             service.handle(StatusReceived(call.agent_id, status))
+            await service.durable()
             return m.StatusAcknowledged(status.task_id, status.uuid)
         if isinstance(call, m.RegisterAgent):
-            service.handle(AgentRegistered(call.agent, call.tasks))
+            service.handle(AgentRegistered(call.agent, call.tasks, call.instance_id))
+            await service.durable()
             return m.AgentRegistered(call.agent.id, service.config.master_id, service.options.broker_url)
         raise UnknownCall("SUBSCRIBE opens the agent's command stream; it is not a request/reply call")
 
@@ -96,7 +100,7 @@ class Handlers:
         self._metrics.call("scheduler", "SUBSCRIBE")
         info = sub.framework
         if not info.id:
-            info = FrameworkInfo(FrameworkId(new_id()), info.name)
+            info = replace(info, id=FrameworkId(new_id()))
         return self.service.open_stream(info)
 
     async def scheduler_call(self, call: m.SchedulerCall, stream_id: str) -> None:
@@ -109,6 +113,7 @@ class Handlers:
         service.handle(call)
         if isinstance(call, m.Teardown):
             service.close_stream(call.framework_id)
+        await service.durable()
 
     # -- errors, state, metrics, modules ------------------------------------------------
 

@@ -29,16 +29,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from types import TracebackType
 
 from aiohttp import web
 
 from edgerm.coap_util import DEFAULT_COAP_PORT
 from edgerm.errors import ConfigError
+from edgerm.ids import new_id
 from edgerm.lifecycle import Starting
 from edgerm.master.broker import DEFAULT_BROKER_PORT, EMBEDDED, EmbeddedBroker, check_broker_url
 from edgerm.master.coap import CoapServer, start_coap_server
@@ -46,6 +50,7 @@ from edgerm.master.handlers import Handlers
 from edgerm.master.http import DEFAULT_MAX_BODY, make_app
 from edgerm.master.service import DEFAULT_MODULE_STORE_BYTES, MasterService, ServiceOptions
 from edgerm.master.state import MasterConfig
+from edgerm.master.store import MEMORY, open_store
 
 log = logging.getLogger("edgerm.master")
 
@@ -130,6 +135,8 @@ def start_master(
     coap_tcp: bool = False,
     broker: str | None = None,
     broker_port: int = 0,
+    state_dir: str = MEMORY,
+    registry_sync: str = "normal",
 ) -> Starting[RunningMaster]:
     """Start a master on ``host:port`` (0 = an ephemeral port).
 
@@ -151,7 +158,16 @@ def start_master(
     coap = _CoapOptions(coap_port, coap_tcp)
     embed = _BrokerOptions(broker_port if broker == EMBEDDED else None)
     cfg = config if config is not None else MasterConfig()
-    return Starting(lambda: _start(host, port, cfg, options, max_body, access_log, coap, embed))
+    if not cfg.incarnation:
+        cfg = replace(cfg, incarnation=new_id()[:8])
+    registry = _RegistryOptions(state_dir, registry_sync)
+    return Starting(lambda: _start(host, port, cfg, options, max_body, access_log, coap, embed, registry))
+
+
+@dataclass(frozen=True, slots=True)
+class _RegistryOptions:
+    state_dir: str
+    sync: str = "normal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +194,7 @@ async def _start(
     access_log: bool,
     coap_options: _CoapOptions,
     broker_options: _BrokerOptions,
+    registry: _RegistryOptions,
 ) -> RunningMaster:
     broker: EmbeddedBroker | None = None
     if broker_options.port is not None:
@@ -185,7 +202,7 @@ async def _start(
         await broker.start()  # first: agents registering right away must get its URL
         options = replace(options, broker_url=broker.url)
     try:
-        return await _start_serving(host, port, config, options, max_body, access_log, coap_options, broker)
+        return await _start_serving(host, port, config, options, max_body, access_log, coap_options, broker, registry)
     except BaseException:
         if broker is not None:
             await broker.stop()
@@ -201,8 +218,10 @@ async def _start_serving(
     access_log: bool,
     coap_options: _CoapOptions,
     broker: EmbeddedBroker | None,
+    registry: _RegistryOptions,
 ) -> RunningMaster:
-    service = MasterService(config, options)
+    store = await asyncio.to_thread(open_store, registry.state_dir, registry.sync)
+    service = MasterService(config, options, store=store)
     handlers = Handlers(service)
     app = make_app(handlers, max_body=max_body)
     runner = web.AppRunner(
@@ -211,7 +230,11 @@ async def _start_serving(
         shutdown_timeout=2.0,  # streams have ended by then (the service stops first)
         access_log=logging.getLogger("edgerm.master.access") if access_log else None,
     )
-    await service.start()
+    try:
+        await service.start()
+    except BaseException:
+        store.close()
+        raise
     coap: CoapServer | None = None
     try:
         await runner.setup()
@@ -226,6 +249,10 @@ async def _start_serving(
     bound = runner.addresses[0][1]
     master = RunningMaster(service, handlers, runner, host, bound, coap, broker)
     log.info("edgerm master %s listening on %s", config.master_id, master.url)
+    if registry.state_dir != MEMORY:
+        log.info("registry in %s (sync=%s)", registry.state_dir, registry.sync)
+    else:
+        log.info("registry in memory: nothing survives a restart")
     if coap is not None:
         log.info("CoAP on %s%s", coap.url, f" and {coap.tcp_url}" if coap.tcp_url else "")
     if options.broker_url:
@@ -247,6 +274,20 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def default_state_dir(env: Mapping[str, str] | None = None) -> str:
+    """``$XDG_STATE_HOME/edgerm/master``, else ``~/.local/state/edgerm/master``."""
+    env = os.environ if env is None else env
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(base) / "edgerm" / "master")
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
     return value
 
 
@@ -284,13 +325,56 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     mqtt = p.add_mutually_exclusive_group()
     mqtt.add_argument("--broker", metavar="URL", help="name an external MQTT broker (mqtt://host:port) to agents")
     mqtt.add_argument("--no-broker", action="store_true", help="no MQTT broker: agents get none (no dataflows)")
+    p.add_argument(
+        "--state-dir",
+        default=default_state_dir(),
+        metavar="DIR",
+        help="where the registry (frameworks, agents, tasks) survives restarts; ':memory:' keeps nothing "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--registry-sync",
+        choices=["normal", "full"],
+        default="normal",
+        help="normal: every acknowledged write survives a crash or kill -9 of the master; full: also a power cut, "
+        "at one fsync per group commit (default %(default)s)",
+    )
+    p.add_argument(
+        "--reregister-grace",
+        type=_non_negative,
+        default=0.0,
+        metavar="S",
+        help="settle period after a restart or a stall of the master, in which no agent is declared unreachable "
+        "(default 0 = 3 heartbeat intervals of the slowest known agent)",
+    )
+    p.add_argument(
+        "--unreachable-timeout",
+        type=_positive,
+        default=600.0,
+        metavar="S",
+        help="seconds an unreachable agent's tasks wait for it before they are LOST (default %(default)s)",
+    )
+    p.add_argument(
+        "--framework-failover-timeout",
+        type=_positive,
+        default=24 * 3600.0,
+        metavar="S",
+        help="seconds a disconnected framework's tasks keep running, for frameworks that set none "
+        "(default %(default)s)",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--access-log", action="store_true", help="log every HTTP request")
     return p.parse_args(argv)
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    config = MasterConfig(master_id=args.master_id, offer_timeout=args.offer_timeout)
+    config = MasterConfig(
+        master_id=args.master_id,
+        offer_timeout=args.offer_timeout,
+        reregister_grace=args.reregister_grace,
+        unreachable_timeout=args.unreachable_timeout,
+        framework_failover_timeout=args.framework_failover_timeout,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -308,6 +392,8 @@ async def _serve(args: argparse.Namespace) -> None:
             coap_tcp=args.coap_tcp and not args.no_coap,
             broker=None if args.no_broker else (args.broker or EMBEDDED),
             broker_port=args.broker_port,
+            state_dir=args.state_dir,
+            registry_sync=args.registry_sync,
         ) as master:
             print(f"edgerm-master listening on {master.url}", flush=True)
             for url in (master.coap_url, master.coap_tcp_url):

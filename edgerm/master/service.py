@@ -24,6 +24,12 @@ Rules:
   heartbeat makes the core re-send a lost launch).
 - ``start()``/``stop()`` own the only task this module creates; ``stop()``
   ends every stream and outbox so transports finish their responses.
+- Durability (see edgerm/master/README.md): when the core returns a
+  ``Persist``, its changes go to the registry writer (one thread, group
+  commit) and the event's other actions wait in order behind it, as do the
+  actions of every later event, until the write is durable. A handler that
+  promises durability (ACCEPT, an agent's UPDATE) awaits :meth:`durable`
+  before it answers. With the in-memory store nothing waits.
 """
 
 from __future__ import annotations
@@ -39,10 +45,12 @@ from dataclasses import dataclass, replace
 from edgerm import messages as m
 from edgerm.errors import NotSubscribed, Unavailable, UnknownAgent, WireError
 from edgerm.ids import AgentId, FrameworkId, new_id
-from edgerm.master.actions import DropAgent, KillTask, LaunchTask, MasterAction, SendEvent
+from edgerm.master.actions import DropAgent, KillTask, LaunchTask, MasterAction, Notice, Persist, SendEvent
 from edgerm.master.events import FrameworkDisconnected, FrameworkSubscribed, MasterEvent, Tick
 from edgerm.master.metrics import MasterMetrics
 from edgerm.master.state import MasterConfig, MasterCore
+from edgerm.master.store import MemoryStore, StateStore
+from edgerm.master.writer import GroupWriter
 from edgerm.model import FrameworkInfo, TaskInfo, WasmSpec
 
 log = logging.getLogger(__name__)
@@ -82,10 +90,13 @@ class ModuleStore:
     returns its hash); agents then rely on the bytes in their LaunchCommand.
     """
 
-    def __init__(self, max_bytes: int = DEFAULT_MODULE_STORE_BYTES) -> None:
+    def __init__(
+        self, max_bytes: int = DEFAULT_MODULE_STORE_BYTES, fallback: Callable[[str], bytes | None] | None = None
+    ) -> None:
         self._max = max_bytes
         self._items: OrderedDict[str, bytes] = OrderedDict()
         self._bytes = 0
+        self._fallback = fallback  # the registry's modules on disk
 
     def put(self, module: bytes) -> str:
         digest = hashlib.sha256(module).hexdigest()
@@ -106,6 +117,8 @@ class ModuleStore:
         module = self._items.get(sha256)
         if module is not None:
             self._items.move_to_end(sha256)
+        elif self._fallback is not None:
+            module = self._fallback(sha256)
         return module
 
     def __contains__(self, sha256: object) -> bool:
@@ -345,12 +358,19 @@ class MasterService:
         *,
         core: MasterCore | None = None,
         clock: Callable[[], float] = time.time,
+        store: StateStore | None = None,
     ) -> None:
         self.config = config = config if config is not None else MasterConfig()
         self.options = options = options if options is not None else ServiceOptions()
         self.core = core if core is not None else MasterCore(config)
         self.metrics = MasterMetrics()
-        self.modules = ModuleStore(options.module_store_bytes)
+        self.store: StateStore = store if store is not None else MemoryStore()
+        self.modules = ModuleStore(options.module_store_bytes, self.store.module)
+        self._writer: GroupWriter | None = None
+        self._held: deque[tuple[int, list[MasterAction]]] = deque()  # actions waiting for their write
+        self._durable_seq = 0
+        self._write_failed: BaseException | None = None
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._clock = clock
         self._streams: dict[FrameworkId, EventStream] = {}
         self._outboxes: dict[AgentId, CommandOutbox] = {}
@@ -368,7 +388,13 @@ class MasterService:
     async def start(self) -> None:
         if self._started:
             raise RuntimeError("MasterService already started")
+        registry = await asyncio.to_thread(self.store.load)
         self._started = True
+        if self.store.durable:
+            loop = asyncio.get_running_loop()
+            self._writer = GroupWriter(self.store, loop, self._on_durable, self._on_write_failed)
+        if registry:
+            self._execute(self.core.restore(registry, self._clock()))
         self._tick_task = asyncio.create_task(self._tick_loop(), name="edgerm-master-tick")
 
     async def stop(self) -> None:
@@ -386,6 +412,15 @@ class MasterService:
         if task is not None:
             task.cancel()
             await asyncio.wait([task])  # unlike ``await task``, a cancelled stop() still propagates
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await asyncio.to_thread(writer.close)  # what was queued is written
+        self._held.clear()
+        for _, waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(Unavailable("the master is stopping"))
+        self._waiters.clear()
+        await asyncio.to_thread(self.store.close)
 
     async def _tick_loop(self) -> None:
         interval = self.options.allocation_interval
@@ -414,7 +449,52 @@ class MasterService:
         self._execute(actions)
         return actions
 
+    async def durable(self) -> None:
+        """Wait until every change handled so far is durable (at once with the in-memory store).
+
+        Raises ``Unavailable`` when the registry cannot be written (the caller
+        must not promise what the master cannot keep)."""
+        if self._write_failed is not None:
+            raise Unavailable(f"the master cannot write its registry: {self._write_failed}")
+        writer = self._writer
+        if writer is None or self._durable_seq >= writer.submitted:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((writer.submitted, waiter))
+        await waiter
+
+    def _on_durable(self, seq: int) -> None:
+        self._durable_seq = seq
+        while self._held and self._held[0][0] <= seq:
+            _, actions = self._held.popleft()
+            self._carry_out(actions)
+        while self._waiters and self._waiters[0][0] <= seq:
+            _, waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _on_write_failed(self, seq: int, error: BaseException) -> None:
+        log.error("the master cannot write its registry (%s): durable calls are refused until it restarts", error)
+        self._write_failed = error
+        for _, waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(Unavailable(f"the master cannot write its registry: {error}"))
+        self._waiters.clear()
+
     def _execute(self, actions: list[MasterAction]) -> None:
+        """Carry out the core's actions, after their ``Persist`` (and every earlier one) is durable."""
+        writer = self._writer
+        persist = [a for a in actions if isinstance(a, Persist)]
+        if writer is not None and self._write_failed is None and persist:
+            for p in persist:
+                seq = writer.submit(p.changes)
+            self._held.append((seq, actions))
+        elif self._held:
+            self._held[-1][1].extend(actions)  # keep the order: behind what already waits
+        else:
+            self._carry_out(actions)
+
+    def _carry_out(self, actions: list[MasterAction]) -> None:
         for action in actions:
             if isinstance(action, SendEvent):
                 self._send(action.framework_id, action.event)
@@ -422,11 +502,23 @@ class MasterService:
                 self._keep_module(action.task)
                 self._outbox(action.agent_id).put(m.LaunchCommand(action.task))
             elif isinstance(action, KillTask):
+                if action.reason:
+                    log.info(
+                        "killing task %s on agent %s: %s",
+                        action.task_id,
+                        action.agent_id,
+                        action.reason,
+                        extra={"agent_id": action.agent_id, "task_id": action.task_id},
+                    )
                 self._outbox(action.agent_id).put(m.KillCommand(action.task_id, action.grace))
             elif isinstance(action, DropAgent):
                 outbox = self._outboxes.pop(action.agent_id, None)
                 if outbox is not None:
                     outbox.close()
+            elif isinstance(action, Notice):
+                ids = {"agent_id": action.agent_id, "framework_id": action.framework_id, "task_id": action.task_id}
+                level = logging.WARNING if action.level == "WARNING" else logging.INFO
+                log.log(level, "%s", action.message, extra={k: v for k, v in ids.items() if v})
         while self._overflowed:
             # Outside the loop above so the core is never re-entered mid-batch.
             stream = self._overflowed.popleft()

@@ -31,22 +31,42 @@ Rules:
   resources are never offered twice.
 - Task ids are global: an id the master still remembers (live, or among the
   last ``max_completed_tasks`` ended ones) cannot be launched again.
+- Durable state: every change to frameworks, agents and tasks is reported
+  in ONE ``Persist`` action at the end of the event's actions (see
+  :mod:`edgerm.master.registry`); the service holds the event's other
+  actions and its reply until the write is durable. ``restore`` rebuilds
+  the core from a loaded registry.
+- Partitions are not deaths: an agent silent for ``agent_timeout_factor``
+  heartbeat intervals becomes UNREACHABLE (its tasks too, reason
+  AGENT_UNREACHABLE; its resources leave the offer pool). If it returns
+  within ``unreachable_timeout`` its tasks go back to what they were;
+  otherwise they become LOST and the agent is told to kill them when it
+  returns.
+- Settle periods: after ``restore`` and after any gap between Ticks longer
+  than the shortest heartbeat interval (the master itself stalled), no agent
+  is declared unreachable for ``reregister_grace`` seconds, and a task an
+  agent reports that the master does not know is killed only once the
+  period is over (with a Notice saying why).
+- A framework whose stream closed keeps its tasks for its failover timeout;
+  then its tasks are killed (FRAMEWORK_FAILOVER_TIMEOUT) and it is forgotten.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, replace
 
 from edgerm import messages as m
-from edgerm.errors import MalformedMessage, UnknownAgent, UnknownCall, UnknownTask
+from edgerm.errors import Conflict, LimitExceeded, MalformedMessage, UnknownAgent, UnknownCall, UnknownTask
 from edgerm.ids import AgentId, FrameworkId, TaskId
 from edgerm.master import events as ev
-from edgerm.master.actions import DropAgent, KillTask, LaunchTask, MasterAction, SendEvent
+from edgerm.master.actions import DropAgent, KillTask, LaunchTask, MasterAction, Notice, Persist, SendEvent
 from edgerm.master.allocator import DRFSorter, Sorter, allocate, offerable
 from edgerm.master.offers import OfferBook
+from edgerm.master.registry import AgentRow, Changes, FrameworkRow, Registry, TaskRow, strip_module
 from edgerm.master.tasks import TaskRecord, TaskTable, UpdateOutbox, may_follow
 from edgerm.master.validation import check_accept, check_offers, require_subscribed
-from edgerm.model import AgentInfo, FrameworkInfo, Offer, Reason, Source, TaskState, TaskStatus
+from edgerm.model import AgentInfo, FrameworkInfo, Offer, Reason, Source, TaskState, TaskStatus, WasmSpec
 from edgerm.resources import EMPTY, Resources
 
 DEFAULT_KILL_GRACE = 3.0  # for tasks the master does not know (TaskInfo's default)
@@ -61,7 +81,27 @@ class MasterConfig:
     status_retry_interval: float = 2.0  # resend unacknowledged UPDATEs this often (doubling, cap 30 s)
     launch_retry_interval: float = 2.0  # re-send LaunchTask for a STAGING task the heartbeat does not list
     max_completed_tasks: int = 1000  # ended tasks remembered for reconciliation and late reports
+    completed_task_ttl: float = 24 * 3600.0  # ... and for at most this long after they ended
     expired_offer_memory: int = 1024  # timed-out offer ids remembered to answer OFFER_EXPIRED
+    incarnation: str = ""  # differs per master start, so offer and status ids never repeat across restarts
+    reregister_grace: float = 0.0  # settle period; 0 = 3 heartbeat intervals of the slowest known agent
+    unreachable_timeout: float = 600.0  # an unreachable agent's tasks become LOST after this
+    framework_failover_timeout: float = 24 * 3600.0  # for frameworks that do not set their own
+    last_seen_persist_interval: float = 60.0  # how stale an agent's last contact may be in the registry
+    max_agents: int = 100_000
+    max_frameworks: int = 1_000
+    max_tasks_per_agent: int = 1_000
+    max_pending_updates: int = 10_000  # unacknowledged updates per framework before its ACCEPTs are refused
+
+    @property
+    def id_prefix(self) -> str:
+        return f"{self.master_id}.{self.incarnation}" if self.incarnation else self.master_id
+
+
+class AgentState(enum.Enum):
+    ACTIVE = "ACTIVE"
+    UNREACHABLE = "UNREACHABLE"  # missed its heartbeats; may come back
+    RECOVERING = "RECOVERING"  # known from the registry, not re-registered since this master started
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +109,11 @@ class AgentRecord:
     info: AgentInfo
     registered_at: float
     last_seen: float
+    state: AgentState = AgentState.ACTIVE
+    unreachable_since: float | None = None
+    reachable_since: float = 0.0  # when it last became ACTIVE
+    instance_id: str = ""  # the agent process that registered
+    persisted_seen: float = 0.0  # last_seen as the registry has it
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +121,7 @@ class FrameworkRecord:
     info: FrameworkInfo
     active: bool = True  # its event stream is open
     suppressed: bool = False
+    disconnected_at: float | None = None
 
 
 class MasterCore:
@@ -87,15 +133,69 @@ class MasterCore:
         self._agents: dict[AgentId, AgentRecord] = {}
         self._frameworks: dict[FrameworkId, FrameworkRecord] = {}
         self._tasks = TaskTable()
-        self._offers = OfferBook(config.master_id, config.expired_offer_memory)
+        self._offers = OfferBook(config.id_prefix, config.expired_offer_memory)
         self._outbox = UpdateOutbox()
         self._status_counter = 0
+        self._settle_until = float("-inf")
+        self._last_tick: float | None = None
+        self._unknown_reported: dict[tuple[AgentId, TaskId], float] = {}  # seen while settling
+        self._changed_agents: set[AgentId] = set()
+        self._changed_frameworks: set[FrameworkId] = set()
+        self._new_modules: list[bytes] = []
 
     # ------------------------------------------------------------------ entry
 
     def handle(self, event: ev.MasterEvent, now: float) -> list[MasterAction]:
         """Apply one event. Raises a WireError subclass (edgerm.errors) for a call
-        that cannot be honoured, and then NOTHING changed (validate first, mutate after)."""
+        that cannot be honoured, and then NOTHING changed (validate first, mutate after).
+        Changes that must survive a restart come last, as one ``Persist``."""
+        if self._last_tick is None:
+            self._last_tick = now  # the loop's clock starts with the first event
+        self._tasks.now = now
+        actions = self._dispatch(event, now)
+        changes = self._take_changes()
+        if changes:
+            actions.append(Persist(changes))
+        return actions
+
+    def restore(self, registry: Registry, now: float) -> list[MasterAction]:
+        """Rebuild from a loaded registry, before any other event, and start a settle period."""
+        if self._agents or self._frameworks or len(self._tasks):
+            raise RuntimeError("restore() needs a fresh core")
+        for f in registry.frameworks:
+            self._sorter.add(f.info.id)
+            self._frameworks[f.info.id] = FrameworkRecord(f.info, active=False, disconnected_at=now)
+        for a in registry.agents:
+            self._agents[a.info.id] = AgentRecord(
+                a.info,
+                registered_at=a.last_seen,
+                last_seen=now,
+                state=AgentState.RECOVERING,
+                unreachable_since=a.unreachable_since,
+                persisted_seen=a.last_seen,
+            )
+        interval = self.config.status_retry_interval
+        self._tasks.now = now
+        for t in registry.tasks:
+            status = t.status
+            record = TaskRecord(t.info, status, last_sent=now, seen_uuids=frozenset({status.uuid} - {""}))
+            self._tasks.put(record)
+            if record.framework_id in self._frameworks:
+                if record.live:
+                    self._sorter.allocated(record.framework_id, record.info.resources)
+                if not t.acknowledged and status.uuid:
+                    self._outbox.add(record.framework_id, status, now, interval)
+        self._settle_until = now + self._grace()
+        self._last_tick = now
+        self._take_changes()  # what was loaded is already durable
+        return [
+            Notice(
+                f"registry restored: {len(registry.frameworks)} frameworks, {len(registry.agents)} agents, "
+                f"{len(registry.tasks)} tasks; settling for {self._grace():.1f}s while agents re-register"
+            )
+        ]
+
+    def _dispatch(self, event: ev.MasterEvent, now: float) -> list[MasterAction]:
         match event:
             case ev.AgentRegistered():
                 return self._agent_registered(event, now)
@@ -120,7 +220,7 @@ class MasterCore:
             case m.Kill():
                 return self._kill(event, now)
             case m.Acknowledge():
-                return self._acknowledge(event)
+                return self._acknowledge(event, now)
             case m.Reconcile():
                 return self._reconcile(event, now)
             case m.Teardown():
@@ -141,6 +241,8 @@ class MasterCore:
             "frameworks": len(self._frameworks),
             "tasks": len(self._tasks),
             "outstanding_offers": len(self._offers),
+            "settling_until": self._settle_until if self._settle_until > float("-inf") else None,
+            "unreachable_timeout": c.unreachable_timeout,
         }
         agents = [self._agent_json(a) for _, a in sorted(self._agents.items())]
         frameworks = [self._framework_json(f) for _, f in sorted(self._frameworks.items())]
@@ -179,8 +281,38 @@ class MasterCore:
         info = e.agent
         if not info.id:
             raise MalformedMessage("an agent registered without an id")
+        old = self._agents.get(info.id)
+        if old is None and len(self._agents) >= self.config.max_agents:
+            raise LimitExceeded(f"the master holds its limit of {self.config.max_agents} agents")
+        if (
+            old is not None
+            and old.state is AgentState.ACTIVE
+            and old.instance_id
+            and e.instance_id != old.instance_id
+            and now - old.last_seen <= _interval(old.info)
+        ):
+            raise Conflict(
+                f"agent {info.id!r} is live with another instance; a second agent with this id is refused "
+                f"until the first has been silent for {_interval(old.info):g}s"
+            )
         actions = self._rescind_agent_offers(info.id)
-        self._agents[info.id] = AgentRecord(info, registered_at=now, last_seen=now)
+        if old is None:
+            kind = "registered"
+        elif old.state is AgentState.ACTIVE:
+            kind = "re-registered"
+        else:
+            kind = f"re-registered after being {old.state.value.lower()}"
+        actions.append(Notice(f"agent {info.id} ({info.hostname}) {kind}", agent_id=info.id))
+        self._put_agent(
+            AgentRecord(
+                info,
+                registered_at=now,
+                last_seen=now,
+                reachable_since=now,
+                instance_id=e.instance_id,
+                persisted_seen=now,
+            )
+        )
         reported: set[TaskId] = set()
         for status in e.tasks:
             reported.add(status.task_id)
@@ -188,33 +320,65 @@ class MasterCore:
         # Live tasks the agent no longer holds. STAGING ones may simply not have
         # arrived yet: the heartbeat re-sends their launch.
         for record in self._tasks.live_on(info.id):
-            if record.task_id in reported or record.state is TaskState.STAGING:
+            if record.task_id in reported:
+                if record.state is TaskState.UNREACHABLE:
+                    actions += self._back_from_unreachable(record, now)
                 continue
-            if record.state is TaskState.KILLING:
+            if record.state is TaskState.STAGING or record.before is TaskState.STAGING:
+                if record.state is TaskState.UNREACHABLE:
+                    actions += self._back_from_unreachable(record, now)
+                continue
+            if record.state is TaskState.KILLING or record.before is TaskState.KILLING:
                 status = self._master_status(record, TaskState.KILLED, record.status.reason, "gone after kill", now)
             else:
                 status = self._master_status(
                     record, TaskState.LOST, Reason.AGENT_RESTARTED, "agent re-registered without this task", now
                 )
             actions += self._set_status(record, status, now)
-        self._prune()
+        self._prune(now)
         return actions + self._allocate(now)
 
     def _heartbeat(self, e: ev.HeartbeatReceived, now: float) -> list[MasterAction]:
         agent = self._agents.get(e.agent_id)
-        if agent is None:
+        if agent is None or agent.state is AgentState.RECOVERING:
+            # RECOVERING: the master restarted; REGISTER brings the agent's task statuses.
             raise UnknownAgent(f"agent {e.agent_id!r} is not registered")
-        self._agents[e.agent_id] = replace(agent, last_seen=now)
         actions: list[MasterAction] = []
         listed = dict.fromkeys(e.task_ids)
+        if agent.state is AgentState.UNREACHABLE:
+            agent = replace(agent, state=AgentState.ACTIVE, unreachable_since=None, reachable_since=now)
+            self._changed_agents.add(e.agent_id)
+            actions.append(Notice(f"agent {e.agent_id} reachable again", agent_id=e.agent_id))
+            for record in self._tasks.live_on(e.agent_id):
+                if record.state is TaskState.UNREACHABLE and (
+                    record.task_id in listed or record.before is TaskState.STAGING
+                ):
+                    actions += self._back_from_unreachable(record, now)
+        if now - agent.persisted_seen > self.config.last_seen_persist_interval:
+            agent = replace(agent, persisted_seen=now)
+            self._changed_agents.add(e.agent_id)
+        self._agents[e.agent_id] = replace(agent, last_seen=now)
+        settling = now < self._settle_until
         for task_id in listed:
-            record = self._tasks.get(task_id)
-            if record is None or record.agent_id != e.agent_id or not record.live:
-                grace = record.info.kill_grace if record else DEFAULT_KILL_GRACE
-                actions.append(KillTask(e.agent_id, task_id, grace))
+            known = self._tasks.get(task_id)
+            if known is None or known.agent_id != e.agent_id:
+                actions += self._unknown_task(e.agent_id, task_id, now)
+            elif not known.live:
+                actions.append(KillTask(e.agent_id, task_id, known.info.kill_grace, f"task is {known.state.value}"))
         retry = self.config.launch_retry_interval
+        back_for = now - agent.reachable_since
         for record in self._tasks.live_on(e.agent_id):
-            if record.task_id in listed or now - record.last_sent <= retry:
+            if record.task_id in listed:
+                continue
+            if record.state is TaskState.UNREACHABLE:
+                # Came back without it: give its last updates time to arrive, then it is lost.
+                if not settling and back_for > self.config.agent_timeout_factor * _interval(agent.info):
+                    status = self._master_status(
+                        record, TaskState.LOST, Reason.AGENT_REREGISTERED, "agent came back without this task", now
+                    )
+                    actions += self._set_status(record, status, now)
+                continue
+            if now - record.last_sent <= retry:
                 continue
             if record.state is TaskState.STAGING:
                 actions.append(LaunchTask(e.agent_id, record.info))
@@ -224,15 +388,18 @@ class MasterCore:
             else:
                 continue
             self._tasks.put(replace(record, last_sent=now))
+        if any(isinstance(a, SendEvent) for a in actions):
+            actions += self._allocate(now)
         return actions
 
     def _status_received(self, e: ev.StatusReceived, now: float) -> list[MasterAction]:
-        if e.agent_id not in self._agents:
+        agent = self._agents.get(e.agent_id)
+        if agent is None or agent.state is AgentState.RECOVERING:
             raise UnknownAgent(f"agent {e.agent_id!r} is not registered")
         status = replace(e.status, agent_id=e.agent_id)
         actions = self._reported(e.agent_id, status, now, kill_if_ended=False)
         if status.state.terminal:
-            self._prune()
+            self._prune(now)
             actions += self._allocate(now)
         return actions
 
@@ -242,10 +409,10 @@ class MasterCore:
         if record is None or record.agent_id != agent_id:
             if status.state.terminal:
                 return []
-            return [KillTask(agent_id, status.task_id, DEFAULT_KILL_GRACE)]
+            return self._unknown_task(agent_id, status.task_id, now)
         if not record.live:
             if kill_if_ended and not status.state.terminal:
-                return [KillTask(agent_id, record.task_id, record.info.kill_grace)]
+                return [KillTask(agent_id, record.task_id, record.info.kill_grace, f"task is {record.state.value}")]
             return []
         if status.uuid and status.uuid in record.seen_uuids:
             return []  # a retry of an update already taken in
@@ -256,6 +423,25 @@ class MasterCore:
             return []
         return self._set_status(record, replace(status, uuid=status.uuid or self._new_uuid()), now)
 
+    def _unknown_task(self, agent_id: AgentId, task_id: TaskId, now: float) -> list[MasterAction]:
+        """An agent runs a task the master does not know: kill it, but not while settling
+        (the registry may simply not have heard of it yet... it has, or it never will: wait anyway)."""
+        if now < self._settle_until:
+            if len(self._unknown_reported) < _UNKNOWN_REPORTED_LIMIT:
+                self._unknown_reported.setdefault((agent_id, task_id), now)
+            return []
+        return [KillTask(agent_id, task_id, DEFAULT_KILL_GRACE, "the master does not know this task")]
+
+    def _back_from_unreachable(self, record: TaskRecord, now: float) -> list[MasterAction]:
+        """The agent of an UNREACHABLE task is back and holds it: back to what it was."""
+        before = record.before or TaskState.RUNNING
+        state = before if before in (TaskState.STAGING, TaskState.STARTING, TaskState.KILLING) else TaskState.RUNNING
+        status = self._master_status(record, state, Reason.AGENT_REREGISTERED, "agent reachable again", now)
+        actions = self._set_status(replace(record, before=None), status, now)
+        if state is TaskState.KILLING:
+            actions.append(KillTask(record.agent_id, record.task_id, record.info.kill_grace))
+        return actions
+
     # ------------------------------------------------------- framework facts
 
     def _framework_subscribed(self, e: ev.FrameworkSubscribed, now: float) -> list[MasterAction]:
@@ -263,6 +449,8 @@ class MasterCore:
         if not info.id:
             raise MalformedMessage("a framework subscribed without an id")
         old = self._frameworks.get(info.id)
+        if old is None and len(self._frameworks) >= self.config.max_frameworks:
+            raise LimitExceeded(f"the master holds its limit of {self.config.max_frameworks} frameworks")
         if old is None:
             self._sorter.add(info.id)
             for record in self._tasks.of_framework(info.id):
@@ -271,6 +459,7 @@ class MasterCore:
         else:
             self._drop_offers_of(info.id)  # made on a stream that is gone
         self._frameworks[info.id] = FrameworkRecord(info, active=True, suppressed=False)
+        self._changed_frameworks.add(info.id)
         interval = self.config.status_retry_interval
         actions: list[MasterAction] = [
             SendEvent(info.id, m.Update(s)) for s in self._outbox.resend_all(info.id, now, interval)
@@ -281,9 +470,15 @@ class MasterCore:
         framework = self._frameworks.get(e.framework_id)
         if framework is None:
             return []
-        self._frameworks[e.framework_id] = replace(framework, active=False)
+        self._frameworks[e.framework_id] = replace(framework, active=False, disconnected_at=now)
+        self._changed_frameworks.add(e.framework_id)
         self._drop_offers_of(e.framework_id)
-        return self._allocate(now)
+        timeout = self._failover_timeout(framework.info)
+        notice = Notice(
+            f"framework {e.framework_id} ({framework.info.name}) disconnected; its tasks are kept {timeout:g}s",
+            framework_id=e.framework_id,
+        )
+        return [notice, *self._allocate(now)]
 
     # ------------------------------------------------------- scheduler calls
 
@@ -291,6 +486,14 @@ class MasterCore:
         plan = check_accept(
             self._offers, call, now, self._active(call.framework_id), self.agent_info, self._tasks.__contains__
         )
+        c = self.config
+        if plan.tasks and self._tasks.live_count(plan.agent.id) + len(plan.tasks) > c.max_tasks_per_agent:
+            raise LimitExceeded(f"agent {plan.agent.id!r} would run more than {c.max_tasks_per_agent} tasks")
+        if plan.tasks and self._outbox.count(call.framework_id) >= c.max_pending_updates:
+            raise LimitExceeded(
+                f"framework {call.framework_id!r} has {c.max_pending_updates} unacknowledged updates: "
+                "acknowledge them before launching more"
+            )
         for offer in plan.offers:
             self._remove_offer(offer)
         refuse = call.filters.refuse_seconds
@@ -302,6 +505,8 @@ class MasterCore:
         for task in plan.tasks:
             status = TaskStatus(task.task_id, plan.agent.id, TaskState.STAGING, timestamp=now, source=Source.MASTER)
             self._tasks.put(TaskRecord(task, status, last_sent=now))
+            if isinstance(task.container, WasmSpec) and task.container.module:
+                self._new_modules.append(task.container.module)
             actions.append(LaunchTask(plan.agent.id, task))
         self._sorter.allocated(call.framework_id, plan.used)
         return actions + self._allocate(now)
@@ -341,10 +546,12 @@ class MasterCore:
         self._tasks.put(replace(record, last_sent=now))
         return [KillTask(record.agent_id, record.task_id, record.info.kill_grace)]
 
-    def _acknowledge(self, call: m.Acknowledge) -> list[MasterAction]:
+    def _acknowledge(self, call: m.Acknowledge, now: float) -> list[MasterAction]:
         self._subscribed(call.framework_id)
-        if self._outbox.acknowledge(call.framework_id, call.uuid, call.task_id or None):
-            self._prune()
+        task_id = self._outbox.acknowledge(call.framework_id, call.uuid, call.task_id or None)
+        if task_id is not None:
+            self._tasks.changed.add(task_id)  # its status is acknowledged now
+            self._prune(now)
         return []
 
     def _reconcile(self, call: m.Reconcile, now: float) -> list[MasterAction]:
@@ -374,14 +581,16 @@ class MasterCore:
     def _teardown(self, call: m.Teardown, now: float) -> list[MasterAction]:
         fid = call.framework_id
         require_subscribed(fid, fid in self._frameworks)
-        actions: list[MasterAction] = []
+        return self._remove_framework(fid, Reason.FRAMEWORK_REMOVED, "framework torn down", now)
+
+    def _remove_framework(self, fid: FrameworkId, reason: Reason, message: str, now: float) -> list[MasterAction]:
+        """Kill a framework's tasks (kept as KILLING until their agents confirm) and forget it."""
+        actions: list[MasterAction] = [Notice(f"framework {fid} removed: {message}", framework_id=fid)]
         for record in self._tasks.of_framework(fid):
             if not record.live:
                 continue
             if record.state is not TaskState.KILLING:
-                killing = self._master_status(
-                    record, TaskState.KILLING, Reason.FRAMEWORK_REMOVED, "framework torn down", now, reliable=False
-                )
+                killing = self._master_status(record, TaskState.KILLING, reason, message, now, reliable=False)
                 record = replace(record, status=killing)
             self._tasks.put(replace(record, last_sent=now))
             actions.append(KillTask(record.agent_id, record.task_id, record.info.kill_grace))
@@ -390,7 +599,8 @@ class MasterCore:
         self._outbox.drop_framework(fid)
         self._offers.clear_filters(framework_id=fid)
         del self._frameworks[fid]
-        self._prune()
+        self._changed_frameworks.add(fid)
+        self._prune(now)
         return actions + self._allocate(now)
 
     # ------------------------------------------------------------------ time
@@ -402,27 +612,99 @@ class MasterCore:
             if self.config.default_refuse_seconds > 0:
                 self._offers.refuse(offer.framework_id, offer.agent_id, now + self.config.default_refuse_seconds)
             actions.append(SendEvent(offer.framework_id, m.Rescind(offer.id)))
-        factor = self.config.agent_timeout_factor
-        for agent in list(self._agents.values()):
-            interval = agent.info.heartbeat_interval if agent.info.heartbeat_interval > 0 else 1.0
-            if now - agent.last_seen > factor * interval:
-                actions += self._lose_agent(agent.info.id, now)
-        self._offers.purge_filters(now)
-        for fid, framework in self._frameworks.items():
+        actions += self._check_stall(now)
+        if now >= self._settle_until:
+            actions += self._settled(now)
+            actions += self._check_agents(now)
+        for fid, framework in list(self._frameworks.items()):
             if framework.active:
                 actions += [SendEvent(fid, m.Update(s)) for s in self._outbox.due(fid, now)]
+            elif framework.disconnected_at is not None:
+                timeout = self._failover_timeout(framework.info)
+                if now - framework.disconnected_at > timeout:
+                    message = f"did not re-subscribe within its failover timeout of {timeout:g}s"
+                    actions += self._remove_framework(fid, Reason.FRAMEWORK_FAILOVER_TIMEOUT, message, now)
+        self._offers.purge_filters(now)
+        self._prune(now)
         return actions + self._allocate(now)
+
+    def _check_stall(self, now: float) -> list[MasterAction]:
+        """A gap between Ticks longer than a heartbeat interval means this master stalled
+        (a suspended host, a long pause): its silence is not the agents' fault."""
+        last, self._last_tick = self._last_tick, now
+        threshold = min((_interval(a.info) for a in self._agents.values()), default=1.0)
+        if last is None or now - last <= threshold:
+            return []
+        grace = self._grace()
+        self._settle_until = max(self._settle_until, now + grace)
+        return [
+            Notice(
+                f"the master's loop stalled for {now - last:.1f}s: no agent is declared unreachable "
+                f"for the next {grace:.1f}s",
+                level="WARNING",
+            )
+        ]
+
+    def _settled(self, now: float) -> list[MasterAction]:
+        """The settle period is over: kill what agents reported that nobody knows."""
+        actions: list[MasterAction] = []
+        unknown, self._unknown_reported = self._unknown_reported, {}
+        for agent_id, task_id in unknown:
+            record = self._tasks.get(task_id)
+            if record is not None and record.agent_id == agent_id and record.live:
+                continue  # known by now
+            why = "the master does not know this task (reported while the master settled)"
+            actions.append(KillTask(agent_id, task_id, DEFAULT_KILL_GRACE, why))
+        return actions
+
+    def _check_agents(self, now: float) -> list[MasterAction]:
+        actions: list[MasterAction] = []
+        factor = self.config.agent_timeout_factor
+        for agent in list(self._agents.values()):
+            if agent.state is AgentState.ACTIVE:
+                if now - agent.last_seen > factor * _interval(agent.info):
+                    actions += self._agent_unreachable(agent, now)
+            elif agent.state is AgentState.RECOVERING:
+                actions += self._agent_unreachable(agent, now)  # did not re-register while the master settled
+            elif (
+                agent.unreachable_since is not None and now - agent.unreachable_since > self.config.unreachable_timeout
+            ):
+                actions += self._lose_agent(agent.info.id, now)
+        return actions
+
+    def _agent_unreachable(self, agent: AgentRecord, now: float) -> list[MasterAction]:
+        agent_id = agent.info.id
+        since = agent.unreachable_since if agent.unreachable_since is not None else now
+        actions = self._rescind_agent_offers(agent_id)
+        actions.append(
+            Notice(
+                f"agent {agent_id} ({agent.info.hostname}) unreachable: silent for {now - agent.last_seen:.1f}s; "
+                f"its tasks are LOST unless it returns within {self.config.unreachable_timeout:g}s",
+                agent_id=agent_id,
+            )
+        )
+        self._put_agent(replace(agent, state=AgentState.UNREACHABLE, unreachable_since=since))
+        for record in self._tasks.live_on(agent_id):
+            if record.state is TaskState.UNREACHABLE:
+                continue
+            status = self._master_status(
+                record, TaskState.UNREACHABLE, Reason.AGENT_UNREACHABLE, "agent missed its heartbeats", now
+            )
+            actions += self._set_status(replace(record, before=record.state), status, now)
+        return actions
 
     def _lose_agent(self, agent_id: AgentId, now: float) -> list[MasterAction]:
         actions = self._rescind_agent_offers(agent_id)
+        actions.append(Notice(f"agent {agent_id} lost: unreachable past the timeout", agent_id=agent_id))
         for record in self._tasks.live_on(agent_id):
             status = self._master_status(record, TaskState.LOST, Reason.AGENT_LOST, "agent lost", now)
             actions += self._set_status(record, status, now)
         actions += [SendEvent(fid, m.Failure(agent_id)) for fid, f in self._frameworks.items() if f.active]
         actions.append(DropAgent(agent_id))
         del self._agents[agent_id]
+        self._changed_agents.add(agent_id)
         self._offers.clear_filters(agent_id=agent_id)
-        self._prune()
+        self._prune(now)
         return actions
 
     # ------------------------------------------------------------ allocation
@@ -434,7 +716,8 @@ class MasterCore:
         total = EMPTY
         for agent in self._agents.values():
             total = total + agent.info.resources
-        free = [(agent_id, self._free(agent_id)) for agent_id in sorted(self._agents)]
+        active = sorted(a for a, r in self._agents.items() if r.state is AgentState.ACTIVE)
+        free = [(agent_id, self._free(agent_id)) for agent_id in active]
         grants = allocate(free, total, self._sorter, self._offers.holder, lambda f, a: self._eligible(f, a, now))
         new: dict[FrameworkId, list[Offer]] = {}
         expires_at = now + self.config.offer_timeout
@@ -470,7 +753,62 @@ class MasterCore:
 
     def _new_uuid(self) -> str:
         self._status_counter += 1
-        return f"{self.config.master_id}-S{self._status_counter}"
+        return f"{self.config.id_prefix}-S{self._status_counter}"
+
+    def _grace(self) -> float:
+        if self.config.reregister_grace > 0:
+            return self.config.reregister_grace
+        return self.config.agent_timeout_factor * max((_interval(a.info) for a in self._agents.values()), default=1.0)
+
+    def _failover_timeout(self, info: FrameworkInfo) -> float:
+        return info.failover_timeout if info.failover_timeout > 0 else self.config.framework_failover_timeout
+
+    def _put_agent(self, record: AgentRecord) -> None:
+        self._agents[record.info.id] = record
+        self._changed_agents.add(record.info.id)
+
+    def _take_changes(self) -> Changes:
+        """What changed since the last call, as registry rows (and forget it)."""
+        tasks, self._tasks.changed = self._tasks.changed, set()
+        agents, self._changed_agents = self._changed_agents, set()
+        frameworks, self._changed_frameworks = self._changed_frameworks, set()
+        modules, self._new_modules = self._new_modules, []
+        if not (tasks or agents or frameworks or modules):
+            return _NO_CHANGES
+        task_rows: list[TaskRow] = []
+        tasks_gone: list[TaskId] = []
+        for task_id in tasks:
+            record = self._tasks.get(task_id)
+            if record is None:
+                tasks_gone.append(task_id)
+            else:
+                acked = not self._outbox.has(record.framework_id, task_id)
+                task_rows.append(TaskRow(strip_module(record.info), record.status, acked))
+        agent_rows: list[AgentRow] = []
+        agents_gone: list[AgentId] = []
+        for agent_id in agents:
+            agent = self._agents.get(agent_id)
+            if agent is None:
+                agents_gone.append(agent_id)
+            else:
+                agent_rows.append(AgentRow(agent.info, agent.persisted_seen, agent.unreachable_since))
+        framework_rows: list[FrameworkRow] = []
+        frameworks_gone: list[FrameworkId] = []
+        for fid in frameworks:
+            framework = self._frameworks.get(fid)
+            if framework is None:
+                frameworks_gone.append(fid)
+            else:
+                framework_rows.append(FrameworkRow(framework.info, framework.disconnected_at))
+        return Changes(
+            tuple(framework_rows),
+            tuple(frameworks_gone),
+            tuple(agent_rows),
+            tuple(agents_gone),
+            tuple(task_rows),
+            tuple(tasks_gone),
+            tuple(modules),
+        )
 
     def _master_status(
         self, record: TaskRecord, state: TaskState, reason: Reason, message: str, now: float, reliable: bool = True
@@ -520,8 +858,9 @@ class MasterCore:
         for offer in self._offers.of_framework(framework_id):
             self._remove_offer(offer)
 
-    def _prune(self) -> None:
-        self._tasks.prune(self.config.max_completed_tasks, self._outbox.holds_task)
+    def _prune(self, now: float) -> None:
+        c = self.config
+        self._tasks.prune(c.max_completed_tasks, self._outbox.holds_task, now - c.completed_task_ttl)
 
     # ------------------------------------------------------------------ JSON
 
@@ -536,6 +875,8 @@ class MasterCore:
             "free": str(self._free(info.id)),
             "attributes": {k: v if isinstance(v, str) else sorted(v) for k, v in sorted(info.attributes.items())},
             "heartbeat_interval": info.heartbeat_interval,
+            "state": agent.state.value,
+            "unreachable_since": agent.unreachable_since,
             "registered_at": agent.registered_at,
             "last_seen": agent.last_seen,
             "tasks": [r.task_id for r in self._tasks.live_on(info.id)],
@@ -548,6 +889,8 @@ class MasterCore:
             "name": framework.info.name,
             "active": framework.active,
             "suppressed": framework.suppressed,
+            "disconnected_at": framework.disconnected_at,
+            "failover_timeout": self._failover_timeout(framework.info),
             "allocation": str(self._sorter.allocation(fid)),
             "offers": [
                 {"id": o.id, "agent_id": o.agent_id, "resources": str(o.resources), "expires_at": o.expires_at}
@@ -560,6 +903,14 @@ class MasterCore:
             ],
             "tasks": sum(1 for r in self._tasks.of_framework(fid) if r.live),
         }
+
+
+_NO_CHANGES = Changes()
+_UNKNOWN_REPORTED_LIMIT = 100_000  # unknown tasks remembered while settling (more are killed after it anyway)
+
+
+def _interval(info: AgentInfo) -> float:
+    return info.heartbeat_interval if info.heartbeat_interval > 0 else 1.0
 
 
 def _task_json(record: TaskRecord) -> dict[str, object]:

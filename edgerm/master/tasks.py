@@ -59,12 +59,15 @@ class TaskRecord:
     the latest accepted status. ``last_sent`` is when a LaunchTask (while
     STAGING) or KillTask (while KILLING) was last sent, for resends.
     ``seen_uuids`` are the status uuids already taken in, for idempotency.
+    ``before`` is the state it had when its agent became unreachable (to go
+    back to when the agent returns).
     """
 
     info: TaskInfo
     status: TaskStatus
     last_sent: float = 0.0
     seen_uuids: frozenset[str] = frozenset()
+    before: TaskState | None = None
 
     @property
     def task_id(self) -> TaskId:
@@ -88,14 +91,21 @@ class TaskRecord:
 
 
 class TaskTable:
-    """All known tasks, with a per-agent index of live ones."""
+    """All known tasks, with a per-agent index of live ones.
 
-    __slots__ = ("_completed", "_live_by_agent", "_records")
+    ``changed`` collects the ids of tasks put or forgotten since the core
+    last took it (for the registry).
+    """
+
+    __slots__ = ("_completed", "_ended_at", "_live_by_agent", "_records", "changed", "now")
 
     def __init__(self) -> None:
         self._records: dict[TaskId, TaskRecord] = {}
         self._live_by_agent: dict[AgentId, dict[TaskId, None]] = {}
         self._completed: deque[TaskId] = deque()
+        self._ended_at: dict[TaskId, float] = {}  # master time a task became terminal
+        self.changed: set[TaskId] = set()
+        self.now = 0.0  # set by the core before each event: when ``put`` happens
 
     def get(self, task_id: TaskId) -> TaskRecord | None:
         return self._records.get(task_id)
@@ -113,12 +123,14 @@ class TaskTable:
         """Insert or replace a record, keeping the live index in step."""
         old = self._records.get(record.task_id)
         self._records[record.task_id] = record
+        self.changed.add(record.task_id)
         if old is not None and old.live and (not record.live or old.agent_id != record.agent_id):
             self._unindex(old)
         if record.live:
             self._live_by_agent.setdefault(record.agent_id, {})[record.task_id] = None
         elif old is None or old.live:
             self._completed.append(record.task_id)
+            self._ended_at[record.task_id] = self.now
 
     def _unindex(self, record: TaskRecord) -> None:
         live = self._live_by_agent.get(record.agent_id)
@@ -141,18 +153,30 @@ class TaskTable:
     def of_framework(self, framework_id: FrameworkId) -> list[TaskRecord]:
         return [r for r in self._records.values() if r.framework_id == framework_id]
 
-    def prune(self, limit: int, keep: Callable[[TaskId], bool]) -> None:
-        """Forget the oldest terminal tasks beyond ``limit``, except those ``keep`` names."""
+    def live_count(self, agent_id: AgentId) -> int:
+        return len(self._live_by_agent.get(agent_id, ()))
+
+    def prune(self, limit: int, keep: Callable[[TaskId], bool], ended_before: float | None = None) -> None:
+        """Forget the oldest terminal tasks beyond ``limit``, and those that ended
+        before ``ended_before``, except those ``keep`` names."""
         kept: list[TaskId] = []
-        while self._completed and len(self._completed) + len(kept) > limit:
-            task_id = self._completed.popleft()
+        while self._completed:
+            task_id = self._completed[0]
             record = self._records.get(task_id)
             if record is None or record.live:
+                self._completed.popleft()
                 continue
+            too_many = len(self._completed) + len(kept) > limit
+            too_old = ended_before is not None and self._ended_at.get(task_id, self.now) < ended_before
+            if not (too_many or too_old):
+                break
+            self._completed.popleft()
             if keep(task_id):
                 kept.append(task_id)
             else:
                 del self._records[task_id]
+                self._ended_at.pop(task_id, None)
+                self.changed.add(task_id)
         self._completed.extendleft(reversed(kept))
 
 
@@ -183,23 +207,30 @@ class UpdateOutbox:
         box.pop(status.task_id, None)  # re-inserted last: resends keep the order of events
         box[status.task_id] = PendingUpdate(status, now + interval, interval)
 
-    def acknowledge(self, framework_id: FrameworkId, uuid: str, task_id: TaskId | None = None) -> bool:
-        """Drop the pending update with ``uuid`` (of ``task_id`` when given and it matches);
-        False when there is none (already acknowledged, or superseded)."""
+    def acknowledge(self, framework_id: FrameworkId, uuid: str, task_id: TaskId | None = None) -> TaskId | None:
+        """Drop the pending update with ``uuid`` (of ``task_id`` when given and it matches)
+        and return its task; None when there is none (already acknowledged, or superseded)."""
         box = self._boxes.get(framework_id)
         if box is None:
-            return False
+            return None
         pending = box.get(task_id) if task_id is not None else None
         if pending is not None and pending.status.uuid == uuid:
             found: TaskId | None = task_id
         else:
             found = next((t for t, p in box.items() if p.status.uuid == uuid), None)
         if found is None:
-            return False
+            return None
         del box[found]
         if not box:
             del self._boxes[framework_id]
-        return True
+        return found
+
+    def has(self, framework_id: FrameworkId, task_id: TaskId) -> bool:
+        """Whether an update of this task waits for the framework's acknowledgement."""
+        return task_id in self._boxes.get(framework_id, {})
+
+    def count(self, framework_id: FrameworkId) -> int:
+        return len(self._boxes.get(framework_id, {}))
 
     def pending(self, framework_id: FrameworkId) -> list[PendingUpdate]:
         return list(self._boxes.get(framework_id, {}).values())

@@ -23,12 +23,14 @@ class AgentCall(_message.Message):
     UPDATE: AgentCall.Type
     SUBSCRIBE: AgentCall.Type
     class Register(_message.Message):
-        __slots__ = ("agent", "tasks")
+        __slots__ = ("agent", "tasks", "instance_id")
         AGENT_FIELD_NUMBER: _ClassVar[int]
         TASKS_FIELD_NUMBER: _ClassVar[int]
+        INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
         agent: _common_pb2.AgentInfo
         tasks: _containers.RepeatedCompositeFieldContainer[_common_pb2.TaskStatus]
-        def __init__(self, agent: _Optional[_Union[_common_pb2.AgentInfo, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[_common_pb2.TaskStatus, _Mapping]]] = ...) -> None: ...
+        instance_id: str
+        def __init__(self, agent: _Optional[_Union[_common_pb2.AgentInfo, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[_common_pb2.TaskStatus, _Mapping]]] = ..., instance_id: _Optional[str] = ...) -> None: ...
     class Heartbeat(_message.Message):
         __slots__ = ("task_ids",)
         TASK_IDS_FIELD_NUMBER: _ClassVar[int]

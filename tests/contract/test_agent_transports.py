@@ -21,6 +21,7 @@ from edgerm.errors import MalformedMessage, UnknownAgent, UnknownOffer
 from edgerm.frameworks import load_module, wasm_task
 from edgerm.ids import AgentId, OfferId, TaskId
 from edgerm.master.main import RunningMaster, start_master
+from edgerm.master.state import MasterConfig
 from edgerm.model import Filters, Offer, Reason, TaskInfo, TaskState, TaskStatus
 from tests.contract.cluster import FAST, TRANSPORTS, WASM, Recorder, agent_url, running
 
@@ -37,7 +38,8 @@ def transport(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 async def master() -> AsyncIterator[RunningMaster]:
-    async with start_master(coap_port=0, allocation_interval=0.05) as running_master:
+    config = MasterConfig(unreachable_timeout=1.0)
+    async with start_master(coap_port=0, allocation_interval=0.05, config=config) as running_master:
         yield running_master
 
 
@@ -103,7 +105,7 @@ async def test_kill_reaches_a_running_task(master: RunningMaster, transport: str
 # -- agent loss ----------------------------------------------------------------------------
 
 
-async def test_an_agent_that_stops_heartbeating_is_lost_with_its_tasks_and_offers(
+async def test_an_agent_that_stops_heartbeating_is_unreachable_then_lost_with_its_tasks_and_offers(
     master: RunningMaster, transport: str, tmp_path: Path
 ) -> None:
     fw = Recorder()
@@ -118,7 +120,9 @@ async def test_an_agent_that_stops_heartbeating_is_lost_with_its_tasks_and_offer
             )
         finally:
             await agent.stop()  # silent: no status, no goodbye; its heartbeats just stop
-        lost = await fw.wait_state("doomed", TaskState.LOST)
+        unreachable = await fw.wait_state("doomed", TaskState.UNREACHABLE)
+        assert unreachable.reason is Reason.AGENT_UNREACHABLE
+        lost = await fw.wait_state("doomed", TaskState.LOST)  # the master's unreachable timeout is 1 s here
         assert lost.reason is Reason.AGENT_LOST
         await fw.until(lambda: held.id in fw.rescinded)
         await fw.until(lambda: agent.agent_id in fw.lost)

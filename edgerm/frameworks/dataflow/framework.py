@@ -341,6 +341,16 @@ class DataflowFramework(Framework):
         task = self.live.get(inst) if inst is not None else None
         if inst is None or task is None or task.task_id != status.task_id:
             return  # stale, duplicate, or not ours
+        if status.state is TaskState.UNREACHABLE and self.phase is Phase.RUNNING:
+            # Its agent went silent: move the operator now (the data plane's topics stay the
+            # same) and kill the old instance, which its agent hears if it comes back.
+            log.warning("%s on %s unreachable: moving it", inst, task.placement.agent_id)
+            self.gone[inst] = _Gone(task.placement, f"agent {status.agent_id[:8]} unreachable")
+            await self._retire(driver, inst)
+            self.by_task[status.task_id] = inst
+            await self._revive(driver)
+            await self._step(driver)
+            return
         if not status.state.terminal:
             was_running = task.state is TaskState.RUNNING
             task.state, task.message = status.state, status.message

@@ -22,6 +22,7 @@ from edgerm.agent.devices import DeviceDeclaration
 from edgerm.agent.main import RunningAgent, start_agent
 from edgerm.frameworks.dataflow import DataflowRun, RunOptions, loads
 from edgerm.master.main import RunningMaster, start_master
+from edgerm.master.state import MasterConfig
 from edgerm.scheduler import Dag
 from tests import support
 from tests.integration.dataflow_plane.brokers import Mosquitto, mosquitto_binary
@@ -102,14 +103,21 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
 
 
 async def _cluster(broker: str, tmp_path: Path) -> AsyncIterator[Cluster]:
-    async with start_master(broker=broker, allocation_interval=0.05, framework_heartbeat=0.5, broker_port=0) as master:
+    # A killed agent's tasks are UNREACHABLE, then LOST after the unreachable timeout (1 s here).
+    config = MasterConfig(unreachable_timeout=1.0)
+    async with start_master(
+        broker=broker, allocation_interval=0.05, framework_heartbeat=0.5, broker_port=0, config=config
+    ) as master:
         cluster = Cluster(master, tmp_path)
         try:
             yield cluster
         finally:
             await cluster.close()
-        left = [t for t in (await _state_tasks(master.url)) if t["state"] not in _TERMINAL]
-        assert not left, f"tasks left running: {left}"
+
+        async def nothing_left() -> bool:
+            return not [t for t in (await _state_tasks(master.url)) if t["state"] not in _TERMINAL]
+
+        await eventually(nothing_left, within=10.0, what="every task ended (none left running)")
 
 
 _TERMINAL = {"FINISHED", "FAILED", "KILLED", "LOST", "ERROR", "DROPPED", "UNKNOWN"}

@@ -85,7 +85,7 @@ async def test_killing_the_agent_of_a_middle_operator_moves_it_and_the_stream_re
     await cluster.kill_agent("worker-1")
     await eventually(lambda: len(run.framework.moves) == 1, what="the move")
     (move,) = run.framework.moves
-    assert move.kind is MoveKind.MOVED and move.instance == Instance("scale") and "lost" in move.why
+    assert move.kind is MoveKind.MOVED and move.instance == Instance("scale") and "unreachable" in move.why
     assert run.framework.live[Instance("scale")].placement.hostname == "worker-2"
     await eventually(lambda: run.watch.view(0).sink_records >= before + 30, what="the stream resumes")
     view = run.watch.view(0)

@@ -11,8 +11,9 @@ import pytest
 from edgerm import messages as m
 from edgerm.ids import AgentId, FrameworkId, OfferId, TaskId
 from edgerm.master import events as ev
-from edgerm.master.actions import DropAgent, KillTask, LaunchTask, MasterAction, SendEvent
+from edgerm.master.actions import DropAgent, KillTask, LaunchTask, MasterAction, Notice, Persist, SendEvent
 from edgerm.master.allocator import Sorter
+from edgerm.master.registry import Changes
 from edgerm.master.state import MasterConfig, MasterCore
 from edgerm.model import (
     AgentInfo,
@@ -28,6 +29,9 @@ from edgerm.model import (
 from edgerm.resources import Resources
 
 WASM = WasmSpec(module=b"\x00asm\x01\x00\x00\x00")
+
+
+TICK = 0.25  # the service's allocation interval
 
 
 def task_info(task_id: str, resources: str = "cpus:1;mem:128", agent_id: str = "", **kw: Any) -> TaskInfo:
@@ -55,18 +59,33 @@ class Harness:
         self.core = MasterCore(config or MasterConfig(master_id="m"), sorter)
         self.now = 0.0
         self.uuids = 0
+        self.persisted: list[Changes] = []
+        self.notices: list[Notice] = []
 
     # -- driving --------------------------------------------------------------
 
     def do(self, event: Any) -> list[MasterAction]:
-        return self.core.handle(event, self.now)
+        """The core's actions for ``event``, without its Persist and Notice actions
+        (kept in ``persisted`` and ``notices``; tests of those read them there)."""
+        actions = self.core.handle(event, self.now)
+        self.persisted += [a.changes for a in actions if isinstance(a, Persist)]
+        self.notices += [a for a in actions if isinstance(a, Notice)]
+        return [a for a in actions if not isinstance(a, Persist | Notice)]
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
 
     def tick(self, seconds: float = 0.0) -> list[MasterAction]:
-        self.now += seconds
-        return self.do(ev.Tick())
+        """Let ``seconds`` pass as the service does, ticking every TICK seconds (a
+        longer gap between Ticks would look like a stall of the master itself);
+        returns the actions of all those Ticks."""
+        actions: list[MasterAction] = []
+        end = self.now + seconds
+        while end - self.now > TICK:
+            self.now += TICK
+            actions += self.do(ev.Tick())
+        self.now = end
+        return actions + self.do(ev.Tick())
 
     def agent(
         self,

@@ -243,7 +243,8 @@ def test_heartbeat_from_unknown_agent_is_refused(h):
 # -- lost agents ------------------------------------------------------------------
 
 
-def test_silent_agent_is_lost_after_three_intervals(h):
+def test_silent_agent_is_unreachable_after_three_intervals_then_lost_after_the_timeout(make_harness):
+    h = make_harness(MasterConfig(master_id="m", unreachable_timeout=30.0))
     h.framework("f1")
     h.framework("f2")
     h.agent("a1", heartbeat=1.0)
@@ -253,20 +254,44 @@ def test_silent_agent_is_lost_after_three_intervals(h):
     [held] = h.core.offers_of(F2)  # the leftover went to f2
     assert h.tick(3.0) == []
     actions = h.tick(0.01)
+    unreachable = h.updates(actions, "f1")
+    assert {u.task_id for u in unreachable} == {T1, TaskId("t2")}
+    assert all(u.state is TaskState.UNREACHABLE and u.reason is Reason.AGENT_UNREACHABLE for u in unreachable)
+    assert all(u.source is Source.MASTER and u.uuid for u in unreachable)
+    assert h.events(actions, m.Rescind, "f2") == [m.Rescind(held.id)]
+    assert h.events(actions, m.Failure, "f1") == []  # a partition is not a death
+    assert h.core.agent_known(A1) and h.core.offers_of(F2) == []  # its resources left the pool
+    assert "unreachable" in h.notices[-1].message and h.notices[-1].agent_id == A1
+    for u in unreachable:
+        ack(h, u)
+    actions = h.tick(31.0)
     lost = h.updates(actions, "f1")
     assert {u.task_id for u in lost} == {T1, TaskId("t2")}
     assert all(u.state is TaskState.LOST and u.reason is Reason.AGENT_LOST for u in lost)
-    assert all(u.source is Source.MASTER and u.uuid for u in lost)
-    assert h.events(actions, m.Rescind, "f2") == [m.Rescind(held.id)]
     assert h.events(actions, m.Failure, "f1") == [m.Failure(A1)]
     assert h.events(actions, m.Failure, "f2") == [m.Failure(A1)]
-    assert actions[-1] == DropAgent(A1)
+    assert DropAgent(A1) in actions
     assert not h.core.agent_known(A1)
-    assert h.core.offers_of(F2) == []
     with pytest.raises(UnknownAgent):
         h.heartbeat("a1")
     # LOST is delivered reliably.
     assert {u.task_id for u in h.updates(h.tick(2.0), "f1")} == {T1, TaskId("t2")}
+
+
+def test_unreachable_agent_that_heartbeats_again_gets_its_tasks_back_running(h):
+    h.framework("f1")
+    h.agent("a1", heartbeat=1.0)
+    [offer] = h.core.offers_of(F1)
+    h.accept("f1", [offer], [h.task("t1")], refuse=0)
+    ack(h, h.updates(h.status("t1", TaskState.RUNNING))[0])
+    [u] = h.updates(h.tick(3.5), "f1")
+    assert u.state is TaskState.UNREACHABLE
+    actions = h.heartbeat("a1", "t1")
+    [back] = h.updates(actions, "f1")
+    assert back.state is TaskState.RUNNING and back.reason is Reason.AGENT_REREGISTERED and back.uuid
+    assert h.kills(actions) == []
+    assert h.core.task(T1).state is TaskState.RUNNING
+    assert [o.agent_id for o in h.offers(actions)] == [A1]  # its free resources are offered again
 
 
 def test_heartbeats_keep_an_agent(h):
@@ -279,13 +304,14 @@ def test_heartbeats_keep_an_agent(h):
     assert h.core.agent_known(A1)
 
 
-def test_lost_agent_coming_back_has_its_stale_tasks_killed(h):
+def test_lost_agent_coming_back_has_its_stale_tasks_killed(make_harness):
+    h = make_harness(MasterConfig(master_id="m", unreachable_timeout=5.0))
     h.framework()
     h.agent("a1", heartbeat=1.0)
     [offer] = h.core.offers_of(F1)
     h.accept("f1", [offer], [h.task("t1")])
     h.status("t1", TaskState.RUNNING, uuid="u-1")
-    h.tick(5.0)
+    h.tick(10.0)
     assert h.core.task(T1).state is TaskState.LOST
     running = TaskStatus(T1, A1, TaskState.RUNNING, uuid="u-1")
     actions = h.agent("a1", heartbeat=1.0, tasks=(running,))

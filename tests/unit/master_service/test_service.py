@@ -41,7 +41,7 @@ def clock() -> Clock:
 @pytest.fixture
 async def service(clock: Clock) -> AsyncIterator[MasterService]:
     options = ServiceOptions(allocation_interval=3600, framework_heartbeat=3600, broker_url="mqtt://broker:1883")
-    svc = MasterService(MasterConfig(master_id="m1", offer_timeout=30), options, clock=clock)
+    svc = MasterService(MasterConfig(master_id="m1", offer_timeout=30, unreachable_timeout=20), options, clock=clock)
     await svc.start()
     yield svc
     await svc.stop()
@@ -183,8 +183,9 @@ async def test_lost_agent_closes_its_channel_and_frameworks_hear_failure(handler
     commands = handlers.agent_commands(AgentId("a1"))
     stream = await _subscribe(handlers)
     await anext(stream)  # the offer
-    clock.now += 10  # more than 3 heartbeat intervals of 1 s
-    service.handle(Tick())
+    for _ in range(40):  # more than 3 heartbeat intervals of 1 s: unreachable, then past its timeout of 20 s
+        clock.now += 0.6  # a longer gap between Ticks would look like a stall of the master itself
+        service.handle(Tick())
     with pytest.raises(StopAsyncIteration):
         await anext(commands)
     events = [await anext(stream), await anext(stream)]
