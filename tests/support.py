@@ -13,8 +13,9 @@ WAIT = 10.0  # generous bound on loopback; tests wait for conditions, never for 
 TEST_IMAGE = os.environ.get("EDGERM_TEST_IMAGE", "edgerm-test/busybox:latest")
 
 
-async def eventually(check: Callable[[], Any], within: float = WAIT, what: str = "") -> None:
-    """Poll ``check`` (sync or async) until it is true; fail with an AssertionError naming ``what`` otherwise."""
+async def eventually(check: Callable[[], Any], within: float = WAIT, what: str | Callable[[], str] = "") -> None:
+    """Poll ``check`` (sync or async) until it is true; fail with an AssertionError naming ``what``
+    otherwise (a callable ``what`` is called then, to describe what was seen)."""
     try:
         async with asyncio.timeout(within):
             while True:
@@ -25,7 +26,7 @@ async def eventually(check: Callable[[], Any], within: float = WAIT, what: str =
                     return
                 await asyncio.sleep(0.01)
     except TimeoutError:
-        raise AssertionError(f"not within {within}s: {what or check}") from None
+        raise AssertionError(f"not within {within}s: {(what() if callable(what) else what) or check}") from None
 
 
 def docker_unavailable(image: str = TEST_IMAGE) -> str:

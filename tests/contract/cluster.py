@@ -15,7 +15,7 @@ from typing import Any
 
 from edgerm.agent.config import AgentConfig, ResourceCaps
 from edgerm.frameworks import Framework, FrameworkDriver, HttpDriver
-from edgerm.ids import AgentId, OfferId
+from edgerm.ids import AgentId, FrameworkId, OfferId
 from edgerm.master.main import RunningMaster
 from edgerm.model import Offer, TaskState, TaskStatus
 
@@ -117,13 +117,16 @@ class Recorder(Framework):
 
 
 @asynccontextmanager
-async def running(framework: Recorder, master: RunningMaster) -> AsyncIterator[HttpDriver]:
-    """Run ``framework`` against ``master`` for the block; stop it (with teardown) after."""
-    driver = HttpDriver(framework, master.url)
+async def running(
+    framework: Recorder, master: RunningMaster, *, teardown: bool = True, framework_id: FrameworkId | None = None
+) -> AsyncIterator[HttpDriver]:
+    """Run ``framework`` against ``master`` for the block (as ``framework_id`` when given);
+    stop it after, with teardown unless told otherwise."""
+    driver = HttpDriver(framework, master.url, framework_id=framework_id)
     task = asyncio.create_task(driver.run())
     try:
         await framework.until(lambda: framework.driver is not None)
         yield driver
     finally:
-        await driver.stop()
+        await driver.stop(teardown=teardown)
         await asyncio.gather(task, return_exceptions=True)

@@ -210,6 +210,36 @@ async def test_the_agent_comes_back_after_a_master_restart(transport: str, tmp_p
         await agent.stop()
 
 
+async def test_a_restarted_master_with_a_registry_keeps_the_agents_tasks_running(
+    transport: str, tmp_path: Path
+) -> None:
+    http_port, coap_port = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
+    ports = {"port": http_port, "coap_port": coap_port, "allocation_interval": 0.05, "state_dir": str(tmp_path / "m")}
+    first = await start_master(**ports)  # type: ignore[arg-type]
+    agent = await start_agent(agent_url(first, transport), FAST, tmp_path / "agent")
+    fw = Recorder()
+    try:
+        async with running(fw, first, teardown=False) as driver:
+            await launch(fw, agent, ("kept", LOOP, 60.0))
+            await fw.wait_state("kept", TaskState.RUNNING)
+            framework_id = driver.framework_id
+        await first.stop()
+        async with start_master(**ports) as second:  # type: ignore[arg-type]
+            again = Recorder()
+            async with running(again, second, framework_id=framework_id):
+                await again.until(lambda: second.service.core.agent_known(agent.agent_id))
+                record = second.service.core.task(TaskId("kept"))
+                assert record is not None and record.state is TaskState.RUNNING
+                await again.act().reconcile([(TaskId("kept"), agent.agent_id)])
+                answer = await again.wait_state("kept", TaskState.RUNNING)
+                assert answer.reason is Reason.RECONCILIATION
+                await again.act().kill(TaskId("kept"), agent.agent_id)
+                await again.wait_state("kept", TaskState.KILLED)
+                assert [s for s in again.statuses if s.state in (TaskState.LOST, TaskState.FAILED)] == []
+    finally:
+        await agent.stop()
+
+
 # -- a mixed cluster -------------------------------------------------------------------------
 
 
