@@ -11,14 +11,8 @@ none is killed, lost or duplicated, at the framework and at the agents.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import sys
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import BinaryIO
 
 import aiohttp
 import pytest
@@ -26,6 +20,7 @@ import pytest
 from edgerm.frameworks import HttpDriver, load_module, wasm_task
 from edgerm.model import Filters, TaskState
 from tests.contract.cluster import Recorder
+from tests.integration.chaos.procs import Processes, free_port, master_state
 from tests.support import eventually
 
 pytestmark = pytest.mark.slow
@@ -39,59 +34,6 @@ executors: [wasm]
 resources: {mem: 8192}
 wasm: {threads: 64, time_limit: 3600}
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Processes:
-    """Child processes of one test, killed and reaped at the end whatever happens."""
-
-    def __init__(self) -> None:
-        self.procs: list[asyncio.subprocess.Process] = []
-
-    async def start(self, *args: str, log: Path) -> asyncio.subprocess.Process:
-        out = _append(log)
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, *args, stdout=out, stderr=asyncio.subprocess.STDOUT, env=_env()
-            )
-        finally:
-            out.close()
-        self.procs.append(proc)
-        return proc
-
-    async def close(self) -> None:
-        for proc in self.procs:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                async with asyncio.timeout(10):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-
-
-def _append(path: Path) -> BinaryIO:
-    return open(path, "ab")
-
-
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k != "EDGERM_MASTER"}
-
-
-@pytest.fixture
-async def procs() -> AsyncIterator[Processes]:
-    p = Processes()
-    try:
-        yield p
-    finally:
-        await p.close()
 
 
 class Launcher(Recorder):
@@ -126,14 +68,8 @@ class Launcher(Recorder):
         return states
 
 
-async def _master_state(url: str) -> dict[str, object]:
-    async with aiohttp.ClientSession() as http, http.get(url + "/api/v1/state") as resp:
-        state: dict[str, object] = await resp.json()
-        return state
-
-
 async def test_kill_9_master_with_200_running_tasks_and_restart_it(procs: Processes, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     state_dir = tmp_path / "master-state"
     master_args = (
@@ -166,7 +102,7 @@ async def test_kill_9_master_with_200_running_tasks_and_restart_it(procs: Proces
 
         async def reconciled() -> bool:
             try:
-                state = await _master_state(url)
+                state = await master_state(url)
             except aiohttp.ClientError:
                 return False  # not listening yet
             tasks = state["tasks"]
@@ -190,7 +126,7 @@ async def test_kill_9_master_with_200_running_tasks_and_restart_it(procs: Proces
         assert not [s for s in fw.statuses[before:] if s.state is not TaskState.RUNNING]
         # And well past the settle period, the agents still hold them all.
         await asyncio.sleep(3.0)
-        state = await _master_state(url)
+        state = await master_state(url)
         tasks = state["tasks"]
         assert isinstance(tasks, list)
         assert sorted(t["id"] for t in tasks if t["state"] == "RUNNING") == sorted(fw.launched)
