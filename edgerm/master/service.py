@@ -476,6 +476,7 @@ class MasterService:
     def _on_write_failed(self, seq: int, error: BaseException) -> None:
         log.error("the master cannot write its registry (%s): durable calls are refused until it restarts", error)
         self._write_failed = error
+        self._held.clear()  # their effects were promised to nobody: they are not carried out
         for _, waiter in self._waiters:
             if not waiter.done():
                 waiter.set_exception(Unavailable(f"the master cannot write its registry: {error}"))
@@ -485,7 +486,9 @@ class MasterService:
         """Carry out the core's actions, after their ``Persist`` (and every earlier one) is durable."""
         writer = self._writer
         persist = [a for a in actions if isinstance(a, Persist)]
-        if writer is not None and self._write_failed is None and persist:
+        if writer is not None and persist:
+            if self._write_failed is not None:
+                return  # not durable, so not done: the caller's durable() raises UNAVAILABLE
             for p in persist:
                 seq = writer.submit(p.changes)
             self._held.append((seq, actions))
