@@ -204,7 +204,7 @@ def remove_agent_containers(work_dirs: list[Path]) -> int:
         engine.close()
 
 
-def cluster(transport: str, tmp: Path) -> tuple[list[Any], str]:
+def cluster(transport: str, tmp: Path, master_args: tuple[str, ...] = ()) -> tuple[list[Any], str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [
@@ -218,7 +218,10 @@ def cluster(transport: str, tmp: Path) -> tuple[list[Any], str]:
         "--log-level",
         "WARNING",
         "--no-broker",
+        *master_args,
     ]
+    if "--state-dir" not in master_args:
+        cmd += ["--state-dir", ":memory:"]
     agent_url = url
     if transport == "coap":
         coap_port = free_port(kind=2)  # SOCK_DGRAM
