@@ -124,8 +124,8 @@ async def recovery(tasks: int, agents: int, tmp: Path) -> dict[str, Any]:
         f"heartbeat_interval: 1.0\nexecutors: [wasm]\nwasm: {{threads: {per_agent + 8}, time_limit: 3600}}\n"
     )
     for i in range(agents):
-        procs.append(spawn([sys.executable, "-m", "edgerm.agent.main", "--master", url, "--config", str(cfg),
-                            "--work-dir", str(tmp / f"a{i}"), "--name", f"bench-{i}", "--log-level", "WARNING"]))  # fmt: skip
+        agent = ["--master", url, "--config", str(cfg), "--work-dir", str(tmp / f"a{i}"), "--name", f"bench-{i}"]
+        procs.append(spawn([sys.executable, "-m", "edgerm.agent.main", *agent, "--log-level", "WARNING"]))
     fleet = Fleet(tasks, per_agent)
     driver = HttpDriver(fleet, url, backoff_initial=0.05, backoff_max=0.3)
     run_task = asyncio.create_task(driver.run())
