@@ -5,12 +5,16 @@
 - offers go only to active frameworks, on known agents; live tasks sit on known agents;
 - the sorter's view of each framework equals its offers plus its live tasks;
 - a call that raises leaves snapshot() unchanged;
-- after every task ends and every offer is declined, free == total everywhere.
+- after every task ends and every offer is declined, free == total everywhere;
+- a master restarted from what it persisted (its ``Persist`` actions, folded
+  as a store would) knows the same frameworks, agents and tasks, in the same
+  states, with the same unacknowledged updates, as if it had never stopped.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -28,8 +32,9 @@ from edgerm import messages as m
 from edgerm.errors import WireError
 from edgerm.ids import AgentId, FrameworkId, OfferId, TaskId
 from edgerm.master import events as ev
-from edgerm.master.actions import LaunchTask, MasterAction, SendEvent
+from edgerm.master.actions import KillTask, LaunchTask, MasterAction, Persist, SendEvent
 from edgerm.master.allocator import DRFSorter, RoundRobinSorter, Sorter
+from edgerm.master.registry import AgentRow, Changes, FrameworkRow, Registry, TaskRow
 from edgerm.master.state import MasterConfig, MasterCore
 from edgerm.model import (
     AgentInfo,
@@ -72,12 +77,43 @@ def agent_info(name: str) -> AgentInfo:
     )
 
 
+class Folded:
+    """What a StateStore would hold after applying every Persist, in order."""
+
+    def __init__(self) -> None:
+        self.frameworks: dict[str, FrameworkRow] = {}
+        self.agents: dict[str, AgentRow] = {}
+        self.tasks: dict[str, TaskRow] = {}
+
+    def apply(self, c: Changes) -> None:
+        for f in c.frameworks:
+            self.frameworks[f.info.id] = f
+        for fid in c.frameworks_gone:
+            self.frameworks.pop(fid, None)
+        for a in c.agents:
+            self.agents[a.info.id] = a
+        for aid in c.agents_gone:
+            self.agents.pop(aid, None)
+        for t in c.tasks:
+            self.tasks[t.info.task_id] = t
+        for tid in c.tasks_gone:
+            self.tasks.pop(tid, None)
+
+    def registry(self) -> Registry:
+        return Registry(tuple(self.frameworks.values()), tuple(self.agents.values()), tuple(self.tasks.values()))
+
+
+CONFIG = MasterConfig(master_id="p", max_completed_tasks=4)
+
+
 class MasterMachine(RuleBasedStateMachine):
     sorter: type[Sorter] = DRFSorter
 
     def __init__(self) -> None:
         super().__init__()
-        self.core = MasterCore(MasterConfig(master_id="p", max_completed_tasks=4), self.sorter())
+        self.core = MasterCore(CONFIG, self.sorter())
+        self.folded = Folded()
+        self.restarts = 0
         self.now = 0.0
         self.task_counter = 0
         self.uuid_counter = 0
@@ -90,13 +126,21 @@ class MasterMachine(RuleBasedStateMachine):
     def apply(self, event: Any) -> list[MasterAction]:
         before = copy.deepcopy(self.core.snapshot())
         try:
-            actions = self.core.handle(event, self.now)
+            actions = self.handle(event)
         except WireError:
             assert self.core.snapshot() == before, f"{type(event).__name__} raised but changed state"
             return []
         for action in actions:
             if isinstance(action, SendEvent) and isinstance(action.event, m.Update) and action.event.status.uuid:
                 self.framework_uuids.append(action.event.status.uuid)
+        return actions
+
+    def handle(self, event: Any) -> list[MasterAction]:
+        actions = self.core.handle(event, self.now)
+        persists = [a for a in actions if isinstance(a, Persist)]
+        assert len(persists) <= 1 and (not persists or actions[-1] is persists[0]), "one Persist, last"
+        for p in persists:
+            self.folded.apply(p.changes)
         return actions
 
     def fresh_uuid(self) -> str:
@@ -228,7 +272,7 @@ class MasterMachine(RuleBasedStateMachine):
                 )
             )
         refuse = data.draw(st.sampled_from([0.0, 1.0, 5.0]))
-        actions = self.core.handle(m.Accept(fid, (offer.id,), tuple(tasks), Filters(refuse)), self.now)
+        actions = self.handle(m.Accept(fid, (offer.id,), tuple(tasks), Filters(refuse)))
         assert [a.task.task_id for a in actions if isinstance(a, LaunchTask)] == [t.task_id for t in tasks]
 
     def draw_task(self, data: st.DataObject) -> TaskInfo:
@@ -272,6 +316,40 @@ class MasterMachine(RuleBasedStateMachine):
     def reconcile(self, name: str, data: st.DataObject) -> None:
         asked = data.draw(st.lists(st.sampled_from([*self.task_ids, TaskId("nope")]), max_size=3))
         self.apply(m.Reconcile(FrameworkId(name), tuple((t, AgentId("a1")) for t in asked)))
+
+    # -- restart: the registry is all that survives ---------------------------------
+
+    @rule()
+    def restart(self) -> None:
+        old = self.core
+        self.restarts += 1
+        new = MasterCore(replace(CONFIG, incarnation=f"r{self.restarts}"), self.sorter())
+        new.restore(self.folded.registry(), self.now)
+        old_state: Any = old.snapshot()
+        new_state: Any = new.snapshot()
+        assert {f["id"] for f in new_state["frameworks"]} == {f["id"] for f in old_state["frameworks"]}
+        assert {a["id"] for a in new_state["agents"]} == {a["id"] for a in old_state["agents"]}
+        assert {(t["id"], t["state"]) for t in new_state["tasks"]} == {
+            (t["id"], t["state"]) for t in old_state["tasks"]
+        }
+        for before, after in zip(old_state["frameworks"], new_state["frameworks"], strict=True):
+            assert {u["uuid"] for u in after["unacknowledged"]} == {u["uuid"] for u in before["unacknowledged"]}
+            assert (
+                after["allocation"]
+                == str(sum((r.info.resources for r in self.live_tasks() if r.framework_id == after["id"]), Resources()))
+                or not after["allocation"]
+            )
+        self.core = new
+        # Everyone comes back, as after a real restart: agents re-register with their tasks, frameworks re-subscribe.
+        for name in sorted(AGENTS):
+            if new.agent_known(AgentId(name)):
+                held = [r for r in self.live_tasks() if r.agent_id == name]
+                reports = tuple(TaskStatus(r.task_id, r.agent_id, r.state, uuid=r.status.uuid) for r in held)
+                actions = self.apply(ev.AgentRegistered(agent_info(name), reports))
+                assert not [a for a in actions if isinstance(a, KillTask)], "a task the registry knows was killed"
+        for name in FRAMEWORKS:
+            if new.framework_known(FrameworkId(name)):
+                self.apply(ev.FrameworkSubscribed(FrameworkInfo(FrameworkId(name), name)))
 
     # -- drain: everything comes back ---------------------------------------------
 
