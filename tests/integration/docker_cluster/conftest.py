@@ -39,6 +39,7 @@ from edgerm.agent.runtime import Runtime
 from edgerm.frameworks import Framework, FrameworkDriver, HttpDriver, supports
 from edgerm.ids import AgentId, OfferId, TaskId
 from edgerm.master.main import RunningMaster, start_master
+from edgerm.master.state import MasterConfig
 from edgerm.model import Filters, Offer, TaskInfo, TaskState, TaskStatus
 from tests.support import docker_unavailable, require_docker
 
@@ -162,7 +163,9 @@ class Cluster:
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    async with start_master(allocation_interval=0.05, framework_heartbeat=0.5) as master:
+    # A silent agent is UNREACHABLE after 3 heartbeats, then LOST after the unreachable timeout (1 s here).
+    config = MasterConfig(unreachable_timeout=1.0)
+    async with start_master(allocation_interval=0.05, framework_heartbeat=0.5, config=config) as master:
         running = Cluster(master, tmp_path)
         try:
             yield running

@@ -141,7 +141,7 @@ async def test_a_task_lost_while_its_agent_was_away_is_killed_when_it_returns(
     await scheduler.status(task.task_id, TaskState.RUNNING)
 
     await first.stop()
-    lost = await scheduler.final(task.task_id)  # 3 missed heartbeats
+    lost = await scheduler.final(task.task_id)  # 3 missed heartbeats: UNREACHABLE; LOST after the timeout
     assert (lost.state, lost.reason) == (TaskState.LOST, Reason.AGENT_LOST)
     assert (await containers(agent_id))[task.task_id][1] == "running"
 
@@ -149,7 +149,7 @@ async def test_a_task_lost_while_its_agent_was_away_is_killed_when_it_returns(
     # The master considers the task ended: the returning agent is told to kill it.
     await eventually(lambda: not containers_of(agent_id), "the lost task's container's removal")
     assert await cluster.task_state(task.task_id) == "LOST"
-    assert scheduler.states(task.task_id) == [TaskState.RUNNING, TaskState.LOST]
+    assert scheduler.states(task.task_id) == [TaskState.RUNNING, TaskState.UNREACHABLE, TaskState.LOST]
 
 
 async def test_sigterm_of_edgerm_agent_leaves_its_containers_running(
