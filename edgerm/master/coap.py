@@ -52,6 +52,7 @@ from edgerm.coap_util import (
     TUNING,
     Cursor,
     error_message,
+    harden_aiocoap,
     quiet_aiocoap_logs,
 )
 from edgerm.errors import MessageTooLarge, NotFound, Unavailable, WireError
@@ -364,6 +365,7 @@ async def start_coap_server(
     ephemeral port when ``port`` is 0.
     """
     quiet_aiocoap_logs()
+    harden_aiocoap()
     site, adapter = make_site(handlers, max_body, window_capacity)
     if port:
         _check_free(host, port, socket.SOCK_DGRAM)
