@@ -30,6 +30,12 @@ Rules:
 - Loggers ``coap`` and ``coap-server`` (aiocoap's) are set to WARNING unless
   the application configured them: aiocoap logs every retransmission and
   renderable error at INFO.
+- Garbage datagrams are expected on an open UDP port: :func:`harden_aiocoap`
+  makes a datagram whose text option is not UTF-8 an unparsable message
+  (aiocoap 0.4.17 lets the ``UnicodeDecodeError`` escape into asyncio's
+  exception handler, which logs a traceback at ERROR; upstream issue
+  chrysn/aiocoap#176), and logs "unparsable message" and "type does not fit"
+  at DEBUG instead of WARNING, so a peer cannot flood the log.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiocoap
+import aiocoap.error
 from aiocoap.numbers.constants import TransportTuning
 
 from edgerm import messages as m
@@ -157,3 +164,42 @@ def quiet_aiocoap_logs() -> None:
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:
             logger.setLevel(logging.WARNING)
+
+
+# -- garbage on the socket ------------------------------------------------------------------
+
+#: aiocoap's per-datagram warnings about input a peer chose to send (see the module rules).
+_PEER_NOISE = ("Ignoring unparsable message", "Received a message with code")
+
+
+class _PeerNoiseToDebug(logging.Filter):
+    """Log aiocoap's warnings about a peer's garbage at DEBUG (one per datagram otherwise)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and isinstance(record.msg, str) and record.msg.startswith(_PEER_NOISE):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+_NOISE_FILTER = _PeerNoiseToDebug()
+
+
+def harden_aiocoap() -> None:
+    """Make garbage datagrams harmless to the log (idempotent; see the module rules)."""
+    decode = aiocoap.Message.__dict__["decode"]
+    if not getattr(decode, "_edgerm_hardened", False):
+        original = decode.__func__
+
+        def decode_or_unparsable(cls: Any, rawdata: bytes, remote: Any = None) -> Any:
+            try:
+                return original(cls, rawdata, remote)
+            except UnicodeDecodeError as e:  # a Uri-Path, Uri-Query, ... that is not UTF-8
+                raise aiocoap.error.UnparsableMessage(f"option is not UTF-8: {e.reason}") from None
+
+        decode_or_unparsable._edgerm_hardened = True  # type: ignore[attr-defined]
+        aiocoap.Message.decode = classmethod(decode_or_unparsable)
+    for name in ("coap-server", "coap"):
+        logger = logging.getLogger(name)
+        if _NOISE_FILTER not in logger.filters:
+            logger.addFilter(_NOISE_FILTER)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import NewType
 
 AgentId = NewType("AgentId", str)
@@ -12,5 +11,11 @@ TaskId = NewType("TaskId", str)
 
 
 def new_id() -> str:
-    """A fresh random identifier (uuid4, hex)."""
+    """A fresh random identifier (uuid4, hex).
+
+    ``uuid`` is imported here, not at the top: the pure cores import the id
+    types and must not load randomness (tests/unit/test_layers.py).
+    """
+    import uuid
+
     return uuid.uuid4().hex

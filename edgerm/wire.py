@@ -2,22 +2,26 @@
 
 The only module (with the transport adapters' framing helpers) that touches
 ``edgerm.v1.*_pb2``. ``decode_*`` functions raise :class:`MalformedMessage`
-for bytes that do not parse or violate the schema's rules and
-:class:`UnknownCall` for a missing or unknown union arm; nothing else escapes.
+for bytes that do not parse or violate the schema's rules,
+:class:`MessageTooLarge` for a call listing more items than
+:mod:`edgerm.limits` allows, and :class:`UnknownCall` for a missing or
+unknown union arm; nothing else escapes. Every field is checked against
+:mod:`edgerm.limits` here (ids, names, lengths, finite numbers), so the
+cores never see a NaN, an infinity or an unbounded list.
 Round trips ``from_pb(to_pb(x)) == x`` are exact (tests/property).
 """
 
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from google.protobuf.message import DecodeError
 
+from edgerm import limits as lim
 from edgerm import messages as m
-from edgerm.errors import WIRE_ERRORS, MalformedMessage, UnknownCall, WireError
+from edgerm.errors import WIRE_ERRORS, MalformedMessage, MessageTooLarge, UnknownCall, WireError
 from edgerm.ids import AgentId, FrameworkId, OfferId, TaskId
 from edgerm.model import (
     AgentInfo,
@@ -66,21 +70,27 @@ def resources_from_pb(items: Iterable[common_pb2.Resource]) -> Resources:
     sets: dict[str, frozenset[str]] = {}
     devices: dict[str, Device] = {}
     R = common_pb2.Resource
+    if not isinstance(items, Sequence):
+        items = list(items)
+    lim.check_count(items, lim.MAX_RESOURCES, "resources")
     for r in items:
-        if not r.name:
-            raise MalformedMessage("resource without a name")
+        lim.check_resource_name(r.name, "resource")
         if r.type == R.SCALAR:
-            if not r.scalar >= 0:  # also rejects NaN
-                raise MalformedMessage(f"resource {r.name}: negative or NaN scalar")
-            scalars[r.name] = scalars.get(r.name, 0.0) + r.scalar
+            total = scalars.get(r.name, 0.0) + lim.check_scalar(r.scalar, f"resource {r.name}")
+            scalars[r.name] = lim.check_scalar(total, f"resource {r.name}")
         elif r.type == R.RANGES:
+            lim.check_count(r.ranges, lim.MAX_ITEMS, f"ranges of resource {r.name}")
             try:
                 ranges[r.name] = ranges.get(r.name, ()) + tuple(Range(x.begin, x.end) for x in r.ranges)
             except ValueError as e:
                 raise MalformedMessage(f"resource {r.name}: {e}") from None
         elif r.type == R.SET:
+            lim.check_count(r.set, lim.MAX_ITEMS, f"items of resource {r.name}")
+            for item in r.set:
+                lim.check_name(item, f"an item of resource {r.name}")
             sets[r.name] = sets.get(r.name, frozenset()) | frozenset(r.set)
         elif r.type == R.DEVICE:
+            lim.check_name(r.device.handle, f"device handle of resource {r.name}")
             devices[r.name] = Device(r.device.handle, r.device.shared)
         else:
             raise MalformedMessage(f"resource {r.name}: unknown type {r.type}")
@@ -99,9 +109,15 @@ def attributes_to_pb(attrs: Attributes) -> list[common_pb2.Attribute]:
 
 def attributes_from_pb(items: Iterable[common_pb2.Attribute]) -> dict[str, str | frozenset[str]]:
     out: dict[str, str | frozenset[str]] = {}
+    if not isinstance(items, Sequence):
+        items = list(items)
+    lim.check_count(items, lim.MAX_ATTRIBUTES, "attributes")
     for a in items:
-        if not a.name:
-            raise MalformedMessage("attribute without a name")
+        lim.check_resource_name(a.name, "attribute")
+        lim.check_name(a.text, f"attribute {a.name}")
+        lim.check_count(a.set, lim.MAX_ITEMS, f"items of attribute {a.name}")
+        for item in a.set:
+            lim.check_name(item, f"an item of attribute {a.name}")
         out[a.name] = frozenset(a.set) if a.set else a.text
     return out
 
@@ -120,11 +136,15 @@ def agent_info_to_pb(a: AgentInfo) -> common_pb2.AgentInfo:
 
 
 def agent_info_from_pb(a: common_pb2.AgentInfo) -> AgentInfo:
-    if not a.heartbeat_interval_seconds > 0:
-        raise MalformedMessage("agent heartbeat_interval_seconds must be > 0")
+    lim.check_seconds(
+        a.heartbeat_interval_seconds,
+        "agent heartbeat_interval_seconds",
+        limit=lim.MAX_HEARTBEAT_INTERVAL,
+        positive=True,
+    )
     return AgentInfo(
-        id=AgentId(a.id),
-        hostname=a.hostname,
+        id=AgentId(lim.check_id(a.id, "agent id", required=False)),
+        hostname=lim.check_name(a.hostname, "agent hostname"),
         resources=resources_from_pb(a.resources),
         attributes=attributes_from_pb(a.attributes),
         heartbeat_interval=a.heartbeat_interval_seconds,
@@ -136,10 +156,12 @@ def framework_info_to_pb(f: FrameworkInfo) -> common_pb2.FrameworkInfo:
 
 
 def framework_info_from_pb(f: common_pb2.FrameworkInfo) -> FrameworkInfo:
-    timeout = f.failover_timeout_seconds
-    if not math.isfinite(timeout) or timeout < 0:
-        raise MalformedMessage("framework failover_timeout_seconds must be a finite number >= 0")
-    return FrameworkInfo(id=FrameworkId(f.id), name=f.name, failover_timeout=timeout)
+    timeout = lim.check_seconds(f.failover_timeout_seconds, "framework failover_timeout_seconds")
+    return FrameworkInfo(
+        id=FrameworkId(lim.check_id(f.id, "framework id", required=False)),
+        name=lim.check_name(f.name, "framework name", required=True),
+        failover_timeout=timeout,
+    )
 
 
 _NETWORK = {Network.BRIDGE: pb.DockerInfo.BRIDGE, Network.HOST: pb.DockerInfo.HOST, Network.NONE: pb.DockerInfo.NONE}
@@ -176,11 +198,22 @@ def container_from_pb(c: common_pb2.ContainerInfo) -> Container:
         w = c.wasm
         if not w.module and not w.module_sha256:
             raise MalformedMessage("wasm container needs module bytes or module_sha256")
-        return WasmSpec(module=w.module, module_sha256=w.module_sha256, time_limit=w.time_limit_seconds)
+        lim.check_sha256(w.module_sha256, "wasm module_sha256")
+        time_limit = lim.check_seconds(w.time_limit_seconds, "wasm time_limit_seconds")
+        return WasmSpec(module=w.module, module_sha256=w.module_sha256, time_limit=time_limit)
     if kind == "docker":
         d = c.docker
         if not d.image:
             raise MalformedMessage("docker container needs an image")
+        if len(d.image) > lim.MAX_IMAGE or any(ch.isspace() for ch in d.image):
+            raise MalformedMessage(f"docker image {d.image[:40]!r} is too long or contains whitespace")
+        lim.check_name(d.image, "docker image", limit=lim.MAX_IMAGE)
+        lim.check_count(d.port_mappings, lim.MAX_PORT_MAPPINGS, "port mappings")
+        for p in d.port_mappings:
+            lim.check_port(p.host_port, "host_port")
+            lim.check_port(p.container_port, "container_port")
+            if p.protocol not in ("", "tcp", "udp"):
+                raise MalformedMessage(f"port protocol {p.protocol[:10]!r} is not tcp or udp")
         try:
             return DockerSpec(
                 image=d.image,
@@ -215,16 +248,23 @@ def task_info_to_pb(t: TaskInfo) -> common_pb2.TaskInfo:
 def task_info_from_pb(t: common_pb2.TaskInfo) -> TaskInfo:
     if not t.task_id:
         raise MalformedMessage("task without a task_id")
+    lim.check_id(t.task_id, "task_id")
+    lim.check_count(t.args, lim.MAX_ARGS, "task args")
+    for arg in t.args:
+        lim.check_value(arg, f"an arg of task {t.task_id}")
+    lim.check_env(t.env, "task env")
+    lim.check_env(t.secret_env, "task secret_env")
+    lim.check_labels(t.labels, "task")
     return TaskInfo(
         task_id=TaskId(t.task_id),
-        name=t.name,
-        agent_id=AgentId(t.agent_id),
+        name=lim.check_name(t.name, "task name"),
+        agent_id=AgentId(lim.check_id(t.agent_id, "task agent_id", required=False)),
         resources=resources_from_pb(t.resources),
         container=container_from_pb(t.container),
         args=tuple(t.args),
         env=dict(t.env),
-        kill_grace=t.kill_grace_seconds,
-        framework_id=FrameworkId(t.framework_id),
+        kill_grace=lim.check_seconds(t.kill_grace_seconds, "task kill_grace_seconds"),
+        framework_id=FrameworkId(lim.check_id(t.framework_id, "task framework_id", required=False)),
         restart_policy=_restart_from_pb(t.restart_policy),
         secret_env=dict(t.secret_env),
         labels=dict(t.labels),
@@ -269,6 +309,10 @@ def task_status_to_pb(s: TaskStatus) -> common_pb2.TaskStatus:
 def task_status_from_pb(s: common_pb2.TaskStatus) -> TaskStatus:
     if not s.task_id:
         raise MalformedMessage("status without a task_id")
+    lim.check_id(s.task_id, "status task_id")
+    lim.check_id(s.agent_id, "status agent_id", required=False)
+    lim.check_id(s.uuid, "status uuid", required=False)
+    lim.check_finite(s.timestamp, "status timestamp")
     if s.state == pb.TASK_STATE_UNSPECIFIED:
         raise MalformedMessage("status without a state")
     try:
@@ -283,7 +327,7 @@ def task_status_from_pb(s: common_pb2.TaskStatus) -> TaskStatus:
         agent_id=AgentId(s.agent_id),
         state=state,
         reason=reason,
-        message=s.message,
+        message=lim.clip_message(s.message),
         uuid=s.uuid,
         timestamp=s.timestamp,
         source=source,
@@ -305,13 +349,13 @@ def offer_to_pb(o: Offer) -> common_pb2.Offer:
 
 def offer_from_pb(o: common_pb2.Offer) -> Offer:
     return Offer(
-        id=OfferId(o.id),
-        framework_id=FrameworkId(o.framework_id),
-        agent_id=AgentId(o.agent_id),
-        hostname=o.hostname,
+        id=OfferId(lim.check_id(o.id, "offer id")),
+        framework_id=FrameworkId(lim.check_id(o.framework_id, "offer framework_id", required=False)),
+        agent_id=AgentId(lim.check_id(o.agent_id, "offer agent_id", required=False)),
+        hostname=lim.check_name(o.hostname, "offer hostname"),
         resources=resources_from_pb(o.resources),
         attributes=attributes_from_pb(o.attributes),
-        expires_at=o.expires_at,
+        expires_at=lim.check_finite(o.expires_at, "offer expires_at"),
     )
 
 
@@ -328,7 +372,7 @@ def error_from_pb(e: common_pb2.Error) -> m.ErrorEvent:
         code = pb.Error.Code.Name(e.code)
     except ValueError:
         code = "CODE_UNSPECIFIED"
-    return m.ErrorEvent(code=code, message=e.message)
+    return m.ErrorEvent(code=code, message=lim.clip_message(e.message))
 
 
 def raise_error(e: m.ErrorEvent) -> None:
@@ -345,9 +389,7 @@ E = scheduler_pb2.Event
 def _filters_from_pb(msg: scheduler_pb2.Call.Accept | scheduler_pb2.Call.Decline) -> Filters:
     if not msg.HasField("filters"):
         return Filters()
-    if msg.filters.refuse_seconds < 0:
-        raise MalformedMessage("refuse_seconds must be >= 0")
-    return Filters(msg.filters.refuse_seconds)
+    return Filters(lim.check_seconds(msg.filters.refuse_seconds, "refuse_seconds"))
 
 
 def call_to_pb(call: m.SchedulerCall) -> scheduler_pb2.Call:
@@ -402,7 +444,7 @@ def call_to_pb(call: m.SchedulerCall) -> scheduler_pb2.Call:
 
 
 def call_from_pb(c: scheduler_pb2.Call) -> m.SchedulerCall:
-    fid = FrameworkId(c.framework_id)
+    fid = FrameworkId(lim.check_id(c.framework_id, "framework_id", required=False))
     if c.type == C.SUBSCRIBE:
         info = framework_info_from_pb(c.subscribe.framework)
         return m.Subscribe(replace(info, id=FrameworkId(info.id or c.framework_id)))
@@ -413,14 +455,19 @@ def call_from_pb(c: scheduler_pb2.Call) -> m.SchedulerCall:
     if c.type == C.TEARDOWN:
         return m.Teardown(fid)
     if c.type == C.ACCEPT:
+        operations = c.accept.operations
+        lim.check_count(operations, lim.MAX_TASKS_PER_ACCEPT, "operations")
+        count = sum(len(op.launch.tasks) for op in operations)
+        if count > lim.MAX_TASKS_PER_ACCEPT:
+            raise MessageTooLarge(f"{count} tasks in one ACCEPT, over the limit of {lim.MAX_TASKS_PER_ACCEPT}")
         tasks: list[TaskInfo] = []
         for op in c.accept.operations:
             if op.type != C.Operation.LAUNCH:
                 raise UnknownCall(f"unknown operation type {op.type}")
             tasks.extend(task_info_from_pb(t) for t in op.launch.tasks)
-        return m.Accept(fid, tuple(OfferId(o) for o in c.accept.offer_ids), tuple(tasks), _filters_from_pb(c.accept))
+        return m.Accept(fid, _offer_ids(c.accept.offer_ids), tuple(tasks), _filters_from_pb(c.accept))
     if c.type == C.DECLINE:
-        return m.Decline(fid, tuple(OfferId(o) for o in c.decline.offer_ids), _filters_from_pb(c.decline))
+        return m.Decline(fid, _offer_ids(c.decline.offer_ids), _filters_from_pb(c.decline))
     if c.type == C.REVIVE:
         return m.Revive(fid)
     if c.type == C.SUPPRESS:
@@ -428,13 +475,28 @@ def call_from_pb(c: scheduler_pb2.Call) -> m.SchedulerCall:
     if c.type == C.KILL:
         if not c.kill.task_id:
             raise MalformedMessage("kill without a task_id")
+        lim.check_id(c.kill.task_id, "kill task_id")
+        lim.check_id(c.kill.agent_id, "kill agent_id", required=False)
         return m.Kill(fid, TaskId(c.kill.task_id), AgentId(c.kill.agent_id))
     if c.type == C.ACKNOWLEDGE:
         a = c.acknowledge
+        lim.check_id(a.agent_id, "acknowledge agent_id", required=False)
+        lim.check_id(a.task_id, "acknowledge task_id", required=False)
+        lim.check_id(a.uuid, "acknowledge uuid", required=False)
         return m.Acknowledge(fid, AgentId(a.agent_id), TaskId(a.task_id), a.uuid)
     if c.type == C.RECONCILE:
-        return m.Reconcile(fid, tuple((TaskId(t.task_id), AgentId(t.agent_id)) for t in c.reconcile.tasks))
+        tasks_ = c.reconcile.tasks
+        lim.check_count(tasks_, lim.MAX_RECONCILE_TASKS, "reconcile tasks")
+        for t in tasks_:
+            lim.check_id(t.task_id, "reconcile task_id")
+            lim.check_id(t.agent_id, "reconcile agent_id", required=False)
+        return m.Reconcile(fid, tuple((TaskId(t.task_id), AgentId(t.agent_id)) for t in tasks_))
     raise UnknownCall(f"unknown scheduler call type {c.type}")
+
+
+def _offer_ids(ids: Sequence[str]) -> tuple[OfferId, ...]:
+    lim.check_count(ids, lim.MAX_OFFERS_PER_CALL, "offer ids")
+    return tuple(OfferId(lim.check_id(o, "offer id")) for o in ids)
 
 
 def event_to_pb(ev: m.SchedulerEvent) -> scheduler_pb2.Event:
@@ -461,11 +523,14 @@ def event_to_pb(ev: m.SchedulerEvent) -> scheduler_pb2.Event:
 def event_from_pb(e: scheduler_pb2.Event) -> m.SchedulerEvent:
     if e.type == E.SUBSCRIBED:
         s = e.subscribed
-        return m.Subscribed(FrameworkId(s.framework_id), s.heartbeat_interval_seconds, s.master_id)
+        lim.check_seconds(s.heartbeat_interval_seconds, "subscribed heartbeat_interval_seconds")
+        return m.Subscribed(
+            FrameworkId(lim.check_id(s.framework_id, "framework_id")), s.heartbeat_interval_seconds, s.master_id
+        )
     if e.type == E.OFFERS:
         return m.Offers(tuple(offer_from_pb(o) for o in e.offers.offers))
     if e.type == E.RESCIND:
-        return m.Rescind(OfferId(e.rescind.offer_id))
+        return m.Rescind(OfferId(lim.check_id(e.rescind.offer_id, "rescinded offer id")))
     if e.type == E.UPDATE:
         return m.Update(task_status_from_pb(e.update.status))
     if e.type == E.FAILURE:
@@ -502,8 +567,9 @@ def agent_call_to_pb(call: m.AgentCall) -> agent_pb2.AgentCall:
 
 
 def agent_call_from_pb(c: agent_pb2.AgentCall) -> m.AgentCall:
-    aid = AgentId(c.agent_id)
+    aid = AgentId(lim.check_id(c.agent_id, "agent_id", required=False))
     if c.type == AC.REGISTER:
+        lim.check_count(c.register.tasks, lim.MAX_TASKS_PER_AGENT_CALL, "task statuses")
         info = agent_info_from_pb(c.register.agent)
         if not info.id:
             raise MalformedMessage("register without an agent id")
@@ -513,7 +579,12 @@ def agent_call_from_pb(c: agent_pb2.AgentCall) -> m.AgentCall:
     if not aid:
         raise MalformedMessage("agent call without an agent_id")
     if c.type == AC.HEARTBEAT:
-        return m.AgentHeartbeat(aid, tuple(TaskId(t) for t in c.heartbeat.task_ids))
+        task_ids = c.heartbeat.task_ids
+        if task_ids:
+            lim.check_count(task_ids, lim.MAX_TASKS_PER_AGENT_CALL, "task ids")
+            for t in task_ids:
+                lim.check_id(t, "heartbeat task id")
+        return m.AgentHeartbeat(aid, tuple(TaskId(t) for t in task_ids))
     if c.type == AC.UPDATE:
         return m.StatusUpdate(aid, task_status_from_pb(c.update.status))
     return m.SubscribeAgent(aid)
@@ -539,7 +610,8 @@ def agent_event_to_pb(ev: m.AgentEvent) -> agent_pb2.AgentEvent:
 def agent_event_from_pb(e: agent_pb2.AgentEvent) -> m.AgentEvent:
     if e.type == AE.REGISTERED:
         r = e.registered
-        return m.AgentRegistered(AgentId(r.agent_id), r.master_id, r.broker_url)
+        lim.check_name(r.broker_url, "broker_url", limit=lim.MAX_URL)
+        return m.AgentRegistered(AgentId(lim.check_id(r.agent_id, "agent_id")), r.master_id, r.broker_url)
     if e.type == AE.HEARTBEAT_ACK:
         return m.HeartbeatAck(e.heartbeat_ack.commands_pending)
     if e.type == AE.ACKNOWLEDGED:
@@ -547,7 +619,8 @@ def agent_event_from_pb(e: agent_pb2.AgentEvent) -> m.AgentEvent:
     if e.type == AE.LAUNCH:
         return m.LaunchCommand(task_info_from_pb(e.launch.task))
     if e.type == AE.KILL:
-        return m.KillCommand(TaskId(e.kill.task_id), e.kill.grace_seconds)
+        lim.check_id(e.kill.task_id, "kill task_id")
+        return m.KillCommand(TaskId(e.kill.task_id), lim.check_seconds(e.kill.grace_seconds, "kill grace_seconds"))
     if e.type == AE.ERROR:
         return error_from_pb(e.error)
     raise UnknownCall(f"unknown agent event type {e.type}")

@@ -56,6 +56,7 @@ from edgerm.coap_util import (
     Cursor,
     commands_path,
     decode_commands,
+    harden_aiocoap,
     module_path,
     numbered,
     quiet_aiocoap_logs,
@@ -122,6 +123,7 @@ class CoapAgentTransport:
         self._closed = False
         self.lanes_opened = 0  # client contexts created for calls (rotation and failures show here)
         quiet_aiocoap_logs()
+        harden_aiocoap()
 
     # -- the calls -----------------------------------------------------------------------
 

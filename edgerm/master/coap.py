@@ -25,6 +25,9 @@ Rules:
 - Bound explicitly: UDP on ``host:port`` only, CoAP-over-TCP only when asked
   for (its own listener). A port already taken is an ``OSError`` at start
   (aiocoap binds with SO_REUSEPORT, which would otherwise share it silently).
+- Bounded per-request state (:mod:`edgerm.master.coap_state`): no
+  deduplication entry for the idempotent agent calls, bounded caches for the
+  rest, block-wise state dropped once a transfer completes.
 - :meth:`CoapServer.close` ends every observation with a final 5.03 before
   the sockets close, so no observer is left waiting.
 """
@@ -52,11 +55,13 @@ from edgerm.coap_util import (
     TUNING,
     Cursor,
     error_message,
+    harden_aiocoap,
     quiet_aiocoap_logs,
 )
 from edgerm.errors import MessageTooLarge, NotFound, Unavailable, WireError
 from edgerm.ids import AgentId
 from edgerm.master.coap_commands import DEFAULT_WINDOW_CAPACITY, CommandChannels, CommandWindow, Observer
+from edgerm.master.coap_state import bound_resource_state, bound_server_state
 from edgerm.master.handlers import Handlers
 from edgerm.master.http import DEFAULT_MAX_BODY
 
@@ -129,6 +134,7 @@ class _Guarded(resource.Resource):  # type: ignore[misc]
     def __init__(self, adapter: _Adapter) -> None:
         super().__init__()
         self._adapter = adapter
+        bound_resource_state(self)  # block-wise state dropped when complete (coap_state.py)
 
     async def render_to_pipe(self, pipe: Any) -> None:
         reply = self._adapter.too_large(pipe.request)
@@ -364,6 +370,7 @@ async def start_coap_server(
     ephemeral port when ``port`` is 0.
     """
     quiet_aiocoap_logs()
+    harden_aiocoap()
     site, adapter = make_site(handlers, max_body, window_capacity)
     if port:
         _check_free(host, port, socket.SOCK_DGRAM)
@@ -371,6 +378,7 @@ async def start_coap_server(
     try:
         udp = await aiocoap.Context.create_server_context(site, bind=(host, port), transports=["udp6"])
         contexts.append(udp)
+        bound_server_state(udp)  # bounded deduplication, none for idempotent calls (coap_state.py)
         bound = _udp_port(udp)
         tcp_port: int | None = None
         if tcp:

@@ -41,9 +41,10 @@ from types import TracebackType
 from aiohttp import web
 
 from edgerm.coap_util import DEFAULT_COAP_PORT
-from edgerm.errors import ConfigError
+from edgerm.errors import ConfigError, MalformedMessage
 from edgerm.ids import new_id
 from edgerm.lifecycle import Starting
+from edgerm.limits import check_id
 from edgerm.master.broker import DEFAULT_BROKER_PORT, EMBEDDED, EmbeddedBroker, check_broker_url
 from edgerm.master.coap import CoapServer, start_coap_server
 from edgerm.master.handlers import Handlers
@@ -289,13 +290,19 @@ def _non_negative(text: str) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
     return value
+def _master_id(text: str) -> str:
+    """An id as edgerm.limits defines them: offer ids are built from it and checked by every framework."""
+    try:
+        return check_id(text, "--master-id")
+    except MalformedMessage as e:
+        raise argparse.ArgumentTypeError(e.message) from None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="edgerm-master", description="Run the edgerm master (HTTP and CoAP APIs).")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=5050, help="HTTP port (default 5050; 0 = ephemeral)")
-    p.add_argument("--master-id", default="master", help="this master's id (default 'master')")
+    p.add_argument("--master-id", type=_master_id, default="master", help="this master's id (default 'master')")
     p.add_argument("--offer-timeout", type=_positive, default=10.0, metavar="S", help="seconds an offer stays valid")
     p.add_argument(
         "--allocation-interval", type=_positive, default=0.25, metavar="S", help="seconds between allocation ticks"

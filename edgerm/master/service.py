@@ -246,6 +246,7 @@ class CommandOutbox:
         self._items: deque[AgentCommand] = deque()
         self._consumer: CommandStream | None = None
         self._closed = False
+        self.dropped = 0  # commands dropped because the outbox was full
 
     @property
     def pending(self) -> bool:
@@ -263,7 +264,14 @@ class CommandOutbox:
             return
         if len(self._items) >= self._limit:
             dropped = self._items.popleft()
-            log.warning("agent %s outbox full: dropped %s", self.agent_id, type(dropped).__name__)
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:  # one line per burst, not one per command
+                log.warning(
+                    "agent %s outbox full: dropped %s (%d dropped so far)",
+                    self.agent_id,
+                    type(dropped).__name__,
+                    self.dropped,
+                )
         self._items.append(command)
         if self._consumer is not None:
             self._consumer._wake()

@@ -44,13 +44,14 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from edgerm.errors import ConfigError
 from edgerm.resources import Resources
 from edgerm.scheduler.constraints import Constraint
+
+if TYPE_CHECKING:
+    import yaml
 from edgerm.scheduler.dag import (
     MAIN,
     Dag,
@@ -131,6 +132,8 @@ def loads_dag(text: str, *, source: str = "<string>", fmt: str = "yaml", base_di
         # reader (which rejects tabs) find positions.
         marks.scan(text.replace("\t", " "))
     else:
+        import yaml  # here, not at the top: PyYAML loads datetime, and the scheduler is a pure core
+
         try:
             data = yaml.safe_load(text)
         except yaml.MarkedYAMLError as e:
@@ -167,6 +170,8 @@ class _Marks:
         self.problems: list[Problem] = []
 
     def scan(self, text: str) -> None:
+        import yaml
+
         try:
             root = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.YAMLError:
@@ -175,6 +180,8 @@ class _Marks:
             self._walk(root, ())
 
     def _walk(self, node: yaml.Node, path: Path) -> None:
+        import yaml
+
         self.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.MappingNode):
             seen: set[str] = set()

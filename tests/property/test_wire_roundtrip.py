@@ -28,7 +28,8 @@ from edgerm.model import (
 from edgerm.resources import Device, Range, Resources
 
 names = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
-text = st.text(max_size=20)
+# Text as the wire accepts it (edgerm.limits): no control characters.
+text = st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=20)
 ids = st.from_regex(r"[a-f0-9]{1,12}", fullmatch=True)
 amounts = st.integers(min_value=1, max_value=10**6).map(lambda n: n / 1000)
 
@@ -49,7 +50,9 @@ resources = st.builds(
 attributes = st.dictionaries(names, st.one_of(text, st.frozensets(names, min_size=1, max_size=3)), max_size=4)
 containers = st.one_of(
     st.builds(WasmSpec, module=st.binary(min_size=1, max_size=64), module_sha256=st.just(""), time_limit=amounts),
-    st.builds(WasmSpec, module=st.just(b""), module_sha256=ids, time_limit=amounts),
+    st.builds(
+        WasmSpec, module=st.just(b""), module_sha256=st.from_regex(r"[a-f0-9]{64}", fullmatch=True), time_limit=amounts
+    ),
     st.builds(
         DockerSpec,
         image=names,
@@ -111,7 +114,7 @@ offer_ids = st.lists(ids.map(OfferId), max_size=3).map(tuple)
 filters = st.builds(Filters, refuse_seconds=amounts)
 
 scheduler_calls = st.one_of(
-    st.builds(m.Subscribe, st.builds(FrameworkInfo, id=fid, name=text, failover_timeout=amounts)),
+    st.builds(m.Subscribe, st.builds(FrameworkInfo, id=fid, name=text.filter(bool), failover_timeout=amounts)),
     st.builds(m.Teardown, fid),
     st.builds(m.Accept, fid, offer_ids, st.lists(tasks, max_size=2).map(tuple), filters),
     st.builds(m.Decline, fid, offer_ids, filters),

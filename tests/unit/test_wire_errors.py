@@ -35,7 +35,7 @@ def test_schema_rules_are_checked() -> None:
         wire.decode_call(c.SerializeToString())
     task.container.wasm.module = b"\0asm"
     task.resources.add(name="cpus", type=common_pb2.Resource.SCALAR, scalar=-1)
-    with pytest.raises(errors.MalformedMessage, match="negative"):
+    with pytest.raises(errors.MalformedMessage, match="cpus must be a finite number in"):
         wire.decode_call(c.SerializeToString())
 
 

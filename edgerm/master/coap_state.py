@@ -1,0 +1,292 @@
+"""Bounded per-request state for the master's CoAP endpoint (over aiocoap 0.4.17).
+
+Role: aiocoap remembers every request it receives for EXCHANGE_LIFETIME
+(247 s) to answer duplicates: one dict entry, one loop timer and the whole
+response ``Message`` (about 2.5 KiB) per request, and keeps a block-wise
+transfer's assembled message for 93 to 186 s after its last block (about
+40 KiB for a module). At 10,000 agents heartbeating at 0.1 Hz that is
+~250,000 live entries and hundreds of MiB. This module replaces those caches
+on the master's server context with bounded ones:
+
+- **Deduplication** (RFC 7252 §4.5), :class:`DedupCache`: entries for
+  EXCHANGE_LIFETIME, bounded by count and bytes (oldest dropped first), kept
+  in arrival order so expiry needs no timer; a stored response is its
+  encoded bytes, not a ``Message``.
+- **Idempotent requests are not deduplicated at all** (:func:`idempotent`):
+  every call of the agent API (``POST /agent``: REGISTER, HEARTBEAT, UPDATE
+  carry ids, uuids and full state, so a retransmitted one handled twice has
+  the effect of one; ``POST /agents/{id}/commands`` confirms a cursor) and
+  every plain GET. A duplicate of one is simply answered again, so the hot
+  path keeps nothing. Observe registrations and block-wise uploads stay
+  deduplicated: handling those twice would replace an observation or append
+  a block twice.
+- **Block-wise** (:class:`BoundedBlock1Spool`, :class:`BoundedBlock2Cache`):
+  an assembly or a response being served in blocks is dropped as soon as its
+  last block has gone, and at most ``max_entries`` / ``max_bytes`` are held
+  (MAX_TRANSMIT_WAIT at most otherwise).
+
+Rules:
+- :func:`bound_server_state` is applied to each UDP server context right
+  after it is created; :func:`bound_resource_state` to each resource.
+  Nothing else in edgerm touches aiocoap's internals.
+- Dropping an entry early never breaks the protocol: a duplicate handled
+  twice is harmless for the idempotent calls above, and an evicted
+  block-wise transfer is answered 4.08 (Request Entity Incomplete) and
+  restarted by the client.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiocoap
+from aiocoap import blockwise
+from aiocoap.messagemanager import MessageManager
+from aiocoap.numbers.constants import TransportTuning
+from aiocoap.numbers.types import CON
+from aiocoap.optiontypes import BlockOption
+
+from edgerm.coap_util import AGENT_PATH, AGENTS_PREFIX, COMMANDS_SEGMENT
+
+EXCHANGE_LIFETIME = TransportTuning().EXCHANGE_LIFETIME  # 247 s
+MAX_TRANSMIT_WAIT = TransportTuning().MAX_TRANSMIT_WAIT  # 93 s
+DEFAULT_DEDUP_ENTRIES = 20_000
+DEFAULT_DEDUP_BYTES = 4 * 1024 * 1024
+DEFAULT_BLOCK_ENTRIES = 256
+DEFAULT_BLOCK_BYTES = 32 * 1024 * 1024
+_ENTRY_OVERHEAD = 200  # bytes counted per entry besides the stored response
+
+
+def idempotent(message: aiocoap.Message) -> bool:
+    """A request whose duplicate may simply be handled again (see the module docstring)."""
+    code = message.code
+    if code == aiocoap.GET:
+        return message.opt.observe is None
+    if code != aiocoap.POST or message.opt.block1 is not None:
+        return False
+    path = message.opt.uri_path
+    return path == AGENT_PATH or (len(path) == 3 and path[0] == AGENTS_PREFIX and path[2] == COMMANDS_SEGMENT)
+
+
+@dataclass(slots=True)
+class _Entry:
+    expires: float
+    raw: bytes | None = None  # the encoded response, once sent
+    remote: Any = None
+
+
+class DedupCache:
+    """Recently seen (remote, message id) pairs and their responses, bounded."""
+
+    def __init__(
+        self,
+        lifetime: float = EXCHANGE_LIFETIME,
+        max_entries: int = DEFAULT_DEDUP_ENTRIES,
+        max_bytes: int = DEFAULT_DEDUP_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.lifetime = lifetime
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._clock = clock
+        self._entries: OrderedDict[tuple[Any, int], _Entry] = OrderedDict()
+        self.bytes = 0
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple[Any, int]) -> _Entry | None:
+        self._expire()
+        return self._entries.get(key)
+
+    def add(self, key: tuple[Any, int]) -> None:
+        self._expire()
+        self._entries[key] = _Entry(self._clock() + self.lifetime)
+        self.bytes += _ENTRY_OVERHEAD
+        self._bound()
+
+    def store(self, key: tuple[Any, int], raw: bytes, remote: Any) -> None:
+        entry = self._entries.get(key)
+        if entry is None or entry.raw is not None:
+            return
+        entry.raw, entry.remote = raw, remote
+        self.bytes += len(raw)
+        self._bound()
+
+    def _drop_oldest(self) -> None:
+        _, entry = self._entries.popitem(last=False)
+        self.bytes -= _ENTRY_OVERHEAD + (len(entry.raw) if entry.raw is not None else 0)
+
+    def _expire(self) -> None:
+        now = self._clock()
+        entries = self._entries
+        while entries and next(iter(entries.values())).expires <= now:
+            self._drop_oldest()
+
+    def _bound(self) -> None:
+        while self._entries and (len(self._entries) > self.max_entries or self.bytes > self.max_bytes):
+            self._drop_oldest()
+            self.evicted += 1
+
+
+class _BoundedMessageManager(MessageManager):  # type: ignore[misc]  # aiocoap ships no type hints
+    """aiocoap's UDP message manager with :class:`DedupCache` instead of its timer-per-request dict."""
+
+    _edgerm_dedup: DedupCache
+
+    def _deduplicate_message(self, message: aiocoap.Message) -> bool:
+        if idempotent(message):
+            return False
+        cache = self._edgerm_dedup
+        key = (message.remote, message.mid)
+        entry = cache.get(key)
+        if entry is None:
+            cache.add(key)
+            return False
+        if message.mtype is CON and entry.raw is not None:
+            self._send_initially(aiocoap.Message.decode(entry.raw, entry.remote))
+        return True
+
+    def _store_response_for_duplicates(self, message: aiocoap.Message) -> None:
+        if message.mid is None or message.remote is None:
+            return
+        cache = self._edgerm_dedup
+        key = (message.remote, message.mid)
+        if cache.get(key) is not None:
+            cache.store(key, message.encode(), message.remote)
+
+
+def bound_server_state(context: Any, dedup: DedupCache | None = None) -> list[DedupCache]:
+    """Give each UDP message manager of ``context`` a bounded :class:`DedupCache`; return them."""
+    caches = []
+    for interface in context.request_interfaces:
+        manager = getattr(interface, "token_interface", None)
+        if isinstance(manager, MessageManager) and not isinstance(manager, _BoundedMessageManager):
+            manager.__class__ = _BoundedMessageManager
+            manager._edgerm_dedup = cache = dedup if dedup is not None else DedupCache()
+            manager._recent_messages.clear()
+            caches.append(cache)
+    return caches
+
+
+# -- block-wise ---------------------------------------------------------------------------
+
+
+class _Bounded:
+    """An ordered map of block-wise state, expired, bounded by count and bytes."""
+
+    def __init__(self, lifetime: float, max_entries: int, max_bytes: int, clock: Callable[[], float]) -> None:
+        self.lifetime, self.max_entries, self.max_bytes = lifetime, max_entries, max_bytes
+        self._clock = clock
+        self._items: OrderedDict[Any, tuple[float, aiocoap.Message]] = OrderedDict()
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: Any) -> aiocoap.Message | None:
+        self._expire()
+        item = self._items.get(key)
+        if item is None:
+            return None
+        self._items.move_to_end(key)
+        self._items[key] = (self._clock() + self.lifetime, item[1])
+        return item[1]
+
+    def put(self, key: Any, message: aiocoap.Message) -> None:
+        self.pop(key)
+        self._items[key] = (self._clock() + self.lifetime, message)
+        self.bytes += len(message.payload)
+        while self._items and (len(self._items) > self.max_entries or self.bytes > self.max_bytes):
+            self.pop(next(iter(self._items)))
+
+    def pop(self, key: Any) -> None:
+        item = self._items.pop(key, None)
+        if item is not None:
+            self.bytes -= len(item[1].payload)
+
+    def _expire(self) -> None:
+        now = self._clock()
+        while self._items and next(iter(self._items.values()))[0] <= now:
+            self.pop(next(iter(self._items)))
+
+
+class BoundedBlock1Spool:
+    """Block1 (upload) assembly, dropped when complete (``Resource._block1``)."""
+
+    def __init__(
+        self,
+        max_entries: int = DEFAULT_BLOCK_ENTRIES,
+        max_bytes: int = DEFAULT_BLOCK_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.assemblies = _Bounded(MAX_TRANSMIT_WAIT, max_entries, max_bytes, clock)
+
+    def feed_and_take(self, req: aiocoap.Message) -> aiocoap.Message:
+        block1 = req.opt.block1
+        if block1 is None:
+            return req
+        key = blockwise._extract_block_key(req)
+        if block1.block_number == 0:
+            assembled = req
+        else:
+            assembled = self.assemblies.get(key)
+            if assembled is None:
+                raise blockwise.IncompleteException from None
+            try:
+                assembled._append_request_block(req)
+            except ValueError:  # a gap or an overlap
+                self.assemblies.pop(key)
+                raise blockwise.IncompleteException from None
+        if block1.more:
+            self.assemblies.put(key, assembled)
+            raise blockwise.ContinueException(block1)
+        self.assemblies.pop(key)
+        return assembled  # which carries the last block's block1 option
+
+
+class BoundedBlock2Cache:
+    """Responses served in blocks, dropped once the last block went (``Resource._block2``)."""
+
+    def __init__(
+        self,
+        max_entries: int = DEFAULT_BLOCK_ENTRIES,
+        max_bytes: int = DEFAULT_BLOCK_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.completes = _Bounded(MAX_TRANSMIT_WAIT, max_entries, max_bytes, clock)
+
+    async def extract_or_insert(
+        self, req: aiocoap.Message, response_builder: Callable[[], Awaitable[aiocoap.Message]]
+    ) -> aiocoap.Message:
+        key = blockwise._extract_block_key(req)
+        block2 = req.opt.block2
+        if block2 is None or block2.block_number == 0:
+            assembled = await response_builder()
+        else:
+            cached = self.completes.get(key)
+            if cached is None:
+                raise blockwise.IncompleteException from None
+            assembled = cached
+        size = req.remote.maximum_payload_size
+        if len(assembled.payload) <= size and (block2 is None or len(assembled.payload) <= block2.size):
+            self.completes.pop(key)
+            return assembled
+        block2 = block2 or BlockOption.BlockwiseTuple(0, 0, req.remote.maximum_block_size_exp)
+        block: aiocoap.Message = assembled._extract_block(block2.block_number, block2.size_exponent, size)
+        if block.opt.block2 is not None and block.opt.block2.more:
+            self.completes.put(key, assembled)
+        else:
+            self.completes.pop(key)  # the last block: the transfer is complete
+        return block
+
+
+def bound_resource_state(resource: Any) -> None:
+    """Replace a resource's block-wise caches with the bounded ones."""
+    resource._block1 = BoundedBlock1Spool()
+    resource._block2 = BoundedBlock2Cache()
