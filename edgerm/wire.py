@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from typing import TypeVar
 
 from google.protobuf.message import DecodeError
 
@@ -726,3 +727,49 @@ class RecordReader:
                 return out
             out.append(bytes(self._buf[nl + 1 : nl + 1 + size]))
             del self._buf[: nl + 1 + size]
+
+
+# -- registry rows (edgerm.master.store keeps these bytes) ------------------------------------------
+
+
+def encode_framework_info(f: FrameworkInfo) -> bytes:
+    return framework_info_to_pb(f).SerializeToString()
+
+
+def decode_framework_info(data: bytes) -> FrameworkInfo:
+    return framework_info_from_pb(_parse_row(common_pb2.FrameworkInfo(), data))
+
+
+def encode_agent_info(a: AgentInfo) -> bytes:
+    return agent_info_to_pb(a).SerializeToString()
+
+
+def decode_agent_info(data: bytes) -> AgentInfo:
+    return agent_info_from_pb(_parse_row(common_pb2.AgentInfo(), data))
+
+
+def encode_task_info(t: TaskInfo) -> bytes:
+    return task_info_to_pb(t).SerializeToString()
+
+
+def decode_task_info(data: bytes) -> TaskInfo:
+    return task_info_from_pb(_parse_row(common_pb2.TaskInfo(), data))
+
+
+def encode_task_status(s: TaskStatus) -> bytes:
+    return task_status_to_pb(s).SerializeToString()
+
+
+def decode_task_status(data: bytes) -> TaskStatus:
+    return task_status_from_pb(_parse_row(common_pb2.TaskStatus(), data))
+
+
+_Row = TypeVar("_Row", common_pb2.FrameworkInfo, common_pb2.AgentInfo, common_pb2.TaskInfo, common_pb2.TaskStatus)
+
+
+def _parse_row(message: _Row, data: bytes) -> _Row:
+    try:
+        message.ParseFromString(data)
+    except DecodeError as e:
+        raise MalformedMessage(f"cannot parse a stored {type(message).__name__}: {e}") from None
+    return message

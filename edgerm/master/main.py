@@ -290,6 +290,8 @@ def _non_negative(text: str) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
     return value
+
+
 def _master_id(text: str) -> str:
     """An id as edgerm.limits defines them: offer ids are built from it and checked by every framework."""
     try:

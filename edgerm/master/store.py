@@ -31,12 +31,11 @@ import os
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Protocol, TypeVar
+from typing import IO, Protocol
 
 from edgerm import wire
 from edgerm.errors import ConfigError
 from edgerm.master.registry import AgentRow, Changes, FrameworkRow, Registry, TaskRow
-from edgerm.v1 import common_pb2
 
 SCHEMA_VERSION = "1"
 MEMORY = ":memory:"
@@ -122,21 +121,17 @@ class SqliteStore:
     def load(self) -> Registry:
         db = self._db
         frameworks = tuple(
-            FrameworkRow(wire.framework_info_from_pb(_parse(common_pb2.FrameworkInfo, info)), disconnected_at)
+            FrameworkRow(wire.decode_framework_info(info), disconnected_at)
             for info, disconnected_at in db.execute("select info, disconnected_at from frameworks order by id")
         )
         agents = tuple(
-            AgentRow(wire.agent_info_from_pb(_parse(common_pb2.AgentInfo, info)), last_seen, unreachable_since)
+            AgentRow(wire.decode_agent_info(info), last_seen, unreachable_since)
             for info, last_seen, unreachable_since in db.execute(
                 "select info, last_seen, unreachable_since from agents order by id"
             )
         )
         tasks = tuple(
-            TaskRow(
-                wire.task_info_from_pb(_parse(common_pb2.TaskInfo, info)),
-                wire.task_status_from_pb(_parse(common_pb2.TaskStatus, status)),
-                bool(acknowledged),
-            )
+            TaskRow(wire.decode_task_info(info), wire.decode_task_status(status), bool(acknowledged))
             for info, status, acknowledged in db.execute("select info, status, acknowledged from tasks order by rowid")
         )
         extra = {k: v for k, v in db.execute("select key, value from meta")}
@@ -163,7 +158,7 @@ class SqliteStore:
                 for f in b.frameworks:
                     db.execute(
                         "insert or replace into frameworks values (?, ?, ?)",
-                        (f.info.id, wire.framework_info_to_pb(f.info).SerializeToString(), f.disconnected_at),
+                        (f.info.id, wire.encode_framework_info(f.info), f.disconnected_at),
                     )
                 for fid in b.frameworks_gone:
                     db.execute("delete from frameworks where id = ?", (fid,))
@@ -172,7 +167,7 @@ class SqliteStore:
                         "insert or replace into agents values (?, ?, ?, ?)",
                         (
                             a.info.id,
-                            wire.agent_info_to_pb(a.info).SerializeToString(),
+                            wire.encode_agent_info(a.info),
                             a.last_seen,
                             a.unreachable_since,
                         ),
@@ -186,8 +181,8 @@ class SqliteStore:
                             t.info.task_id,
                             t.info.framework_id,
                             t.info.agent_id,
-                            wire.task_info_to_pb(t.info).SerializeToString(),
-                            wire.task_status_to_pb(t.status).SerializeToString(),
+                            wire.encode_task_info(t.info),
+                            wire.encode_task_status(t.status),
                             int(t.acknowledged),
                         ),
                     )
@@ -230,15 +225,6 @@ def _lock_dir(state_dir: Path) -> IO[str]:
     f.write(f"{os.getpid()}\n")
     f.flush()
     return f
-
-
-_M = TypeVar("_M", common_pb2.FrameworkInfo, common_pb2.AgentInfo, common_pb2.TaskInfo, common_pb2.TaskStatus)
-
-
-def _parse(cls: type[_M], data: bytes) -> _M:
-    message = cls()
-    message.ParseFromString(data)
-    return message
 
 
 def open_store(state_dir: str, sync: str = "normal") -> StateStore:

@@ -60,6 +60,7 @@ LAYERS: dict[str, list[str]] = {
         "edgerm.master.actions",
         "edgerm.master.offers",
         "edgerm.master.tasks",
+        "edgerm.master.registry",  # the rows the core persists
         "edgerm.agent",
         "edgerm.agent.state",
         "edgerm.agent.runtime",  # the Runtime protocol and its report types
@@ -80,6 +81,8 @@ LAYERS: dict[str, list[str]] = {
         "edgerm.master.service",
         "edgerm.master.handlers",
         "edgerm.master.metrics",
+        "edgerm.master.store",
+        "edgerm.master.writer",
         "edgerm.agent.service",
     ],
 }
