@@ -1,0 +1,638 @@
+"""The dataflow framework's pure core: one entry point, events in, actions out.
+
+``DataflowCore.handle(event, now)`` applies one fact
+(:mod:`edgerm.frameworks.dataflow.events`) and returns the orders the
+framework must carry out; nothing else changes the core's state. Phases and
+the moves between them are the table in :mod:`~edgerm.frameworks.dataflow.phases`.
+
+- **WAITING.** Every offer is held. After each batch of offers the DAG is
+  compiled against them; once every instance has a place, all are launched
+  (one :class:`~.events.Accept` per agent, with all of its held offers). If
+  the deadline passes first, the framework fails with the scheduler's reasons.
+- **RUNNING.** Offers are replanned against the running plan (snapshot = the
+  offers plus the agents hosting instances, minus lost agents) and the changes
+  carried out; what is not needed is declined, with ``refuse_seconds`` when
+  the DAG runs as wanted and ``retry_seconds`` while something is unplaced or
+  a fallback runs.
+- **Migration.** A task that ends takes its instance out of the running plan;
+  offers are revived and the next replan places it again (same env, hence the
+  same topics). Make-before-break: a replacement on another agent is
+  launched, and the instance it replaces is killed once the master took the
+  launch (:class:`~.events.AcceptDone`); on the same agent the old one is
+  killed first and the new one waits for the freed resources.
+- **Quality.** :class:`~.events.QualityBroken` holds the operator off the
+  variant it runs (and every better one) for ``hold_seconds`` (doubling with
+  each breach, up to 8x): it switches to its next fallback, make-before-break.
+  When the hold ends, main is tried again; the switch back stops the fallback
+  only once the main instance reports RUNNING (its health probe), so a main
+  that cannot start leaves the fallback running.
+
+Invariants (checked by tests/property/test_dataflow_core.py):
+
+- at most one live task per instance; beyond it, only tasks being retired;
+- every launched task is live, retiring, or ended by a status update;
+- a launch uses only offers the core holds, and each offer at most once;
+- nothing is launched outside RUNNING (the first launch enters it).
+
+Rules: pure (no I/O, clock or asyncio; ``now`` is passed in, task ids come
+from a counter under ``task_prefix``; module files are read through the
+injected ``containers`` function). ``handle`` is all or nothing: if it
+raises (an :class:`~edgerm.errors.IllegalTransition`, a bad event), the
+state is what it was before. Status updates are idempotent (unknown or stale
+task ids are ignored).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+
+from edgerm.errors import ConfigError, UnknownCall
+from edgerm.frameworks.dataflow import events as ev
+from edgerm.frameworks.dataflow.contract import task_env, task_name
+from edgerm.frameworks.dataflow.phases import Phase, Trigger, next_phase
+from edgerm.frameworks.dataflow.views import (
+    FrameworkView,
+    Gone,
+    InstanceView,
+    LiveTask,
+    Move,
+    MoveKind,
+    Switch,
+)
+from edgerm.ids import AgentId, OfferId, TaskId
+from edgerm.model import Container, Offer, Reason, TaskInfo, TaskState, TaskStatus
+from edgerm.scheduler import (
+    LOCALITY,
+    Dag,
+    Instance,
+    Placement,
+    Plan,
+    Policy,
+    Snapshot,
+    Unplaced,
+    compile_dag,
+    replan,
+)
+from edgerm.scheduler.constraints import Constraint
+from edgerm.scheduler.dag import Executor
+
+MAX_HOLD_FACTOR = 8.0
+#: A constraint no agent satisfies: how a held variant is kept from being placed.
+HELD = Constraint.parse("edgerm-quality-hold == held")
+
+
+@dataclass(frozen=True, slots=True)
+class CoreOptions:
+    deadline: float | None = None  # seconds to wait for a complete placement; None: forever
+    refuse_seconds: float = 30.0
+    retry_seconds: float = 2.0
+    max_failures: int = 10
+    policy: Policy = LOCALITY
+    revive_every: float = 5.0
+    hold_seconds: float = 30.0  # first quality hold; doubles with each breach of the same operator
+    task_prefix: str = "df"
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """An operator kept off its variants of rank < ``floor`` until ``until`` (after a quality breach)."""
+
+    floor: int
+    until: float
+    strikes: int
+    figure: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    placement: Placement
+    before: LiveTask | None
+    why: str
+    probe: bool  # the switch back after a hold: keep ``before`` until the new one runs
+
+
+@dataclass(frozen=True, slots=True)
+class PendingLaunch:
+    """An ACCEPT sent and not yet answered: what to undo if it fails, what to record if it is taken."""
+
+    agent_id: AgentId
+    tasks: tuple[tuple[LiveTask, LiveTask | None, Gone | None, str], ...]  # new, replaced, gone before, why
+
+
+class DataflowCore:
+    """The dataflow framework's state machine; see the module docstring."""
+
+    def __init__(
+        self, dag: Dag, containers: Callable[[Executor], Container], options: CoreOptions = CoreOptions()
+    ) -> None:
+        self.dag = dag
+        self.opts = options
+        self._containers = containers
+        self.phase = Phase.WAITING
+        self.failure = ""
+        self.started_at: float | None = None
+        self.held: dict[OfferId, Offer] = {}
+        self.lost: set[AgentId] = set()
+        self.live: dict[Instance, LiveTask] = {}
+        self.by_task: dict[TaskId, Instance] = {}
+        self.retiring: dict[TaskId, LiveTask] = {}  # replaced or being stopped, not yet ended
+        self.gone: dict[Instance, Gone] = {}  # went away; its next placement is a move
+        self.failures: dict[Instance, int] = {}
+        self.launching: dict[int, PendingLaunch] = {}
+        self.holds: dict[str, Hold] = {}
+        self.moves: list[Move] = []
+        self.switches: list[Switch] = []
+        self.last_plan: Plan | None = None
+        self.unplaced: tuple[Unplaced, ...] = ()
+        self.last_revive = 0.0
+        self.tasks_launched = 0
+        self._launches = 0
+        self._task_counter = 0
+
+    # -- entry ------------------------------------------------------------------------
+
+    def handle(self, event: ev.Event, now: float) -> list[ev.Action]:
+        """Apply one event; on any exception nothing changed (the state is restored)."""
+        saved = self._save()
+        try:
+            return self._handle(event, now)
+        except BaseException:
+            self._restore(saved)
+            raise
+
+    def _handle(self, event: ev.Event, now: float) -> list[ev.Action]:
+        match event:
+            case ev.Registered():
+                if self.started_at is None:
+                    self.started_at = now
+                    return []
+                return [ev.Reconcile()] if self.live or self.retiring else []
+            case ev.OffersReceived():
+                return self._offers(event.offers, now)
+            case ev.OfferRescinded():
+                self.held.pop(event.offer_id, None)
+                return []
+            case ev.AgentLost():
+                self.lost.add(event.agent_id)
+                for oid in [oid for oid, o in self.held.items() if o.agent_id == event.agent_id]:
+                    del self.held[oid]
+                return []
+            case ev.StatusUpdated():
+                return self._status(event.status, now)
+            case ev.Tick():
+                return self._tick(now)
+            case ev.Shutdown():
+                return self._shutdown()
+            case ev.AcceptDone():
+                return self._accept_done(event.launch, now)
+            case ev.AcceptFailed():
+                return self._accept_failed(event.launch, event.why, now)
+            case ev.KillFailed():
+                self.retiring.pop(event.task_id, None)
+                self.by_task.pop(event.task_id, None)
+                return self._maybe_stopped()
+            case ev.QualityBroken():
+                return self._quality_broken(event, now)
+            case _:
+                raise UnknownCall(f"the dataflow core does not handle {type(event).__name__}")
+
+    def _save(self) -> dict[str, object]:
+        # Values are frozen; one level of copying is a full snapshot.
+        return {k: copy.copy(v) for k, v in vars_of(self).items()}
+
+    def _restore(self, saved: Mapping[str, object]) -> None:
+        for k, v in saved.items():
+            setattr(self, k, v)
+
+    # -- views ------------------------------------------------------------------------
+
+    @property
+    def all_ended(self) -> bool:
+        return not self.live and not self.retiring
+
+    def running_plan(self) -> Plan:
+        """The placements of the live instances, as a plan (for ``replan``)."""
+        order = {inst: i for i, inst in enumerate(self.dag.instances())}
+        placements = sorted((t.placement for t in self.live.values()), key=lambda p: order[p.instance])
+        return Plan(self.dag.name, self.opts.policy.name, tuple(placements))
+
+    def view(self, now: float | None = None) -> FrameworkView:
+        order = self.dag.instances()
+        instances = tuple(
+            InstanceView(i, t.placement.variant, t.placement.agent_id, t.placement.hostname, t.state.value, t.task_id)
+            for i in order
+            if (t := self.live.get(i)) is not None
+        )
+        if self.phase is Phase.STOPPING:  # show what is being stopped
+            instances += tuple(
+                InstanceView(
+                    t.instance, t.placement.variant, t.placement.agent_id, t.placement.hostname, "KILLING", t.task_id
+                )
+                for t in self.retiring.values()
+            )
+        pending = tuple(str(i) for i in order if i not in self.live) if self.phase.active else ()
+        holds = tuple(
+            f"{op} held off {self.dag.operator(op).variants[h.floor - 1].name}"
+            + (f" for {max(0.0, h.until - now):.1f}s" if now is not None else "")
+            + f" ({h.figure})"
+            for op, h in sorted(self.holds.items())
+            if h.floor > 0
+        )
+        return FrameworkView(
+            self.dag.name,
+            self.phase,
+            instances,
+            pending,
+            tuple(u.explain() for u in self.unplaced),
+            tuple(self.moves),
+            self.failure,
+            holds,
+            tuple(self.switches),
+        )
+
+    # -- phases -------------------------------------------------------------------------
+
+    def _enter(self, trigger: Trigger) -> None:
+        self.phase = next_phase(self.phase, trigger)
+
+    def _maybe_stopped(self) -> list[ev.Action]:
+        if self.phase is Phase.STOPPING and self.all_ended and not self.launching:
+            self._enter(Trigger.ALL_ENDED)
+            return [ev.Note(f"dataflow {self.dag.name} stopped"), ev.Finished()]
+        return []
+
+    def _shutdown(self) -> list[ev.Action]:
+        if self.phase.final or self.phase is Phase.STOPPING:
+            return []
+        self._enter(Trigger.SHUTDOWN)
+        actions: list[ev.Action] = [ev.Note(f"dataflow {self.dag.name} stopping")]
+        actions += self._decline(list(self.held), self.opts.refuse_seconds)
+        self.held.clear()
+        for inst in list(self.live):
+            actions += self._retire(inst)
+        return actions + self._maybe_stopped()
+
+    def _fail(self, failure: str) -> list[ev.Action]:
+        """Give up: stop every task and the framework (teardown)."""
+        self._enter(Trigger.GAVE_UP)
+        self.failure = failure
+        actions: list[ev.Action] = [ev.Note(f"dataflow {self.dag.name} failed: {failure}", warning=True)]
+        actions += self._decline(list(self.held), 0.0)
+        self.held.clear()
+        for inst in list(self.live):
+            actions += self._retire(inst)
+        return [*actions, ev.Finished(), ev.Teardown()]
+
+    # -- offers and ticks ---------------------------------------------------------------
+
+    def _offers(self, offers: Iterable[Offer], now: float) -> list[ev.Action]:
+        offers = list(offers)
+        if not self.phase.active:
+            return self._decline([o.id for o in offers], self.opts.refuse_seconds)
+        for o in offers:
+            self.held[o.id] = o
+            self.lost.discard(o.agent_id)  # it is back
+        return self._step(now)
+
+    def _tick(self, now: float) -> list[ev.Action]:
+        actions: list[ev.Action] = []
+        for op, h in list(self.holds.items()):
+            if now >= h.until and h.floor > 0:
+                self.holds[op] = replace(h, floor=0)
+                actions.append(ev.Note(f"dataflow {self.dag.name}: {op} may run main again; probing it"))
+                actions += self._revive(now)
+        if self.phase is Phase.WAITING and self.opts.deadline is not None and self.started_at is not None:
+            if now - self.started_at >= self.opts.deadline:
+                actions += self._give_up()
+        elif self.phase is Phase.RUNNING and self._wants_more() and now - self.last_revive >= self.opts.revive_every:
+            actions += self._revive(now)
+        return actions
+
+    def _give_up(self) -> list[ev.Action]:
+        plan = self.last_plan or compile_dag(self.dag, Snapshot.from_offers(self.held.values()), self.opts.policy)
+        self.unplaced = plan.unplaced
+        waited = self.opts.deadline or 0.0
+        failure = f"the DAG could not be placed within {waited:g}s:\n" + "\n".join(u.explain() for u in plan.unplaced)
+        return self._fail(failure)
+
+    def _wants_more(self, placements: Mapping[Instance, Placement] | None = None) -> bool:
+        """Something is not running, or runs a fallback: better offers are wanted soon."""
+        if placements is None:
+            placements = {i: t.placement for i, t in self.live.items()}
+        if len(placements) < len(self.dag.instances()):
+            return True
+        return any(p.variant != self.dag.operator(i.operator).main.name for i, p in placements.items())
+
+    def _decline_rest(self) -> list[ev.Action]:
+        if self.phase is not Phase.RUNNING or not self.held:
+            return []
+        ids = list(self.held)
+        self.held.clear()
+        return self._decline(ids, self.opts.retry_seconds if self._wants_more() else self.opts.refuse_seconds)
+
+    @staticmethod
+    def _decline(ids: list[OfferId], refuse: float) -> list[ev.Action]:
+        return [ev.Decline(tuple(ids), refuse)] if ids else []
+
+    def _revive(self, now: float) -> list[ev.Action]:
+        self.last_revive = now
+        return [ev.Revive()]
+
+    # -- status updates -----------------------------------------------------------------
+
+    def _status(self, status: TaskStatus, now: float) -> list[ev.Action]:
+        old = self.retiring.get(status.task_id)
+        if old is not None:
+            if status.state.terminal:
+                del self.retiring[status.task_id]
+                self.by_task.pop(status.task_id, None)
+                return self._maybe_stopped()
+            return []
+        inst = self.by_task.get(status.task_id)
+        task = self.live.get(inst) if inst is not None else None
+        if inst is None or task is None or task.task_id != status.task_id:
+            return []  # stale, duplicate, or not ours
+        if not status.state.terminal:
+            was_running = task.state is TaskState.RUNNING
+            self.live[inst] = replace(task, state=status.state, message=status.message)
+            actions: list[ev.Action] = []
+            if status.state is TaskState.RUNNING and not was_running:
+                actions.append(ev.InstanceResumed(inst))
+                if task.replaces is not None and task.replaces in self.retiring:  # the probe passed
+                    self.live[inst] = replace(self.live[inst], replaces=None)
+                    actions += self._kill(self.retiring[task.replaces])
+            return actions
+        del self.live[inst]
+        self.by_task.pop(status.task_id, None)
+        why = _why_ended(status)
+        actions = [ev.Note(f"{inst} on {task.placement.agent_id} ended: {why}", warning=True)]
+        kept = task.replaces is not None and self._keep_replaced(inst, task.replaces, why, now)
+        if kept:  # the probe failed: the instance it would have replaced runs on
+            actions.append(ev.Note(f"{inst}: its better variant did not start ({why}); the running one stays"))
+        else:
+            self.gone[inst] = Gone(task.placement, why)
+            actions.append(ev.InstanceGone(inst))
+        if self.phase is not Phase.RUNNING:
+            return actions + self._maybe_stopped()
+        if status.reason is not Reason.AGENT_LOST and status.state is not TaskState.LOST:
+            self.failures[inst] = self.failures.get(inst, 0) + 1
+            if self.failures[inst] >= self.opts.max_failures:
+                return actions + self._fail(f"{inst} failed {self.failures[inst]} times; last: {why}")
+        return actions + self._revive(now) + self._step(now)
+
+    def _keep_replaced(self, inst: Instance, old_id: TaskId, why: str, now: float) -> bool:
+        """Put the instance a failed probe would have replaced back in the running plan; hold again."""
+        old = self.retiring.pop(old_id, None)
+        if old is None or inst in self.live:
+            return False
+        self.live[inst] = old
+        self.by_task[old_id] = inst
+        op = self.dag.operator(inst.operator)
+        h = self.holds.get(inst.operator)
+        strikes = (h.strikes if h else 0) + 1
+        hold = min(self.opts.hold_seconds * 2 ** (strikes - 1), self.opts.hold_seconds * MAX_HOLD_FACTOR)
+        self.holds[inst.operator] = Hold(op.rank_of(old.placement.variant), now + hold, strikes, f"probe: {why}")
+        return True
+
+    # -- quality ------------------------------------------------------------------------
+
+    def _quality_broken(self, event: ev.QualityBroken, now: float) -> list[ev.Action]:
+        if event.operator is not None and self.dag.get(event.operator) is None:
+            raise UnknownCall(f"quality breach for unknown operator {event.operator!r}")
+        if self.phase is not Phase.RUNNING:
+            return []
+        names = [event.operator] if event.operator is not None else [op.name for op in self.dag.operators]
+        actions: list[ev.Action] = []
+        switched = False
+        for name in names:
+            op = self.dag.operator(name)
+            running = [t for t in self.live.values() if t.instance.operator == name]
+            if not running or len(op.variants) < 2:
+                continue
+            rank = min(op.rank_of(t.placement.variant) for t in running)
+            if rank + 1 >= len(op.variants):
+                actions.append(ev.Note(f"{name}: {event.figure}, but it runs its last variant; staying"))
+                continue
+            prev = self.holds.get(name)
+            strikes = (prev.strikes + 1) if prev is not None else 1
+            hold = min(self.opts.hold_seconds * 2 ** (strikes - 1), self.opts.hold_seconds * MAX_HOLD_FACTOR)
+            self.holds[name] = Hold(rank + 1, now + hold, strikes, event.figure)
+            current = op.variants[rank].name
+            self.switches.append(Switch(name, current, op.variants[rank + 1].name, event.figure, now))
+            actions.append(
+                ev.Note(
+                    f"dataflow {self.dag.name} operator {name}: quality broken ({event.figure}); "
+                    f"leaving {current} for {hold:g}s"
+                )
+            )
+            switched = True
+        if switched:
+            actions += self._revive(now) + self._step(now, why=f"quality: {event.figure}")
+        return actions
+
+    def _planning_dag(self) -> Dag:
+        """The DAG as the scheduler may place it now: held variants need a constraint nothing meets."""
+        if not any(h.floor > 0 for h in self.holds.values()):
+            return self.dag
+        ops = []
+        for op in self.dag.operators:
+            h = self.holds.get(op.name)
+            if h is None or h.floor == 0:
+                ops.append(op)
+                continue
+            variants = tuple(
+                replace(v, constraints=(*v.constraints, HELD)) if i < h.floor else v for i, v in enumerate(op.variants)
+            )
+            ops.append(replace(op, variants=variants))
+        return Dag(self.dag.name, tuple(ops), self.dag.edges, self.dag.base_dir)
+
+    # -- planning -----------------------------------------------------------------------
+
+    def _step(self, now: float, why: str = "") -> list[ev.Action]:
+        dag = self._planning_dag()
+        if self.phase is Phase.WAITING:
+            plan = compile_dag(dag, Snapshot.from_offers(self.held.values()), self.opts.policy)
+            self.last_plan = plan
+            self.unplaced = plan.unplaced
+            if not plan.complete:
+                return []  # keep holding offers until it fits (or the deadline passes)
+            self._enter(Trigger.PLACED)
+            placed: list[ev.Action] = [
+                ev.Note(f"dataflow {self.dag.name} placed: launching {len(plan.placements)} instance(s)")
+            ]
+            return placed + self._launch([_Item(p, None, "", False) for p in plan.placements]) + self._decline_rest()
+        if self.phase is not Phase.RUNNING:
+            return []
+        live_before = self.running_plan()
+        snapshot = Snapshot.from_offers(self.held.values(), hosts=live_before.hosts()).without(*self.lost)
+        step = replan(dag, live_before, snapshot, self.opts.policy)
+        self.last_plan = step.plan
+        self.unplaced = step.plan.unplaced
+        items: list[_Item] = []
+        actions: list[ev.Action] = []
+        offered = {o.agent_id for o in self.held.values()}
+        for change in step.changes:
+            before = self.live.get(change.instance) if change.before is not None else None
+            reason = why if why and change.instance.operator in self.holds else change.why
+            if change.after is None:
+                if before is not None:  # cannot run anywhere now: stop it, report it unplaced
+                    self.gone[change.instance] = Gone(before.placement, reason or "no longer fits")
+                    actions += self._retire(change.instance)
+                continue
+            if change.after.agent_id not in offered and before is None:
+                continue  # placed on room no offer holds; it is placed again with the next offers
+            if before is not None and (
+                change.after.agent_id == before.placement.agent_id or change.after.agent_id not in offered
+            ):
+                # The new place needs what the old instance holds: stop it first, place it again later.
+                self.gone[change.instance] = Gone(before.placement, reason or change.kind.value)
+                actions += self._retire(change.instance)
+                continue
+            op = self.dag.operator(change.instance.operator)
+            probe = (
+                before is not None
+                and op.rank_of(change.after.variant) < op.rank_of(before.placement.variant)
+                and change.instance.operator in self.holds
+            )
+            items.append(_Item(change.after, before, reason, probe))
+        return actions + self._launch(items) + self._decline_rest()
+
+    def _launch(self, items: Iterable[_Item]) -> list[ev.Action]:
+        """One ACCEPT per agent; the instances they replace are killed once it is taken."""
+        by_agent: dict[AgentId, list[_Item]] = {}
+        for item in items:
+            by_agent.setdefault(item.placement.agent_id, []).append(item)
+        after = {i: t.placement for i, t in self.live.items()}
+        after.update({it.placement.instance: it.placement for group in by_agent.values() for it in group})
+        refuse = self.opts.retry_seconds if self._wants_more(after) else self.opts.refuse_seconds
+        actions: list[ev.Action] = []
+        for agent_id, group in by_agent.items():
+            offer_ids = tuple(oid for oid, o in self.held.items() if o.agent_id == agent_id)
+            infos: list[TaskInfo] = []
+            for it in group:
+                try:
+                    infos.append(self._task(it.placement))
+                except ConfigError as e:
+                    return actions + self._fail(f"{it.placement.instance}: {e}")
+            for oid in offer_ids:
+                del self.held[oid]
+            self._launches += 1
+            entries = []
+            for it, info in zip(group, infos, strict=True):
+                inst = it.placement.instance
+                replaces = it.before.task_id if it.probe and it.before is not None else None
+                new = LiveTask(inst, info.task_id, it.placement, replaces=replaces)
+                entries.append((new, it.before, self.gone.pop(inst, None), it.why))
+                if it.before is not None:  # retiring from now; killed once the launch is taken
+                    self.live.pop(inst, None)
+                    self.retiring[it.before.task_id] = it.before
+                self.live[inst] = new
+                self.by_task[info.task_id] = inst
+            self.launching[self._launches] = PendingLaunch(agent_id, tuple(entries))
+            actions.append(ev.Accept(self._launches, agent_id, offer_ids, tuple(infos), refuse))
+        return actions
+
+    def _accept_done(self, launch: int, now: float) -> list[ev.Action]:
+        pending = self.launching.pop(launch, None)
+        if pending is None:
+            return []
+        actions: list[ev.Action] = []
+        for new, before, gone, why in pending.tasks:
+            self.tasks_launched += 1
+            move = self._move(new.placement, before, gone, why, now)
+            if move is not None:
+                self.moves.append(move)
+                actions.append(ev.Moved(move))
+            if before is not None:
+                actions.append(ev.InstanceGone(new.instance))
+                if new.replaces is None and before.task_id in self.retiring:
+                    actions += self._kill(before)
+        return actions + self._maybe_stopped()
+
+    def _accept_failed(self, launch: int, why: str, now: float) -> list[ev.Action]:
+        pending = self.launching.pop(launch, None)
+        if pending is None:
+            return []
+        actions: list[ev.Action] = [ev.Note(f"launching on {pending.agent_id} failed ({why}); will place again")]
+        for new, before, gone, _ in pending.tasks:
+            inst = new.instance
+            self.by_task.pop(new.task_id, None)
+            self.retiring.pop(new.task_id, None)  # stopped meanwhile: it never existed
+            if self.live.get(inst) is not None and self.live[inst].task_id == new.task_id:
+                del self.live[inst]
+            if gone is not None:
+                self.gone[inst] = gone
+            if before is not None and before.task_id in self.retiring:  # never killed: it runs on
+                del self.retiring[before.task_id]
+                if inst not in self.live and self.phase.active:
+                    self.live[inst] = before
+                    self.by_task[before.task_id] = inst
+                else:
+                    actions += self._kill(before)
+                    self.retiring[before.task_id] = before
+        if self.phase is Phase.RUNNING:
+            actions += self._revive(now)
+        return actions + self._maybe_stopped()
+
+    def _task(self, p: Placement) -> TaskInfo:
+        op = self.dag.operator(p.instance.operator)
+        variant = op.variant(p.variant) or op.main
+        self._task_counter += 1
+        return TaskInfo(
+            task_id=TaskId(f"{self.opts.task_prefix}-{self._task_counter}"),
+            name=task_name(self.dag.name, p.instance),
+            agent_id=p.agent_id,
+            resources=p.resources,
+            container=self._containers(variant.executor),
+            args=variant.args,
+            env=task_env(self.dag, p.instance, variant),
+        )
+
+    def _move(self, p: Placement, before: LiveTask | None, gone: Gone | None, why: str, now: float) -> Move | None:
+        if before is not None:
+            old, why = before.placement, why or "a better place fits"
+        elif gone is not None:
+            old, why = gone.placement, gone.why
+        else:
+            return None
+        kind = MoveKind.MOVED if old.variant == p.variant else MoveKind.SWITCHED
+        if kind is MoveKind.SWITCHED and p.variant == self.dag.operator(p.instance.operator).main.name:
+            why = why if "main fits again" in why else f"{why}; main fits again"
+        if kind is MoveKind.SWITCHED and p.instance.operator in self.holds:
+            h = self.holds[p.instance.operator]
+            if h.floor == 0 and p.variant == self.dag.operator(p.instance.operator).main.name:
+                self.switches.append(Switch(p.instance.operator, old.variant, p.variant, "hold ended", now))
+        return Move(p.instance, kind, old.agent_id, old.variant, p.agent_id, p.variant, why, now)
+
+    # -- stopping -----------------------------------------------------------------------
+
+    def _retire(self, inst: Instance) -> list[ev.Action]:
+        task = self.live.pop(inst, None)
+        if task is None:
+            return []
+        self.retiring[task.task_id] = task
+        actions: list[ev.Action] = [ev.InstanceGone(inst)] if self.phase is Phase.RUNNING else []
+        if task.replaces is not None and task.replaces in self.retiring:  # its probe never finished
+            actions += self._kill(self.retiring[task.replaces])
+        return actions + self._kill(task)
+
+    @staticmethod
+    def _kill(task: LiveTask) -> list[ev.Action]:
+        return [ev.Kill(task.task_id, task.placement.agent_id)]
+
+
+def vars_of(core: DataflowCore) -> dict[str, object]:
+    """The core's mutable fields (for the all-or-nothing ``handle``)."""
+    return {k: v for k, v in core.__dict__.items() if k not in ("dag", "opts", "_containers")}
+
+
+def _why_ended(status: TaskStatus) -> str:
+    if status.reason is Reason.AGENT_LOST or status.state is TaskState.LOST:
+        return f"agent {status.agent_id[:8]} lost"
+    detail = f": {status.message}" if status.message else ""
+    return f"task {status.state.value.lower()} ({status.reason.value.lower()}){detail}"
+
+
+__all__ = ["CoreOptions", "DataflowCore", "Hold", "PendingLaunch"]
