@@ -212,6 +212,9 @@ class DataflowCore:
     def all_ended(self) -> bool:
         return not self.live and not self.retiring
 
+    def live_task_ids(self) -> set[TaskId]:
+        return {t.task_id for t in self.live.values()}
+
     def running_plan(self) -> Plan:
         """The placements of the live instances, as a plan (for ``replan``)."""
         order = {inst: i for i, inst in enumerate(self.dag.instances())}
@@ -323,7 +326,12 @@ class DataflowCore:
             placements = {i: t.placement for i, t in self.live.items()}
         if len(placements) < len(self.dag.instances()):
             return True
-        return any(p.variant != self.dag.operator(i.operator).main.name for i, p in placements.items())
+        for i, p in placements.items():
+            op = self.dag.operator(i.operator)
+            hold = self.holds.get(i.operator)
+            if p.variant != op.main.name or (hold is not None and op.rank_of(p.variant) < hold.floor):
+                return True
+        return False
 
     def _decline_rest(self) -> list[ev.Action]:
         if self.phase is not Phase.RUNNING or not self.held:
@@ -345,11 +353,13 @@ class DataflowCore:
     def _status(self, status: TaskStatus, now: float) -> list[ev.Action]:
         old = self.retiring.get(status.task_id)
         if old is not None:
-            if status.state.terminal:
-                del self.retiring[status.task_id]
-                self.by_task.pop(status.task_id, None)
-                return self._maybe_stopped()
-            return []
+            if not status.state.terminal:
+                return []
+            del self.retiring[status.task_id]
+            self.by_task.pop(status.task_id, None)
+            if self.phase is Phase.RUNNING and self._wants_more():  # a change it held back may go ahead now
+                return self._revive(now)
+            return self._maybe_stopped()
         inst = self.by_task.get(status.task_id)
         task = self.live.get(inst) if inst is not None else None
         if inst is None or task is None or task.task_id != status.task_id:
@@ -473,8 +483,11 @@ class DataflowCore:
         items: list[_Item] = []
         actions: list[ev.Action] = []
         offered = {o.agent_id for o in self.held.values()}
+        busy = {t.instance for t in self.retiring.values()}
         for change in step.changes:
             before = self.live.get(change.instance) if change.before is not None else None
+            if before is not None and change.instance in busy:
+                continue  # one replacement at a time: its last one has not ended yet (revived when it does)
             reason = why if why and change.instance.operator in self.holds else change.why
             if change.after is None:
                 if before is not None:  # cannot run anywhere now: stop it, report it unplaced
