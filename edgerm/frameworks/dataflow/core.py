@@ -63,6 +63,7 @@ from edgerm.frameworks.dataflow.views import (
 )
 from edgerm.ids import AgentId, OfferId, TaskId
 from edgerm.model import Container, Offer, Reason, TaskInfo, TaskState, TaskStatus
+from edgerm.resources import EMPTY, Resources
 from edgerm.scheduler import (
     LOCALITY,
     Dag,
@@ -215,10 +216,13 @@ class DataflowCore:
     def live_task_ids(self) -> set[TaskId]:
         return {t.task_id for t in self.live.values()}
 
-    def running_plan(self) -> Plan:
-        """The placements of the live instances, as a plan (for ``replan``)."""
+    def running_plan(self, leave_out: Iterable[Instance] = ()) -> Plan:
+        """The placements of the live instances (less ``leave_out``), as a plan (for ``replan``)."""
         order = {inst: i for i, inst in enumerate(self.dag.instances())}
-        placements = sorted((t.placement for t in self.live.values()), key=lambda p: order[p.instance])
+        out = set(leave_out)
+        placements = sorted(
+            (t.placement for t in self.live.values() if t.instance not in out), key=lambda p: order[p.instance]
+        )
         return Plan(self.dag.name, self.opts.policy.name, tuple(placements))
 
     def view(self, now: float | None = None) -> FrameworkView:
@@ -438,9 +442,16 @@ class DataflowCore:
                 )
             )
             switched = True
-        if switched:
-            actions += self._revive(now) + self._step(now, why=f"quality: {event.figure}")
+        if switched:  # the switch happens with the offers this brings (make-before-break where they leave room)
+            actions += self._revive(now)
         return actions
+
+    def _held_off(self, task: LiveTask) -> bool:
+        """The task runs a variant its operator is held off (a quality breach), waiting for a fallback's place."""
+        hold = self.holds.get(task.instance.operator)
+        return (
+            hold is not None and self.dag.operator(task.instance.operator).rank_of(task.placement.variant) < hold.floor
+        )
 
     def _planning_dag(self) -> Dag:
         """The DAG as the scheduler may place it now: held variants need a constraint nothing meets."""
@@ -460,7 +471,7 @@ class DataflowCore:
 
     # -- planning -----------------------------------------------------------------------
 
-    def _step(self, now: float, why: str = "") -> list[ev.Action]:
+    def _step(self, now: float) -> list[ev.Action]:
         dag = self._planning_dag()
         if self.phase is Phase.WAITING:
             plan = compile_dag(dag, Snapshot.from_offers(self.held.values()), self.opts.policy)
@@ -475,21 +486,34 @@ class DataflowCore:
             return placed + self._launch([_Item(p, None, "", False) for p in plan.placements]) + self._decline_rest()
         if self.phase is not Phase.RUNNING:
             return []
-        live_before = self.running_plan()
-        snapshot = Snapshot.from_offers(self.held.values(), hosts=live_before.hosts()).without(*self.lost)
+        # An instance held off its variant (a quality breach) is planned as if it were not running, on
+        # offered room only: its fallback is launched beside it (make-before-break), never in its place.
+        held_off = {i: t for i, t in self.live.items() if self._held_off(t)}
+        live_before = self.running_plan(leave_out=held_off)
+        hosts = self.running_plan().hosts()
+        snapshot = Snapshot.from_offers(self.held.values(), hosts=hosts).without(*self.lost)
         step = replan(dag, live_before, snapshot, self.opts.policy)
         self.last_plan = step.plan
         self.unplaced = step.plan.unplaced
         items: list[_Item] = []
         actions: list[ev.Action] = []
-        offered = {o.agent_id for o in self.held.values()}
+        room: dict[AgentId, Resources] = {}
+        for o in self.held.values():
+            room[o.agent_id] = room.get(o.agent_id, EMPTY) + o.resources
+        offered = set(room)
         busy = {t.instance for t in self.retiring.values()}
         for change in step.changes:
             before = self.live.get(change.instance) if change.before is not None else None
+            if change.before is None and change.instance in held_off:
+                before = held_off[change.instance]  # the switch away from the held-off variant
             if before is not None and change.instance in busy:
                 continue  # one replacement at a time: its last one has not ended yet (revived when it does)
-            reason = why if why and change.instance.operator in self.holds else change.why
+            reason = change.why
+            if before is not None and self._held_off(before):
+                reason = f"quality: {self.holds[change.instance.operator].figure}"
             if change.after is None:
+                if before is not None and self._held_off(before):
+                    continue  # held off after a breach, but no fallback fits yet: it runs on until one does
                 if before is not None:  # cannot run anywhere now: stop it, report it unplaced
                     self.gone[change.instance] = Gone(before.placement, reason or "no longer fits")
                     actions += self._retire(change.instance)
@@ -497,7 +521,11 @@ class DataflowCore:
             if change.after.agent_id not in offered and before is None:
                 continue  # placed on room no offer holds; it is placed again with the next offers
             if before is not None and (
-                change.after.agent_id == before.placement.agent_id or change.after.agent_id not in offered
+                change.after.agent_id not in offered
+                or (
+                    change.after.agent_id == before.placement.agent_id
+                    and not change.after.resources <= room[change.after.agent_id]
+                )
             ):
                 # The new place needs what the old instance holds: stop it first, place it again later.
                 self.gone[change.instance] = Gone(before.placement, reason or change.kind.value)
