@@ -103,3 +103,23 @@ async def test_records_flow_through_a_python_operator_in_docker(cluster: Cluster
         await eventually(lambda: not _containers(box.agent_id), what="the operator's container removed")
     finally:  # whatever happened, nothing of this agent stays in the engine
         await asyncio.to_thread(_remove, await asyncio.to_thread(_containers, box.agent_id))
+
+
+async def test_a_python_operator_that_keeps_failing_ends_failed_with_its_error(embedded_cluster: Cluster) -> None:
+    cluster = embedded_cluster
+    await cluster.agent("sensor-1", sensor="sim:sine")
+    box = await cluster.agent("docker-1", cpus=2.0, mem=1024, executors=frozenset({"wasm", "docker"}))
+    failing = PIPELINE.replace('--offset, "32"]', '--offset, "32", --fail-above, "-1000"]')  # every record raises
+    assert "--fail-above" in failing
+    try:
+        run = cluster.run(dag(failing), deadline=30.0, max_failures=2)
+        await run.start()
+        await eventually(lambda: run.framework.done.is_set(), within=60, what="the DAG to fail")
+        assert run.exit_code == 1
+        # each container ended with status 1 after 10 failed batches; the user's error reached the framework
+        assert "fahrenheit#0 failed 2 times" in run.failure
+        assert "ValueError: value" in run.failure and "batches failed in a row" in run.failure, run.failure
+        await run.stop()
+        await eventually(lambda: not _containers(box.agent_id), what="the failed containers removed")
+    finally:
+        await asyncio.to_thread(_remove, await asyncio.to_thread(_containers, box.agent_id))
