@@ -375,8 +375,14 @@ class DataflowCore:
             if status.state is TaskState.RUNNING and not was_running:
                 actions.append(ev.InstanceResumed(inst))
                 if task.replaces is not None and task.replaces in self.retiring:  # the probe passed
+                    old = self.retiring[task.replaces]
                     self.live[inst] = replace(self.live[inst], replaces=None)
-                    actions += self._kill(self.retiring[task.replaces])
+                    figure = "probe passed: it runs again after the hold"
+                    self.switches.append(
+                        Switch(inst.operator, old.placement.variant, task.placement.variant, figure, now)
+                    )
+                    actions.append(ev.Note(f"dataflow {self.dag.name} operator {inst.operator}: {figure}"))
+                    actions += self._kill(old)
             return actions
         del self.live[inst]
         self.by_task.pop(status.task_id, None)
@@ -641,10 +647,6 @@ class DataflowCore:
         kind = MoveKind.MOVED if old.variant == p.variant else MoveKind.SWITCHED
         if kind is MoveKind.SWITCHED and p.variant == self.dag.operator(p.instance.operator).main.name:
             why = why if "main fits again" in why else f"{why}; main fits again"
-        if kind is MoveKind.SWITCHED and p.instance.operator in self.holds:
-            h = self.holds[p.instance.operator]
-            if h.floor == 0 and p.variant == self.dag.operator(p.instance.operator).main.name:
-                self.switches.append(Switch(p.instance.operator, old.variant, p.variant, "hold ended", now))
         return Move(p.instance, kind, old.agent_id, old.variant, p.agent_id, p.variant, why, now)
 
     # -- stopping -----------------------------------------------------------------------
