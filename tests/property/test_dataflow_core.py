@@ -14,6 +14,8 @@ break. After every step:
   more than they hold; a DECLINE gives back only offers it held;
 - nothing is launched outside RUNNING; kills name launched tasks;
 - in STOPPED or FAILED nothing is live, and ``Finished`` came exactly once;
+- a quality breach alone kills and launches nothing (the fallback comes with
+  offers, beside the instance held off);
 - a refused event (an unknown operator's breach) leaves the state unchanged.
 """
 
@@ -213,7 +215,10 @@ class DataflowCoreMachine(RuleBasedStateMachine):
 
     @rule(operator=st.sampled_from(["smooth", "read", None]))
     def quality_breach(self, operator: str | None) -> None:
-        self.handle(ev.QualityBroken(operator, "sink rate 0.0 rec/s < 5"))
+        actions = self.core.handle(ev.QualityBroken(operator, "sink rate 0.0 rec/s < 5"), self.now)
+        assert not any(isinstance(a, ev.Kill | ev.Accept) for a in actions), "a breach alone stops or starts nothing"
+        for action in actions:
+            self.check(action)
 
     @rule()
     def unknown_operator_breach_changes_nothing(self) -> None:

@@ -302,7 +302,12 @@ class DataflowRun:
         now = time.time()
         fw = self.framework
         view = fw.view()
-        steady = fw.phase is Phase.RUNNING and not view.pending and all(i.state == "RUNNING" for i in view.instances)
+        reporting = self.watch.reporting()
+        steady = (
+            fw.phase is Phase.RUNNING
+            and not view.pending
+            and all(i.state == "RUNNING" and i.task_id in reporting for i in view.instances)
+        )  # every instance runs and has reported: it is connected, its figures count
         if not steady or len(fw.moves) != self._moves_seen:
             self._moves_seen = len(fw.moves)
             self.quality.rearm(now)  # judge the pipeline as it runs now, not what it was

@@ -238,6 +238,10 @@ class StreamWatch:
         """Failed batches so far (every task's last report) of ``operator``, or of every operator."""
         return sum(s.errors for s in self._per_task.values() if operator is None or s.operator == operator)
 
+    def reporting(self) -> set[str]:
+        """Task ids whose instance published stats (so it is connected to the broker)."""
+        return {s.task for s in self._latest.values()}
+
     def latencies_since(self, since: float) -> list[float]:
         """Sink latencies of the records that arrived at or after ``since`` (most recent samples only)."""
         return [lat for at, lat in self._recent if at >= since]
