@@ -20,6 +20,8 @@ PURE = [
     "frameworks/dataflow/contract.py",
     "frameworks/dataflow/core.py",
     "frameworks/dataflow/events.py",
+    "frameworks/dataflow/holds.py",
+    "frameworks/dataflow/quality.py",
     "frameworks/dataflow/phases.py",
     "frameworks/dataflow/views.py",
     "frameworks/dataflow/watch.py",

@@ -51,16 +51,9 @@ from dataclasses import dataclass, replace
 from edgerm.errors import ConfigError, UnknownCall
 from edgerm.frameworks.dataflow import events as ev
 from edgerm.frameworks.dataflow.contract import task_env, task_name
+from edgerm.frameworks.dataflow.holds import Hold, hold_after, planning_dag
 from edgerm.frameworks.dataflow.phases import Phase, Trigger, next_phase
-from edgerm.frameworks.dataflow.views import (
-    FrameworkView,
-    Gone,
-    InstanceView,
-    LiveTask,
-    Move,
-    MoveKind,
-    Switch,
-)
+from edgerm.frameworks.dataflow.views import FrameworkView, Gone, LiveTask, Move, MoveKind, Switch, framework_view
 from edgerm.ids import AgentId, OfferId, TaskId
 from edgerm.model import Container, Offer, Reason, TaskInfo, TaskState, TaskStatus
 from edgerm.resources import EMPTY, Resources
@@ -76,12 +69,7 @@ from edgerm.scheduler import (
     compile_dag,
     replan,
 )
-from edgerm.scheduler.constraints import Constraint
 from edgerm.scheduler.dag import Executor
-
-MAX_HOLD_FACTOR = 8.0
-#: A constraint no agent satisfies: how a held variant is kept from being placed.
-HELD = Constraint.parse("edgerm-quality-hold == held")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,16 +82,6 @@ class CoreOptions:
     revive_every: float = 5.0
     hold_seconds: float = 30.0  # first quality hold; doubles with each breach of the same operator
     task_prefix: str = "df"
-
-
-@dataclass(frozen=True, slots=True)
-class Hold:
-    """An operator kept off its variants of rank < ``floor`` until ``until`` (after a quality breach)."""
-
-    floor: int
-    until: float
-    strikes: int
-    figure: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,38 +204,11 @@ class DataflowCore:
         return Plan(self.dag.name, self.opts.policy.name, tuple(placements))
 
     def view(self, now: float | None = None) -> FrameworkView:
-        order = self.dag.instances()
-        instances = tuple(
-            InstanceView(i, t.placement.variant, t.placement.agent_id, t.placement.hostname, t.state.value, t.task_id)
-            for i in order
-            if (t := self.live.get(i)) is not None
-        )
-        if self.phase is Phase.STOPPING:  # show what is being stopped
-            instances += tuple(
-                InstanceView(
-                    t.instance, t.placement.variant, t.placement.agent_id, t.placement.hostname, "KILLING", t.task_id
-                )
-                for t in self.retiring.values()
-            )
-        pending = tuple(str(i) for i in order if i not in self.live) if self.phase.active else ()
-        holds = tuple(
-            f"{op} held off {self.dag.operator(op).variants[h.floor - 1].name}"
-            + (f" for {max(0.0, h.until - now):.1f}s" if now is not None else "")
-            + f" ({h.figure})"
-            for op, h in sorted(self.holds.items())
-            if h.floor > 0
-        )
-        return FrameworkView(
-            self.dag.name,
-            self.phase,
-            instances,
-            pending,
-            tuple(u.explain() for u in self.unplaced),
-            tuple(self.moves),
-            self.failure,
-            holds,
-            tuple(self.switches),
-        )
+        """What the status table and the HTTP API show (``now``: for the holds' time left)."""
+        return framework_view(
+            self.dag, self.phase, self.live, self.retiring, self.unplaced, self.moves, self.failure,
+            self.holds, self.switches, now,
+        )  # fmt: skip
 
     # -- phases -------------------------------------------------------------------------
 
@@ -409,11 +360,9 @@ class DataflowCore:
             return False
         self.live[inst] = old
         self.by_task[old_id] = inst
-        op = self.dag.operator(inst.operator)
-        h = self.holds.get(inst.operator)
-        strikes = (h.strikes if h else 0) + 1
-        hold = min(self.opts.hold_seconds * 2 ** (strikes - 1), self.opts.hold_seconds * MAX_HOLD_FACTOR)
-        self.holds[inst.operator] = Hold(op.rank_of(old.placement.variant), now + hold, strikes, f"probe: {why}")
+        floor = self.dag.operator(inst.operator).rank_of(old.placement.variant)
+        prev = self.holds.get(inst.operator)
+        self.holds[inst.operator] = hold_after(prev, floor, now, self.opts.hold_seconds, f"probe: {why}")
         return True
 
     # -- quality ------------------------------------------------------------------------
@@ -435,16 +384,14 @@ class DataflowCore:
             if rank + 1 >= len(op.variants):
                 actions.append(ev.Note(f"{name}: {event.figure}, but it runs its last variant; staying"))
                 continue
-            prev = self.holds.get(name)
-            strikes = (prev.strikes + 1) if prev is not None else 1
-            hold = min(self.opts.hold_seconds * 2 ** (strikes - 1), self.opts.hold_seconds * MAX_HOLD_FACTOR)
-            self.holds[name] = Hold(rank + 1, now + hold, strikes, event.figure)
+            hold = hold_after(self.holds.get(name), rank + 1, now, self.opts.hold_seconds, event.figure)
+            self.holds[name] = hold
             current = op.variants[rank].name
             self.switches.append(Switch(name, current, op.variants[rank + 1].name, event.figure, now))
             actions.append(
                 ev.Note(
                     f"dataflow {self.dag.name} operator {name}: quality broken ({event.figure}); "
-                    f"leaving {current} for {hold:g}s"
+                    f"leaving {current} for {hold.until - now:g}s"
                 )
             )
             switched = True
@@ -459,26 +406,10 @@ class DataflowCore:
             hold is not None and self.dag.operator(task.instance.operator).rank_of(task.placement.variant) < hold.floor
         )
 
-    def _planning_dag(self) -> Dag:
-        """The DAG as the scheduler may place it now: held variants need a constraint nothing meets."""
-        if not any(h.floor > 0 for h in self.holds.values()):
-            return self.dag
-        ops = []
-        for op in self.dag.operators:
-            h = self.holds.get(op.name)
-            if h is None or h.floor == 0:
-                ops.append(op)
-                continue
-            variants = tuple(
-                replace(v, constraints=(*v.constraints, HELD)) if i < h.floor else v for i, v in enumerate(op.variants)
-            )
-            ops.append(replace(op, variants=variants))
-        return Dag(self.dag.name, tuple(ops), self.dag.edges, self.dag.base_dir)
-
     # -- planning -----------------------------------------------------------------------
 
     def _step(self, now: float) -> list[ev.Action]:
-        dag = self._planning_dag()
+        dag = planning_dag(self.dag, self.holds)
         if self.phase is Phase.WAITING:
             plan = compile_dag(dag, Snapshot.from_offers(self.held.values()), self.opts.policy)
             self.last_plan = plan

@@ -7,12 +7,14 @@ replaces them, never mutates them. Pure.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from edgerm.frameworks.dataflow.holds import Hold
 from edgerm.frameworks.dataflow.phases import Phase
 from edgerm.ids import AgentId, TaskId
 from edgerm.model import TaskState
-from edgerm.scheduler import Instance, Placement
+from edgerm.scheduler import Dag, Instance, Placement, Unplaced
 
 
 class MoveKind(enum.Enum):
@@ -136,4 +138,51 @@ class FrameworkView:
         }
 
 
-__all__ = ["FrameworkView", "Gone", "InstanceView", "LiveTask", "Move", "MoveKind", "Switch"]
+def framework_view(
+    dag: Dag,
+    phase: Phase,
+    live: Mapping[Instance, LiveTask],
+    retiring: Mapping[TaskId, LiveTask],
+    unplaced: Sequence[Unplaced],
+    moves: Sequence[Move],
+    failure: str,
+    holds: Mapping[str, Hold],
+    switches: Sequence[Switch],
+    now: float | None,
+) -> FrameworkView:
+    """The view of a core's state (``now``: to show how long holds last)."""
+    order = dag.instances()
+    instances = tuple(
+        InstanceView(i, t.placement.variant, t.placement.agent_id, t.placement.hostname, t.state.value, t.task_id)
+        for i in order
+        if (t := live.get(i)) is not None
+    )
+    if phase is Phase.STOPPING:  # show what is being stopped
+        instances += tuple(
+            InstanceView(
+                t.instance, t.placement.variant, t.placement.agent_id, t.placement.hostname, "KILLING", t.task_id
+            )
+            for t in retiring.values()
+        )
+    left = "" if now is None else " for {:.1f}s"
+    held = tuple(
+        f"{op} held off {dag.operator(op).variants[h.floor - 1].name}"
+        + left.format(max(0.0, h.until - (now or 0.0)))
+        + f" ({h.figure})"
+        for op, h in sorted(holds.items())
+        if h.active
+    )
+    return FrameworkView(
+        dag.name,
+        phase,
+        instances,
+        tuple(str(i) for i in order if i not in live) if phase.active else (),
+        tuple(u.explain() for u in unplaced),
+        tuple(moves),
+        failure,
+        held,
+        tuple(switches),
+    )
+
+
+__all__ = ["FrameworkView", "Gone", "InstanceView", "LiveTask", "Move", "MoveKind", "Switch", "framework_view"]
