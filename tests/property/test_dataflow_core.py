@@ -65,7 +65,7 @@ class DataflowCoreMachine(RuleBasedStateMachine):
         self.core = DataflowCore(
             self.dag,
             lambda _executor: WasmSpec(module_sha256="0" * 64),
-            CoreOptions(deadline=60.0, max_failures=4, hold_seconds=3.0, task_prefix="p"),
+            CoreOptions(deadline=60.0, max_failures=4, hold_seconds=3.0, task_prefix="p", probe_needs_report=True),
         )
         self.now = 1000.0
         self.ids = itertools.count(1)
@@ -166,6 +166,11 @@ class DataflowCoreMachine(RuleBasedStateMachine):
         tid = data.draw(st.sampled_from(sorted(self.alive)))
         agent, _ = self.alive[tid]
         self.handle(ev.StatusUpdated(TaskStatus(tid, AgentId(agent), TaskState.RUNNING, uuid=f"u{next(self.ids)}")))
+
+    @precondition(lambda self: bool(self.alive))
+    @rule(data=st.data())
+    def report_stats(self, data: st.DataObject) -> None:
+        self.handle(ev.InstanceReported(data.draw(st.sampled_from(sorted(self.alive)))))
 
     @precondition(lambda self: bool(self.alive))
     @rule(data=st.data(), ending=st.sampled_from(ENDINGS))

@@ -24,8 +24,9 @@ the moves between them are the table in :mod:`~edgerm.frameworks.dataflow.phases
   variant it runs (and every better one) for ``hold_seconds`` (doubling with
   each breach, up to 8x): it switches to its next fallback, make-before-break.
   When the hold ends, main is tried again; the switch back stops the fallback
-  only once the main instance reports RUNNING (its health probe), so a main
-  that cannot start leaves the fallback running.
+  only once the main instance reports RUNNING, and with
+  ``probe_needs_report`` also published stats (connected to the broker): its
+  health probe. A main that cannot start leaves the fallback running.
 
 Invariants (checked by tests/property/test_dataflow_core.py):
 
@@ -82,6 +83,7 @@ class CoreOptions:
     revive_every: float = 5.0
     hold_seconds: float = 30.0  # first quality hold; doubles with each breach of the same operator
     task_prefix: str = "df"
+    probe_needs_report: bool = False  # main's probe also waits for its first stats report (InstanceReported)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,7 @@ class DataflowCore:
         self.failures: dict[Instance, int] = {}
         self.launching: dict[int, PendingLaunch] = {}
         self.holds: dict[str, Hold] = {}
+        self.reported: set[TaskId] = set()  # live tasks that published stats (InstanceReported)
         self.moves: list[Move] = []
         self.switches: list[Switch] = []
         self.last_plan: Plan | None = None
@@ -174,6 +177,12 @@ class DataflowCore:
                 return self._maybe_stopped()
             case ev.QualityBroken():
                 return self._quality_broken(event, now)
+            case ev.InstanceReported():
+                inst = self.by_task.get(event.task_id)
+                if inst is None or inst not in self.live or self.live[inst].task_id != event.task_id:
+                    return []
+                self.reported.add(event.task_id)
+                return self._probe(inst, now)
             case _:
                 raise UnknownCall(f"the dataflow core does not handle {type(event).__name__}")
 
@@ -312,6 +321,7 @@ class DataflowCore:
                 return []
             del self.retiring[status.task_id]
             self.by_task.pop(status.task_id, None)
+            self.reported.discard(status.task_id)
             if self.phase is Phase.RUNNING and self._wants_more():  # a change it held back may go ahead now
                 return self._revive(now)
             return self._maybe_stopped()
@@ -325,18 +335,11 @@ class DataflowCore:
             actions: list[ev.Action] = []
             if status.state is TaskState.RUNNING and not was_running:
                 actions.append(ev.InstanceResumed(inst))
-                if task.replaces is not None and task.replaces in self.retiring:  # the probe passed
-                    old = self.retiring[task.replaces]
-                    self.live[inst] = replace(self.live[inst], replaces=None)
-                    figure = "probe passed: it runs again after the hold"
-                    self.switches.append(
-                        Switch(inst.operator, old.placement.variant, task.placement.variant, figure, now)
-                    )
-                    actions.append(ev.Note(f"dataflow {self.dag.name} operator {inst.operator}: {figure}"))
-                    actions += self._kill(old)
+                actions += self._probe(inst, now)
             return actions
         del self.live[inst]
         self.by_task.pop(status.task_id, None)
+        self.reported.discard(status.task_id)
         why = _why_ended(status)
         actions = [ev.Note(f"{inst} on {task.placement.agent_id} ended: {why}", warning=True)]
         kept = task.replaces is not None and self._keep_replaced(inst, task.replaces, why, now)
@@ -352,6 +355,19 @@ class DataflowCore:
             if self.failures[inst] >= self.opts.max_failures:
                 return actions + self._fail(f"{inst} failed {self.failures[inst]} times; last: {why}")
         return actions + self._revive(now) + self._step(now)
+
+    def _probe(self, inst: Instance, now: float) -> list[ev.Action]:
+        """Main's probe passes once it runs (and, with ``probe_needs_report``, published stats): stop the fallback."""
+        task = self.live[inst]
+        if task.replaces is None or task.replaces not in self.retiring or task.state is not TaskState.RUNNING:
+            return []
+        if self.opts.probe_needs_report and task.task_id not in self.reported:
+            return []
+        old = self.retiring[task.replaces]
+        self.live[inst] = replace(task, replaces=None)
+        figure = "probe passed: it runs again after the hold"
+        self.switches.append(Switch(inst.operator, old.placement.variant, task.placement.variant, figure, now))
+        return [ev.Note(f"dataflow {self.dag.name} operator {inst.operator}: {figure}"), *self._kill(old)]
 
     def _keep_replaced(self, inst: Instance, old_id: TaskId, why: str, now: float) -> bool:
         """Put the instance a failed probe would have replaced back in the running plan; hold again."""

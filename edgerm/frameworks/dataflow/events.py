@@ -90,6 +90,13 @@ class QualityBroken:
     figure: str
 
 
+@dataclass(frozen=True, slots=True)
+class InstanceReported:
+    """A live task's instance published its stats: it is connected and working (main's probe)."""
+
+    task_id: TaskId
+
+
 Event = (
     Registered
     | OffersReceived
@@ -102,6 +109,7 @@ Event = (
     | AcceptFailed
     | KillFailed
     | QualityBroken
+    | InstanceReported
 )
 
 # -- actions ------------------------------------------------------------------------------
@@ -195,6 +203,7 @@ __all__ = [
     "Event",
     "Finished",
     "InstanceGone",
+    "InstanceReported",
     "InstanceResumed",
     "Kill",
     "KillFailed",

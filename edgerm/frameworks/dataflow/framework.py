@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from edgerm.errors import WireError
 from edgerm.frameworks.base import Framework
@@ -65,6 +65,7 @@ class DataflowFramework(Framework):
         listener: MoveListener | None = None,
         resolver: ModuleResolver | None = None,
         hold_seconds: float = 30.0,
+        probe_needs_report: bool = False,
     ) -> None:
         self.dag = dag
         self.clock = clock
@@ -77,6 +78,7 @@ class DataflowFramework(Framework):
             max_failures=max_failures,
             policy=policy,
             hold_seconds=hold_seconds,
+            probe_needs_report=probe_needs_report,
             task_prefix=f"df-{new_id()[:12]}",
         )
         self.core = DataflowCore(dag, self.resolver.container, options)
@@ -159,6 +161,11 @@ class DataflowFramework(Framework):
     async def shutdown(self, driver: FrameworkDriver) -> None:
         """Kill every task of the DAG; STOPPED follows once they all ended (``done`` is set)."""
         await self.handle(driver, ev.Shutdown())
+
+    async def instances_reported(self, driver: FrameworkDriver, task_ids: Iterable[TaskId]) -> None:
+        """These live tasks published stats (the runner tells, for main's probe after a hold)."""
+        for task_id in task_ids:
+            await self.handle(driver, ev.InstanceReported(task_id))
 
     async def quality_broken(self, driver: FrameworkDriver, operator: str | None, figure: str) -> None:
         """A quality condition was broken for its period: switch to the next fallback."""

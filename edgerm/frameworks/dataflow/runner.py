@@ -159,6 +159,7 @@ class DataflowRun:
             policy=self.options.policy,
             listener=_Listener(self.watch),
             hold_seconds=self.options.quality_hold,
+            probe_needs_report=True,  # main's probe after a hold: it must run and publish stats
         )
         self.quality = QualityWatch(dag)
         self._moves_seen = 0
@@ -301,8 +302,11 @@ class DataflowRun:
             return
         now = time.time()
         fw = self.framework
-        view = fw.view()
         reporting = self.watch.reporting()
+        probing = [t.task_id for t in fw.live.values() if t.replaces is not None and t.task_id in reporting]
+        if probing:
+            await fw.instances_reported(self.driver, probing)
+        view = fw.view()
         steady = (
             fw.phase is Phase.RUNNING
             and not view.pending

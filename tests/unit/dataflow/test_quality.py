@@ -179,3 +179,27 @@ async def test_a_breach_on_the_last_variant_changes_nothing() -> None:
     calls = len(driver.calls)
     await fw.quality_broken(driver, None, "p99 latency 900 ms above 250 ms over 5s")
     assert len(driver.calls) == calls and not fw.holds and not fw.switches
+
+
+async def test_with_probe_needs_report_main_must_also_publish_stats_before_the_fallback_goes() -> None:
+    clock = Clock()
+    fw = DataflowFramework(dag(QUALITY), clock=clock, hold_seconds=5.0, probe_needs_report=True)
+    driver = RecordingDriver()
+    await fw.registered(driver, "framework-1", "master")  # type: ignore[arg-type]
+    await fw.resource_offers(driver, [sensor("pi"), offer("srv", "cpus:4;mem:4096", domain="cloud")])
+    main = fw.live[Instance("smooth")]
+    await fw.quality_broken(driver, "smooth", "p99 latency 900 ms above 250 ms over 5s")
+    await fw.resource_offers(driver, [offer("edge2", domain="edge")])
+    lite = fw.live[Instance("smooth")]
+    await fw.status_update(driver, status(main.task_id, "srv", TaskState.KILLED))
+    clock.now += 5.0
+    await fw.tick(driver)
+    await fw.resource_offers(driver, [offer("srv", "cpus:4;mem:4096", domain="cloud")])
+    probe = fw.live[Instance("smooth")]
+    await fw.status_update(driver, status(probe.task_id, "srv", TaskState.RUNNING))
+    assert lite.task_id not in {k.task_id for k in driver.of_type(m.Kill)}  # running is not enough
+    await fw.instances_reported(driver, [lite.task_id])  # another task's report changes nothing
+    assert lite.task_id not in {k.task_id for k in driver.of_type(m.Kill)}
+    await fw.instances_reported(driver, [probe.task_id])
+    assert driver.of_type(m.Kill)[-1].task_id == lite.task_id
+    assert fw.switches[-1].figure == "probe passed: it runs again after the hold"
