@@ -87,7 +87,8 @@ build_image() {
         return
     fi
     build_base
-    local root
+    local old root
+    old="$(docker image inspect --format '{{ .Id }}' "$IMAGE" 2>/dev/null || true)"
     root="$(mktemp -d)"
     trap 'rm -rf "$root"' RETURN
     tar -C "$root" -xf "$BASE_TAR"
@@ -106,6 +107,10 @@ build_image() {
         --message "edgerm test image: Debian bookworm, python3, the edgerm operator SDK" \
         - "$IMAGE" >/dev/null
     log "built $IMAGE ($hash)"
+    # The image it replaces is left untagged: remove it (unless a container still uses it).
+    if [ -n "$old" ] && [ "$old" != "$(docker image inspect --format '{{ .Id }}' "$IMAGE")" ]; then
+        docker image rm "$old" >/dev/null 2>&1 || true
+    fi
 }
 
 build_image
