@@ -24,6 +24,8 @@
     │   └── NotFound              404  4.04  no such path or module (wire code
     │                                        CODE_UNSPECIFIED: no call failed)
     ├── ConfigError               a config file or flag is wrong
+    ├── IllegalTransition         a state machine was asked for a move its
+    │                             table forbids (nothing changed)
     ├── RuntimeFailure            a runtime could not run a task (agent side)
     └── TransportError            the peer could not be reached or the
                                   connection broke (no typed reply came)
@@ -162,6 +164,10 @@ WIRE_ERRORS: dict[str, type[WireError]] = {
 
 class ConfigError(EdgermError):
     """A configuration file or flag is invalid; the message names where."""
+
+
+class IllegalTransition(EdgermError):
+    """A pure core was asked for a transition its table forbids; its state is unchanged."""
 
 
 class RuntimeFailure(EdgermError):

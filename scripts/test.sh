@@ -12,6 +12,11 @@ if [ -f scripts/setup_docker.sh ] && { [ "${CI:-}" = "true" ] || [ "$(id -u)" = 
   bash scripts/setup_docker.sh
 fi
 
+if [ -f scripts/build_python_image.sh ] && docker info >/dev/null 2>&1; then
+  echo "== python test image (Docker dataflow operators; cached by content hash)"
+  bash scripts/build_python_image.sh
+fi
+
 if [ -f scripts/setup_mosquitto.sh ] && { [ "${CI:-}" = "true" ] || [ "$(id -u)" = 0 ]; }; then
   echo "== mosquitto (data-plane tests run against it and the embedded broker)"
   bash scripts/setup_mosquitto.sh

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from edgerm.resources import Resources
 from edgerm.scheduler.constraints import Constraint
+from edgerm.scheduler.quality import Quality
 
 MAIN = "main"
 
@@ -204,6 +205,7 @@ class Dag:
     operators: tuple[Operator, ...]
     edges: tuple[Edge, ...] = ()
     base_dir: str = ""  # directory of the file it was loaded from; module paths are relative to it
+    quality: tuple[Quality, ...] = ()  # conditions over live figures (edgerm.scheduler.quality)
     _by_name: dict[str, Operator] = field(default_factory=dict, init=False, repr=False, compare=False)
     _up: dict[str, tuple[str, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
     _down: dict[str, tuple[str, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -214,6 +216,11 @@ class Dag:
         problems = [p.message for p in structure_problems({op.name: op.kind for op in self.operators}, self.edges)]
         if len(by_name) != len(self.operators):
             problems.insert(0, "duplicate operator names")
+        problems += [
+            f"quality condition {q} names no operator {q.operator!r}"
+            for q in self.quality
+            if q.operator is not None and q.operator not in by_name
+        ]
         if problems:
             raise ValueError("; ".join(problems))
         up: dict[str, list[str]] = {n: [] for n in by_name}

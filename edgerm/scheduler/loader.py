@@ -12,6 +12,7 @@ File format (YAML; JSON with the same structure)::
         resources: {cpus: 0.1, mem: 32}  # or "cpus:0.1;mem:32"; ports: "[8080-8080]"
         devices: [temperature]           # claimed whole on the chosen agent
         replicas: 2
+        quality: [error_rate above 0.5 for 2s]   # switch this operator to its next fallback when broken
         constraints:
           - os == linux
           - {attribute: zone, op: "=~", value: "^eu-"}
@@ -22,6 +23,9 @@ File format (YAML; JSON with the same structure)::
     edges:
       - read -> smooth -> alert          # a chain, or
       - {from: smooth, to: archive}
+    quality:                             # the whole DAG (edgerm.scheduler.quality)
+      - sink_rate below 5 for 3s
+      - p99_latency above 250ms for 5s
 
 An optional list or mapping left empty (``edges:``) counts as empty.
 
@@ -64,12 +68,13 @@ from edgerm.scheduler.dag import (
     WasmExecutor,
     structure_problems,
 )
+from edgerm.scheduler.quality import Quality, parse_quality
 
 Path = tuple[str | int, ...]
 
-_TOP = {"name", "operators", "edges"}
+_TOP = {"name", "operators", "edges", "quality"}
 _VARIANT_FIELDS = {"wasm", "docker", "args", "env", "resources", "constraints", "devices"}
-_OPERATOR_FIELDS = _VARIANT_FIELDS | {"kind", "replicas", "fallbacks"}
+_OPERATOR_FIELDS = _VARIANT_FIELDS | {"kind", "replicas", "fallbacks", "quality"}
 _FALLBACK_FIELDS = _VARIANT_FIELDS | {"name"}
 _CONSTRAINT_FIELDS = {"attribute", "op", "value"}
 _EDGE_FIELDS = {"from", "to"}
@@ -293,11 +298,14 @@ class _Reader:
         ops = self.mapping(raw_ops, ("operators",), "operators")
         if ops is not None and not ops and "operators" in top:
             self.error(("operators",), "a DAG needs at least one operator")
+        quality = self.quality(_or(top.get("quality"), []), ("quality",), None)
         for op_name, spec in (ops or {}).items():
             op, kind = self.operator(op_name, spec, ("operators", op_name))
             kinds[op_name] = kind
             if op is not None:
                 operators.append(op)
+            if isinstance(spec, dict) and "quality" in spec:
+                quality += self.quality(_or(spec["quality"], []), ("operators", op_name, "quality"), op_name)
         edges, edge_paths = self.edges(_or(top.get("edges"), []))
         for p in structure_problems(kinds, edges):
             if p.edge is not None:
@@ -306,7 +314,27 @@ class _Reader:
                 self.error(("operators", p.operator or ""), p.message, key=True)
         if self.problems:
             raise DagError(self.problems)
-        return Dag(name, tuple(operators), tuple(edges), self.base_dir)
+        return Dag(name, tuple(operators), tuple(edges), self.base_dir, tuple(quality))
+
+    def quality(self, value: object, path: Path, operator: str | None) -> list[Quality]:
+        """Quality conditions: a list of ``<figure> below|above <value> for <period>`` texts."""
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            self.error(path, f"quality must be a list of conditions, not {_kind(value)}")
+            return []
+        out: list[Quality] = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                self.error(
+                    (*path, i), f"a quality condition is text like `sink_rate below 5 for 3s`, not {_kind(item)}"
+                )
+                continue
+            try:
+                out.append(parse_quality(item, operator))
+            except ValueError as e:
+                self.error((*path, i), str(e))
+        return out
 
     def operator(self, name: str, spec: object, path: Path) -> tuple[Operator | None, OperatorKind | None]:
         if not _NAME.fullmatch(name):

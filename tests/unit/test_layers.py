@@ -76,6 +76,13 @@ LAYERS: dict[str, list[str]] = {
         "edgerm.frameworks.tasks",
         "edgerm.frameworks.dataflow",
         "edgerm.frameworks.dataflow.contract",
+        "edgerm.frameworks.dataflow.core",
+        "edgerm.frameworks.dataflow.events",
+        "edgerm.frameworks.dataflow.holds",
+        "edgerm.frameworks.dataflow.quality",
+        "edgerm.frameworks.dataflow.phases",
+        "edgerm.frameworks.dataflow.views",
+        "edgerm.frameworks.dataflow.watch",
     ],
     "service": [
         "edgerm.master.service",

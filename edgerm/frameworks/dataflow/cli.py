@@ -68,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--records", choices=RecordsMode.CHOICES, default=RecordsMode.SAMPLE, help="sink records shown")
     r.add_argument("--watch", choices=["all", "sinks"], default="all", help="topics watched for losses")
     r.add_argument("--min-records", type=int, default=0, metavar="N", help="exit 1 unless N records reached the sinks")
+    quality_hold(r)
 
     s = sub.add_parser("serve", help="accept DAGs over HTTP (POST/GET/DELETE /dags)")
     master(s)
@@ -75,7 +76,28 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=5060)
     s.add_argument("--deadline", type=float, default=60.0, help="seconds each DAG may wait for a placement")
+    quality_hold(s)
     return p
+
+
+def quality_hold(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--quality-hold",
+        type=_positive,
+        default=30.0,
+        metavar="S",
+        help="seconds a variant that broke a quality condition is held off before main is probed (doubling; 30)",
+    )
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
 
 
 def _master(args: argparse.Namespace) -> str:
@@ -124,6 +146,7 @@ async def cmd_run(args: argparse.Namespace, dag: Dag) -> int:
         records=args.records,
         watch_all=args.watch == "all",
         policy=POLICIES[args.policy],
+        quality_hold=args.quality_hold,
     )
     run = DataflowRun(dag, _master(args), broker_url=args.broker, options=options, out=_print)
     stop = asyncio.Event()
@@ -155,7 +178,7 @@ async def cmd_run(args: argparse.Namespace, dag: Dag) -> int:
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
-    options = RunOptions(deadline=args.deadline or None, policy=POLICIES[args.policy])
+    options = RunOptions(deadline=args.deadline or None, policy=POLICIES[args.policy], quality_hold=args.quality_hold)
     server = await start_server(_master(args), args.host, args.port, broker_url=args.broker, options=options)
     _print(f"edgerm-dataflow serving on {server.url} (master {_master(args)})")
     stop = asyncio.Event()

@@ -39,6 +39,7 @@ from edgerm.errors import Unavailable, WireError
 from edgerm.frameworks.dataflow.contract import CONSOLE, sink_delivery
 from edgerm.frameworks.dataflow.framework import DataflowFramework, FrameworkView, Move, MoveListener, Phase
 from edgerm.frameworks.dataflow.monitor import Monitor, broker_address
+from edgerm.frameworks.dataflow.quality import QualityWatch
 from edgerm.frameworks.dataflow.status import render, status_json
 from edgerm.frameworks.dataflow.watch import StreamWatch, WatchView
 from edgerm.frameworks.http_driver import HttpDriver
@@ -72,6 +73,7 @@ class RunOptions:
     stop_timeout: float = 5.0
     tick_interval: float = 0.25
     move_grace: float = 2.0
+    quality_hold: float = 30.0  # seconds a variant that broke a quality condition is held off (doubling)
 
 
 async def discover_broker(master_url: str, within: float = 5.0) -> str | None:
@@ -156,7 +158,11 @@ class DataflowRun:
             max_failures=self.options.max_failures,
             policy=self.options.policy,
             listener=_Listener(self.watch),
+            hold_seconds=self.options.quality_hold,
+            probe_needs_report=True,  # main's probe after a hold: it must run and publish stats
         )
+        self.quality = QualityWatch(dag)
+        self._moves_seen = 0
         self.driver = HttpDriver(self.framework, master_url, name=f"dataflow:{dag.name}", max_retries=5)
         self.monitor: Monitor | None = None
         self.driver_error: WireError | None = None
@@ -286,8 +292,35 @@ class DataflowRun:
             if self.driver.subscribed:
                 try:
                     await self.framework.tick(self.driver)
+                    await self._check_quality()
                 except WireError as e:
                     log.info("tick: %s", e)
+
+    async def _check_quality(self) -> None:
+        """Judge the DAG's quality conditions; a broken one switches its operator (the core decides)."""
+        if not self.quality.conditions or self.monitor is None:
+            return
+        now = time.time()
+        fw = self.framework
+        reporting = self.watch.reporting()
+        probing = [t.task_id for t in fw.live.values() if t.replaces is not None and t.task_id in reporting]
+        if probing:
+            await fw.instances_reported(self.driver, probing)
+        view = fw.view()
+        steady = (
+            fw.phase is Phase.RUNNING
+            and not view.pending
+            and all(i.state == "RUNNING" and i.task_id in reporting for i in view.instances)
+        )  # every instance runs and has reported: it is connected, its figures count
+        if not steady or len(fw.moves) != self._moves_seen:
+            self._moves_seen = len(fw.moves)
+            self.quality.rearm(now)  # judge the pipeline as it runs now, not what it was
+            return
+        for breach in self.quality.check(self.watch, now):
+            who = f"operator {breach.operator}" if breach.operator else "the DAG"
+            log.info("dataflow %s: quality condition of %s broken: %s", self.dag.name, who, breach.figure)
+            await fw.quality_broken(self.driver, breach.operator, breach.figure)
+            self.quality.rearm(now)
 
     async def _status_loop(self) -> None:
         while True:

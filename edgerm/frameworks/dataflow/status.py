@@ -58,6 +58,8 @@ def render(fw: FrameworkView, watch: WatchView | None, elapsed: float) -> str:
     if len(rows) > 1:
         lines += _table(rows)
     lines += [f"  {m}" for m in fw.moves[-MAX_MOVES_SHOWN:]]
+    lines += [f"  quality: {s}" for s in fw.switches_by_quality[-MAX_MOVES_SHOWN:]]
+    lines += [f"  hold: {h}" for h in fw.holds]
     lines += ["  " + line for u in fw.unplaced for line in u.splitlines()]
     if fw.error:
         lines.append(f"error: {fw.error}")

@@ -9,7 +9,9 @@ cycles) they check what the data plane needs:
 - a source variant claims a device (the one it reads, ``devices: [name]``);
 - a WASM module can be found (``builtin:<name>`` or a file next to the DAG);
 - a variant's ``env`` does not set the keys the framework fills in, and the
-  tunables it sets are well formed (``EDGERM_DF_PERIOD``, ``_BATCH``, ...).
+  tunables it sets are well formed (``EDGERM_DF_PERIOD``, ``_BATCH``, ...);
+- a quality condition has a fallback to switch to (its operator's, or for
+  the DAG's conditions, some operator's).
 
 Rules: no network; files are only read (the DAG, and the modules' existence
 is checked). Positions come from composing the YAML (JSON is YAML), pointing
@@ -86,6 +88,23 @@ def contract_problems(dag: Dag) -> list[tuple[Sequence[Path], str]]:
                 for message in env_problems(v.env):
                     key = message.split("=", 1)[0].split(" ", 1)[0]
                     out.append(([(*here, "env", key), (*here, "env"), here], f"{label}{message}"))
+    out += _quality_problems(dag)
+    return out
+
+
+def _quality_problems(dag: Dag) -> list[tuple[Sequence[Path], str]]:
+    """A quality condition needs a fallback to switch to."""
+    out: list[tuple[Sequence[Path], str]] = []
+    index: dict[str | None, int] = {}
+    for q in dag.quality:
+        i = index.get(q.operator, 0)
+        index[q.operator] = i + 1
+        if q.operator is None:
+            if not any(op.fallbacks for op in dag.operators):
+                out.append(([("quality", i), ("quality",)], f"{q}: no operator has a fallback to switch to"))
+        elif not dag.operator(q.operator).fallbacks:
+            path: Path = ("operators", q.operator, "quality")
+            out.append(([(*path, i), path], f"{q}: operator {q.operator!r} has no fallback to switch to"))
     return out
 
 

@@ -35,6 +35,7 @@ from edgerm.frameworks.dataflow.contract import parse_batch
 from edgerm.scheduler.dag import Dag, Instance, OperatorKind
 
 LATENCY_SAMPLES = 512
+RECENT_SAMPLES = 4096  # timestamped latencies kept for quality conditions (p99 over a period)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +159,7 @@ class StreamWatch:
         self._sink_arrivals: deque[tuple[float, int]] = deque()
         self._sink_records = 0
         self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self._recent: deque[tuple[float, float]] = deque(maxlen=RECENT_SAMPLES)  # (arrival, latency)
         self._last_seen: dict[tuple[str, int], float] = {}
         self.duplicates = 0
         self.restarts = 0
@@ -205,7 +207,9 @@ class StreamWatch:
         if operator in self._sinks and records:
             self._sink_records += len(records)
             self._sink_arrivals.append((now, len(records)))
-            self._latencies.extend(max(0.0, now - r.t) for r in records)
+            lat = [max(0.0, now - r.t) for r in records]
+            self._latencies.extend(lat)
+            self._recent.extend((now, x) for x in lat)
         return records
 
     def move_started(self, instance: Instance, now: float) -> None:
@@ -222,6 +226,25 @@ class StreamWatch:
         for w in self._windows:
             if w.instance == instance and w.end is None:
                 w.end = now + self._grace
+
+    # -- figures for quality conditions ----------------------------------------------
+
+    @property
+    def sink_total(self) -> int:
+        """Records that arrived at the sinks so far."""
+        return self._sink_records
+
+    def errors_total(self, operator: str | None = None) -> int:
+        """Failed batches so far (every task's last report) of ``operator``, or of every operator."""
+        return sum(s.errors for s in self._per_task.values() if operator is None or s.operator == operator)
+
+    def reporting(self) -> set[str]:
+        """Task ids whose instance published stats (so it is connected to the broker)."""
+        return {s.task for s in self._latest.values()}
+
+    def latencies_since(self, since: float) -> list[float]:
+        """Sink latencies of the records that arrived at or after ``since`` (most recent samples only)."""
+        return [lat for at, lat in self._recent if at >= since]
 
     # -- the record tracker -------------------------------------------------------------
 

@@ -42,7 +42,15 @@ class Cluster:
         return self.master.broker_url
 
     async def agent(
-        self, name: str, *, domain: str = "edge", sensor: str = "", cpus: float = 1.0, mem: float = 512, **attrs: str
+        self,
+        name: str,
+        *,
+        domain: str = "edge",
+        sensor: str = "",
+        cpus: float = 1.0,
+        mem: float = 512,
+        executors: frozenset[str] = frozenset({"wasm"}),
+        **attrs: str,
     ) -> RunningAgent:
         devices = (DeviceDeclaration("temperature", sensor),) if sensor else ()
         config = AgentConfig(
@@ -51,7 +59,7 @@ class Cluster:
             resources=ResourceCaps(cpus=cpus, mem=mem),
             attributes={"domain": domain, **attrs},
             devices=devices,
-            executors=frozenset({"wasm"}),
+            executors=executors,
         )
         agent = await start_agent(self.master.url, config, self.work / name)
         self.agents[name] = agent

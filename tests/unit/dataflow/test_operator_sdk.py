@@ -1,0 +1,100 @@
+"""The Python operator SDK's steps without a broker: decoding with the data plane's codec, the user's
+function per record or per batch, failures counted and bounded, the bounded queue, stats."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgerm.agent.dataflow.contract import parse_operator
+from edgerm.agent.dataflow.records import replica_of
+from edgerm.dataflow.operator import MAX_CONSECUTIVE_FAILURES, Operator, Record, decode, encode, per_batch, run
+from edgerm.errors import ConfigError
+
+ENV = {
+    "EDGERM_DF_DAG": "d",
+    "EDGERM_DF_OPERATOR": "op",
+    "EDGERM_DF_ROLE": "operator",
+    "EDGERM_DF_IN": "edgerm/d/src/out",
+    "EDGERM_DF_OUT": "edgerm/d/op/out",
+    "EDGERM_BROKER": "mqtt://127.0.0.1:1883",
+    "EDGERM_DF_QUEUE": "2",
+}
+
+
+def payload(*seqs: int, src: str = "s.0") -> bytes:
+    return "".join(Record(src, s, 100.0 + s, float(s)).line() + "\n" for s in seqs).encode()
+
+
+def test_decode_and_encode_use_the_data_plane_codec() -> None:
+    records, bad = decode(payload(1, 2) + b"not a record\n")
+    assert [r.seq for r in records] == [1, 2] and bad == 1
+    parts = encode([Record("s.0", i, 1.0, i * 2.0) for i in range(5)], max_records=2)
+    assert len(parts) == 3 and decode(b"".join(parts))[0][4].value == 8.0
+    sources = [f"s.{i}" for i in range(8)]
+    mine = b"".join(payload(0, src=s) for s in sources)
+    assert {r.src for r in decode(mine, 1, 2)[0]} == {s for s in sources if replica_of(s, 2) == 1}
+
+
+def test_per_record_functions_may_drop_or_fan_out() -> None:
+    def f(r: Record) -> Record | list[Record] | None:
+        if r.seq == 0:
+            return None
+        if r.seq == 1:
+            return [r, Record(r.src, r.seq, r.t, -r.value)]
+        return Record(r.src, r.seq, r.t, r.value + 1)
+
+    out = per_batch(f)(decode(payload(0, 1, 2))[0])
+    assert [(r.seq, r.value) for r in out] == [(1, 1.0), (1, -1.0), (2, 3.0)]
+
+
+async def test_a_failing_function_drops_its_batch_and_too_many_failures_end_the_operator() -> None:
+    def boom(records: list[Record]) -> list[Record]:
+        if records[0].seq >= 100:
+            raise ValueError("bad value")
+        return records
+
+    op = Operator(parse_operator({**ENV, "EDGERM_DF_QUEUE": "64"}), boom)
+    op.take_in(payload(1, 2))
+    batch = op.queue.take(100)
+    assert batch is not None and op.apply(batch) is not None
+    for i in range(MAX_CONSECUTIVE_FAILURES):
+        op.take_in(payload(100 + i))
+        batch = op.queue.take(100)
+        assert batch is not None and op.apply(batch) is None
+    assert op.counters.errors == MAX_CONSECUTIVE_FAILURES and op.counters.dropped == MAX_CONSECUTIVE_FAILURES
+    assert "ValueError: bad value" in op.last_error
+    assert await op.run() == 1  # it had already finished: the exit status is 1
+    stats = json.loads(json.dumps(op.stats()))
+    assert (stats["in"], stats["out"], stats["errors"], stats["batches"]) == (12, 2, 10, 1)
+
+
+async def test_the_queue_is_bounded_and_what_it_drops_is_counted() -> None:
+    op = Operator(parse_operator(ENV), lambda rs: rs)  # EDGERM_DF_QUEUE=2
+    for i in range(5):
+        op.take_in(payload(2 * i, 2 * i + 1))
+    assert len(op.queue) == 2 and op.counters.dropped == 6 and op.counters.received == 10
+    op.take_in(b"garbage\n\n")
+    assert op.counters.dropped == 7
+
+
+async def test_a_function_returning_something_else_than_records_is_a_failure() -> None:
+    op = Operator(parse_operator(ENV), lambda rs: [1, 2])  # type: ignore[arg-type, return-value]
+    op.take_in(payload(1))
+    batch = op.queue.take(10)
+    assert batch is not None and op.apply(batch) is None and "TypeError" in op.last_error
+
+
+async def test_sources_are_refused() -> None:
+    env = {**ENV, "EDGERM_DF_ROLE": "source", "EDGERM_DF_DEVICE": "sim:sine"}
+    with pytest.raises(ConfigError, match="not sources"):
+        Operator(parse_operator(env), lambda rs: rs)
+
+
+def test_run_exits_2_naming_the_bad_key(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        run(lambda r: r, env={**ENV, "EDGERM_DF_REPLICA": "5/2"})
+    assert e.value.code == 2 and "EDGERM_DF_REPLICA" in capsys.readouterr().err
+    with pytest.raises(TypeError):
+        run()
