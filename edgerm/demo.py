@@ -30,8 +30,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-PIPELINE = REPO / "examples" / "dataflows" / "temperature.yaml"
+from edgerm import examples
+
+PIPELINE = examples.path("dataflows/temperature.yaml")
 AGENTS = (
     ("sensor-1", "edge", "temperature"),
     ("edge-2", "edge", ""),
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit("demo: the agents did not register within 20s")
             time.sleep(0.1)
         subprocess.run([py, "-m", "edgerm.cli", "--master", url, "agents"], env=env, check=False)
-        _say(f"edgerm-dataflow run {PIPELINE.relative_to(REPO)} for {args.seconds:g}s")
+        _say(f"edgerm-dataflow run {PIPELINE} for {args.seconds:g}s")
         run = [py, "-m", "edgerm.frameworks.dataflow.cli", "run", str(PIPELINE), "--master", url, "--broker", broker]
         run += ["--duration", str(args.seconds), "--deadline", "30", "--status-interval", "2", "--min-records", "1"]
         code = subprocess.run(run, env=env, check=False).returncode

@@ -1,0 +1,156 @@
+"""Docs that run: every Python and shell block of README.md and docs/*.md is executed.
+
+How a block runs is set by its info string (tests/docs/blocks.py has the table): plain ``python``/``sh``
+blocks run on their own, ``session=NAME`` blocks of one file run together in one bash (``file=F`` blocks are
+written to F first), ``no-run`` blocks do not run, ``requires=docker`` ones only where Docker answers.
+
+Where: README.md blocks run from the repository root (they are the source checkout's instructions);
+docs/*.md blocks run in a fresh empty directory, so they must work from the installed package alone.
+
+Against what: blocks talk to the one test cluster (tests/docs/cluster.py: a real master and three agents
+on ephemeral ports), reached through ``EDGERM_MASTER`` and the docs' default URLs rewritten to its own. A
+session that starts ``edgerm-master`` itself (the "by hand" recipe) gets fresh free ports instead of the
+docs' 5050/5683/1883, and its ``/tmp/edgerm-*`` work dirs in a temporary directory; it must stop every
+process it started: one left running fails the test (and is then killed with its process group).
+
+"With more tasks": the README's framework (``Hello(3)``) and the tutorial's first framework
+(``--tasks 3``) run again with 25 tasks, the case that used to hang.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.docs.blocks import SHELL, Block, blocks, sessions
+from tests.docs.cluster import DOC_BROKER, DOC_COAP, DOC_MASTER, REPO, DocsCluster, base_env, free_port, run_script
+
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+ALL = [b for path in DOCS for b in blocks(path)]
+SINGLE = [b for b in ALL if b.runnable and not b.session]
+SESSIONS = [(path, name, bs) for path in DOCS for name, bs in sessions(blocks(path)).items()]
+TIMEOUT = 60.0
+MORE_TASKS = 25
+# What "more tasks" changes, per file: the text the doc uses for 3 tasks, and its N-task form.
+MORE = {"README.md": ("Hello(3)", "Hello({n})"), "tutorial.md": ("--tasks 3", "--tasks {n}")}
+
+
+def _docker_ready() -> bool:
+    try:
+        from tests.support import docker_unavailable
+
+        return not docker_unavailable()
+    except ImportError:
+        return False
+
+
+def _own_cluster(code: str, tmp: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Rewrites and env for a script that starts its own master: fresh ports, private work dirs."""
+    url = f"http://127.0.0.1:{free_port()}"
+    rewrites = {
+        DOC_MASTER: url,
+        DOC_COAP: f"coap://127.0.0.1:{free_port(2)}",
+        DOC_BROKER: f"mqtt://127.0.0.1:{free_port()}",
+        "--port 5050": f"--port {url.rsplit(':', 1)[1]}",
+        "/tmp/edgerm-": f"{tmp}/edgerm-",
+    }
+    rewrites["--coap-port 5683"] = f"--coap-port {rewrites[DOC_COAP].rsplit(':', 1)[1]}"
+    rewrites["--broker-port 1883"] = f"--broker-port {rewrites[DOC_BROKER].rsplit(':', 1)[1]}"
+    return rewrites, {"EDGERM_MASTER": url}
+
+
+def _rewrite(code: str, rewrites: dict[str, str]) -> str:
+    for old, new in rewrites.items():
+        code = code.replace(old, new)
+    return code
+
+
+def _run(script_blocks: list[Block], cluster: DocsCluster | None, tmp: Path, vary: tuple[str, str] = ("", "")) -> None:
+    """Run blocks (one, or a session) as one bash script; fail with the output when it fails or leaks."""
+    shell: list[str] = []
+    starts_master = any("edgerm-master" in b.code for b in script_blocks)
+    if starts_master:
+        rewrites, env_extra = _own_cluster("".join(b.code for b in script_blocks), tmp)
+    else:
+        assert cluster is not None
+        rewrites, env_extra = cluster.rewrites, cluster.env
+    work = tmp / "work"
+    work.mkdir(exist_ok=True)
+    for n, b in enumerate(script_blocks):
+        if b.attrs.get("requires") == "docker" and not _docker_ready():
+            continue
+        code = _rewrite(b.code, rewrites)
+        if vary[0]:
+            code = code.replace(*vary)
+        if "file" in b.attrs:
+            (work / b.attrs["file"]).write_text(code)
+        elif b.lang in SHELL:
+            shell.append(f"# --- {b.where}\n{code}")
+        elif b.runnable:  # a python block: run it where the shell is
+            path = tmp / f"block{n}.py"
+            path.write_text(code)
+            shell.append(f"# --- {b.where}\n{sys.executable} {path}\n")
+    script = tmp / "script.sh"
+    script.write_text("set -e\n" + "\n".join(shell))
+    cwd = REPO if script_blocks[0].path.name == "README.md" else work
+    result = run_script(["bash", str(script)], cwd, base_env(env_extra), TIMEOUT, tmp / "output.log")
+    where = ", ".join(b.where for b in script_blocks)
+    if result.returncode is None:
+        pytest.fail(f"{where}: did not finish within {TIMEOUT:g}s; output:\n{result.tail()}")
+    if result.returncode != 0:
+        pytest.fail(f"{where}: exit status {result.returncode}; output:\n{result.tail()}")
+    if result.leftovers:
+        pytest.fail(f"{where}: left processes running: {result.leftovers}; output:\n{result.tail()}")
+
+
+def test_every_fence_says_what_it_is() -> None:
+    untagged = [b.where for b in ALL if not b.lang]
+    assert not untagged, f"code fences without an info string (say python, sh, text, ...): {untagged}"
+    assert SINGLE and SESSIONS, "no runnable blocks found"
+
+
+def test_session_files_are_used() -> None:
+    for _path, name, bs in SESSIONS:
+        files = [b.attrs["file"] for b in bs if "file" in b.attrs]
+        commands = "".join(b.code for b in bs if b.lang in SHELL)
+        for f in files:
+            assert f in commands, f"session {name}: {f} is written but no shell block uses it"
+
+
+@pytest.mark.parametrize("block", SINGLE, ids=[b.where for b in SINGLE])
+def test_block_runs(block: Block, docs_cluster: DocsCluster, tmp_path: Path) -> None:
+    _run([block], docs_cluster, tmp_path)
+
+
+@pytest.mark.parametrize(("path", "name", "bs"), SESSIONS, ids=[f"{p.name}:{n}" for p, n, _ in SESSIONS])
+def test_session_runs(path: Path, name: str, bs: list[Block], docs_cluster: DocsCluster, tmp_path: Path) -> None:
+    _run(bs, docs_cluster, tmp_path)
+
+
+def _more_tasks_cases() -> list[tuple[str, list[Block], tuple[str, str]]]:
+    cases = []
+    for b in SINGLE:
+        old, new = MORE.get(b.path.name, ("", ""))
+        if old and old in b.code:
+            cases.append((b.where, [b], (old, new.format(n=MORE_TASKS))))
+    for path, name, bs in SESSIONS:
+        old, new = MORE.get(path.name, ("", ""))
+        if old and any(old in b.code for b in bs):
+            cases.append((f"{path.name}:{name}", bs, (old, new.format(n=MORE_TASKS))))
+    return cases
+
+
+MORE_CASES = _more_tasks_cases()
+
+
+def test_more_tasks_cover_both_tutorials() -> None:
+    assert {w.split(":")[0] for w, _, _ in MORE_CASES} == set(MORE), MORE_CASES
+
+
+@pytest.mark.parametrize(("where", "bs", "vary"), MORE_CASES, ids=[f"{w}-x{MORE_TASKS}" for w, _, _ in MORE_CASES])
+def test_more_tasks(
+    where: str, bs: list[Block], vary: tuple[str, str], docs_cluster: DocsCluster, tmp_path: Path
+) -> None:
+    _run(bs, docs_cluster, tmp_path, vary)
