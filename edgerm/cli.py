@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from edgerm import __version__
 from edgerm.errors import EdgermError
+from edgerm.logs import add_log_arguments, configure_logging
 
 DEFAULT_MASTER = "http://127.0.0.1:5050"
 STATE_PATH = "/api/v1/state"
@@ -393,6 +394,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="edgerm", description="Show what an edgerm master knows; kill tasks.", formatter_class=fmt
     )
     p.add_argument("--version", action="version", version=f"edgerm {__version__}")
+    add_log_arguments(p, level="WARNING")
     _common(p, top=True)
     sub = p.add_subparsers(dest="what", required=True, metavar="COMMAND")
 
@@ -429,6 +431,7 @@ def main(
     fetch: Callable[[str, float], Mapping[str, object]] = fetch_state,
 ) -> int:
     args = parse_args(argv)
+    configure_logging(args.log_level, args.log_format)
     try:
         return _command(args, fetch)
     except StateUnavailable as e:

@@ -49,6 +49,7 @@ from edgerm.agent.transport import AgentTransport
 from edgerm.errors import ConfigError, EdgermError, TransportError
 from edgerm.ids import AgentId
 from edgerm.lifecycle import Starting
+from edgerm.logs import add_log_arguments, configure_logging, fail, version_argument
 
 log = logging.getLogger("edgerm.agent")
 
@@ -221,15 +222,25 @@ async def _start(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edgerm-agent", description="Run an edgerm agent on this device.")
+    p = argparse.ArgumentParser(
+        prog="edgerm-agent",
+        description="Run an edgerm agent on this device.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    version_argument(p)
     p.add_argument("--master", metavar="URL", help=f"the master's URL (default: $EDGERM_MASTER or {DEFAULT_MASTER})")
     p.add_argument(
         "--coap", action="store_true", help=f"talk to the master over CoAP (default URL {DEFAULT_COAP_MASTER})"
     )
     p.add_argument("--config", metavar="FILE", type=Path, help="YAML config file (docs/agent-config.md)")
-    p.add_argument("--work-dir", metavar="DIR", type=Path, help="state directory (agent id, task dirs, module cache)")
+    p.add_argument(
+        "--work-dir",
+        metavar="DIR",
+        type=Path,
+        help=f"state directory: agent id, task dirs, module cache (default: {default_work_dir()}); one per agent",
+    )
     p.add_argument("--name", metavar="N", help="hostname to advertise (default: the machine's)")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level")
+    add_log_arguments(p)
     return p
 
 
@@ -275,17 +286,17 @@ async def _serve(config: AgentConfig, master_url: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format)
     try:
         config = load_config(args.config) if args.config else AgentConfig()
         config = config.with_overrides(work_dir=args.work_dir, name=args.name)
         master_url = master_url_for(args.master, args.coap, os.environ, config)
         asyncio.run(_serve(config, master_url))
     except (ConfigError, OSError) as e:
-        print(f"edgerm-agent: {e}", file=sys.stderr)
+        fail("edgerm-agent", str(e))
         return 2
     except EdgermError as e:
-        print(f"edgerm-agent: {e}", file=sys.stderr)
+        fail("edgerm-agent", str(e))
         return 1
     except KeyboardInterrupt:
         return 130

@@ -40,6 +40,7 @@ from edgerm import messages as m
 from edgerm.errors import NotSubscribed, Unavailable, UnknownAgent, WireError
 from edgerm.ids import AgentId, FrameworkId, new_id
 from edgerm.master.actions import DropAgent, KillTask, LaunchTask, MasterAction, SendEvent
+from edgerm.master.eventlog import EventLog
 from edgerm.master.events import FrameworkDisconnected, FrameworkSubscribed, MasterEvent, Tick
 from edgerm.master.metrics import MasterMetrics
 from edgerm.master.state import MasterConfig, MasterCore
@@ -349,6 +350,7 @@ class MasterService:
         self.config = config = config if config is not None else MasterConfig()
         self.options = options = options if options is not None else ServiceOptions()
         self.core = core if core is not None else MasterCore(config)
+        self.eventlog = EventLog(self.core)  # one INFO line per lifecycle event (edgerm.master.eventlog)
         self.metrics = MasterMetrics()
         self.modules = ModuleStore(options.module_store_bytes)
         self._clock = clock
@@ -412,6 +414,7 @@ class MasterService:
             raise Unavailable("the master is not running")
         actions = self.core.handle(event, self._clock())
         self._execute(actions)
+        self.eventlog.record(event, actions)
         return actions
 
     def _execute(self, actions: list[MasterAction]) -> None:
@@ -431,7 +434,9 @@ class MasterService:
             # Outside the loop above so the core is never re-entered mid-batch.
             stream = self._overflowed.popleft()
             if self.core.framework_known(stream.framework_id):
-                self._execute(self.core.handle(FrameworkDisconnected(stream.framework_id), self._clock()))
+                disconnected = FrameworkDisconnected(stream.framework_id)
+                self._execute(actions := self.core.handle(disconnected, self._clock()))
+                self.eventlog.record(disconnected, actions)
 
     def _send(self, framework_id: FrameworkId, event: m.SchedulerEvent) -> None:
         stream = self._streams.get(framework_id)
@@ -471,7 +476,8 @@ class MasterService:
         if not self.running:
             raise Unavailable("the master is not running")
         fid = framework.id or FrameworkId(new_id())
-        actions = self.core.handle(FrameworkSubscribed(FrameworkInfo(fid, framework.name)), self._clock())
+        subscribed = FrameworkSubscribed(FrameworkInfo(fid, framework.name))
+        actions = self.core.handle(subscribed, self._clock())
         old = self._streams.pop(fid, None)
         if old is not None:
             old.close()  # its transport's aclose() no longer reports: it is not current
@@ -479,6 +485,7 @@ class MasterService:
         stream.push(m.Subscribed(fid, self.options.framework_heartbeat, self.config.master_id))
         self._streams[fid] = stream
         self._execute(actions)
+        self.eventlog.record(subscribed, actions)
         return stream
 
     def check_stream(self, framework_id: FrameworkId, stream_id: str) -> None:
