@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import os
 import signal
@@ -101,7 +102,11 @@ async def build_runtimes(
                 threads=min(config.wasm.threads, DATAFLOW_THREADS),
                 default_memory=config.wasm.memory,
             )
-    if "docker" in wanted:
+    if "docker" in wanted and importlib.util.find_spec("docker") is None:
+        (log.warning if explicit else log.info)(
+            "no docker executor: the Docker SDK is not installed (pip install 'edgerm[docker]')"
+        )
+    elif "docker" in wanted:
         from edgerm.agent.docker import DockerRuntime
 
         docker = DockerRuntime(agent_id, config.devices)

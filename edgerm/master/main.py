@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import importlib.util
 import logging
 import signal
 import sys
@@ -50,6 +51,16 @@ from edgerm.master.service import DEFAULT_MODULE_STORE_BYTES, MasterService, Ser
 from edgerm.master.state import MasterConfig
 
 log = logging.getLogger("edgerm.master")
+
+
+NO_AMQTT = (
+    "the embedded MQTT broker needs amqtt (pip install 'edgerm[broker]'); "
+    "or name an external broker with --broker mqtt://HOST:PORT, or run with --no-broker"
+)
+
+
+def _amqtt_installed() -> bool:
+    return importlib.util.find_spec("amqtt") is not None
 
 
 class PortInUse(OSError):
@@ -195,6 +206,8 @@ async def _start(
 ) -> RunningMaster:
     broker: EmbeddedBroker | None = None
     if broker_options.port is not None:
+        if not _amqtt_installed():
+            raise ConfigError(NO_AMQTT)
         broker = EmbeddedBroker(host, broker_options.port)
         try:
             await broker.start()  # first: agents registering right away must get its URL
@@ -327,6 +340,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 async def _serve(args: argparse.Namespace) -> None:
     config = MasterConfig(master_id=args.master_id, offer_timeout=args.offer_timeout)
+    embedded: str | None = EMBEDDED
+    if not args.broker and not args.no_broker and not _amqtt_installed():
+        if args.broker_port != DEFAULT_BROKER_PORT:  # asked for by port: refuse rather than ignore it
+            raise ConfigError(NO_AMQTT)
+        log.warning(
+            "no embedded MQTT broker: amqtt is not installed (pip install 'edgerm[broker]'); "
+            "dataflows need --broker mqtt://HOST:PORT"
+        )
+        embedded = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -342,7 +364,7 @@ async def _serve(args: argparse.Namespace) -> None:
             access_log=args.access_log,
             coap_port=None if args.no_coap else args.coap_port,
             coap_tcp=args.coap_tcp and not args.no_coap,
-            broker=None if args.no_broker else (args.broker or EMBEDDED),
+            broker=None if args.no_broker else (args.broker or embedded),
             broker_port=args.broker_port,
         ) as master:
             print(f"edgerm-master listening on {master.url}", flush=True)
