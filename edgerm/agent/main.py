@@ -42,7 +42,6 @@ from edgerm.agent.config import (
     load_config,
     resolve_master,
 )
-from edgerm.agent.http_transport import HttpAgentTransport
 from edgerm.agent.resources import build_agent_info, load_agent_id, measure
 from edgerm.agent.runtime import Runtime
 from edgerm.agent.service import AgentService
@@ -63,6 +62,9 @@ def transport_for(master_url: str) -> AgentTransport:
     """The transport that speaks the master URL's scheme."""
     scheme = urlsplit(master_url).scheme
     if scheme in ("http", "https"):
+        # Imported here: an agent that speaks CoAP does not load aiohttp.
+        from edgerm.agent.http_transport import HttpAgentTransport
+
         return HttpAgentTransport(master_url)
     if scheme in COAP_SCHEMES:
         # Imported here: an agent that speaks HTTP does not load aiocoap.
