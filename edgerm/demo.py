@@ -1,6 +1,6 @@
 """The README demo: a master, three agents and the temperature pipeline, as real processes.
 
-    python -m edgerm.demo [--seconds 10] [--port 0]
+    python -m edgerm.demo [--seconds 6] [--port 0]
 
 Starts ``edgerm-master`` on 127.0.0.1 (an ephemeral port unless given) with
 its embedded MQTT broker (on another ephemeral port), three ``edgerm-agent``
@@ -102,9 +102,11 @@ def _count_agents(url: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgerm-demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="how long the pipeline runs (default 10)")
-    parser.add_argument("--port", type=int, default=0, help="master port (default: an ephemeral one)")
+    parser = argparse.ArgumentParser(
+        prog="edgerm-demo", description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=6.0, help="how long the pipeline runs")
+    parser.add_argument("--port", type=int, default=0, help="master port (0: an ephemeral one)")
     args = parser.parse_args(argv)
     port = args.port or _free_port()
     broker_port = _free_port()
