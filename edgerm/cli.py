@@ -322,6 +322,10 @@ def render_task(task: Mapping[str, object], state: Mapping[str, object], now: fl
     frameworks = {f.get("id"): f for f in _items(state, "frameworks") if isinstance(f, Mapping)}
     lines = []
     for key, value in task.items():
+        if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+            lines.append(f"{key + ':':<14}")  # e.g. a status history: one line per entry
+            lines += [f"  {_history_line(v, now)}" for v in value if isinstance(v, Mapping)]
+            continue
         text = format_value(value)
         if key == "updated_at" and isinstance(value, int | float) and value > 0:
             text = f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(value))} ({format_age(now - value)})"
@@ -331,6 +335,20 @@ def render_task(task: Mapping[str, object], state: Mapping[str, object], now: fl
             text += f" ({format_value(frameworks[value].get('name'))})"
         lines.append(f"{key + ':':<14} {text}")
     return "\n".join(lines)
+
+
+def _history_line(entry: Mapping[str, object], now: float) -> str:
+    """One entry of a list inside a task (a status history): its time first, if it has one, then the rest."""
+    stamp = next((entry[k] for k in ("timestamp", "updated_at", "time", "at") if k in entry), None)
+    when = ""
+    if isinstance(stamp, int | float) and not isinstance(stamp, bool) and stamp > 0:
+        when = time.strftime("%H:%M:%S", time.localtime(stamp)) + f" ({format_age(now - stamp)})  "
+    rest = "  ".join(
+        format_value(v)
+        for k, v in entry.items()
+        if k not in ("timestamp", "updated_at", "time", "at") and v not in ("", None)
+    )
+    return when + rest
 
 
 def dataflows(state: Mapping[str, object]) -> list[dict[str, object]]:

@@ -235,3 +235,36 @@ def test_version_and_help_show_defaults(capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit):
         cli.parse_args(["task", "--help"])
     assert "(default: 10.0)" in capsys.readouterr().out
+
+
+def test_task_shows_a_status_history_one_line_each() -> None:
+    task = {
+        "id": "t1",
+        "state": "FAILED",
+        "history": [
+            {"state": "STARTING", "timestamp": 990.0, "message": "pulling 2/5 layers"},
+            {"state": "FAILED", "timestamp": 1000.0, "reason": "COMMAND_EXITED", "message": "exit 3"},
+        ],
+    }
+    lines = cli.render_task(task, {}, now=1000.5).splitlines()
+    assert lines[2].strip() == "history:"
+    assert "STARTING" in lines[3] and "pulling 2/5 layers" in lines[3] and "10.5s ago" in lines[3]
+    assert "FAILED  COMMAND_EXITED  exit 3" in lines[4]
+
+
+def test_dataflows_from_a_serve_endpoint(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    asked: list[str] = []
+
+    def fetch_json(url: str, timeout: float = 5.0) -> object:
+        asked.append(url)
+        return [{"id": "temperature-1", "name": "temperature", "phase": "running"}]
+
+    monkeypatch.setattr(cli, "fetch_json", fetch_json)
+    assert cli.main(["dataflows", "--serve", "http://df:5060/", "-o", "json"]) == 0
+    assert asked == ["http://df:5060/dags"]
+    assert json.loads(capsys.readouterr().out) == [
+        {"dag": "temperature", "id": "temperature-1", "name": "temperature", "phase": "running"}
+    ]
+    assert cli.main(["dataflows", "--serve", "http://df:5060"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["DAG", "PHASE"] and out[1].split() == ["temperature", "running"]
