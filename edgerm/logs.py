@@ -81,15 +81,34 @@ def add_log_arguments(parser: argparse.ArgumentParser, level: str = "INFO") -> N
     )
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at each record (as logging's last-resort handler does), so a
+    handler installed by an in-process ``main()`` (tests) never holds a stream that was since closed."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
 def configure_logging(level: str = "INFO", fmt: str = "text", stream: TextIO | None = None) -> logging.Handler:
-    """Send every log record to ``stream`` (stderr) in ``fmt``; replaces earlier handlers of the root logger."""
+    """Send every log record to ``stream`` (default: stderr) in ``fmt``.
+
+    Replaces the handler an earlier call installed; other handlers of the root logger (a test
+    framework's) are left alone.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _Stderr()
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler._edgerm = True  # type: ignore[attr-defined]
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if getattr(old, "_edgerm", False):
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
     logging.captureWarnings(True)
