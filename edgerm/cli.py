@@ -42,6 +42,8 @@ STATE_PATH = "/api/v1/state"
 KINDS = ("agents", "frameworks", "tasks")
 MAX_CELL = 60
 MIN_CELL = 6  # a cut column keeps at least this many characters
+ID_CUT, TEXT_CUT, NAME_CUT, NO_CUT = 0, 1, 2, 3  # ids go first (their start tells them apart), names last
+ID_CELL = 9  # a cut id keeps 8 characters and the ellipsis
 DATAFLOW_PREFIX = "dataflow"  # frameworks named dataflow or dataflow:<dag> run DAGs
 
 
@@ -60,53 +62,53 @@ class Column:
     count: bool = False  # show a list's length rather than its items
     age: bool = False  # a time.time() stamp, shown as time ago
     wide: bool = False  # only with -o wide
-    cut: bool = True  # may be shortened to fit the terminal
+    cut: int = 2  # which columns shorten first to fit the terminal: ID_CUT, TEXT_CUT, NAME_CUT or NO_CUT
 
 
 COLUMNS: Mapping[str, tuple[Column, ...]] = {
     "agents": (
-        Column("ID", ("id", "agent_id")),
+        Column("ID", ("id", "agent_id"), cut=ID_CUT),
         Column("HOSTNAME", ("hostname", "name")),
-        Column("STATE", ("state", "status", "connected", "active"), cut=False),
-        Column("RESOURCES", ("resources", "total")),
-        Column("USED", ("used", "allocated")),
+        Column("STATE", ("state", "status", "connected", "active"), cut=NO_CUT),
+        Column("RESOURCES", ("resources", "total"), cut=TEXT_CUT),
+        Column("USED", ("used", "allocated"), cut=TEXT_CUT),
         Column("OFFERED", ("offered",), wide=True),
         Column("FREE", ("free", "available"), wide=True),
-        Column("EXECUTORS", ("attributes.executors", "executors")),
+        Column("EXECUTORS", ("attributes.executors", "executors"), cut=TEXT_CUT),
         Column("TRANSPORT", ("transport",), wide=True),
-        Column("TASKS", ("tasks", "task_count"), count=True, cut=False),
-        Column("SEEN", ("last_seen",), age=True, cut=False),
+        Column("TASKS", ("tasks", "task_count"), count=True, cut=NO_CUT),
+        Column("SEEN", ("last_seen",), age=True, cut=NO_CUT),
     ),
     "frameworks": (
-        Column("ID", ("id", "framework_id")),
+        Column("ID", ("id", "framework_id"), cut=ID_CUT),
         Column("NAME", ("name",)),
-        Column("ACTIVE", ("active", "connected", "subscribed", "state"), cut=False),
+        Column("ACTIVE", ("active", "connected", "subscribed", "state"), cut=NO_CUT),
         Column("SUPPRESSED", ("suppressed",), wide=True),
-        Column("ALLOCATION", ("allocation",)),
-        Column("OFFERS", ("offers", "offer_count"), count=True, cut=False),
-        Column("TASKS", ("tasks", "task_count"), count=True, cut=False),
+        Column("ALLOCATION", ("allocation",), cut=TEXT_CUT),
+        Column("OFFERS", ("offers", "offer_count"), count=True, cut=NO_CUT),
+        Column("TASKS", ("tasks", "task_count"), count=True, cut=NO_CUT),
         Column("UNACKED", ("unacknowledged", "unacked"), count=True, wide=True),
     ),
     "tasks": (
-        Column("ID", ("id", "task_id")),
+        Column("ID", ("id", "task_id"), cut=ID_CUT),
         Column("NAME", ("name",)),
-        Column("STATE", ("state", "status"), cut=False),
-        Column("FRAMEWORK", ("framework_id", "framework")),
-        Column("AGENT", ("agent_id", "agent")),
+        Column("STATE", ("state", "status"), cut=NO_CUT),
+        Column("FRAMEWORK", ("framework_id", "framework"), cut=ID_CUT),
+        Column("AGENT", ("agent_id", "agent"), cut=ID_CUT),
         Column("EXECUTOR", ("executor",), wide=True),
         Column("RESOURCES", ("resources",), wide=True),
         Column("REASON", ("reason",)),
         Column("UPDATED", ("updated_at",), age=True, wide=True),
-        Column("MESSAGE", ("message",)),
+        Column("MESSAGE", ("message",), cut=TEXT_CUT),
     ),
     "dataflows": (
         Column("DAG", ("dag",)),
-        Column("FRAMEWORK", ("framework_id",)),
-        Column("TASKS", ("tasks",), cut=False),
-        Column("RUNNING", ("running",), cut=False),
-        Column("OPERATORS", ("operators",)),
+        Column("FRAMEWORK", ("framework_id",), cut=ID_CUT),
+        Column("TASKS", ("tasks",), cut=NO_CUT),
+        Column("RUNNING", ("running",), cut=NO_CUT),
+        Column("OPERATORS", ("operators",), cut=TEXT_CUT),
         Column("AGENTS", ("agents",)),
-        Column("PHASE", ("phase",), cut=False),
+        Column("PHASE", ("phase",), cut=NO_CUT),
     ),
 }
 
@@ -252,16 +254,21 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def fit(headers: Sequence[str], rows: list[list[str]], width: int, cuttable: Sequence[bool]) -> list[list[str]]:
-    """Cut the widest cuttable columns until the table is at most ``width`` characters wide."""
+def fit(headers: Sequence[str], rows: list[list[str]], width: int, cut_order: Sequence[int]) -> list[list[str]]:
+    """Cut columns until the table is at most ``width`` characters wide: ids first (down to 8 characters),
+    then long text, then names, the widest of each kind first; NO_CUT columns never."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    floor = [max(MIN_CELL, len(h)) if c else w for h, w, c in zip(headers, widths, cuttable, strict=True)]
-    while sum(widths) + 2 * (len(widths) - 1) > width:
-        candidates = [i for i, w in enumerate(widths) if w > floor[i]]
-        if not candidates:
-            break
-        i = max(candidates, key=lambda n: widths[n])
-        widths[i] -= 1
+    floor = [
+        w if c == NO_CUT else max(ID_CELL if c == ID_CUT else MIN_CELL, len(h))
+        for h, w, c in zip(headers, widths, cut_order, strict=True)
+    ]
+    for level in (ID_CUT, TEXT_CUT, NAME_CUT):
+        while sum(widths) + 2 * (len(widths) - 1) > width:
+            candidates = [i for i, w in enumerate(widths) if cut_order[i] == level and w > floor[i]]
+            if not candidates:
+                break
+            i = max(candidates, key=lambda n: widths[n])
+            widths[i] -= 1
     return [[cut(c, widths[i]) for i, c in enumerate(r)] for r in rows]
 
 
@@ -283,14 +290,14 @@ def render(
     if len(used) >= 2:
         headers = [columns[n].header for n in used]
         rows = [[r[n] or "-" for n in used] for r in cells]
-        cuttable = [columns[n].cut for n in used]
+        cut_order = [columns[n].cut for n in used]
     else:  # an unexpected shape: show what is there
         keys = list(dict.fromkeys(k for i in items for k in i))
         headers = [k.upper() for k in keys]
         rows = [[_cell(i, Column(k, (k,)), now, wide) or "-" for k in keys] for i in items]
-        cuttable = [True] * len(keys)
+        cut_order = [NAME_CUT] * len(keys)
     if width is not None and not wide:
-        rows = fit(headers, rows, width, cuttable)
+        rows = fit(headers, rows, width, cut_order)
     return table(headers, rows)
 
 

@@ -55,5 +55,5 @@ def test_the_wheel_runs_the_demo_and_the_examples_from_any_directory(tmp_path: P
         env=env,
     )
     assert "valid DAG" in _run([str(venv / "bin" / "edgerm-dataflow"), "validate", dag.strip()], anywhere, env=env)
-    out = _run([str(py), "-m", "edgerm.demo", "--seconds", "3"], anywhere, timeout=120, env=env)
+    out = _run([str(py), "-m", "edgerm.demo", "--seconds", "8"], anywhere, timeout=180, env=env)
     assert "demo finished: the pipeline ran and was torn down" in out, out[-3000:]

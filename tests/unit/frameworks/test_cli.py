@@ -187,6 +187,9 @@ def test_tables_fit_the_terminal(width: int) -> None:
     assert all(len(line) <= width for line in lines), lines
     assert lines[0].split() == ["ID", "NAME", "STATE", "FRAMEWORK", "AGENT", "REASON", "MESSAGE"]
     assert all("FAILED" in line for line in lines[1:])  # states are never cut
+    assert all(line.startswith("00000000…  ") for line in lines[1:])  # ids are cut first, to 8 characters
+    if width >= 120:
+        assert all(f"temperature.fahrenheit.{i}" in line for i, line in enumerate(lines[1:]))  # names stay whole
     wide = cli.render(state, "tasks", now=0.0, wide=True).splitlines()
     assert state["tasks"][0]["message"].strip() in wide[1]
 
