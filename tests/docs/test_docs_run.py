@@ -76,6 +76,7 @@ def _run(script_blocks: list[Block], cluster: DocsCluster | None, tmp: Path, var
     else:
         assert cluster is not None
         rewrites, env_extra = cluster.rewrites, cluster.env
+    tmp.mkdir(parents=True, exist_ok=True)
     work = tmp / "work"
     work.mkdir(exist_ok=True)
     for n, b in enumerate(script_blocks):
@@ -154,3 +155,35 @@ def test_more_tasks(
     where: str, bs: list[Block], vary: tuple[str, str], docs_cluster: DocsCluster, tmp_path: Path
 ) -> None:
     _run(bs, docs_cluster, tmp_path, vary)
+
+
+# -- the harness itself --------------------------------------------------------------------
+
+
+def _doc(tmp: Path, text: str) -> list[Block]:
+    path = tmp / "docs" / "sample.md"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return blocks(path)
+
+
+def test_the_harness_fails_a_failing_block_and_skips_no_run(tmp_path: Path) -> None:
+    fence = "`" * 3
+    bs = _doc(
+        tmp_path,
+        f"{fence}sh\necho fine\n{fence}\n\n{fence}sh no-run\nexit 3\n{fence}\n\n"
+        f"{fence}python\nraise SystemExit(4)\n{fence}\n",
+    )
+    assert [b.runnable for b in bs] == [True, False, True]
+    cluster = DocsCluster("http://127.0.0.1:9", "coap://127.0.0.1:9", "mqtt://127.0.0.1:9")
+    _run([bs[0]], cluster, tmp_path / "a")
+    with pytest.raises(pytest.fail.Exception, match="exit status 4"):
+        _run([bs[2]], cluster, tmp_path / "b")
+
+
+def test_the_harness_fails_a_recipe_that_leaves_a_daemon_running(tmp_path: Path) -> None:
+    fence = "`" * 3
+    [b] = _doc(tmp_path, f"{fence}sh\nsleep 300 &\necho started\n{fence}\n")
+    cluster = DocsCluster("http://127.0.0.1:9", "coap://127.0.0.1:9", "mqtt://127.0.0.1:9")
+    with pytest.raises(pytest.fail.Exception, match=r"left processes running: .*sleep 300"):
+        _run([b], cluster, tmp_path / "c")
