@@ -119,7 +119,7 @@ def _read_urls(proc: subprocess.Popen[str], timeout: float, log: Path) -> dict[s
     return urls
 
 
-def start_cluster(tmp: Path, timeout: float = 30.0) -> DocsCluster:
+def start_cluster(tmp: Path, timeout: float = 60.0) -> DocsCluster:
     env = base_env()
     master_log = tmp / "master.log"
     master = subprocess.Popen(

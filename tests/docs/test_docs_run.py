@@ -31,7 +31,7 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 ALL = [b for path in DOCS for b in blocks(path)]
 SINGLE = [b for b in ALL if b.runnable and not b.session]
 SESSIONS = [(path, name, bs) for path in DOCS for name, bs in sessions(blocks(path)).items()]
-TIMEOUT = 60.0
+TIMEOUT = 120.0  # a bound for a loaded machine; each script takes a few seconds when it is quiet
 MORE_TASKS = 25
 # What "more tasks" changes, per file: the text the doc uses for 3 tasks, and its N-task form.
 MORE = {"README.md": ("Hello(3)", "Hello({n})"), "tutorial.md": ("--tasks 3", "--tasks {n}")}
