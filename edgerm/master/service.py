@@ -34,7 +34,7 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edgerm import messages as m
 from edgerm.errors import NotSubscribed, Unavailable, UnknownAgent, WireError
@@ -476,7 +476,7 @@ class MasterService:
         if not self.running:
             raise Unavailable("the master is not running")
         fid = framework.id or FrameworkId(new_id())
-        subscribed = FrameworkSubscribed(FrameworkInfo(fid, framework.name))
+        subscribed = FrameworkSubscribed(replace(framework, id=fid))
         actions = self.core.handle(subscribed, self._clock())
         old = self._streams.pop(fid, None)
         if old is not None:
