@@ -187,3 +187,18 @@ def test_the_harness_fails_a_recipe_that_leaves_a_daemon_running(tmp_path: Path)
     cluster = DocsCluster("http://127.0.0.1:9", "coap://127.0.0.1:9", "mqtt://127.0.0.1:9")
     with pytest.raises(pytest.fail.Exception, match=r"left processes running: .*sleep 300"):
         _run([b], cluster, tmp_path / "c")
+
+
+def test_the_readme_names_every_task_status_field_state_and_reason() -> None:
+    """The "what a framework hears" tables stay complete as the model grows."""
+    import dataclasses
+
+    from edgerm.model import Reason, TaskState, TaskStatus
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### What a framework hears about a task") :]
+    section = section[: section.index("\n## ")]
+    missing = [f.name for f in dataclasses.fields(TaskStatus) if f"| `{f.name}` |" not in section]
+    missing += [s.value for s in TaskState if f"`{s.value}`" not in section]
+    missing += [r.value for r in Reason if f"`{r.value}`" not in section]
+    assert not missing, f"README's TaskStatus tables do not mention: {missing}"
