@@ -70,6 +70,7 @@ class EventLog:
         self._ended: OrderedDict[TaskId, None] = OrderedDict()
         self._agents: dict[AgentId, str] = {}  # known agent -> hostname
         self._unreachable: set[AgentId] = set()
+        self._lost: OrderedDict[AgentId, None] = OrderedDict()  # recently lost agents: a return is a re-registration
         self._frameworks: dict[FrameworkId, _Framework] = {}
 
     def record(self, event: object, actions: list[MasterAction]) -> None:
@@ -130,19 +131,22 @@ class EventLog:
 
     def _agent_registered(self, event: ev.AgentRegistered) -> None:
         info = event.agent
-        again = info.id in self._agents
+        returned = info.id in self._lost
+        self._lost.pop(info.id, None)
+        again = info.id in self._agents or returned
         self._agents[info.id] = info.hostname
         self._unreachable.discard(info.id)
         what = "agent re-registered" if again else "agent registered"
         executors = info.attributes.get("executors", ())
         self._log.info(
-            "%s: agent_id=%s hostname=%s resources=%s executors=%s tasks=%d",
+            "%s: agent_id=%s hostname=%s resources=%s executors=%s tasks=%d%s",
             what,
             info.id,
             info.hostname,
             info.resources,
             ",".join(sorted(executors)) if not isinstance(executors, str) else executors,
             len(event.tasks),
+            " (it had been lost)" if returned else "",
             extra=ids(
                 event=what.replace(" ", "_").replace("-", "_"),
                 agent_id=info.id,
@@ -158,6 +162,9 @@ class EventLog:
         if not self._core.agent_known(agent_id):
             del self._agents[agent_id]
             self._unreachable.discard(agent_id)
+            self._lost[agent_id] = None
+            while len(self._lost) > ENDED_MEMORY:
+                self._lost.popitem(last=False)
             self._log.info(
                 "agent lost: agent_id=%s hostname=%s",
                 agent_id,

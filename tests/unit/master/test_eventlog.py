@@ -98,6 +98,8 @@ def test_agent_lost_loses_its_tasks_and_re_registration_is_named(lh: Logged, cap
     caplog.clear()
     lh.tick(10)
     assert lines(caplog) == []
+    lh.agent("a2")  # back after it was lost
+    assert events(caplog) == ["agent_re_registered"] and lines(caplog)[0].endswith("(it had been lost)")
 
 
 def test_a_heartbeat_logs_nothing(lh: Logged, caplog: pytest.LogCaptureFixture) -> None:
