@@ -45,10 +45,10 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
-def base_env(extra: Mapping[str, str] = {}) -> dict[str, str]:
-    """This interpreter's venv first on PATH, unbuffered output, no inherited EDGERM_* settings."""
+def base_env(extra: Mapping[str, str] = {}, bin_dir: Path = BIN) -> dict[str, str]:
+    """A venv's scripts first on PATH (this interpreter's by default), unbuffered output, no inherited EDGERM_*."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGERM_")}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env
@@ -119,11 +119,13 @@ def _read_urls(proc: subprocess.Popen[str], timeout: float, log: Path) -> dict[s
     return urls
 
 
-def start_cluster(tmp: Path, timeout: float = 60.0) -> DocsCluster:
-    env = base_env()
+def start_cluster(tmp: Path, timeout: float = 60.0, bin_dir: Path = BIN) -> DocsCluster:
+    """The test cluster, from the console scripts in ``bin_dir`` (this venv's, or an installed wheel's)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = base_env(bin_dir=bin_dir)
     master_log = tmp / "master.log"
     master = subprocess.Popen(
-        [str(BIN / "edgerm-master"), "--port", "0", "--coap-port", "0", "--broker-port", "0", *MASTER_ARGS],
+        [str(bin_dir / "edgerm-master"), "--port", "0", "--coap-port", "0", "--broker-port", "0", *MASTER_ARGS],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -137,7 +139,7 @@ def start_cluster(tmp: Path, timeout: float = 60.0) -> DocsCluster:
         for name, domain, device in AGENTS:
             log = tmp / f"{name}.log"
             cmd = [
-                str(BIN / "edgerm-agent"),
+                str(bin_dir / "edgerm-agent"),
                 "--master",
                 http,
                 "--config",

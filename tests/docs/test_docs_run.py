@@ -19,91 +19,21 @@ process it started: one left running fails the test (and is then killed with its
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.docs.blocks import SHELL, Block, blocks, sessions
-from tests.docs.cluster import DOC_BROKER, DOC_COAP, DOC_MASTER, REPO, DocsCluster, base_env, free_port, run_script
+from tests.docs.cluster import REPO, DocsCluster
+from tests.docs.runner import run_blocks
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 ALL = [b for path in DOCS for b in blocks(path)]
 SINGLE = [b for b in ALL if b.runnable and not b.session]
 SESSIONS = [(path, name, bs) for path in DOCS for name, bs in sessions(blocks(path)).items()]
-TIMEOUT = 120.0  # a bound for a loaded machine; each script takes a few seconds when it is quiet
 MORE_TASKS = 25
 # What "more tasks" changes, per file: the text the doc uses for 3 tasks, and its N-task form.
 MORE = {"README.md": ("Hello(3)", "Hello({n})"), "tutorial.md": ("--tasks 3", "--tasks {n}")}
-
-
-def _docker_ready() -> bool:
-    try:
-        from tests.support import docker_unavailable
-
-        return not docker_unavailable()
-    except ImportError:
-        return False
-
-
-def _own_cluster(code: str, tmp: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """Rewrites and env for a script that starts its own master: fresh ports, private work dirs."""
-    url = f"http://127.0.0.1:{free_port()}"
-    rewrites = {
-        DOC_MASTER: url,
-        DOC_COAP: f"coap://127.0.0.1:{free_port(2)}",
-        DOC_BROKER: f"mqtt://127.0.0.1:{free_port()}",
-        "--port 5050": f"--port {url.rsplit(':', 1)[1]}",
-        "/tmp/edgerm-": f"{tmp}/edgerm-",
-    }
-    rewrites["--coap-port 5683"] = f"--coap-port {rewrites[DOC_COAP].rsplit(':', 1)[1]}"
-    rewrites["--broker-port 1883"] = f"--broker-port {rewrites[DOC_BROKER].rsplit(':', 1)[1]}"
-    return rewrites, {"EDGERM_MASTER": url}
-
-
-def _rewrite(code: str, rewrites: dict[str, str]) -> str:
-    for old, new in rewrites.items():
-        code = code.replace(old, new)
-    return code
-
-
-def _run(script_blocks: list[Block], cluster: DocsCluster | None, tmp: Path, vary: tuple[str, str] = ("", "")) -> None:
-    """Run blocks (one, or a session) as one bash script; fail with the output when it fails or leaks."""
-    shell: list[str] = []
-    starts_master = any("edgerm-master" in b.code for b in script_blocks)
-    if starts_master:
-        rewrites, env_extra = _own_cluster("".join(b.code for b in script_blocks), tmp)
-    else:
-        assert cluster is not None
-        rewrites, env_extra = cluster.rewrites, cluster.env
-    tmp.mkdir(parents=True, exist_ok=True)
-    work = tmp / "work"
-    work.mkdir(exist_ok=True)
-    for n, b in enumerate(script_blocks):
-        if b.attrs.get("requires") == "docker" and not _docker_ready():
-            continue
-        code = _rewrite(b.code, rewrites)
-        if vary[0]:
-            code = code.replace(*vary)
-        if "file" in b.attrs:
-            (work / b.attrs["file"]).write_text(code)
-        elif b.lang in SHELL:
-            shell.append(f"# --- {b.where}\n{code}")
-        elif b.runnable:  # a python block: run it where the shell is
-            path = tmp / f"block{n}.py"
-            path.write_text(code)
-            shell.append(f"# --- {b.where}\n{sys.executable} {path}\n")
-    script = tmp / "script.sh"
-    script.write_text("set -e\n" + "\n".join(shell))
-    cwd = REPO if script_blocks[0].path.name == "README.md" else work
-    result = run_script(["bash", str(script)], cwd, base_env(env_extra), TIMEOUT, tmp / "output.log")
-    where = ", ".join(b.where for b in script_blocks)
-    if result.returncode is None:
-        pytest.fail(f"{where}: did not finish within {TIMEOUT:g}s; output:\n{result.tail()}")
-    if result.returncode != 0:
-        pytest.fail(f"{where}: exit status {result.returncode}; output:\n{result.tail()}")
-    if result.leftovers:
-        pytest.fail(f"{where}: left processes running: {result.leftovers}; output:\n{result.tail()}")
 
 
 def test_every_fence_says_what_it_is() -> None:
@@ -122,12 +52,12 @@ def test_session_files_are_used() -> None:
 
 @pytest.mark.parametrize("block", SINGLE, ids=[b.where for b in SINGLE])
 def test_block_runs(block: Block, docs_cluster: DocsCluster, tmp_path: Path) -> None:
-    _run([block], docs_cluster, tmp_path)
+    run_blocks([block], docs_cluster, tmp_path)
 
 
 @pytest.mark.parametrize(("path", "name", "bs"), SESSIONS, ids=[f"{p.name}:{n}" for p, n, _ in SESSIONS])
 def test_session_runs(path: Path, name: str, bs: list[Block], docs_cluster: DocsCluster, tmp_path: Path) -> None:
-    _run(bs, docs_cluster, tmp_path)
+    run_blocks(bs, docs_cluster, tmp_path)
 
 
 def _more_tasks_cases() -> list[tuple[str, list[Block], tuple[str, str]]]:
@@ -154,7 +84,7 @@ def test_more_tasks_cover_both_tutorials() -> None:
 def test_more_tasks(
     where: str, bs: list[Block], vary: tuple[str, str], docs_cluster: DocsCluster, tmp_path: Path
 ) -> None:
-    _run(bs, docs_cluster, tmp_path, vary)
+    run_blocks(bs, docs_cluster, tmp_path, vary)
 
 
 # -- the harness itself --------------------------------------------------------------------
@@ -167,7 +97,7 @@ def _doc(tmp: Path, text: str) -> list[Block]:
     return blocks(path)
 
 
-def test_the_harness_fails_a_failing_block_and_skips_no_run(tmp_path: Path) -> None:
+def test_the_harness_fails_a_failing_block_and_skips_norun_blocks(tmp_path: Path) -> None:
     fence = "`" * 3
     bs = _doc(
         tmp_path,
@@ -176,9 +106,9 @@ def test_the_harness_fails_a_failing_block_and_skips_no_run(tmp_path: Path) -> N
     )
     assert [b.runnable for b in bs] == [True, False, True]
     cluster = DocsCluster("http://127.0.0.1:9", "coap://127.0.0.1:9", "mqtt://127.0.0.1:9")
-    _run([bs[0]], cluster, tmp_path / "a")
+    run_blocks([bs[0]], cluster, tmp_path / "a")
     with pytest.raises(pytest.fail.Exception, match="exit status 4"):
-        _run([bs[2]], cluster, tmp_path / "b")
+        run_blocks([bs[2]], cluster, tmp_path / "b")
 
 
 def test_the_harness_fails_a_recipe_that_leaves_a_daemon_running(tmp_path: Path) -> None:
@@ -186,7 +116,7 @@ def test_the_harness_fails_a_recipe_that_leaves_a_daemon_running(tmp_path: Path)
     [b] = _doc(tmp_path, f"{fence}sh\nsleep 300 &\necho started\n{fence}\n")
     cluster = DocsCluster("http://127.0.0.1:9", "coap://127.0.0.1:9", "mqtt://127.0.0.1:9")
     with pytest.raises(pytest.fail.Exception, match=r"left processes running: .*sleep 300"):
-        _run([b], cluster, tmp_path / "c")
+        run_blocks([b], cluster, tmp_path / "c")
 
 
 def test_the_readme_names_every_task_status_field_state_and_reason() -> None:

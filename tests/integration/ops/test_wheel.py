@@ -1,4 +1,6 @@
-"""The wheel carries what its commands need: built, installed in a fresh venv outside the repo, run from /tmp.
+"""The wheel carries what its commands need: built, installed in a fresh venv outside the repo, run elsewhere:
+every console script, the shipped examples, ``python -m edgerm.demo``, and every step of docs/tutorial.md
+against a cluster started from the venv's own scripts.
 
 The venv gets edgerm from the wheel only (``pip install --no-deps --no-index``); its dependencies come from
 this interpreter's site-packages through a ``.pth`` line (offline, and fast), which adds that directory
@@ -16,6 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.docs.blocks import blocks, sessions
+from tests.docs.cluster import start_cluster
+from tests.docs.runner import run_blocks
+
 REPO = Path(__file__).resolve().parents[3]
 
 
@@ -26,7 +32,7 @@ def _run(argv: list[str], cwd: Path, timeout: float = 120.0, env: dict[str, str]
 
 
 @pytest.mark.slow
-def test_the_wheel_runs_the_demo_and_the_examples_from_any_directory(tmp_path: Path) -> None:
+def test_the_wheel_runs_the_demo_the_examples_and_the_tutorial_from_any_directory(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)], tmp_path, 300)
     [wheel] = dist.glob("edgerm-*.whl")
@@ -57,3 +63,11 @@ def test_the_wheel_runs_the_demo_and_the_examples_from_any_directory(tmp_path: P
     assert "valid DAG" in _run([str(venv / "bin" / "edgerm-dataflow"), "validate", dag.strip()], anywhere, env=env)
     out = _run([str(py), "-m", "edgerm.demo", "--seconds", "8"], anywhere, timeout=180, env=env)
     assert "demo finished: the pipeline ran and was torn down" in out, out[-3000:]
+    # The tutorial, as a user of the wheel runs it: a cluster and every step from the venv's scripts.
+    tutorial = REPO / "docs" / "tutorial.md"
+    cluster = start_cluster(tmp_path / "cluster", bin_dir=venv / "bin")
+    try:
+        for name, bs in sessions(blocks(tutorial)).items():
+            run_blocks(bs, cluster, tmp_path / f"tutorial-{name}", bin_dir=venv / "bin")
+    finally:
+        cluster.stop()
