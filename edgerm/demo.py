@@ -1,6 +1,6 @@
 """The README demo: a master, three agents and the temperature pipeline, as real processes.
 
-    python -m edgerm.demo [--seconds 10] [--port 0]
+    python -m edgerm.demo [--seconds 6] [--port 0]
 
 Starts ``edgerm-master`` on 127.0.0.1 (an ephemeral port unless given) with
 its embedded MQTT broker (on another ephemeral port), three ``edgerm-agent``
@@ -30,8 +30,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-PIPELINE = REPO / "examples" / "dataflows" / "temperature.yaml"
+from edgerm import examples
+
+PIPELINE = examples.path("dataflows/temperature.yaml")
 AGENTS = (
     ("sensor-1", "edge", "temperature"),
     ("edge-2", "edge", ""),
@@ -101,9 +102,11 @@ def _count_agents(url: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgerm-demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="how long the pipeline runs (default 10)")
-    parser.add_argument("--port", type=int, default=0, help="master port (default: an ephemeral one)")
+    parser = argparse.ArgumentParser(
+        prog="edgerm-demo", description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=6.0, help="how long the pipeline runs")
+    parser.add_argument("--port", type=int, default=0, help="master port (0: an ephemeral one)")
     args = parser.parse_args(argv)
     port = args.port or _free_port()
     broker_port = _free_port()
@@ -115,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmpdir)
         _say(f"starting the master on {url} with its MQTT broker on {broker}")
         cmd = [py, "-m", "edgerm.master.main", "--host", "127.0.0.1", "--port", str(port), "--no-coap"]
+        cmd += ["--state-dir", ":memory:"]  # a throwaway cluster: nothing to keep across runs
         cmd += ["--broker-port", str(broker_port), "--log-level", "WARNING"]
         procs.append(subprocess.Popen(cmd, env=env))
         _wait_for(url + "/api/v1/state", procs[-1])
@@ -130,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit("demo: the agents did not register within 20s")
             time.sleep(0.1)
         subprocess.run([py, "-m", "edgerm.cli", "--master", url, "agents"], env=env, check=False)
-        _say(f"edgerm-dataflow run {PIPELINE.relative_to(REPO)} for {args.seconds:g}s")
+        _say(f"edgerm-dataflow run {PIPELINE} for {args.seconds:g}s")
         run = [py, "-m", "edgerm.frameworks.dataflow.cli", "run", str(PIPELINE), "--master", url, "--broker", broker]
         run += ["--duration", str(args.seconds), "--deadline", "30", "--status-interval", "2", "--min-records", "1"]
         code = subprocess.run(run, env=env, check=False).returncode

@@ -7,9 +7,23 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH"
 
+# Setup scripts are quiet: their output (apt's included) goes to $SETUP_LOG and is shown only when one fails;
+# what each one did (installed, started, built, or found already there) is printed as one line per step.
+SETUP_LOG="$PWD/.test-setup.log"
+: >"$SETUP_LOG"
+setup() {
+  local name=$1 script=$2
+  if ! bash "$script" >>"$SETUP_LOG" 2>&1; then
+    echo "== $name failed; the end of $SETUP_LOG:" >&2
+    tail -n 40 "$SETUP_LOG" >&2
+    exit 1
+  fi
+  grep "^$(basename "$script" .sh): " "$SETUP_LOG" | sed "s/^[a-z_]*: /   /" || true
+}
+
 if [ -f scripts/setup_docker.sh ] && { [ "${CI:-}" = "true" ] || [ "$(id -u)" = 0 ]; }; then
-  echo "== docker engine"
-  bash scripts/setup_docker.sh
+  echo "== docker engine (output in $SETUP_LOG)"
+  setup "docker setup" scripts/setup_docker.sh
 fi
 
 if [ -f scripts/build_python_image.sh ] && docker info >/dev/null 2>&1; then
@@ -18,8 +32,8 @@ if [ -f scripts/build_python_image.sh ] && docker info >/dev/null 2>&1; then
 fi
 
 if [ -f scripts/setup_mosquitto.sh ] && { [ "${CI:-}" = "true" ] || [ "$(id -u)" = 0 ]; }; then
-  echo "== mosquitto (data-plane tests run against it and the embedded broker)"
-  bash scripts/setup_mosquitto.sh
+  echo "== mosquitto, for the data-plane tests (output in $SETUP_LOG)"
+  setup "mosquitto setup" scripts/setup_mosquitto.sh
 fi
 
 echo "== generated protobuf code is up to date"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import os
 import signal
@@ -41,7 +42,6 @@ from edgerm.agent.config import (
     load_config,
     resolve_master,
 )
-from edgerm.agent.http_transport import HttpAgentTransport
 from edgerm.agent.resources import build_agent_info, load_agent_id, measure
 from edgerm.agent.runtime import Runtime
 from edgerm.agent.service import AgentService
@@ -49,6 +49,7 @@ from edgerm.agent.transport import AgentTransport
 from edgerm.errors import ConfigError, EdgermError, TransportError
 from edgerm.ids import AgentId
 from edgerm.lifecycle import Starting
+from edgerm.logs import add_log_arguments, configure_logging, fail, version_argument
 
 log = logging.getLogger("edgerm.agent")
 
@@ -61,6 +62,9 @@ def transport_for(master_url: str) -> AgentTransport:
     """The transport that speaks the master URL's scheme."""
     scheme = urlsplit(master_url).scheme
     if scheme in ("http", "https"):
+        # Imported here: an agent that speaks CoAP does not load aiohttp.
+        from edgerm.agent.http_transport import HttpAgentTransport
+
         return HttpAgentTransport(master_url)
     if scheme in COAP_SCHEMES:
         # Imported here: an agent that speaks HTTP does not load aiocoap.
@@ -100,7 +104,11 @@ async def build_runtimes(
                 threads=min(config.wasm.threads, DATAFLOW_THREADS),
                 default_memory=config.wasm.memory,
             )
-    if "docker" in wanted:
+    if "docker" in wanted and importlib.util.find_spec("docker") is None:
+        (log.warning if explicit else log.info)(
+            "no docker executor: the Docker SDK is not installed (pip install 'edgerm[docker]')"
+        )
+    elif "docker" in wanted:
         from edgerm.agent.docker import DockerRuntime
 
         docker = DockerRuntime(agent_id, config.devices)
@@ -221,15 +229,25 @@ async def _start(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edgerm-agent", description="Run an edgerm agent on this device.")
+    p = argparse.ArgumentParser(
+        prog="edgerm-agent",
+        description="Run an edgerm agent on this device.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    version_argument(p)
     p.add_argument("--master", metavar="URL", help=f"the master's URL (default: $EDGERM_MASTER or {DEFAULT_MASTER})")
     p.add_argument(
         "--coap", action="store_true", help=f"talk to the master over CoAP (default URL {DEFAULT_COAP_MASTER})"
     )
     p.add_argument("--config", metavar="FILE", type=Path, help="YAML config file (docs/agent-config.md)")
-    p.add_argument("--work-dir", metavar="DIR", type=Path, help="state directory (agent id, task dirs, module cache)")
+    p.add_argument(
+        "--work-dir",
+        metavar="DIR",
+        type=Path,
+        help=f"state directory: agent id, task dirs, module cache (default: {default_work_dir()}); one per agent",
+    )
     p.add_argument("--name", metavar="N", help="hostname to advertise (default: the machine's)")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level")
+    add_log_arguments(p)
     return p
 
 
@@ -275,17 +293,17 @@ async def _serve(config: AgentConfig, master_url: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format)
     try:
         config = load_config(args.config) if args.config else AgentConfig()
         config = config.with_overrides(work_dir=args.work_dir, name=args.name)
         master_url = master_url_for(args.master, args.coap, os.environ, config)
         asyncio.run(_serve(config, master_url))
     except (ConfigError, OSError) as e:
-        print(f"edgerm-agent: {e}", file=sys.stderr)
+        fail("edgerm-agent", str(e))
         return 2
     except EdgermError as e:
-        print(f"edgerm-agent: {e}", file=sys.stderr)
+        fail("edgerm-agent", str(e))
         return 1
     except KeyboardInterrupt:
         return 130

@@ -66,6 +66,7 @@ from edgerm.agent.state import (
     StopTask,
     Tick,
 )
+from edgerm.agent.tasklog import TaskLog
 from edgerm.agent.transport import AgentTransport
 from edgerm.errors import EdgermError, RuntimeFailure, TransportError, UnknownAgent, WireError
 from edgerm.ids import TaskId, new_id
@@ -105,6 +106,7 @@ class AgentService:
         self.work_dir = work_dir
         self.instance_id = new_id()  # this process's registrations (the master tells two apart)
         self.core = AgentCore(info.id, frozenset(self.runtimes))
+        self.tasklog = TaskLog(info.id)  # one INFO line per task start and end (edgerm.agent.tasklog)
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -186,6 +188,7 @@ class AgentService:
         except Exception:  # boundary: a bug in the core must not take the agent down
             log.exception("the agent core could not handle %r", event)
             return
+        self.tasklog.record(event, list(actions))
         if self.core.registered:
             self._registered.set()
         else:
@@ -311,7 +314,7 @@ class AgentService:
         except asyncio.CancelledError:
             raise
         except Exception as e:  # boundary: this task fails, the agent goes on
-            if not isinstance(e, EdgermError):
+            if not isinstance(e, EdgermError):  # a bug: the traceback helps; an EdgermError is logged as task failed
                 log.exception("launching %s failed", task.task_id)
             message = f"could not launch: {e}"
             self.report(TaskEnded(task.task_id, TaskState.FAILED, Reason.RUNTIME_ERROR, message))

@@ -59,14 +59,20 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import wasmtime
-from wasmtime import _bindings as ffi
+from typing import TYPE_CHECKING, Any
 
 from edgerm.agent.runtime import RecoveredTask, ReportCallback, TaskEnded, TaskStarted
 from edgerm.errors import EdgermError
 from edgerm.ids import TaskId
+from edgerm.lazy import lazy_module
 from edgerm.model import Reason, TaskInfo, TaskState, WasmSpec
+
+if TYPE_CHECKING:
+    import wasmtime
+    from wasmtime import _bindings as ffi
+else:  # imported at the first task: an idle agent does not load wasmtime
+    wasmtime = lazy_module("wasmtime")
+    ffi = lazy_module("wasmtime._bindings")
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +84,6 @@ _STDERR_TAIL_BYTES = 4096
 
 ModuleFetcher = Callable[[str], Awaitable[bytes]]
 
-# ctypes types of wasmtime's epoch deadline callback and its finalizer.
-_DeadlineCallback = ffi._wasmtime_store_epoch_deadline_callback.argtypes[1]
-_Finalizer = ffi._wasmtime_store_epoch_deadline_callback.argtypes[3]
 _CONTINUE = 0  # wasmtime_update_deadline_kind_t: keep running
 
 
@@ -130,12 +133,8 @@ class WasmRuntime:
         threads: int = 32,
         fetch_module: ModuleFetcher | None = None,
     ) -> None:
-        config = wasmtime.Config()
-        config.epoch_interruption = True
-        config.memory_reservation = MEMORY_RESERVATION
-        self._engine = wasmtime.Engine(config)
-        self._linker = wasmtime.Linker(self._engine)
-        self._linker.define_wasi()
+        self._wasm: tuple[wasmtime.Engine, wasmtime.Linker] | None = None  # made at the first use
+        self._wasm_lock = threading.Lock()
         self._cache_dir = work_dir / "modules" if work_dir is not None else None
         self._default_time_limit = default_time_limit
         self._default_memory = default_memory
@@ -150,6 +149,30 @@ class WasmRuntime:
         self.compiled = 0
         self.deserialized = 0
         self.cache_hits = 0
+
+    @property
+    def _engine(self) -> wasmtime.Engine:
+        return self._engine_and_linker()[0]
+
+    @property
+    def _linker(self) -> wasmtime.Linker:
+        return self._engine_and_linker()[1]
+
+    def _engine_and_linker(self) -> tuple[wasmtime.Engine, wasmtime.Linker]:
+        """The engine and its WASI linker, made once (from whichever thread asks first)."""
+        wasm = self._wasm
+        if wasm is None:
+            with self._wasm_lock:
+                wasm = self._wasm
+                if wasm is None:
+                    config = wasmtime.Config()
+                    config.epoch_interruption = True
+                    config.memory_reservation = MEMORY_RESERVATION
+                    engine = wasmtime.Engine(config)
+                    linker = wasmtime.Linker(engine)
+                    linker.define_wasi()
+                    wasm = self._wasm = (engine, linker)
+        return wasm
 
     # -- Runtime protocol ---------------------------------------------------------------
 
@@ -427,8 +450,10 @@ def _watch_stops(store: wasmtime.Store, run: _Run) -> object:
         kind[0] = _CONTINUE
         return 0
 
-    callback = _DeadlineCallback(on_deadline)
-    ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), callback, None, _Finalizer())
+    # ctypes types of wasmtime's epoch deadline callback (argument 1) and its finalizer (argument 3).
+    argtypes: Any = ffi._wasmtime_store_epoch_deadline_callback.argtypes
+    callback = argtypes[1](on_deadline)
+    ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), callback, None, argtypes[3]())
     return callback
 
 

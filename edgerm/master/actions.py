@@ -65,6 +65,7 @@ class Notice:
 
     message: str
     level: str = "INFO"  # INFO or WARNING
+    event: str = ""  # the lifecycle event's name in structured logs (agent_unreachable, ...)
     agent_id: AgentId = AgentId("")
     framework_id: FrameworkId = FrameworkId("")
     task_id: TaskId = TaskId("")

@@ -23,11 +23,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from edgerm import messages as m
-from edgerm.errors import MalformedMessage, UnknownCall, WireError
-from edgerm.ids import AgentId, FrameworkId, new_id
+from edgerm.errors import MalformedMessage, UnknownCall, UnknownTask, WireError
+from edgerm.ids import AgentId, FrameworkId, TaskId, new_id
+from edgerm.master.actions import KillTask
 from edgerm.master.events import AgentRegistered, HeartbeatReceived, StatusReceived
 from edgerm.master.metrics import render_metrics
 from edgerm.master.service import CommandStream, EventStream, MasterService
+from edgerm.master.state import _task_json
 
 _AGENT_CALL_NAMES: dict[type, str] = {
     m.RegisterAgent: "REGISTER",
@@ -114,6 +116,31 @@ class Handlers:
         if isinstance(call, m.Teardown):
             service.close_stream(call.framework_id)
         await service.durable()
+
+    # -- operator API -----------------------------------------------------------------
+
+    def kill_task(self, task_id: TaskId) -> dict[str, object]:
+        """An operator's kill: the task's own framework's KILL, fed to the core on its behalf.
+
+        When that framework is subscribed the core takes the kill as its own
+        (KILLING, reason KILLED_BY_FRAMEWORK, re-sent until the agent answers).
+        When it is not (disconnected, or torn down and the task still ending)
+        the core would refuse a call of its, so the kill goes straight to the
+        agent; its KILLED status then reaches the core like any other. Raises
+        ``UnknownTask``; a task that already ended is answered as it is.
+        Returns the task's JSON (as in the state) before the kill took effect.
+        """
+        self._metrics.call("operator", "KILL")
+        service = self.service
+        record = service.core.task(task_id)
+        if record is None:
+            raise UnknownTask(f"the master knows no task {task_id!r}")
+        if record.live:
+            if service.core.framework_active(record.framework_id):
+                service.handle(m.Kill(record.framework_id, task_id, record.agent_id))
+            else:
+                service._execute([KillTask(record.agent_id, task_id, record.info.kill_grace)])
+        return _task_json(record)
 
     # -- errors, state, metrics, modules ------------------------------------------------
 

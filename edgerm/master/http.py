@@ -8,6 +8,8 @@ Routes::
                                    header Edgerm-Stream-Id; others 202 empty
     GET  /api/v1/state             the cluster state as JSON
     GET  /api/v1/modules/{sha256}  an inline WebAssembly module by content hash
+    POST /api/v1/tasks/{id}/kill   an operator's kill (on behalf of the task's
+                                   framework): 202 with the task's JSON; 404
     GET  /metrics                  Prometheus text
     GET  /                         a small dashboard over /api/v1/state
 
@@ -40,6 +42,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from edgerm import messages as m
 from edgerm import wire
 from edgerm.errors import MalformedMessage, MessageTooLarge, NotFound, WireError
+from edgerm.ids import TaskId
 from edgerm.master.dashboard import DASHBOARD_HTML
 from edgerm.master.handlers import Handlers
 from edgerm.master.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -49,6 +52,7 @@ log = logging.getLogger(__name__)
 PROTOBUF = "application/x-protobuf"
 STREAM_ID_HEADER = "Edgerm-Stream-Id"
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
+MAX_TASK_ID = 256
 
 _PB_HEADERS = {"Content-Type": PROTOBUF}
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
@@ -184,6 +188,13 @@ class _HttpAdapter:
             headers={"Content-Type": "application/wasm", "Cache-Control": "public, max-age=31536000, immutable"},
         )
 
+    async def kill(self, request: web.Request) -> web.StreamResponse:
+        task_id = request.match_info["task_id"]
+        if not 0 < len(task_id) <= MAX_TASK_ID:
+            raise MalformedMessage(f"a task id has 1 to {MAX_TASK_ID} characters")
+        task = self._handlers.kill_task(TaskId(task_id))
+        return web.json_response(task, status=202)
+
     async def dashboard(self, request: web.Request) -> web.StreamResponse:
         return web.Response(text=DASHBOARD_HTML, content_type="text/html")
 
@@ -203,6 +214,7 @@ def make_app(handlers: Handlers, max_body: int = DEFAULT_MAX_BODY) -> web.Applic
     app.router.add_post("/api/v1/scheduler", guard(adapter.scheduler))
     app.router.add_get("/api/v1/state", guard(adapter.state))
     app.router.add_get("/api/v1/modules/{sha256}", guard(adapter.module))
+    app.router.add_post("/api/v1/tasks/{task_id}/kill", guard(adapter.kill))
     app.router.add_get("/metrics", guard(adapter.metrics))
     app.router.add_get("/", guard(adapter.dashboard))
     return app

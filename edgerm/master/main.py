@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
+import importlib.util
 import logging
 import math
 import os
@@ -45,6 +47,7 @@ from edgerm.errors import ConfigError, MalformedMessage
 from edgerm.ids import new_id
 from edgerm.lifecycle import Starting
 from edgerm.limits import check_id
+from edgerm.logs import add_log_arguments, configure_logging, fail, version_argument
 from edgerm.master.broker import DEFAULT_BROKER_PORT, EMBEDDED, EmbeddedBroker, check_broker_url
 from edgerm.master.coap import CoapServer, start_coap_server
 from edgerm.master.handlers import Handlers
@@ -54,6 +57,28 @@ from edgerm.master.state import MasterConfig
 from edgerm.master.store import MEMORY, open_store
 
 log = logging.getLogger("edgerm.master")
+
+
+NO_AMQTT = (
+    "the embedded MQTT broker needs amqtt (pip install 'edgerm[broker]'); "
+    "or name an external broker with --broker mqtt://HOST:PORT, or run with --no-broker"
+)
+
+
+def _amqtt_installed() -> bool:
+    return importlib.util.find_spec("amqtt") is not None
+
+
+class PortInUse(OSError):
+    """A port the master must bind is taken: ``what`` (HTTP, CoAP, MQTT broker) and the flag that changes it."""
+
+    def __init__(self, what: str, host: str, port: int, flag: str) -> None:
+        super().__init__(errno.EADDRINUSE, f"{what} port {host}:{port} is already in use; choose another with {flag}")
+        self.what, self.host, self.port, self.flag = what, host, port, flag
+
+
+def _busy(e: OSError) -> bool:
+    return e.errno == errno.EADDRINUSE or "address already in use" in str(e).lower()
 
 
 class RunningMaster:
@@ -199,8 +224,15 @@ async def _start(
 ) -> RunningMaster:
     broker: EmbeddedBroker | None = None
     if broker_options.port is not None:
+        if not _amqtt_installed():
+            raise ConfigError(NO_AMQTT)
         broker = EmbeddedBroker(host, broker_options.port)
-        await broker.start()  # first: agents registering right away must get its URL
+        try:
+            await broker.start()  # first: agents registering right away must get its URL
+        except OSError as e:
+            if _busy(e):
+                raise PortInUse("MQTT broker", host, broker_options.port, "--broker-port (or --broker URL)") from None
+            raise
         options = replace(options, broker_url=broker.url)
     try:
         return await _start_serving(host, port, config, options, max_body, access_log, coap_options, broker, registry)
@@ -240,9 +272,21 @@ async def _start_serving(
     try:
         await runner.setup()
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:
+            if _busy(e):
+                raise PortInUse("HTTP", host, port, "--port") from None
+            raise
         if coap_options.port is not None:
-            coap = await start_coap_server(handlers, host, coap_options.port, tcp=coap_options.tcp, max_body=max_body)
+            try:
+                coap = await start_coap_server(
+                    handlers, host, coap_options.port, tcp=coap_options.tcp, max_body=max_body
+                )
+            except OSError as e:
+                if _busy(e):
+                    raise PortInUse("CoAP", host, coap_options.port, "--coap-port (or --no-coap)") from None
+                raise
     except BaseException:
         await service.stop()
         await runner.cleanup()
@@ -301,10 +345,15 @@ def _master_id(text: str) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="edgerm-master", description="Run the edgerm master (HTTP and CoAP APIs).")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=5050, help="HTTP port (default 5050; 0 = ephemeral)")
-    p.add_argument("--master-id", type=_master_id, default="master", help="this master's id (default 'master')")
+    p = argparse.ArgumentParser(
+        prog="edgerm-master",
+        description="Run the edgerm master (HTTP and CoAP APIs).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    version_argument(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind")
+    p.add_argument("--port", type=int, default=5050, help="HTTP port (0 = ephemeral)")
+    p.add_argument("--master-id", type=_master_id, default="master", help="this master's id")
     p.add_argument("--offer-timeout", type=_positive, default=10.0, metavar="S", help="seconds an offer stays valid")
     p.add_argument(
         "--allocation-interval", type=_positive, default=0.25, metavar="S", help="seconds between allocation ticks"
@@ -320,7 +369,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=DEFAULT_COAP_PORT,
         metavar="PORT",
-        help=f"CoAP (UDP) port for agents, bound to --host only (default {DEFAULT_COAP_PORT}; 0 = ephemeral)",
+        help="CoAP (UDP) port for agents, bound to --host only (0 = ephemeral)",
     )
     p.add_argument("--coap-tcp", action="store_true", help="also serve CoAP over TCP (same port number)")
     p.add_argument("--no-coap", action="store_true", help="serve agents over HTTP only")
@@ -329,7 +378,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=DEFAULT_BROKER_PORT,
         metavar="PORT",
-        help=f"port of the embedded MQTT broker, bound to --host (default {DEFAULT_BROKER_PORT}; 0 = ephemeral)",
+        help="port of the embedded MQTT broker, bound to --host (0 = ephemeral)",
     )
     mqtt = p.add_mutually_exclusive_group()
     mqtt.add_argument("--broker", metavar="URL", help="name an external MQTT broker (mqtt://host:port) to agents")
@@ -338,15 +387,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--state-dir",
         default=default_state_dir(),
         metavar="DIR",
-        help="where the registry (frameworks, agents, tasks) survives restarts; ':memory:' keeps nothing "
-        "(default %(default)s)",
+        help="where the registry (frameworks, agents, tasks) survives restarts; ':memory:' keeps nothing",
     )
     p.add_argument(
         "--registry-sync",
         choices=["normal", "full"],
         default="normal",
         help="normal: every acknowledged write survives a crash or kill -9 of the master; full: also a power cut, "
-        "at one fsync per group commit (default %(default)s)",
+        "at one fsync per group commit",
     )
     p.add_argument(
         "--reregister-grace",
@@ -354,24 +402,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=0.0,
         metavar="S",
         help="settle period after a restart or a stall of the master, in which no agent is declared unreachable "
-        "(default 0 = 3 heartbeat intervals of the slowest known agent)",
+        "(0 = 3 heartbeat intervals of the slowest known agent)",
     )
     p.add_argument(
         "--unreachable-timeout",
         type=_positive,
         default=600.0,
         metavar="S",
-        help="seconds an unreachable agent's tasks wait for it before they are LOST (default %(default)s)",
+        help="seconds an unreachable agent's tasks wait for it before they are LOST",
     )
     p.add_argument(
         "--framework-failover-timeout",
         type=_positive,
         default=24 * 3600.0,
         metavar="S",
-        help="seconds a disconnected framework's tasks keep running, for frameworks that set none "
-        "(default %(default)s)",
+        help="seconds a disconnected framework's tasks keep running, for frameworks that set none",
     )
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_log_arguments(p)
     p.add_argument("--access-log", action="store_true", help="log every HTTP request")
     return p.parse_args(argv)
 
@@ -384,6 +431,15 @@ async def _serve(args: argparse.Namespace) -> None:
         unreachable_timeout=args.unreachable_timeout,
         framework_failover_timeout=args.framework_failover_timeout,
     )
+    embedded: str | None = EMBEDDED
+    if not args.broker and not args.no_broker and not _amqtt_installed():
+        if args.broker_port != DEFAULT_BROKER_PORT:  # asked for by port: refuse rather than ignore it
+            raise ConfigError(NO_AMQTT)
+        log.warning(
+            "no embedded MQTT broker: amqtt is not installed (pip install 'edgerm[broker]'); "
+            "dataflows need --broker mqtt://HOST:PORT"
+        )
+        embedded = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -399,7 +455,7 @@ async def _serve(args: argparse.Namespace) -> None:
             access_log=args.access_log,
             coap_port=None if args.no_coap else args.coap_port,
             coap_tcp=args.coap_tcp and not args.no_coap,
-            broker=None if args.no_broker else (args.broker or EMBEDDED),
+            broker=None if args.no_broker else (args.broker or embedded),
             broker_port=args.broker_port,
             state_dir=args.state_dir,
             registry_sync=args.registry_sync,
@@ -419,16 +475,26 @@ async def _serve(args: argparse.Namespace) -> None:
             loop.remove_signal_handler(sig)
 
 
+class _NoBrokerTraceback(logging.Filter):
+    """amqtt logs its own failed start with a traceback; the master reports it in one line (PortInUse)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("amqtt") and record.getMessage() == "Broker startup failed")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format).addFilter(_NoBrokerTraceback())
     try:
         asyncio.run(_serve(args))
-    except OSError as e:  # e.g. the port is taken
-        print(f"edgerm-master: {e}", file=sys.stderr)
+    except PortInUse as e:  # expected: one line naming the port and the flag, no traceback
+        fail("edgerm-master", e.strerror or str(e), {"port": e.port})
+        return 1
+    except OSError as e:  # e.g. --host is not an address of this machine
+        fail("edgerm-master", str(e))
         return 1
     except ConfigError as e:  # e.g. --broker is not an mqtt:// URL
-        print(f"edgerm-master: {e}", file=sys.stderr)
+        fail("edgerm-master", str(e))
         return 2
     return 0
 

@@ -45,7 +45,8 @@ from dataclasses import dataclass, replace
 from edgerm import messages as m
 from edgerm.errors import NotSubscribed, Unavailable, UnknownAgent, WireError
 from edgerm.ids import AgentId, FrameworkId, new_id
-from edgerm.master.actions import DropAgent, KillTask, LaunchTask, MasterAction, Notice, Persist, SendEvent
+from edgerm.master.actions import DropAgent, KillTask, LaunchTask, MasterAction, Persist, SendEvent
+from edgerm.master.eventlog import EventLog
 from edgerm.master.events import FrameworkDisconnected, FrameworkSubscribed, MasterEvent, Tick
 from edgerm.master.metrics import MasterMetrics
 from edgerm.master.state import MasterConfig, MasterCore
@@ -371,6 +372,7 @@ class MasterService:
         self.config = config = config if config is not None else MasterConfig()
         self.options = options = options if options is not None else ServiceOptions()
         self.core = core if core is not None else MasterCore(config)
+        self.eventlog = EventLog(self.core)  # one INFO line per lifecycle event (edgerm.master.eventlog)
         self.metrics = MasterMetrics()
         self.store: StateStore = store if store is not None else MemoryStore()
         self.modules = ModuleStore(options.module_store_bytes, self.store.module)
@@ -402,7 +404,9 @@ class MasterService:
             loop = asyncio.get_running_loop()
             self._writer = GroupWriter(self.store, loop, self._on_durable, self._on_write_failed)
         if registry:
-            self._execute(self.core.restore(registry, self._clock()))
+            actions = self.core.restore(registry, self._clock())
+            self._execute(actions)
+            self.eventlog.record(None, actions)
         self._tick_task = asyncio.create_task(self._tick_loop(), name="edgerm-master-tick")
 
     async def stop(self) -> None:
@@ -455,6 +459,7 @@ class MasterService:
             raise Unavailable("the master is not running")
         actions = self.core.handle(event, self._clock())
         self._execute(actions)
+        self.eventlog.record(event, actions)
         return actions
 
     async def durable(self) -> None:
@@ -526,15 +531,13 @@ class MasterService:
                 outbox = self._outboxes.pop(action.agent_id, None)
                 if outbox is not None:
                     outbox.close()
-            elif isinstance(action, Notice):
-                ids = {"agent_id": action.agent_id, "framework_id": action.framework_id, "task_id": action.task_id}
-                level = logging.WARNING if action.level == "WARNING" else logging.INFO
-                log.log(level, "%s", action.message, extra={k: v for k, v in ids.items() if v})
         while self._overflowed:
             # Outside the loop above so the core is never re-entered mid-batch.
             stream = self._overflowed.popleft()
             if self.core.framework_known(stream.framework_id):
-                self._execute(self.core.handle(FrameworkDisconnected(stream.framework_id), self._clock()))
+                disconnected = FrameworkDisconnected(stream.framework_id)
+                self._execute(actions := self.core.handle(disconnected, self._clock()))
+                self.eventlog.record(disconnected, actions)
 
     def _send(self, framework_id: FrameworkId, event: m.SchedulerEvent) -> None:
         stream = self._streams.get(framework_id)
@@ -574,7 +577,8 @@ class MasterService:
         if not self.running:
             raise Unavailable("the master is not running")
         fid = framework.id or FrameworkId(new_id())
-        actions = self.core.handle(FrameworkSubscribed(replace(framework, id=fid)), self._clock())
+        subscribed = FrameworkSubscribed(replace(framework, id=fid))
+        actions = self.core.handle(subscribed, self._clock())
         old = self._streams.pop(fid, None)
         if old is not None:
             old.close()  # its transport's aclose() no longer reports: it is not current
@@ -582,6 +586,7 @@ class MasterService:
         stream.push(m.Subscribed(fid, self.options.framework_heartbeat, self.config.master_id))
         self._streams[fid] = stream
         self._execute(actions)
+        self.eventlog.record(subscribed, actions)
         return stream
 
     def check_stream(self, framework_id: FrameworkId, stream_id: str) -> None:

@@ -191,7 +191,8 @@ class MasterCore:
         return [
             Notice(
                 f"registry restored: {len(registry.frameworks)} frameworks, {len(registry.agents)} agents, "
-                f"{len(registry.tasks)} tasks; settling for {self._grace():.1f}s while agents re-register"
+                f"{len(registry.tasks)} tasks; settling for {self._grace():.1f}s while agents re-register",
+                event="registry_restored",
             )
         ]
 
@@ -296,13 +297,6 @@ class MasterCore:
                 f"until the first has been silent for {_interval(old.info):g}s"
             )
         actions = self._rescind_agent_offers(info.id)
-        if old is None:
-            kind = "registered"
-        elif old.state is AgentState.ACTIVE:
-            kind = "re-registered"
-        else:
-            kind = f"re-registered after being {old.state.value.lower()}"
-        actions.append(Notice(f"agent {info.id} ({info.hostname}) {kind}", agent_id=info.id))
         self._put_agent(
             AgentRecord(
                 info,
@@ -348,7 +342,13 @@ class MasterCore:
         if agent.state is AgentState.UNREACHABLE:
             agent = replace(agent, state=AgentState.ACTIVE, unreachable_since=None, reachable_since=now)
             self._changed_agents.add(e.agent_id)
-            actions.append(Notice(f"agent {e.agent_id} reachable again", agent_id=e.agent_id))
+            actions.append(
+                Notice(
+                    f"agent reachable again: agent_id={e.agent_id} hostname={agent.info.hostname}",
+                    agent_id=e.agent_id,
+                    event="agent_reachable_again",
+                )
+            )
             for record in self._tasks.live_on(e.agent_id):
                 if record.state is TaskState.UNREACHABLE and (
                     record.task_id in listed or record.before is TaskState.STAGING
@@ -473,12 +473,7 @@ class MasterCore:
         self._frameworks[e.framework_id] = replace(framework, active=False, disconnected_at=now)
         self._changed_frameworks.add(e.framework_id)
         self._drop_offers_of(e.framework_id)
-        timeout = self._failover_timeout(framework.info)
-        notice = Notice(
-            f"framework {e.framework_id} ({framework.info.name}) disconnected; its tasks are kept {timeout:g}s",
-            framework_id=e.framework_id,
-        )
-        return [notice, *self._allocate(now)]
+        return self._allocate(now)
 
     # ------------------------------------------------------- scheduler calls
 
@@ -585,7 +580,10 @@ class MasterCore:
 
     def _remove_framework(self, fid: FrameworkId, reason: Reason, message: str, now: float) -> list[MasterAction]:
         """Kill a framework's tasks (kept as KILLING until their agents confirm) and forget it."""
-        actions: list[MasterAction] = [Notice(f"framework {fid} removed: {message}", framework_id=fid)]
+        actions: list[MasterAction] = []
+        if reason is not Reason.FRAMEWORK_REMOVED:  # a teardown is logged as such by the event log
+            event = "framework_failed_over"
+            actions.append(Notice(f"framework removed: framework_id={fid}: {message}", framework_id=fid, event=event))
         for record in self._tasks.of_framework(fid):
             if not record.live:
                 continue
@@ -642,6 +640,7 @@ class MasterCore:
                 f"the master's loop stalled for {now - last:.1f}s: no agent is declared unreachable "
                 f"for the next {grace:.1f}s",
                 level="WARNING",
+                event="master_stalled",
             )
         ]
 
@@ -678,9 +677,11 @@ class MasterCore:
         actions = self._rescind_agent_offers(agent_id)
         actions.append(
             Notice(
-                f"agent {agent_id} ({agent.info.hostname}) unreachable: silent for {now - agent.last_seen:.1f}s; "
-                f"its tasks are LOST unless it returns within {self.config.unreachable_timeout:g}s",
+                f"agent unreachable: agent_id={agent_id} hostname={agent.info.hostname} "
+                f"(silent for {now - agent.last_seen:.1f}s; its tasks are LOST unless it returns within "
+                f"{self.config.unreachable_timeout:g}s)",
                 agent_id=agent_id,
+                event="agent_unreachable",
             )
         )
         self._put_agent(replace(agent, state=AgentState.UNREACHABLE, unreachable_since=since))
@@ -695,7 +696,14 @@ class MasterCore:
 
     def _lose_agent(self, agent_id: AgentId, now: float) -> list[MasterAction]:
         actions = self._rescind_agent_offers(agent_id)
-        actions.append(Notice(f"agent {agent_id} lost: unreachable past the timeout", agent_id=agent_id))
+        hostname = self._agents[agent_id].info.hostname
+        actions.append(
+            Notice(
+                f"agent lost: agent_id={agent_id} hostname={hostname} (unreachable past the timeout)",
+                agent_id=agent_id,
+                event="agent_lost",
+            )
+        )
         for record in self._tasks.live_on(agent_id):
             status = self._master_status(record, TaskState.LOST, Reason.AGENT_LOST, "agent lost", now)
             actions += self._set_status(record, status, now)

@@ -33,11 +33,16 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import wasmtime
+from typing import TYPE_CHECKING
 
 from edgerm.errors import EdgermError
+from edgerm.lazy import lazy_module
 from edgerm.model import Reason
+
+if TYPE_CHECKING:
+    import wasmtime
+else:  # imported when the first operator runs: an idle agent does not load wasmtime
+    wasmtime = lazy_module("wasmtime")
 
 MIB = 1024 * 1024
 MEMORY_RESERVATION = 64 * MIB  # virtual address space per linear memory (memories move past it)

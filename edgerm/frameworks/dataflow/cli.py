@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import errno
 import os
 import signal
 import sys
@@ -35,6 +35,7 @@ from edgerm.frameworks.dataflow.probe import plan_against
 from edgerm.frameworks.dataflow.runner import DataflowRun, RecordsMode, RunOptions
 from edgerm.frameworks.dataflow.server import start_server
 from edgerm.frameworks.dataflow.validate import DagError, load
+from edgerm.logs import add_log_arguments, configure_logging, version_argument
 from edgerm.scheduler import POLICIES, Dag
 
 DEFAULT_MASTER = "http://127.0.0.1:5050"
@@ -42,23 +43,27 @@ MASTER_ENV = "EDGERM_MASTER"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edgerm-dataflow", description="Validate, plan, run and serve dataflow DAGs.")
-    p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = argparse.ArgumentParser(
+        prog="edgerm-dataflow", description="Validate, plan, run and serve dataflow DAGs.", formatter_class=fmt
+    )
+    version_argument(p)
+    add_log_arguments(p, level="WARNING")
     sub = p.add_subparsers(dest="command", required=True)
 
-    v = sub.add_parser("validate", help="check a DAG file offline")
+    v = sub.add_parser("validate", formatter_class=fmt, help="check a DAG file offline")
     v.add_argument("file")
 
     def master(q: argparse.ArgumentParser) -> None:
         q.add_argument("--master", metavar="URL", help=f"master URL (default ${MASTER_ENV} or {DEFAULT_MASTER})")
         q.add_argument("--policy", choices=sorted(POLICIES), default="locality", help="placement policy")
 
-    pl = sub.add_parser("plan", help="print the plan the master's offers allow, launching nothing")
+    pl = sub.add_parser("plan", formatter_class=fmt, help="print the plan the master's offers allow, launching nothing")
     pl.add_argument("file")
     master(pl)
     pl.add_argument("--wait", type=float, default=3.0, help="seconds to collect offers (default 3)")
 
-    r = sub.add_parser("run", help="place and run a DAG, show live status until Ctrl-C")
+    r = sub.add_parser("run", formatter_class=fmt, help="place and run a DAG, show live status until Ctrl-C")
     r.add_argument("file")
     master(r)
     r.add_argument("--broker", metavar="URL", help="MQTT broker to watch (default: the one the master names)")
@@ -70,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--min-records", type=int, default=0, metavar="N", help="exit 1 unless N records reached the sinks")
     quality_hold(r)
 
-    s = sub.add_parser("serve", help="accept DAGs over HTTP (POST/GET/DELETE /dags)")
+    s = sub.add_parser("serve", formatter_class=fmt, help="accept DAGs over HTTP (POST/GET/DELETE /dags)")
     master(s)
     s.add_argument("--broker", metavar="URL", help="MQTT broker to watch (default: the one the master names)")
     s.add_argument("--host", default="127.0.0.1")
@@ -193,7 +198,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format)
     try:
         if args.command == "validate":
             return cmd_validate(args)
@@ -210,7 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     except WireError as e:
         _err(f"{type(e).__name__}: {e}")
         return 2
-    except (ConfigError, OSError) as e:
+    except OSError as e:
+        if args.command == "serve" and (e.errno == errno.EADDRINUSE or "address already in use" in str(e).lower()):
+            _err(f"port {args.host}:{args.port} is already in use; choose another with --port")
+        else:
+            _err(str(e))
+        return 2
+    except ConfigError as e:
         _err(str(e))
         return 2
     except KeyboardInterrupt:

@@ -78,7 +78,7 @@ async def test_subscribe_call_errors_and_teardown(master: Any, capsys: pytest.Ca
     with pytest.raises(UnknownOffer):
         await driver.accept([OfferId("no-such-offer")], [])
     await driver.suppress()
-    assert await edgerm_cli("--master", master.url, "frameworks") == 0
+    assert await edgerm_cli("--master", master.url, "frameworks", "--wide") == 0
     header, row = capsys.readouterr().out.splitlines()
     assert header.split()[:4] == ["ID", "NAME", "ACTIVE", "SUPPRESSED"]
     assert row.split()[:4] == [driver.framework_id, "one-task", "yes", "yes"]

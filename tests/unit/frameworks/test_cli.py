@@ -84,7 +84,7 @@ def fetch_from(state: Mapping[str, object]) -> Callable[[str, float], Mapping[st
 
 
 def test_agents_table() -> None:
-    lines = cli.render(STATE, "agents", now=1100.0).splitlines()
+    lines = cli.render(STATE, "agents", now=1100.0, wide=True).splitlines()
     assert lines[0].split() == ["ID", "HOSTNAME", "RESOURCES", "USED", "OFFERED", "FREE", "EXECUTORS", "TASKS", "SEEN"]
     a1 = "a1 pi-1 cpus:4;mem:1024 cpus:0.5;mem:64 - cpus:3.5;mem:960 docker,wasm 2 0.5s ago"
     a2 = "a2 sensor-board cpus:1;mem:64 - cpus:1;mem:64 - wasm 0 10.0s ago"
@@ -101,7 +101,7 @@ def test_main_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_tasks_table_strips_prefixes_and_cuts_long_cells(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["--master", "http://m:1", "tasks"], fetch_from(STATE)) == 0
+    assert cli.main(["--master", "http://m:1", "tasks", "--wide"], fetch_from(STATE)) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == [
         "ID",
@@ -116,11 +116,12 @@ def test_tasks_table_strips_prefixes_and_cuts_long_cells(capsys: pytest.CaptureF
     ]
     assert lines[1].split() == ["t1", "hello-1", "RUNNING", "fw-1", "a1", "wasm", "cpus:0.1;mem:32", "-", "-"]
     assert lines[2].split()[:8] == ["t2", "hello-2", "FAILED", "-", "a1", "-", "-", "COMMAND_EXITED"]
-    assert lines[2].endswith("…") and len(lines[2].split()[-1]) == cli.MAX_CELL
+    assert lines[2].split()[-1] == "x" * 100  # --wide cuts nothing
+    assert cli.render(STATE, "tasks", now=1100.0).splitlines()[2].endswith("x" * (cli.MAX_CELL - 1) + "…")
 
 
 def test_frameworks_and_empty_lists(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["--master", "http://m:1", "frameworks"], fetch_from(STATE)) == 0
+    assert cli.main(["--master", "http://m:1", "frameworks", "-o", "wide"], fetch_from(STATE)) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["ID", "NAME", "ACTIVE", "SUPPRESSED", "ALLOCATION", "OFFERS", "TASKS", "UNACKED"]
     assert lines[1].split() == ["fw-1", "hello", "yes", "no", "cpus:0.5;mem:64", "1", "1", "0"]
@@ -164,3 +165,109 @@ def test_default_master_from_environment(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_format_value() -> None:
     assert cli.format_value(None) == "-" and cli.format_value(0.5) == "0.5" and cli.format_value(3) == "3"
     assert cli.format_value({"a": 1, "b": [2, 3]}) == "a:1;b:2,3" and cli.format_value([]) == "-"
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_tables_fit_the_terminal(width: int) -> None:
+    state = {
+        "tasks": [
+            {
+                "id": f"{i:032x}",
+                "name": f"temperature.fahrenheit.{i}",
+                "state": "FAILED",
+                "framework_id": "f" * 32,
+                "agent_id": "a" * 32,
+                "reason": "COMMAND_EXITED",
+                "message": "wasm trap: out of bounds memory access " * 3,
+            }
+            for i in range(3)
+        ]
+    }
+    lines = cli.render(state, "tasks", now=0.0, width=width).splitlines()
+    assert all(len(line) <= width for line in lines), lines
+    assert lines[0].split() == ["ID", "NAME", "STATE", "FRAMEWORK", "AGENT", "REASON", "MESSAGE"]
+    assert all("FAILED" in line for line in lines[1:])  # states are never cut
+    assert all(line.startswith("00000000…  ") for line in lines[1:])  # ids are cut first, to 8 characters
+    if width >= 120:
+        assert all(f"temperature.fahrenheit.{i}" in line for i, line in enumerate(lines[1:]))  # names stay whole
+    wide = cli.render(state, "tasks", now=0.0, wide=True).splitlines()
+    assert state["tasks"][0]["message"].strip() in wide[1]
+
+
+def test_json_output_after_the_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["tasks", "--master", "http://m:1", "-o", "json"], fetch_from(STATE)) == 0
+    assert [t["id"] for t in json.loads(capsys.readouterr().out)] == ["t1", "t2"]
+
+
+def test_task_shows_one_task_by_id_prefix_or_name(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--master", "http://m:1", "task", "hello-2"], fetch_from(STATE)) == 0
+    out = capsys.readouterr().out
+    assert "id:            t2" in out and "state:         TASK_FAILED" not in out and "FAILED" in out
+    assert "(pi-1)" in out  # the agent's hostname next to its id
+    assert cli.main(["--master", "http://m:1", "task", "nope"], fetch_from(STATE)) == 1
+    assert "no task 'nope'" in capsys.readouterr().err
+
+
+def test_dataflows_from_task_names() -> None:
+    state = {
+        "agents": [{"id": "a1", "hostname": "sensor-1"}],
+        "frameworks": [{"id": "f1", "name": "dataflow:temperature"}, {"id": "f2", "name": "hello"}],
+        "tasks": [
+            {"id": "t1", "name": "temperature.read.0", "framework_id": "f1", "agent_id": "a1", "state": "RUNNING"},
+            {"id": "t2", "name": "temperature.report.0", "framework_id": "f1", "agent_id": "a1", "state": "STARTING"},
+            {"id": "t3", "name": "hello-1", "framework_id": "f2", "agent_id": "a1", "state": "RUNNING"},
+        ],
+    }
+    rows = cli.dataflows(state)
+    assert rows == [
+        {
+            "dag": "temperature",
+            "framework_id": "f1",
+            "tasks": 2,
+            "running": 1,
+            "operators": ["read", "report"],
+            "agents": ["sensor-1"],
+        }
+    ]
+
+
+def test_version_and_help_show_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        cli.parse_args(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("edgerm ")
+    with pytest.raises(SystemExit):
+        cli.parse_args(["task", "--help"])
+    assert "(default: 10.0)" in capsys.readouterr().out
+
+
+def test_task_shows_a_status_history_one_line_each() -> None:
+    task = {
+        "id": "t1",
+        "state": "FAILED",
+        "history": [
+            {"state": "STARTING", "timestamp": 990.0, "message": "pulling 2/5 layers"},
+            {"state": "FAILED", "timestamp": 1000.0, "reason": "COMMAND_EXITED", "message": "exit 3"},
+        ],
+    }
+    lines = cli.render_task(task, {}, now=1000.5).splitlines()
+    assert lines[2].strip() == "history:"
+    assert "STARTING" in lines[3] and "pulling 2/5 layers" in lines[3] and "10.5s ago" in lines[3]
+    assert "FAILED  COMMAND_EXITED  exit 3" in lines[4]
+
+
+def test_dataflows_from_a_serve_endpoint(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    asked: list[str] = []
+
+    def fetch_json(url: str, timeout: float = 5.0) -> object:
+        asked.append(url)
+        return [{"id": "temperature-1", "name": "temperature", "phase": "running"}]
+
+    monkeypatch.setattr(cli, "fetch_json", fetch_json)
+    assert cli.main(["dataflows", "--serve", "http://df:5060/", "-o", "json"]) == 0
+    assert asked == ["http://df:5060/dags"]
+    assert json.loads(capsys.readouterr().out) == [
+        {"dag": "temperature", "id": "temperature-1", "name": "temperature", "phase": "running"}
+    ]
+    assert cli.main(["dataflows", "--serve", "http://df:5060"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["DAG", "PHASE"] and out[1].split() == ["temperature", "running"]
