@@ -25,7 +25,9 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from edgerm.errors import EdgermError
+from edgerm.auth.client import bearer, client_ssl, resolve_token
+from edgerm.auth.principal import Role
+from edgerm.errors import ConfigError, EdgermError
 
 DEFAULT_MASTER = "http://127.0.0.1:5050"
 STATE_PATH = "/api/v1/state"
@@ -85,14 +87,27 @@ COLUMNS: Mapping[str, tuple[Column, ...]] = {
 # -- fetching ------------------------------------------------------------------
 
 
-def fetch_state(master: str, timeout: float = 5.0) -> Mapping[str, object]:
-    """``GET /api/v1/state`` as a mapping; raises :class:`StateUnavailable`."""
+def fetch_state(
+    master: str, timeout: float = 5.0, token: str | None = None, ca: str | None = None
+) -> Mapping[str, object]:
+    """``GET /api/v1/state`` as a mapping; raises :class:`StateUnavailable`.
+
+    ``token``: the explicit one, else in-process or ``$EDGERM_TOKEN``
+    (:func:`edgerm.auth.client.resolve_token`); ``ca`` verifies an https master.
+    """
     url = master.rstrip("/") + STATE_PATH
+    headers = bearer(resolve_token(token, master, Role.ADMIN))
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        context = client_ssl(master, ca)
+    except ConfigError as e:
+        raise StateUnavailable(str(e)) from None
+    try:
+        request = urllib.request.Request(url, headers=headers)
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:
             body = resp.read()
     except urllib.error.HTTPError as e:
-        raise StateUnavailable(f"{url} answered HTTP {e.code} {e.reason}") from None
+        hint = " (give a valid --token or $EDGERM_TOKEN)" if e.code in (401, 403) else ""
+        raise StateUnavailable(f"{url} answered HTTP {e.code} {e.reason}{hint}") from None
     except urllib.error.URLError as e:
         raise StateUnavailable(f"cannot reach the master at {master}: {e.reason}") from None
     except (OSError, ValueError) as e:  # timeouts, resets, a malformed URL
@@ -195,17 +210,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--json", action="store_true", help="print the list as JSON instead of a table")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the master (default: 5)")
+    p.add_argument("--token", help="the credential to present (default: $EDGERM_TOKEN)")
+    p.add_argument("--ca", metavar="FILE", help="CA certificate that verifies an https master (default: $EDGERM_CA)")
     p.add_argument("what", choices=KINDS, help="which list to show")
     return p.parse_args(argv)
 
 
 def main(
     argv: Sequence[str] | None = None,
-    fetch: Callable[[str, float], Mapping[str, object]] = fetch_state,
+    fetch: Callable[..., Mapping[str, object]] = fetch_state,
 ) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["token"]:  # edgerm token create|revoke|list (edgerm.auth.cli)
+        from edgerm.auth.cli import token_main
+
+        return token_main(argv[1:])
     args = parse_args(argv)
     try:
-        state = fetch(args.master, args.timeout)
+        state = fetch(args.master, args.timeout, token=args.token, ca=args.ca)
     except StateUnavailable as e:
         print(f"edgerm: {e}", file=sys.stderr)
         return 2

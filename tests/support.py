@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+from edgerm.auth.client import bearer, resolve_token
+from edgerm.auth.principal import Role
+
 WAIT = 10.0  # generous bound on loopback; tests wait for conditions, never for fixed times
 TEST_IMAGE = os.environ.get("EDGERM_TEST_IMAGE", "edgerm-test/busybox:latest")
 
@@ -26,6 +29,11 @@ async def eventually(check: Callable[[], Any], within: float = WAIT, what: str =
                 await asyncio.sleep(0.01)
     except TimeoutError:
         raise AssertionError(f"not within {within}s: {what or check}") from None
+
+
+def admin_headers(master_url: str) -> dict[str, str]:
+    """``Authorization`` with the admin token an in-process master provisioned ({} for an insecure one)."""
+    return bearer(resolve_token(None, master_url, Role.ADMIN, env={}))
 
 
 def docker_unavailable(image: str = TEST_IMAGE) -> str:

@@ -3,6 +3,7 @@
 ::
 
     edgerm-agent [--master URL] [--coap] [--config FILE] [--work-dir DIR] [--name N] [--log-level LEVEL]
+                 [--join-token T] [--token T] [--ca FILE]
 
 Plain ``edgerm-agent`` talks to ``EDGERM_MASTER`` or http://127.0.0.1:5050
 (precedence: flag > environment > config > default, edgerm.agent.config);
@@ -11,7 +12,13 @@ Plain ``edgerm-agent`` talks to ``EDGERM_MASTER`` or http://127.0.0.1:5050
 SIGINT or SIGTERM stops it cleanly: WebAssembly tasks are stopped, Docker
 containers are left running for the next start to recover.
 
-Assembly order (:func:`start_agent`): work dir -> agent id -> transport ->
+Credentials (HTTP): the agent presents its own token, bound to its agent id.
+The first start joins with a join token (``--join-token`` or
+``EDGERM_JOIN_TOKEN``) and keeps the credential it gets in its work dir
+(:mod:`edgerm.auth.join`); later starts reuse it. ``--ca`` (``EDGERM_CA``)
+verifies an https master.
+
+Assembly order (:func:`start_agent`): work dir -> agent id -> credential -> transport ->
 runtimes (those that are available) -> measured ``AgentInfo`` -> service.
 The ``wasm`` runtime is a :class:`~edgerm.agent.dataflow.runtime.DataflowRuntime`
 wrapping the plain :class:`~edgerm.agent.wasm.WasmRuntime`: dataflow operator
@@ -46,7 +53,10 @@ from edgerm.agent.resources import build_agent_info, load_agent_id, measure
 from edgerm.agent.runtime import Runtime
 from edgerm.agent.service import AgentService
 from edgerm.agent.transport import AgentTransport
-from edgerm.errors import ConfigError, EdgermError, TransportError
+from edgerm.auth import join as joining
+from edgerm.auth.client import client_ssl, resolve_token
+from edgerm.auth.principal import Role
+from edgerm.errors import ConfigError, EdgermError, TransportError, WireError
 from edgerm.ids import AgentId
 from edgerm.lifecycle import Starting
 
@@ -155,6 +165,9 @@ def start_agent(
     runtimes: Mapping[str, Runtime] | None = None,
     transport: AgentTransport | None = None,
     register_timeout: float | None = 10.0,
+    token: str | None = None,
+    join_token: str | None = None,
+    ca: str | None = None,
 ) -> Starting[RunningAgent]:
     """Start an agent in this event loop; unless ``register_timeout`` is None, wait until it registered.
 
@@ -163,11 +176,46 @@ def start_agent(
     argument, else the config's, else a temporary directory removed at stop.
     ``runtimes``: default, those of :func:`build_runtimes`. Raises
     :class:`~edgerm.errors.TransportError` when the master does not answer
-    within ``register_timeout`` (the agent is stopped again).
+    within ``register_timeout`` (the agent is stopped again). ``token``,
+    ``join_token``, ``ca``: credentials for an HTTP master (module docstring).
     """
+    creds = _Credentials(token, join_token, ca)
     return Starting(
-        lambda: _start(master_url, config or AgentConfig(), work_dir, runtimes, transport, register_timeout)
+        lambda: _start(master_url, config or AgentConfig(), work_dir, runtimes, transport, register_timeout, creds)
     )
+
+
+class _Credentials:
+    def __init__(self, token: str | None, join_token: str | None, ca: str | None) -> None:
+        self.token = token
+        self.join_token = join_token
+        self.ca = ca
+
+    async def transport(self, master_url: str, work_dir: Path, agent_id: AgentId) -> AgentTransport:
+        """The HTTP transport with this agent's token (joining first if needed); CoAP: transport_for."""
+        if urlsplit(master_url).scheme not in ("http", "https"):
+            return transport_for(master_url)
+        ssl_context = client_ssl(master_url, self.ca)
+        token = await joining.agent_token(
+            master_url, work_dir, agent_id, token=self.token, join_token=self.join_token, ssl_context=ssl_context
+        )
+
+        async def renew() -> str | None:
+            # The master refused our credential (expired or revoked): join again if we can.
+            join_token = resolve_token(self.join_token, master_url, Role.JOIN)
+            if self.token or not join_token:
+                log.error("the master refused this agent's credential; re-join with --join-token")
+                return None
+            try:
+                new = await joining.join(master_url, join_token, agent_id, ssl_context=ssl_context)
+            except (WireError, TransportError) as e:
+                log.error("the master refused this agent's credential and re-joining failed: %s", e)
+                return None
+            joining.save(work_dir, master_url, agent_id, new)
+            log.info("agent %s re-joined %s with a fresh credential", agent_id, master_url)
+            return new
+
+        return HttpAgentTransport(master_url, token=token, ssl=ssl_context, renew=renew)
 
 
 async def _start(
@@ -177,6 +225,7 @@ async def _start(
     runtimes: Mapping[str, Runtime] | None,
     transport: AgentTransport | None,
     register_timeout: float | None,
+    credentials: _Credentials,
 ) -> RunningAgent:
     tmp = None
     if work_dir is None:
@@ -186,7 +235,8 @@ async def _start(
         work_dir = Path(tmp.name)
     work_dir.mkdir(parents=True, exist_ok=True)
     agent_id = load_agent_id(work_dir)
-    transport = transport if transport is not None else transport_for(master_url)
+    if transport is None:
+        transport = await credentials.transport(master_url, work_dir, agent_id)
     if runtimes is None:
         runtimes = await build_runtimes(config, agent_id, work_dir, transport)
     executors = frozenset([name for name, rt in runtimes.items() if await rt.available()])
@@ -230,6 +280,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", metavar="DIR", type=Path, help="state directory (agent id, task dirs, module cache)")
     p.add_argument("--name", metavar="N", help="hostname to advertise (default: the machine's)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level")
+    p.add_argument("--join-token", metavar="T", help="join the master with this token (default: $EDGERM_JOIN_TOKEN)")
+    p.add_argument("--token", metavar="T", help="an agent token made for this agent's id (instead of joining)")
+    p.add_argument("--ca", metavar="FILE", help="CA certificate that verifies an https master (default: $EDGERM_CA)")
     return p
 
 
@@ -258,8 +311,16 @@ def _work_dir(config: AgentConfig) -> Path:
         return tmp
 
 
-async def _serve(config: AgentConfig, master_url: str) -> None:
-    agent = await start_agent(master_url, config, _work_dir(config), register_timeout=None)
+async def _serve(config: AgentConfig, master_url: str, args: argparse.Namespace) -> None:
+    agent = await start_agent(
+        master_url,
+        config,
+        _work_dir(config),
+        register_timeout=None,
+        token=args.token,
+        join_token=args.join_token,
+        ca=args.ca,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -280,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config) if args.config else AgentConfig()
         config = config.with_overrides(work_dir=args.work_dir, name=args.name)
         master_url = master_url_for(args.master, args.coap, os.environ, config)
-        asyncio.run(_serve(config, master_url))
+        asyncio.run(_serve(config, master_url, args))
     except (ConfigError, OSError) as e:
         print(f"edgerm-agent: {e}", file=sys.stderr)
         return 2

@@ -110,6 +110,13 @@ class Handlers:
         if isinstance(call, m.Teardown):
             service.close_stream(call.framework_id)
 
+    def operator_teardown(self, framework_id: FrameworkId) -> None:
+        """TEARDOWN by an operator (the admin role): no stream id, any framework the core knows."""
+        self._metrics.call("scheduler", "TEARDOWN")
+        service = self.service
+        service.handle(m.Teardown(framework_id))
+        service.close_stream(framework_id)
+
     # -- errors, state, metrics, modules ------------------------------------------------
 
     def failed(self, error: WireError) -> None:

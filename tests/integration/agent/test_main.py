@@ -15,6 +15,7 @@ import pytest
 from edgerm.agent.main import main
 from edgerm.master.main import RunningMaster, start_master
 from tests.integration.agent.helpers import eventually
+from tests.support import admin_headers
 
 
 @pytest.fixture
@@ -24,7 +25,10 @@ async def master() -> AsyncIterator[RunningMaster]:
 
 
 async def agents_of(master: RunningMaster) -> list[dict[str, object]]:
-    async with aiohttp.ClientSession() as http, http.get(master.url + "/api/v1/state") as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(master.url + "/api/v1/state", headers=admin_headers(master.url)) as resp,
+    ):
         agents: list[dict[str, object]] = (await resp.json())["agents"]
         return agents
 

@@ -20,13 +20,17 @@ from edgerm.errors import UnknownOffer
 from edgerm.frameworks import Framework, FrameworkDriver, HttpDriver, wasm_task
 from edgerm.ids import FrameworkId, OfferId
 from edgerm.model import Offer, TaskState, TaskStatus
+from tests.support import admin_headers
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "hello_framework.py"
 WASM = b"\0asm\1\0\0\0"
 
 
 async def state(master: Any) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as http, http.get(master.url + "/api/v1/state") as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(master.url + "/api/v1/state", headers=admin_headers(master.url)) as resp,
+    ):
         result: dict[str, Any] = await resp.json()
         return result
 

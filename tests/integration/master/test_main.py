@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import subprocess
 import sys
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -13,11 +16,20 @@ from edgerm.master.main import parse_args
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-async def test_master_process_serves_and_shuts_down_cleanly(sig: signal.Signals) -> None:
+async def test_master_process_serves_and_shuts_down_cleanly(sig: signal.Signals, tmp_path: Path) -> None:
+    init = subprocess.run(
+        [sys.executable, "-m", "edgerm.master.main", "init", "--state-dir", str(tmp_path), "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    admin = json.loads(init.stdout)["admin_token"]
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "edgerm.master.main",
+        "--state-dir",
+        str(tmp_path),
         "--port",
         "0",
         "--coap-port",
@@ -36,7 +48,8 @@ async def test_master_process_serves_and_shuts_down_cleanly(sig: signal.Signals)
         line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
         assert line.startswith("edgerm-master listening on http://127.0.0.1:"), line
         url = line.split()[-1]
-        async with aiohttp.ClientSession() as session, session.get(url + "/api/v1/state") as r:
+        headers = {"Authorization": f"Bearer {admin}"}
+        async with aiohttp.ClientSession() as session, session.get(url + "/api/v1/state", headers=headers) as r:
             assert r.status == 200
             state = await r.json()
         assert state["master"]["offer_timeout"] == 5.0

@@ -1,0 +1,282 @@
+"""Authentication, authorization and limits for the master's HTTP API.
+
+Role: the aiohttp side of :mod:`edgerm.auth`. :class:`HttpSecurity` holds
+the master's :class:`~edgerm.auth.credentials.CredentialStore`, the
+:class:`~edgerm.auth.policy.Policy` (framework owners), the per-principal
+limits and the open streams; :func:`auth_middleware` runs before every
+route (including routes added later: an unlisted route is admin-only).
+
+Rules:
+- Credentials: ``Authorization: Bearer TOKEN`` on every request. GET and
+  HEAD (state, metrics, dashboard) also accept the HttpOnly,
+  ``SameSite=Strict`` session cookie set by ``POST /login`` or by opening the
+  dashboard once with ``?token=``; calls that change something (POST) never
+  take the cookie, so another site cannot make a browser send them.
+- No valid credential: 401 ``UNAUTHENTICATED`` (with ``WWW-Authenticate:
+  Bearer``); the dashboard answers its login form instead. A role that may
+  not use a route: 403 ``FORBIDDEN``. Over the call rate: 429
+  ``LIMIT_EXCEEDED``. All three are typed replies and change nothing.
+- ``POST /api/v1/join`` (join tokens only) mints an agent credential bound to
+  the agent id in the JSON body; the token is answered once and never
+  logged.
+- :meth:`HttpSecurity.reload` (SIGHUP) re-reads the credentials file; every
+  open stream whose principal is no longer valid is ended at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from edgerm.auth.credentials import CredentialStore
+from edgerm.auth.limits import Limits, RateLimiter, StreamCounter
+from edgerm.auth.policy import Policy, check_view
+from edgerm.auth.principal import Principal, Role
+from edgerm.errors import ConfigError, MalformedMessage, MessageTooLarge, Unauthenticated, WireError
+from edgerm.ids import AgentId
+
+log = logging.getLogger(__name__)
+
+PRINCIPAL_KEY = web.RequestKey("edgerm_principal", Principal)
+COOKIE = "edgerm_session"
+JOIN_PATH = "/api/v1/join"
+LOGIN_PATH = "/login"
+LOGOUT_PATH = "/logout"
+MAX_JOIN_BODY = 4096
+
+#: Route groups by path (edgerm.auth.policy.VIEW_ROLES); anything else is "other".
+_VIEWS = {
+    "/api/v1/agent": "agent",
+    "/api/v1/scheduler": "scheduler",
+    "/api/v1/state": "state",
+    "/metrics": "metrics",
+    "/": "dashboard",
+    JOIN_PATH: "join",
+}
+_PUBLIC = frozenset({LOGIN_PATH, LOGOUT_PATH})
+
+ErrorReply = Callable[[WireError], web.Response]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def view_of(path: str) -> str:
+    if path.startswith("/api/v1/modules/"):
+        return "modules"
+    return _VIEWS.get(path, "other")
+
+
+@dataclass(frozen=True, slots=True)
+class _OpenStream:
+    principal: Principal
+    task: asyncio.Task[object] | None
+
+
+class HttpSecurity:
+    """Everything the HTTP adapter needs to authenticate, authorize and limit."""
+
+    def __init__(
+        self,
+        store: CredentialStore,
+        *,
+        limits: Limits | None = None,
+        policy: Policy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        secure_cookies: bool = False,
+    ) -> None:
+        self.store = store
+        self.policy = policy if policy is not None else Policy()
+        self.limits = limits if limits is not None else Limits()
+        self.secure_cookies = secure_cookies
+        self._clock = clock
+        self._rate = RateLimiter(self.limits)
+        self._streams = StreamCounter(self.limits)
+        self._open: dict[int, _OpenStream] = {}
+        self._next = 0
+
+    # -- requests ----------------------------------------------------------------------
+
+    def authenticate(self, request: web.Request) -> Principal | None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token:
+            return self.store.principal_for_token(token.strip())
+        if request.method in ("GET", "HEAD"):
+            cookie = request.cookies.get(COOKIE)
+            if cookie:
+                return self.store.principal_for_token(cookie)
+        return None
+
+    def take_call(self, principal: Principal) -> None:
+        """Spend one call of the principal's rate budget (LimitExceeded when empty)."""
+        self._rate.take(principal.name, self._clock())
+
+    # -- streams --------------------------------------------------------------------
+
+    def open_stream(self, principal: Principal) -> int:
+        """Count a stream opened by ``principal`` (LimitExceeded past its limit); returns its handle."""
+        self._streams.open(principal.name)
+        self._next += 1
+        task = asyncio.current_task()
+        self._open[self._next] = _OpenStream(principal, task)
+        return self._next
+
+    def close_stream(self, handle: int) -> None:
+        stream = self._open.pop(handle, None)
+        if stream is not None:
+            self._streams.close(stream.principal.name)
+
+    def streams_of(self, name: str) -> int:
+        return self._streams.count(name)
+
+    # -- rotation ---------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Re-read the credentials file and end the streams of principals no longer valid.
+
+        A broken file is logged and the old credentials stay in force; returns
+        whether the reload took effect.
+        """
+        try:
+            credentials = self.store.reload()
+        except ConfigError as e:
+            log.error("credentials not reloaded (keeping the old ones): %s", e)
+            return False
+        ended = 0
+        for handle, stream in list(self._open.items()):
+            if not self.store.valid(stream.principal):
+                ended += 1
+                self.close_stream(handle)
+                if stream.task is not None and not stream.task.done():
+                    stream.task.cancel()
+        log.info("credentials reloaded: %d entries; %d streams of revoked principals ended", len(credentials), ended)
+        return True
+
+
+def auth_middleware(security: HttpSecurity, error: ErrorReply) -> Middleware:
+    """The middleware that puts a checked :class:`Principal` on every request (``request[PRINCIPAL_KEY]``)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in _PUBLIC:
+            return await handler(request)
+        view = view_of(request.path)
+        try:
+            principal = security.authenticate(request)
+            if principal is None:
+                query_token = request.query.get("token") if view == "dashboard" and request.method == "GET" else None
+                if query_token:
+                    return _login_redirect(security, query_token)
+                if view == "dashboard":
+                    return login_page(401)
+                raise Unauthenticated("a valid credential is required: send Authorization: Bearer TOKEN")
+            check_view(principal, view)
+            security.take_call(principal)
+        except WireError as e:
+            response = error(e)
+            if isinstance(e, Unauthenticated):
+                response.headers["WWW-Authenticate"] = 'Bearer realm="edgerm"'
+            return response
+        request[PRINCIPAL_KEY] = principal
+        return await handler(request)
+
+    return middleware
+
+
+def principal_of(request: web.Request) -> Principal:
+    principal = request.get(PRINCIPAL_KEY)
+    if principal is None:
+        raise Unauthenticated("no principal on this request")
+    return principal
+
+
+# -- the dashboard's login ------------------------------------------------------------------
+
+_LOGIN_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>edgerm master: sign in</title>
+<style>body {{ font: 14px system-ui, sans-serif; margin: 3em; }} input {{ width: 40em; }}</style></head>
+<body><h1>edgerm master</h1><p>{message}</p>
+<form method="post" action="/login"><label>Token <input type="password" name="token" autocomplete="off"></label>
+<button type="submit">Sign in</button></form></body></html>
+"""
+
+
+def login_page(status: int, message: str = "Sign in with an admin (or framework) token.") -> web.Response:
+    return web.Response(
+        status=status,
+        text=_LOGIN_HTML.format(message=html.escape(message)),
+        content_type="text/html",
+        headers={"Cache-Control": "no-store", "WWW-Authenticate": 'Bearer realm="edgerm"'},
+    )
+
+
+def _session_response(security: HttpSecurity, token: str) -> web.Response:
+    response = web.Response(status=303, headers={"Location": "/", "Cache-Control": "no-store"})
+    response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=security.secure_cookies, path="/")
+    return response
+
+
+def _login_redirect(security: HttpSecurity, token: str) -> web.Response:
+    principal = security.store.principal_for_token(token)
+    if principal is None or principal.role not in (Role.ADMIN, Role.FRAMEWORK):
+        return login_page(401, "That token is not valid here.")
+    return _session_response(security, token)
+
+
+def login_routes(security: HttpSecurity) -> list[web.RouteDef]:
+    async def form(request: web.Request) -> web.StreamResponse:
+        return login_page(200)
+
+    async def submit(request: web.Request) -> web.StreamResponse:
+        if (request.content_length or 0) > MAX_JOIN_BODY:
+            return login_page(413, "That is too long for a token.")
+        data = await request.post()
+        token = data.get("token")
+        if not isinstance(token, str) or not token:
+            return login_page(401, "Enter a token.")
+        return _login_redirect(security, token.strip())
+
+    async def logout(request: web.Request) -> web.StreamResponse:
+        response = web.Response(status=303, headers={"Location": LOGIN_PATH})
+        response.del_cookie(COOKIE, path="/")
+        return response
+
+    return [web.get(LOGIN_PATH, form), web.post(LOGIN_PATH, submit), web.get(LOGOUT_PATH, logout)]
+
+
+# -- agent join -------------------------------------------------------------------------------
+
+
+async def read_join(request: web.Request) -> AgentId:
+    """The agent id in a join request's JSON body (``{"agent_id": "..."}``), bounded and checked."""
+    if (request.content_length or 0) > MAX_JOIN_BODY:
+        raise MessageTooLarge(f"a join request is at most {MAX_JOIN_BODY} bytes")
+    body = await request.content.read(MAX_JOIN_BODY + 1)
+    if len(body) > MAX_JOIN_BODY:
+        raise MessageTooLarge(f"a join request is at most {MAX_JOIN_BODY} bytes")
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise MalformedMessage('a join request is JSON: {"agent_id": "..."}') from None
+    agent_id = doc.get("agent_id") if isinstance(doc, dict) else None
+    if not isinstance(agent_id, str) or not agent_id:
+        raise MalformedMessage("a join request names its agent_id")
+    return AgentId(agent_id)
+
+
+async def join(security: HttpSecurity, request: web.Request) -> web.Response:
+    """``POST /api/v1/join``: a join token in, an agent credential bound to the agent id out."""
+    principal = principal_of(request)
+    agent_id = await read_join(request)
+    token, credential = await asyncio.to_thread(security.store.join, agent_id)
+    log.info("agent %s joined with join credential %s (its credential: %s)", agent_id, principal.name, credential.name)
+    return web.json_response(
+        {"agent_id": agent_id, "name": credential.name, "token": token}, headers={"Cache-Control": "no-store"}
+    )
