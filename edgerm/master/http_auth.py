@@ -191,10 +191,10 @@ def auth_middleware(security: HttpSecurity, error: ErrorReply) -> Middleware:
 
 
 def principal_of(request: web.Request) -> Principal:
-    principal = request.get(PRINCIPAL_KEY)
-    if principal is None:
-        raise Unauthenticated("no principal on this request")
-    return principal
+    try:
+        return request[PRINCIPAL_KEY]
+    except KeyError:
+        raise Unauthenticated("no principal on this request") from None
 
 
 # -- the dashboard's login ------------------------------------------------------------------

@@ -205,6 +205,7 @@ def start_master(
     broker_port: int = 0,
     insecure: bool = False,
     credentials: CredentialStore | None = None,
+    tokens: local.ProvisionedTokens | None = None,
     limits: Limits | None = None,
     tls: TlsFiles | None = None,
 ) -> Starting[RunningMaster]:
@@ -214,7 +215,9 @@ def start_master(
     ``credentials`` is the store to authenticate against (e.g. over the
     state dir's file), or, when None, a fresh in-memory store provisioned
     with one admin, framework, join and metrics token, published for
-    in-process clients and kept in ``RunningMaster.tokens``. ``limits``:
+    in-process clients and kept in ``RunningMaster.tokens`` (``tokens``:
+    publish these for a given ``credentials`` store instead, e.g. when a
+    test restarts a master over the same credentials). ``limits``:
     the per-principal abuse limits. ``tls``: serve https.
 
     ``coap_port``: None = no CoAP endpoint, 0 = an ephemeral UDP port, else
@@ -235,7 +238,7 @@ def start_master(
     coap = _CoapOptions(coap_port, coap_tcp)
     embed = _BrokerOptions(broker_port if broker == EMBEDDED else None)
     cfg = config if config is not None else MasterConfig()
-    guard = _SecurityOptions(insecure, credentials, limits, tls)
+    guard = _SecurityOptions(insecure, credentials, limits, tls, tokens)
     return Starting(lambda: _start(host, port, cfg, options, max_body, access_log, coap, embed, guard))
 
 
@@ -245,15 +248,18 @@ class _SecurityOptions:
     credentials: CredentialStore | None = None
     limits: Limits | None = None
     tls: TlsFiles | None = None
+    tokens: local.ProvisionedTokens | None = None
 
     def __post_init__(self) -> None:
         if self.insecure and self.credentials is not None:
             raise ValueError("insecure and credentials exclude each other")
+        if self.tokens is not None and self.credentials is None:
+            raise ValueError("tokens are those of a credentials store: give both")
 
     def build(self) -> tuple[HttpSecurity | None, local.ProvisionedTokens | None]:
         if self.insecure:
             return None, None
-        tokens = None
+        tokens = self.tokens
         store = self.credentials
         if store is None:
             store = CredentialStore()

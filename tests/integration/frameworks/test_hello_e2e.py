@@ -4,6 +4,7 @@ example as a separate process, with the example's default WAT module."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ async def hello(master: Any, *args: str) -> tuple[int, list[str], str]:
         sys.executable,
         str(EXAMPLE),
         *("--master", master.url, "--timeout", "60", *args),
+        env={**os.environ, "EDGERM_TOKEN": master.tokens.framework},  # a process of its own: the token by env
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

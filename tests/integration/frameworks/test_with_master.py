@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,9 @@ async def test_driver_resubscribes_when_the_master_restarts(master: Any) -> None
     fw.subscribed.clear()
     port = master.port
     await master.stop()
-    async with main.start_master(port=port, framework_heartbeat=0.2) as again:
+    # The restarted master keeps its credentials (as it would keep its credentials file).
+    same = {"credentials": master.security.store, "tokens": master.tokens}
+    async with main.start_master(port=port, framework_heartbeat=0.2, **same) as again:
         async with asyncio.timeout(5):
             await fw.subscribed.wait()
         assert fw.registrations == [fw.registrations[0]] * 2  # the same framework id
@@ -141,6 +144,7 @@ async def test_hello_example_runs_to_completion(master: Any, scripted_agent: Any
         sys.executable,
         str(EXAMPLE),
         *("--master", master.url, "--tasks", "3", "--timeout", "30"),
+        env={**os.environ, "EDGERM_TOKEN": master.tokens.framework},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -17,7 +17,8 @@ from edgerm.master.main import parse_args
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_master_process_serves_and_shuts_down_cleanly(sig: signal.Signals, tmp_path: Path) -> None:
-    init = subprocess.run(
+    init = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "edgerm.master.main", "init", "--state-dir", str(tmp_path), "--format", "json"],
         capture_output=True,
         text=True,
