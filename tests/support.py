@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +37,20 @@ async def eventually(check: Callable[[], Any], within: float = WAIT, what: str =
 def admin_headers(master_url: str) -> dict[str, str]:
     """``Authorization`` with the admin token an in-process master provisioned ({} for an insecure one)."""
     return bearer(resolve_token(None, master_url, Role.ADMIN, env={}))
+
+
+async def init_state_dir(state_dir: Path) -> dict[str, str]:
+    """``edgerm-master init --state-dir STATE_DIR`` in a process of its own: its ``admin_token`` and ``join_token``."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "edgerm.master.main", "init", "--state-dir", str(state_dir), "--format", "json"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    tokens: dict[str, str] = json.loads(out)
+    return tokens
 
 
 def docker_unavailable(image: str = TEST_IMAGE) -> str:

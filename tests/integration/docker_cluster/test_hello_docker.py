@@ -9,12 +9,15 @@ tasks' ends are acknowledged.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from edgerm.auth.client import resolve_token
+from edgerm.auth.principal import Role
 from tests.integration.docker_cluster.conftest import IMAGE, Cluster, containers_of, eventually
 from tests.support import admin_headers
 
@@ -28,6 +31,7 @@ async def hello(master_url: str, *args: str) -> tuple[int, list[str], str]:
         sys.executable,
         str(EXAMPLE),
         *("--master", master_url, "--timeout", "60", *args),
+        env={**os.environ, "EDGERM_TOKEN": resolve_token(None, master_url, Role.FRAMEWORK, env={}) or ""},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,18 +11,12 @@ import aiohttp
 import pytest
 
 from edgerm.master.main import parse_args
+from tests.support import init_state_dir
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_master_process_serves_and_shuts_down_cleanly(sig: signal.Signals, tmp_path: Path) -> None:
-    init = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "edgerm.master.main", "init", "--state-dir", str(tmp_path), "--format", "json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    admin = json.loads(init.stdout)["admin_token"]
+    admin = (await init_state_dir(tmp_path))["admin_token"]
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
