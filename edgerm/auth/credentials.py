@@ -193,7 +193,9 @@ def parse(text: str, source: str = CREDENTIALS_FILE) -> Credentials:
         raise ConfigError(f"{source}: expected a mapping with 'version' and 'credentials'")
     if doc.get("version", FORMAT_VERSION) != FORMAT_VERSION:
         raise ConfigError(f"{source}: version {doc.get('version')!r} is not {FORMAT_VERSION}")
-    entries = doc.get("credentials") or []
+    entries = doc.get("credentials")
+    if entries is None:
+        entries = []
     if not isinstance(entries, list):
         raise ConfigError(f"{source}: credentials: expected a list")
     return Credentials(_entry(e, f"{source}: credentials[{i}]") for i, e in enumerate(entries))
