@@ -354,6 +354,8 @@ async def _start_serving(
         master.url,
         "INSECURE: no authentication" if security is None else f"{len(security.store.credentials)} credentials",
     )
+    if security is None:
+        log.warning(INSECURE_WARNING)
     if coap is not None:
         log.info("CoAP on %s%s", coap.url, f" and {coap.tcp_url}" if coap.tcp_url else "")
     if options.broker_url:
@@ -455,7 +457,6 @@ async def _serve(args: argparse.Namespace) -> None:
     store = None if args.insecure else credential_store(args.state_dir)
     tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert is not None else None
     if args.insecure:
-        log.warning(INSECURE_WARNING)
         print(f"edgerm-master: WARNING: {INSECURE_WARNING}", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

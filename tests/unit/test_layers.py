@@ -26,6 +26,10 @@ PURE = [
     "master/actions.py",
     "agent/state.py",
     "scheduler",
+    "auth/principal.py",
+    "auth/credentials.py",
+    "auth/policy.py",
+    "auth/limits.py",
 ]
 
 
