@@ -168,6 +168,8 @@ def start_agent(
     token: str | None = None,
     join_token: str | None = None,
     ca: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
 ) -> Starting[RunningAgent]:
     """Start an agent in this event loop; unless ``register_timeout`` is None, wait until it registered.
 
@@ -177,25 +179,35 @@ def start_agent(
     ``runtimes``: default, those of :func:`build_runtimes`. Raises
     :class:`~edgerm.errors.TransportError` when the master does not answer
     within ``register_timeout`` (the agent is stopped again). ``token``,
-    ``join_token``, ``ca``: credentials for an HTTP master (module docstring).
+    ``join_token``, ``ca``, ``tls_cert``/``tls_key`` (a client certificate):
+    credentials for an HTTP master (module docstring).
     """
-    creds = _Credentials(token, join_token, ca)
+    creds = _Credentials(token, join_token, ca, tls_cert, tls_key)
     return Starting(
         lambda: _start(master_url, config or AgentConfig(), work_dir, runtimes, transport, register_timeout, creds)
     )
 
 
 class _Credentials:
-    def __init__(self, token: str | None, join_token: str | None, ca: str | None) -> None:
+    def __init__(
+        self,
+        token: str | None,
+        join_token: str | None,
+        ca: str | None,
+        cert: str | None = None,
+        key: str | None = None,
+    ) -> None:
         self.token = token
         self.join_token = join_token
         self.ca = ca
+        self.cert = cert
+        self.key = key
 
     async def transport(self, master_url: str, work_dir: Path, agent_id: AgentId) -> AgentTransport:
         """The HTTP transport with this agent's token (joining first if needed); CoAP: transport_for."""
         if urlsplit(master_url).scheme not in ("http", "https"):
             return transport_for(master_url)
-        ssl_context = client_ssl(master_url, self.ca)
+        ssl_context = client_ssl(master_url, self.ca, self.cert, self.key)
         token = await joining.agent_token(
             master_url, work_dir, agent_id, token=self.token, join_token=self.join_token, ssl_context=ssl_context
         )
@@ -283,6 +295,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--join-token", metavar="T", help="join the master with this token (default: $EDGERM_JOIN_TOKEN)")
     p.add_argument("--token", metavar="T", help="an agent token made for this agent's id (instead of joining)")
     p.add_argument("--ca", metavar="FILE", help="CA certificate that verifies an https master (default: $EDGERM_CA)")
+    p.add_argument("--tls-cert", metavar="PEM", help="client certificate, for a master that requires one")
+    p.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
     return p
 
 
@@ -320,6 +334,8 @@ async def _serve(config: AgentConfig, master_url: str, args: argparse.Namespace)
         token=args.token,
         join_token=args.join_token,
         ca=args.ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

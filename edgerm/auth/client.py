@@ -9,8 +9,9 @@ Rules:
   the environment (``EDGERM_TOKEN``; ``EDGERM_JOIN_TOKEN`` for joining).
 - TLS: ``https://`` URLs are verified against ``--ca FILE`` (or
   ``EDGERM_CA``), else the system's trust store; a certificate that does not
-  verify fails the connection. ``--tls-cert/--tls-key`` add a client
-  certificate for masters that require one.
+  verify fails the connection. ``--tls-cert/--tls-key`` (or
+  ``EDGERM_TLS_CERT``/``EDGERM_TLS_KEY``) add a client certificate for
+  masters that require one.
 - Tokens are never logged; :func:`redact` replaces one in text that is.
 """
 
@@ -28,6 +29,8 @@ from edgerm.errors import ConfigError
 TOKEN_ENV = "EDGERM_TOKEN"
 JOIN_TOKEN_ENV = "EDGERM_JOIN_TOKEN"
 CA_ENV = "EDGERM_CA"
+CERT_ENV = "EDGERM_TLS_CERT"
+KEY_ENV = "EDGERM_TLS_KEY"
 
 
 def resolve_token(
@@ -65,6 +68,8 @@ def client_ssl(
     if ca is None:
         tokens = provisioned(master_url)
         ca = tokens.ca if tokens is not None else None
+    cert = cert or env.get(CERT_ENV) or None
+    key = key or env.get(KEY_ENV) or None
     try:
         context = ssl.create_default_context(cafile=str(ca) if ca else None)
         if cert:
