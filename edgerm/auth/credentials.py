@@ -20,7 +20,10 @@ Rules:
 - Tokens are 256-bit random strings from :mod:`secrets`; only their sha256
   is stored, so a plain hash (not a slow KDF) is enough and a lookup costs
   one hash and one dict probe. The digest found is compared again with
-  :func:`hmac.compare_digest`.
+  :func:`hmac.compare_digest`. Accepted tokens are remembered (token ->
+  principal, at most :data:`CACHE_SIZE`), so a heartbeat costs one dict
+  probe; the cache is dropped whenever the set changes (reload, issue,
+  revoke), and expiry is checked on every use.
 - Every write goes to a temporary file that is renamed over the old one
   (mode 0600), under an exclusive ``flock`` on ``credentials.yaml.lock``, so
   the CLI and a running master (join) never lose each other's changes, and
@@ -56,6 +59,7 @@ CREDENTIALS_FILE = "credentials.yaml"
 FORMAT_VERSION = 1
 TOKEN_PREFIX = "edgerm_"
 MAX_TOKEN_LENGTH = 256  # longer "tokens" are refused before hashing
+CACHE_SIZE = 65_536  # accepted tokens remembered; the cache starts over when full
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@:\-]{0,127}")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")
@@ -317,24 +321,35 @@ class CredentialStore:
     ) -> None:
         self.path = path
         self._clock = clock
+        self._cache: dict[str, tuple[Principal, float | None]] = {}
         if credentials is None:
             credentials = load(path) if path is not None else Credentials()
-        self._credentials = credentials
+        self._set(credentials)
 
     @property
     def credentials(self) -> Credentials:
         return self._credentials
 
+    def _set(self, credentials: Credentials) -> None:
+        self._credentials = credentials
+        self._cache = {}  # a new set: nothing remembered may outlive a revocation
+
     def principal_for_token(self, token: str) -> Principal | None:
-        if not token or len(token) > MAX_TOKEN_LENGTH:
+        hit = self._cache.get(token)
+        if hit is None:
+            if not token or len(token) > MAX_TOKEN_LENGTH:
+                return None
+            digest = hash_token(token)
+            credential = self._credentials.by_hash(digest)
+            if credential is None or not hmac.compare_digest(credential.sha256, digest):
+                return None
+            if len(self._cache) >= CACHE_SIZE:
+                self._cache = {}
+            hit = self._cache[token] = (credential.principal(), credential.expires)
+        principal, expires = hit
+        if expires is not None and self._clock() >= expires:
             return None
-        digest = hash_token(token)
-        credential = self._credentials.by_hash(digest)
-        if credential is None or not hmac.compare_digest(credential.sha256, digest):
-            return None
-        if credential.expires is not None and credential.expired(self._clock()):
-            return None
-        return credential.principal()
+        return principal
 
     def valid(self, principal: Principal) -> bool:
         """Whether ``principal``'s credential still exists, unexpired (checked on open streams after a reload)."""
@@ -344,7 +359,7 @@ class CredentialStore:
     def reload(self) -> Credentials:
         """Re-read the file (no-op in memory); ConfigError leaves the old set in place."""
         if self.path is not None:
-            self._credentials = load(self.path)
+            self._set(load(self.path))
         return self._credentials
 
     def issue(
@@ -412,6 +427,6 @@ class CredentialStore:
 
     def _change(self, change: Callable[[Credentials], Credentials]) -> None:
         if self.path is None:
-            self._credentials = change(self._credentials)
+            self._set(change(self._credentials))
         else:
-            self._credentials = update(self.path, change)
+            self._set(update(self.path, change))

@@ -33,6 +33,15 @@ def test_a_token_is_random_and_only_its_hash_is_kept() -> None:
     assert store.principal_for_token("x" * 10_000) is None  # refused before hashing
 
 
+def test_a_remembered_token_is_forgotten_when_revoked() -> None:
+    store = creds.CredentialStore()
+    token, _ = store.issue(Role.FRAMEWORK, "f")
+    assert store.principal_for_token(token) is not None  # now cached
+    assert store.revoke("f")
+    assert store.principal_for_token(token) is None
+    assert not store.revoke("f")
+
+
 def test_bindings_travel_with_the_principal() -> None:
     store = creds.CredentialStore()
     agent, _ = store.issue(Role.AGENT, "a", agent_id=AgentId("edge-1"))
