@@ -148,7 +148,9 @@ class _HttpAdapter:
         self, request: web.Request, call: m.SubscribeAgent, principal: Principal | None
     ) -> web.StreamResponse:
         security = self._security
-        handle = security.open_stream(principal) if security is not None and principal is not None else None
+        handle = (
+            security.open_stream(principal, call.agent_id) if security is not None and principal is not None else None
+        )
         try:
             stream = self._handlers.agent_commands(call.agent_id)
         except BaseException:
@@ -214,16 +216,17 @@ class _HttpAdapter:
         handle: int | None = None
         if security is not None and principal is not None:
             call = security.policy.subscribe(principal, call)
-            handle = security.open_stream(principal)
+            handle = security.open_stream(principal, call.framework.id)
         try:
             stream = await self._handlers.subscribe(call)
         except BaseException:
             if security is not None and handle is not None:
                 security.close_stream(handle)
             raise
-        policy = security.policy if security is not None and principal is not None else None
-        if policy is not None and principal is not None and policy.subscribed(principal, stream.framework_id):
-            log.info("framework %s is owned by %s", stream.framework_id, principal)
+        if security is not None and principal is not None and handle is not None:
+            security.stream_serves(handle, stream.framework_id)
+            if security.policy.subscribed(principal, stream.framework_id):
+                log.info("framework %s is owned by %s", stream.framework_id, principal)
         response = web.StreamResponse(
             status=200, headers={"Content-Type": PROTOBUF, STREAM_ID_HEADER: stream.stream_id}
         )

@@ -77,6 +77,7 @@ def view_of(path: str) -> str:
 class _OpenStream:
     principal: Principal
     task: asyncio.Task[object] | None
+    key: str  # the framework or agent id it serves ("" for a new framework)
 
 
 class HttpSecurity:
@@ -120,13 +121,27 @@ class HttpSecurity:
 
     # -- streams --------------------------------------------------------------------
 
-    def open_stream(self, principal: Principal) -> int:
-        """Count a stream opened by ``principal`` (LimitExceeded past its limit); returns its handle."""
+    def open_stream(self, principal: Principal, key: str = "") -> int:
+        """Count a stream opened by ``principal`` (LimitExceeded past its limit); returns its handle.
+
+        A stream for the same ``key`` (framework or agent id) replaces the
+        principal's older one, as the service does: it no longer counts, so
+        re-subscribing after a dropped connection is never refused.
+        """
+        if key:
+            for handle, stream in list(self._open.items()):
+                if stream.key == key and stream.principal.name == principal.name:
+                    self.close_stream(handle)
         self._streams.open(principal.name)
         self._next += 1
-        task = asyncio.current_task()
-        self._open[self._next] = _OpenStream(principal, task)
+        self._open[self._next] = _OpenStream(principal, asyncio.current_task(), key)
         return self._next
+
+    def stream_serves(self, handle: int, key: str) -> None:
+        """Name the id a stream serves once it is known (a new framework's generated id)."""
+        stream = self._open.get(handle)
+        if stream is not None:
+            self._open[handle] = _OpenStream(stream.principal, stream.task, key)
 
     def close_stream(self, handle: int) -> None:
         stream = self._open.pop(handle, None)

@@ -63,6 +63,21 @@ async def test_open_streams_per_principal(session: aiohttp.ClientSession) -> Non
                 await f.close()
 
 
+async def test_resubscribing_replaces_the_old_stream_and_is_not_refused(session: aiohttp.ClientSession) -> None:
+    async with start_master(limits=Limits(streams=1, **NO_RATE)) as master:
+        token = master.issue_token(Role.FRAMEWORK, "one-stream")
+        first = FakeFramework(session, master.url, "f", token)
+        again = FakeFramework(session, master.url, "f", token)
+        try:
+            await first.subscribe()
+            await again.subscribe(first.framework_id)  # e.g. after a connection the master has not seen drop
+            await first.stream_ended()
+            assert master.security is not None and master.security.streams_of("one-stream") == 1
+        finally:
+            await first.close()
+            await again.close()
+
+
 async def _eventually_subscribes(framework: FakeFramework) -> None:
     async def attempt() -> bool:
         try:
