@@ -227,7 +227,8 @@ def main(
         return token_main(argv[1:])
     args = parse_args(argv)
     try:
-        state = fetch(args.master, args.timeout, token=args.token, ca=args.ca)
+        given = {k: v for k, v in (("token", args.token), ("ca", args.ca)) if v}  # else fetch_state's defaults
+        state = fetch(args.master, args.timeout, **given)
     except StateUnavailable as e:
         print(f"edgerm: {e}", file=sys.stderr)
         return 2
