@@ -199,7 +199,7 @@ class _HttpAdapter:
         else:
             await self._handlers.scheduler_call(call, request.headers.get(STREAM_ID_HEADER, ""))
         if isinstance(call, m.Teardown):
-            security.policy.torn_down(call.framework_id)
+            security.framework_gone(call.framework_id)
         return web.Response(status=202)
 
     def _check_task_limit(self, principal: Principal, security: HttpSecurity, call: m.Accept) -> None:
@@ -225,7 +225,7 @@ class _HttpAdapter:
             raise
         if security is not None and principal is not None and handle is not None:
             security.stream_serves(handle, stream.framework_id)
-            if security.policy.subscribed(principal, stream.framework_id):
+            if security.framework_subscribed(principal, stream.framework_id):
                 log.info("framework %s is owned by %s", stream.framework_id, principal)
         response = web.StreamResponse(
             status=200, headers={"Content-Type": PROTOBUF, STREAM_ID_HEADER: stream.stream_id}

@@ -21,27 +21,35 @@ Rules:
   logged.
 - :meth:`HttpSecurity.reload` (SIGHUP) re-reads the credentials file; every
   open stream whose principal is no longer valid is ended at once.
+- Who owns which framework is kept next to a file-backed credentials store
+  (``framework-owners.json``, rewritten atomically on each new owner and
+  teardown), so a restarted master keeps refusing a framework id to anyone
+  but its owner.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import json
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from edgerm.auth.credentials import CredentialStore
 from edgerm.auth.limits import Limits, RateLimiter, StreamCounter
-from edgerm.auth.policy import Policy, check_view
+from edgerm.auth.policy import FrameworkOwners, Policy, check_view
 from edgerm.auth.principal import Principal, Role
 from edgerm.errors import ConfigError, MalformedMessage, MessageTooLarge, Unauthenticated, WireError
-from edgerm.ids import AgentId
+from edgerm.ids import AgentId, FrameworkId
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,7 @@ JOIN_PATH = "/api/v1/join"
 LOGIN_PATH = "/login"
 LOGOUT_PATH = "/logout"
 MAX_JOIN_BODY = 4096
+OWNERS_FILE = "framework-owners.json"
 
 #: Route groups by path (edgerm.auth.policy.VIEW_ROLES); anything else is "other".
 _VIEWS = {
@@ -93,7 +102,10 @@ class HttpSecurity:
         secure_cookies: bool = False,
     ) -> None:
         self.store = store
-        self.policy = policy if policy is not None else Policy()
+        self.owners_path = store.path.with_name(OWNERS_FILE) if store.path is not None else None
+        if policy is None:
+            policy = Policy(load_owners(self.owners_path) if self.owners_path is not None else None)
+        self.policy = policy
         self.limits = limits if limits is not None else Limits()
         self.secure_cookies = secure_cookies
         self._clock = clock
@@ -151,6 +163,27 @@ class HttpSecurity:
     def streams_of(self, name: str) -> int:
         return self._streams.count(name)
 
+    # -- framework owners ------------------------------------------------------------------
+
+    def framework_subscribed(self, principal: Principal, framework_id: FrameworkId) -> bool:
+        """Record the owner of a subscribed framework (kept on disk when the store is); whether it is new."""
+        new = self.policy.subscribed(principal, framework_id)
+        if new:
+            self._save_owners()
+        return new
+
+    def framework_gone(self, framework_id: FrameworkId) -> None:
+        self.policy.torn_down(framework_id)
+        self._save_owners()
+
+    def _save_owners(self) -> None:
+        if self.owners_path is None:
+            return
+        try:
+            save_owners(self.owners_path, self.policy.owners)
+        except OSError as e:  # the binding still holds in memory; a restart would forget it
+            log.error("cannot record framework owners in %s: %s", self.owners_path, e)
+
     # -- rotation ---------------------------------------------------------------------
 
     def reload(self) -> bool:
@@ -173,6 +206,35 @@ class HttpSecurity:
                     stream.task.cancel()
         log.info("credentials reloaded: %d entries; %d streams of revoked principals ended", len(credentials), ended)
         return True
+
+
+def load_owners(path: Path) -> FrameworkOwners:
+    """The framework owners recorded in ``path`` (none if it is missing or unreadable: logged)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return FrameworkOwners()
+    except (OSError, ValueError) as e:
+        log.error("ignoring %s: %s", path, e)
+        return FrameworkOwners()
+    owners = doc.get("owners") if isinstance(doc, dict) else None
+    if not isinstance(owners, dict):
+        log.error("ignoring %s: no 'owners' mapping", path)
+        return FrameworkOwners()
+    return FrameworkOwners({FrameworkId(str(f)): str(p) for f, p in owners.items()})
+
+
+def save_owners(path: Path, owners: FrameworkOwners) -> None:
+    """Write the owners atomically (mode 0600)."""
+    fd, tmp = tempfile.mkstemp(prefix=".owners-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"owners": dict(owners.items())}, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def auth_middleware(security: HttpSecurity, error: ErrorReply) -> Middleware:

@@ -165,3 +165,26 @@ async def test_an_agent_whose_credential_expired_rejoins_under_its_id(
 async def _later(seen: object, before: float) -> bool:
     assert callable(seen)
     return bool(await seen() > before)
+
+
+async def test_framework_owners_survive_a_master_restart(tmp_path: Path) -> None:
+    path = tmp_path / CREDENTIALS_FILE
+    update(path, lambda c: c, create=True)
+    alice, _ = CredentialStore(path=path).issue(Role.FRAMEWORK, "alice")
+    bob, _ = CredentialStore(path=path).issue(Role.FRAMEWORK, "bob")
+    async with aiohttp.ClientSession() as http:
+        async with start_master(credentials=CredentialStore(path=path)) as master:
+            a = FakeFramework(http, master.url, "a", alice)
+            await a.subscribe()
+            framework_id = a.framework_id
+            await a.close()
+        assert framework_id in (tmp_path / "framework-owners.json").read_text()
+        async with start_master(credentials=CredentialStore(path=path)) as master:
+            b = FakeFramework(http, master.url, "b", bob)
+            with pytest.raises(Forbidden):
+                await b.subscribe(framework_id)  # the restarted master still knows whose id it is
+            again = FakeFramework(http, master.url, "a", alice)
+            await again.subscribe(framework_id)
+            await again.call(m.Teardown(again.framework_id))
+            await again.close()
+        assert framework_id not in (tmp_path / "framework-owners.json").read_text()
