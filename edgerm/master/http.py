@@ -24,6 +24,9 @@ Rules:
 - Streams flush each record at once (one ``write`` per record). A command
   that could not be written goes back to the agent's outbox. Closing a
   framework stream tells the core the framework disconnected.
+- An open stream ends as soon as its principal's credential is found expired
+  (checked before each record; framework streams carry a heartbeat at least
+  every ``framework_heartbeat`` seconds) or revoked (on reload).
 - Unless the master runs insecure (``security=None``), every request passes
   :func:`edgerm.master.http_auth.auth_middleware` first (a principal, its
   role allowed on the route, its call rate), and every call is authorized by
@@ -161,6 +164,10 @@ class _HttpAdapter:
         try:
             await response.prepare(request)
             async for command in stream:
+                if security is not None and principal is not None and not security.store.valid(principal):
+                    stream.give_back(command)  # its credential expired: the agent re-joins and gets it then
+                    log.info("agent %s: command stream ended, its credential is no longer valid", call.agent_id)
+                    break
                 try:
                     await response.write(wire.frame(wire.encode_agent_event(command)))
                 except (ConnectionError, asyncio.CancelledError):
@@ -233,6 +240,9 @@ class _HttpAdapter:
         try:
             await response.prepare(request)
             async for event in stream:
+                if security is not None and principal is not None and not security.store.valid(principal):
+                    log.info("framework %s: event stream ended, %s is no longer valid", stream.framework_id, principal)
+                    break  # expired: events stay unacknowledged in the core until a valid credential subscribes
                 if isinstance(event, m.Offers) and security is not None and principal is not None:
                     event = self._within_offer_limit(principal, security, stream.framework_id, event)
                 await response.write(wire.frame(wire.encode_event(event)))

@@ -188,3 +188,20 @@ async def test_framework_owners_survive_a_master_restart(tmp_path: Path) -> None
             await again.call(m.Teardown(again.framework_id))
             await again.close()
         assert framework_id not in (tmp_path / "framework-owners.json").read_text()
+
+
+async def test_an_open_stream_ends_when_its_credential_expires() -> None:
+    clock = Clock()
+    store = CredentialStore(clock=clock)
+    token, _ = store.issue(Role.FRAMEWORK, "short-lived", expires_in=60)
+    async with (
+        start_master(credentials=store, framework_heartbeat=0.1) as master,
+        aiohttp.ClientSession() as http,
+    ):
+        framework = FakeFramework(http, master.url, "f", token)
+        await framework.subscribe()
+        clock.now += 61
+        await framework.stream_ended()  # at the next record at the latest (a heartbeat within 0.1 s)
+        with pytest.raises(Unauthenticated):
+            await framework.call(m.Revive(framework.framework_id))
+        await framework.close()
