@@ -20,6 +20,7 @@ and is sent again with it; without one the error is raised as usual.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import ssl as _ssl
@@ -58,6 +59,8 @@ class HttpAgentTransport:
         self.master_url = master_url.rstrip("/")
         self._ssl = ssl
         self._renew = renew
+        self._renewing = asyncio.Lock()
+        self._generation = 0
         self._headers: dict[str, str] = _HEADERS
         self._auth: dict[str, str] = {}
         self._set_token(token)
@@ -70,6 +73,7 @@ class HttpAgentTransport:
     def _set_token(self, token: str | None) -> None:
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._headers = {**_HEADERS, **self._auth}
+        self._generation += 1
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -79,15 +83,18 @@ class HttpAgentTransport:
         return self._session
 
     async def call(self, call: m.AgentCall) -> m.AgentEvent:
+        generation = self._generation
         try:
             return await self._call(call)
         except Unauthenticated:
             if self._renew is None:
                 raise
-            token = await self._renew()
-            if not token:
-                raise
-            self._set_token(token)
+            async with self._renewing:  # one renewal at a time; the others use its token
+                if self._generation == generation:
+                    token = await self._renew()
+                    if not token:
+                        raise
+                    self._set_token(token)
             return await self._call(call)
 
     async def _call(self, call: m.AgentCall) -> m.AgentEvent:
