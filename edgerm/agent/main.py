@@ -211,6 +211,12 @@ class _Credentials:
         token = await joining.agent_token(
             master_url, work_dir, agent_id, token=self.token, join_token=self.join_token, ssl_context=ssl_context
         )
+        if token is None:
+            log.warning(
+                "agent %s has no credential and no join token: only an --insecure master accepts it "
+                "(give --join-token or EDGERM_JOIN_TOKEN)",
+                agent_id,
+            )
 
         async def renew() -> str | None:
             # The master refused our credential (expired or revoked): join again if we can.
