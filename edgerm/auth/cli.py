@@ -5,12 +5,15 @@
     edgerm-master init [--state-dir DIR] [--format text|env|json]
     edgerm token create --role agent|framework|admin|metrics|join [--name N] [--expires 30d]
                         [--agent-id ID] [--framework-id ID] [--state-dir DIR] [--quiet]
-    edgerm token revoke NAME [--state-dir DIR]
+                        [--reload]
+    edgerm token revoke NAME [--state-dir DIR] [--reload]
     edgerm token list [--state-dir DIR] [--json]
 
 Rules: these act on ``STATE_DIR/credentials.yaml`` locally (under its lock,
 :mod:`edgerm.auth.credentials`); a running master picks the change up on
-SIGHUP (``kill -HUP PID``), and a revoked token stops working at once then.
+SIGHUP, and a revoked token stops working at once then. ``--reload`` sends
+that SIGHUP to the master whose pid is in ``STATE_DIR/master.pid`` (only if
+that process is an ``edgerm`` master).
 A token is printed once, when it is made, and never again: the file keeps
 its hash only. Exit status 0, 1 when the file cannot be changed (e.g. a
 name in use, init over an existing file), 2 for bad usage.
@@ -20,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -95,6 +100,24 @@ def init_main(argv: Sequence[str] | None = None) -> int:
 # -- token ---------------------------------------------------------------------------------
 
 
+def _reload_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reload", action="store_true", help="then SIGHUP the running master of this state dir")
+
+
+def reload_master(state_dir: Path) -> int:
+    """SIGHUP the master recorded in ``STATE_DIR/master.pid``; its pid. ConfigError if there is none running."""
+    pid_file = state_dir / "master.pid"
+    try:
+        pid = int(pid_file.read_text(encoding="ascii").strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        raise ConfigError(f"no running master recorded in {pid_file}: send it SIGHUP yourself") from None
+    if b"edgerm" not in cmdline:  # a stale pid file: never signal another program
+        raise ConfigError(f"{pid_file} names process {pid}, which is not an edgerm master")
+    os.kill(pid, signal.SIGHUP)
+    return pid
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgerm token", description="Manage the master's credentials.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -105,9 +128,11 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--agent-id", help="agent credentials: the agent id it speaks for (required)")
     create.add_argument("--framework-id", help="framework credentials: the only framework id it may use")
     create.add_argument("--quiet", action="store_true", help="print the token only")
+    _reload_arg(create)
     _state_dir_arg(create)
     revoke = sub.add_parser("revoke", help="remove a credential by name (the master stops accepting it on SIGHUP)")
     revoke.add_argument("name")
+    _reload_arg(revoke)
     _state_dir_arg(revoke)
     listing = sub.add_parser("list", help="the credentials (names, roles, bindings; never tokens)")
     listing.add_argument("--json", action="store_true")
@@ -121,10 +146,15 @@ def token_main(argv: Sequence[str] | None = None) -> int:
     path = _path(args.state_dir)
     try:
         if args.command == "create":
-            return _create(p, args, path)
-        if args.command == "revoke":
-            return _revoke(args.name, path)
-        return _list(path, args.json)
+            code = _create(p, args, path)
+        elif args.command == "revoke":
+            code = _revoke(args.name, path)
+        else:
+            return _list(path, args.json)
+        if code == 0 and args.reload:
+            pid = reload_master(path.parent)
+            print(f"sent SIGHUP to the master (pid {pid}): it re-reads {path}", file=sys.stderr)
+        return code
     except (EdgermError, OSError) as e:
         print(f"edgerm token: {e}", file=sys.stderr)
         return 1
@@ -152,7 +182,7 @@ def _create(p: argparse.ArgumentParser, args: argparse.Namespace, path: Path) ->
     else:
         print(f"created {credential.role.value} credential {credential.name} in {path}")
         print(f"token: {token}")
-        print("(shown once; a running master accepts it after SIGHUP: kill -HUP <master pid>)")
+        print("(shown once; a running master accepts it after SIGHUP: --reload, or kill -HUP <master pid>)")
     return 0
 
 

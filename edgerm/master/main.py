@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -68,6 +69,7 @@ from edgerm.paths import default_master_state_dir
 
 log = logging.getLogger("edgerm.master")
 
+PID_FILE = "master.pid"
 INSECURE_WARNING = (
     "INSECURE MODE (--insecure): no authentication, no authorization. Anyone who can reach this master can "
     "register as any agent, run tasks, kill every framework's tasks and read the whole state. "
@@ -439,6 +441,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def write_pid(state_dir: Path) -> Path:
+    """``STATE_DIR/master.pid``: where ``edgerm token ... --reload`` finds the master to SIGHUP."""
+    path = state_dir / PID_FILE
+    path.write_text(f"{os.getpid()}\n", encoding="ascii")
+    return path
+
+
 def credential_store(state_dir: Path | None) -> CredentialStore:
     """The store over ``STATE_DIR/credentials.yaml``; ConfigError telling how to make it when it is missing."""
     directory = state_dir if state_dir is not None else default_master_state_dir()
@@ -480,6 +489,7 @@ async def _serve(args: argparse.Namespace) -> None:
             tls=tls,
         ) as master:
             loop.add_signal_handler(signal.SIGHUP, master.reload_credentials)
+            pid_file = write_pid(store.path.parent) if store is not None and store.path is not None else None
             print(f"edgerm-master listening on {master.url}", flush=True)
             for url in (master.coap_url, master.coap_tcp_url):
                 if url:
@@ -488,7 +498,11 @@ async def _serve(args: argparse.Namespace) -> None:
                 print(f"edgerm-master MQTT broker on {master.broker_url} (dataflows)", flush=True)
             elif master.broker_url:
                 print(f"edgerm-master names the MQTT broker {master.broker_url} to agents", flush=True)
-            await stop.wait()
+            try:
+                await stop.wait()
+            finally:
+                if pid_file is not None:
+                    pid_file.unlink(missing_ok=True)
             log.info("shutting down")
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

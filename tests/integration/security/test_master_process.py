@@ -79,14 +79,16 @@ async def test_sighup_picks_up_new_and_revoked_tokens(tmp_path: Path) -> None:
         assert await _status(url, ops) == 401  # not before SIGHUP
         proc.send_signal(signal.SIGHUP)
         await eventually(lambda: _is(url, ops, 200), what="the new token works after SIGHUP")
-        code, _, _ = await _run(*cli, "revoke", "ops", "--state-dir", str(tmp_path))
-        assert code == 0
-        proc.send_signal(signal.SIGHUP)
+        code, _, err = await _run(*cli, "revoke", "ops", "--state-dir", str(tmp_path), "--reload")
+        assert code == 0 and f"pid {proc.pid}" in err  # --reload found the master by its pid file
         await eventually(lambda: _is(url, ops, 401), what="the revoked token stops working after SIGHUP")
         assert await _status(url, tokens["admin_token"]) == 200
     assert proc.stderr is not None
     err = (await proc.stderr.read()).decode()
     assert "Traceback" not in err and tokens["admin_token"] not in err and ops not in err
+    assert not (tmp_path / "master.pid").exists()  # removed at exit
+    code, _, err = await _run(*cli, "revoke", "admin", "--state-dir", str(tmp_path), "--reload")
+    assert code == 1 and "no running master" in err
 
 
 async def _is(url: str, token: str, status: int) -> bool:
