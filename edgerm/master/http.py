@@ -53,12 +53,13 @@ from edgerm import messages as m
 from edgerm import wire
 from edgerm.auth.limits import check_tasks
 from edgerm.auth.principal import Principal
-from edgerm.errors import LimitExceeded, MalformedMessage, MessageTooLarge, NotFound, WireError
+from edgerm.errors import Forbidden, LimitExceeded, MalformedMessage, MessageTooLarge, NotFound, WireError
 from edgerm.ids import FrameworkId
 from edgerm.master.dashboard import DASHBOARD_HTML
 from edgerm.master.handlers import Handlers
 from edgerm.master.http_auth import (
     JOIN_PATH,
+    PRINCIPAL_KEY,
     HttpSecurity,
     auth_middleware,
     join,
@@ -104,6 +105,9 @@ class _HttpAdapter:
         async def guarded(request: web.Request) -> web.StreamResponse:
             try:
                 return await handler(request)
+            except Forbidden as e:  # an audit trail of refused calls, with who tried
+                log.info("refused %s %s for %s: %s", request.method, request.path, request.get(PRINCIPAL_KEY), e)
+                return self._error(e)
             except WireError as e:
                 return self._error(e)
             except Exception:

@@ -48,7 +48,7 @@ from edgerm.auth.credentials import CredentialStore
 from edgerm.auth.limits import Limits, RateLimiter, StreamCounter
 from edgerm.auth.policy import FrameworkOwners, Policy, check_view
 from edgerm.auth.principal import Principal, Role
-from edgerm.errors import ConfigError, MalformedMessage, MessageTooLarge, Unauthenticated, WireError
+from edgerm.errors import ConfigError, Forbidden, MalformedMessage, MessageTooLarge, Unauthenticated, WireError
 from edgerm.ids import AgentId, FrameworkId
 
 log = logging.getLogger(__name__)
@@ -245,6 +245,7 @@ def auth_middleware(security: HttpSecurity, error: ErrorReply) -> Middleware:
         if request.path in _PUBLIC:
             return await handler(request)
         view = view_of(request.path)
+        principal: Principal | None = None
         try:
             principal = security.authenticate(request)
             if principal is None:
@@ -257,6 +258,8 @@ def auth_middleware(security: HttpSecurity, error: ErrorReply) -> Middleware:
             check_view(principal, view)
             security.take_call(principal)
         except WireError as e:
+            if isinstance(e, Forbidden):
+                log.info("refused %s %s for %s: %s", request.method, request.path, principal, e)
             response = error(e)
             if isinstance(e, Unauthenticated):
                 response.headers["WWW-Authenticate"] = 'Bearer realm="edgerm"'
