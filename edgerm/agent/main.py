@@ -34,6 +34,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -203,13 +204,24 @@ class _Credentials:
         self.cert = cert
         self.key = key
 
-    async def transport(self, master_url: str, work_dir: Path, agent_id: AgentId) -> AgentTransport:
-        """The HTTP transport with this agent's token (joining first if needed); CoAP: transport_for."""
+    async def transport(
+        self, master_url: str, work_dir: Path, agent_id: AgentId, deadline: float | None
+    ) -> AgentTransport:
+        """The HTTP transport with this agent's token (joining first if needed); CoAP: transport_for.
+
+        A join that may pass later (the master is not up yet) is retried until ``deadline`` (None: for ever).
+        """
         if urlsplit(master_url).scheme not in ("http", "https"):
             return transport_for(master_url)
         ssl_context = client_ssl(master_url, self.ca, self.cert, self.key)
         token = await joining.agent_token(
-            master_url, work_dir, agent_id, token=self.token, join_token=self.join_token, ssl_context=ssl_context
+            master_url,
+            work_dir,
+            agent_id,
+            token=self.token,
+            join_token=self.join_token,
+            ssl_context=ssl_context,
+            deadline=deadline,
         )
         if token is None:
             log.warning(
@@ -254,7 +266,8 @@ async def _start(
     work_dir.mkdir(parents=True, exist_ok=True)
     agent_id = load_agent_id(work_dir)
     if transport is None:
-        transport = await credentials.transport(master_url, work_dir, agent_id)
+        deadline = time.monotonic() + register_timeout if register_timeout is not None else None
+        transport = await credentials.transport(master_url, work_dir, agent_id, deadline)
     if runtimes is None:
         runtimes = await build_runtimes(config, agent_id, work_dir, transport)
     executors = frozenset([name for name, rt in runtimes.items() if await rt.available()])

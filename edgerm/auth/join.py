@@ -13,23 +13,30 @@ Rules:
   id): it is written to disk before it is used, and never logged.
 - A refused join raises its typed error (``Unauthenticated`` for a bad join
   token, ``Forbidden`` when the id already joined); no answer raises
-  ``TransportError``.
+  ``TransportError``; a master certificate that does not verify raises
+  ``ConfigError`` at once. :func:`agent_token` retries what may pass later (no
+  answer, ``Unavailable``, ``LimitExceeded``: a master not up yet, or a
+  whole fleet joining at once) with a capped, jittered backoff until its
+  ``deadline`` (None: for ever), as registering does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import os
+import random
 import ssl
+import time
 from pathlib import Path
 
 import aiohttp
 
 from edgerm.auth.client import bearer, resolve_token
 from edgerm.auth.principal import Role
-from edgerm.errors import MalformedMessage, TransportError, WireError
+from edgerm.errors import ConfigError, LimitExceeded, MalformedMessage, TransportError, Unavailable, WireError
 from edgerm.ids import AgentId
 from edgerm.wire import decode_error, raise_error
 
@@ -38,6 +45,7 @@ log = logging.getLogger(__name__)
 CREDENTIAL_FILE = "credential.json"
 JOIN_PATH = "/api/v1/join"
 JOIN_TIMEOUT = 10.0  # seconds for the whole join call
+BACKOFF_INITIAL, BACKOFF_MAX = 0.2, 5.0  # seconds between join attempts that may pass later
 
 
 def load_saved(work_dir: Path, master_url: str, agent_id: AgentId) -> str | None:
@@ -89,6 +97,8 @@ async def join(
                 _raise(resp.status, resp.content_type, body, url)
     except TimeoutError:
         raise TransportError(f"{url}: no answer within {timeout}s") from None
+    except aiohttp.ClientConnectorCertificateError as e:  # not worth retrying: a wrong --ca, or an impostor
+        raise ConfigError(f"{url}: the master's certificate does not verify: {e.certificate_error}") from None
     except aiohttp.ClientError as e:
         raise TransportError(f"{url}: {e or type(e).__name__}") from None
     try:
@@ -119,8 +129,13 @@ async def agent_token(
     token: str | None = None,
     join_token: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    deadline: float | None = None,
 ) -> str | None:
-    """The token this agent presents (see the module docstring for the order)."""
+    """The token this agent presents (see the module docstring for the order).
+
+    ``deadline``: ``time.monotonic()`` after which a join that keeps failing
+    for a reason that may pass raises its last error.
+    """
     if token:
         return token
     saved = load_saved(work_dir, master_url, agent_id)
@@ -129,10 +144,19 @@ async def agent_token(
     join_token = resolve_token(join_token, master_url, Role.JOIN)
     if not join_token:
         return None
-    try:
-        token = await join(master_url, join_token, agent_id, ssl_context=ssl_context)
-    except WireError as e:
-        raise type(e)(f"joining {master_url} as agent {agent_id}: {e.message}") from None
+    backoff = BACKOFF_INITIAL
+    while True:
+        try:
+            token = await join(master_url, join_token, agent_id, ssl_context=ssl_context)
+            break
+        except (TransportError, Unavailable, LimitExceeded) as e:
+            if deadline is not None and time.monotonic() + backoff > deadline:
+                raise
+            log.warning("agent %s cannot join %s yet (%s); retrying in %.1fs", agent_id, master_url, e, backoff)
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, BACKOFF_MAX)
+        except WireError as e:
+            raise type(e)(f"joining {master_url} as agent {agent_id}: {e.message}") from None
     save(work_dir, master_url, agent_id, token)
     log.info("agent %s joined %s; its credential is in %s", agent_id, master_url, work_dir / CREDENTIAL_FILE)
     return token

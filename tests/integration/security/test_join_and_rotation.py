@@ -8,8 +8,10 @@ calls; tests/integration/security/test_master_process.py sends the signal).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import socket
 import stat
 import time
 from pathlib import Path
@@ -19,7 +21,7 @@ import pytest
 
 from edgerm import messages as m
 from edgerm.agent.config import AgentConfig
-from edgerm.agent.main import start_agent
+from edgerm.agent.main import RunningAgent, start_agent
 from edgerm.auth import join as joining
 from edgerm.auth import local
 from edgerm.auth.cli import token_main
@@ -205,3 +207,36 @@ async def test_an_open_stream_ends_when_its_credential_expires() -> None:
         with pytest.raises(Unauthenticated):
             await framework.call(m.Revive(framework.framework_id))
         await framework.close()
+
+
+async def test_an_agent_started_before_its_master_joins_when_it_comes_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = CredentialStore()
+    tokens = local.ProvisionedTokens(
+        admin=store.issue(Role.ADMIN, "admin")[0],
+        framework=store.issue(Role.FRAMEWORK, "framework")[0],
+        join=store.issue(Role.JOIN, "join")[0],
+        metrics=store.issue(Role.METRICS, "metrics")[0],
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    async def start() -> RunningAgent:
+        return await start_agent(url, FAST, tmp_path, join_token=tokens.join, register_timeout=30)
+
+    starting = asyncio.create_task(start())
+    await eventually(lambda: "cannot join" in caplog.text, what="the agent retries its join against nothing")
+    assert not starting.done()
+    async with start_master(port=port, credentials=store, tokens=tokens):
+        agent = await asyncio.wait_for(starting, 30)
+        try:
+            assert (tmp_path / joining.CREDENTIAL_FILE).exists()
+        finally:
+            await agent.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
