@@ -50,6 +50,29 @@ def spawn(args: Sequence[str], ready_url: str | None = None, timeout: float = 20
     raise RuntimeError(f"{args[0]} did not answer at {ready_url}")
 
 
+def secure_master(state_dir: Path) -> list[str]:
+    """``edgerm-master init`` in ``state_dir``; this process and its children get the tokens by environment.
+
+    ``EDGERM_TOKEN`` (admin: frameworks run here and state reads) and ``EDGERM_JOIN_TOKEN`` (agents) are set in
+    ``os.environ``; returns the master's ``--state-dir`` flags.
+    """
+    cmd = [sys.executable, "-m", "edgerm.master.main", "init", "--state-dir", str(state_dir), "--format", "json"]
+    tokens = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    os.environ["EDGERM_TOKEN"] = tokens["admin_token"]
+    os.environ["EDGERM_JOIN_TOKEN"] = tokens["join_token"]
+    return ["--state-dir", str(state_dir)]
+
+
+def get_state(url: str, timeout: float = 1.0) -> dict[str, Any]:
+    """``GET /api/v1/state`` with the token :func:`secure_master` set."""
+    token = os.environ.get("EDGERM_TOKEN", "")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url.rstrip("/") + "/api/v1/state", headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
+        state: dict[str, Any] = json.load(resp)
+        return state
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     try:

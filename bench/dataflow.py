@@ -43,7 +43,7 @@ from typing import Any
 import aiomqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, save, spawn, stop, summary_ms
+from _common import free_port, get_state, save, secure_master, spawn, stop, summary_ms
 from _dataflow_baselines import mosquitto, mqtt_round_trip, wasm_batch_cost
 
 from edgerm.frameworks.dataflow import DataflowRun, RunOptions, loads
@@ -103,6 +103,7 @@ class Cluster:
         else:
             self.broker, flags = broker, ["--broker", broker]
         cmd = [PY, "-m", "edgerm.master.main", "--host", "127.0.0.1", "--port", str(port), "--no-coap", *flags]
+        cmd += secure_master(tmp / "master-state")
         self.procs: dict[str, subprocess.Popen[bytes]] = {
             "master": spawn([*cmd, "--log-level", "WARNING"], ready_url=self.url + "/api/v1/state")
         }
@@ -133,11 +134,9 @@ class Cluster:
 
 
 def _agents(url: str) -> int:
-    import urllib.request
 
     try:
-        with urllib.request.urlopen(url + "/api/v1/state", timeout=1) as resp:
-            return len(json.load(resp)["agents"])
+        return len(get_state(url)["agents"])
     except OSError:
         return 0
 

@@ -4,7 +4,11 @@
 
 Both servers run as their own processes; this process plays the agents. The figure is the server process's CPU time
 (user + system, from psutil) spent during the heartbeat phase divided by the number of heartbeats. Target: the
-master within 1.5x of the baseline. Over HTTP the baseline is a bare aiohttp server (_echo_http.py); over CoAP a
+master within 1.5x of the baseline. Over HTTP the master runs three ways in the same run: ``--insecure``,
+authenticated (each simulated agent joined with the join token and presents its own bearer token) and
+authenticated over TLS (a test CA made with the openssl CLI; keep-alive connections, as agents hold them); the
+cost of authentication and of TLS is their CPU per heartbeat against the insecure figure (target: authenticated
+<= 1.3x insecure). Over HTTP the baseline is a bare aiohttp server (_echo_http.py); over CoAP a
 bare aiocoap server (_echo_coap.py), both parsing the AgentCall and answering HEARTBEAT_ACK. Over CoAP each of the
 ``concurrency`` simulated agents has its own client context (CoAP allows one CON in flight per context and
 server), as real agents would. Results: bench/results/heartbeats.json.
@@ -15,8 +19,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import json
 import socket
+import ssl
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -52,15 +60,15 @@ def _agent_bodies(agents: int) -> tuple[list[bytes], list[bytes]]:
     return registers, [wire.encode_agent_call(m.AgentHeartbeat(aid)) for aid in ids]
 
 
-async def _drive(pid: int, bodies: list[bytes], heartbeats: int, posts: list[Post]) -> dict[str, Any]:
+async def _drive(pid: int, bodies: list[Any], heartbeats: int, posts: list[Any]) -> dict[str, Any]:
     """Send ``heartbeats`` bodies through the ``posts`` lanes at once; the server's CPU per heartbeat."""
     proc = psutil.Process(pid)
     latencies: list[float] = []
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
     for i in range(heartbeats):
         queue.put_nowait(bodies[i % len(bodies)])
 
-    async def worker(post: Post) -> None:
+    async def worker(post: Any) -> None:
         while not queue.empty():
             body = queue.get_nowait()
             t0 = time.perf_counter()
@@ -82,60 +90,141 @@ async def _drive(pid: int, bodies: list[bytes], heartbeats: int, posts: list[Pos
     }
 
 
-async def _post(session: aiohttp.ClientSession, url: str, body: bytes) -> None:
-    async with session.post(url, data=body, headers=HEADERS) as resp:
+async def _post(session: aiohttp.ClientSession, url: str, item: tuple[bytes, dict[str, str]]) -> None:
+    body, headers = item
+    async with session.post(url, data=body, headers=headers) as resp:
         await resp.read()
         if resp.status != 200:
             raise RuntimeError(f"{url} answered {resp.status}")
 
 
-async def http_load(base: str, agents: int, heartbeats: int, concurrency: int, pid: int) -> dict[str, Any]:
+async def _join_all(base: str, join_token: str, agents: int, context: ssl.SSLContext | None) -> list[dict[str, str]]:
+    """Join every simulated agent (as edgerm-agent does): the headers each one's heartbeats carry."""
+    out: list[dict[str, str]] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context or False)) as session:
+        for i in range(agents):
+            body = json.dumps({"agent_id": f"bench-agent-{i}"})
+            auth = {"Authorization": f"Bearer {join_token}", "Content-Type": "application/json"}
+            async with session.post(base + "/api/v1/join", data=body, headers=auth) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"join answered {resp.status}: {await resp.text()}")
+                token = (await resp.json())["token"]
+            out.append({**HEADERS, "Authorization": f"Bearer {token}"})
+    return out
+
+
+async def http_load(
+    base: str,
+    agents: int,
+    heartbeats: int,
+    concurrency: int,
+    pid: int,
+    join_token: str | None = None,
+    context: ssl.SSLContext | None = None,
+) -> dict[str, Any]:
     url = base + "/api/v1/agent"
     registers, bodies = _agent_bodies(agents)
-    conn = aiohttp.TCPConnector(limit=concurrency)
+    headers = await _join_all(base, join_token, agents, context) if join_token else [HEADERS] * agents
+    conn = aiohttp.TCPConnector(limit=concurrency, ssl=context or False)
     async with aiohttp.ClientSession(connector=conn) as session:
-        for body in registers:
-            await _post(session, url, body)
-        for b in bodies[: min(len(bodies), 200)]:  # warm-up
-            await _post(session, url, b)
+        for item in zip(registers, headers, strict=True):
+            await _post(session, url, item)
+        items = list(zip(bodies, headers, strict=True))
+        for item in items[: min(len(items), 200)]:  # warm-up
+            await _post(session, url, item)
         post = functools.partial(_post, session, url)
-        return await _drive(pid, bodies, heartbeats, [post] * concurrency)
+        return await _drive(pid, items, heartbeats, [post] * concurrency)
+
+
+def _master_cmd(port: int, *extra: str) -> list[str]:
+    cmd = [sys.executable, "-m", "edgerm.master.main", "--host", "127.0.0.1", "--port", str(port)]
+    # This run measures HTTP only: leave UDP 5683 alone, and no broker.
+    return [*cmd, "--log-level", "WARNING", "--no-coap", "--no-broker", *extra]
+
+
+def _test_pki(d: Path) -> None:
+    """A CA and a certificate for 127.0.0.1, made with the openssl CLI (the commands of docs/security.md)."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    openssl("req", "-x509", *ec, "-days", "2", "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=bench CA")
+    (d / "master.ext").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    openssl("req", *ec, "-keyout", "master.key", "-out", "master.csr", "-subj", "/CN=bench master")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "master.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "master.ext",
+        "-out",
+        "master.pem",
+    )
+
+
+def _init(state: Path) -> str:
+    """``edgerm-master init`` in ``state``: its join token."""
+    cmd = [sys.executable, "-m", "edgerm.master.main", "init", "--state-dir", str(state), "--format", "json"]
+    token: str = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)["join_token"]
+    return token
 
 
 def run_http(args: argparse.Namespace) -> dict[str, Any]:
     here = Path(__file__).resolve().parent
     out: dict[str, Any] = {}
-    for name, cmd in (
-        ("baseline_echo", lambda p: [sys.executable, str(here / "_echo_http.py"), "--port", str(p)]),
-        (
-            "master",
-            lambda p: [
-                sys.executable,
-                "-m",
-                "edgerm.master.main",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(p),
-                "--log-level",
-                "WARNING",
-                "--no-coap",  # this run measures HTTP only; leave UDP 5683 alone
-                "--no-broker",
-            ],
-        ),
-    ):
-        port = free_port()
-        proc = spawn(cmd(port), ready_url=f"http://127.0.0.1:{port}/")
-        try:
-            out[name] = asyncio.run(
-                http_load(f"http://127.0.0.1:{port}", args.agents, args.heartbeats, args.concurrency, proc.pid)
-            )
-        finally:
-            stop(proc)
-    out["ratio_cpu_master_vs_baseline"] = round(
-        out["master"]["cpu_us_per_heartbeat"] / out["baseline_echo"]["cpu_us_per_heartbeat"], 3
-    )
+    with tempfile.TemporaryDirectory(prefix="edgerm-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        _test_pki(tmp)
+        context = ssl.create_default_context(cafile=str(tmp / "ca.pem"))
+        tls = ("--tls-cert", str(tmp / "master.pem"), "--tls-key", str(tmp / "master.key"))
+        # One state dir per secured run: the simulated agents join afresh in each.
+        auth_join, tls_join = _init(tmp / "auth"), _init(tmp / "tls")
+        runs: list[tuple[str, Any, str | None, ssl.SSLContext | None]] = [
+            ("baseline_echo", lambda p: [sys.executable, str(here / "_echo_http.py"), "--port", str(p)], None, None),
+            ("master_insecure", lambda p: _master_cmd(p, "--insecure"), None, None),
+            ("master_auth", lambda p: _master_cmd(p, "--state-dir", str(tmp / "auth")), auth_join, None),
+            ("master_auth_tls", lambda p: _master_cmd(p, "--state-dir", str(tmp / "tls"), *tls), tls_join, context),
+        ]
+        for name, cmd, token, ctx in runs:
+            port = free_port()
+            proc = spawn(cmd(port), ready_url=None if ctx is not None else f"http://127.0.0.1:{port}/")
+            try:
+                if ctx is not None:
+                    _wait_tls(port, ctx)
+                base = f"{'https' if ctx is not None else 'http'}://127.0.0.1:{port}"
+                out[name] = asyncio.run(
+                    http_load(base, args.agents, args.heartbeats, args.concurrency, proc.pid, token, ctx)
+                )
+            finally:
+                stop(proc)
+    cpu = {name: out[name]["cpu_us_per_heartbeat"] for name in out}
+    out["master"] = out["master_insecure"]  # the figure earlier runs called "master"
+    out["ratio_cpu_master_vs_baseline"] = round(cpu["master_insecure"] / cpu["baseline_echo"], 3)
+    out["ratio_cpu_auth_vs_insecure"] = round(cpu["master_auth"] / cpu["master_insecure"], 3)
+    out["ratio_cpu_auth_tls_vs_insecure"] = round(cpu["master_auth_tls"] / cpu["master_insecure"], 3)
     return out
+
+
+def _wait_tls(port: int, context: ssl.SSLContext, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                context.wrap_socket(sock, server_hostname="127.0.0.1").close()
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no TLS server on port {port}") from None
+            time.sleep(0.05)
 
 
 # -- CoAP ----------------------------------------------------------------------------------
@@ -192,7 +281,7 @@ def run_coap(args: argparse.Namespace) -> dict[str, Any]:
         if name == "master":
             http_port = free_port()
             cmd = [sys.executable, "-m", "edgerm.master.main", "--host", "127.0.0.1", "--port", str(http_port)]
-            cmd += ["--coap-port", str(coap_port), "--no-broker", "--log-level", "WARNING"]
+            cmd += ["--coap-port", str(coap_port), "--no-broker", "--log-level", "WARNING", "--insecure"]
             proc = spawn(cmd, ready_url=f"http://127.0.0.1:{http_port}/")
         else:
             proc = spawn([sys.executable, str(here / "_echo_coap.py"), "--port", str(coap_port)])
@@ -225,8 +314,15 @@ def main() -> None:
             continue
         r = results[key]
         print(f"{label:5} baseline echo : {r['baseline_echo']['cpu_us_per_heartbeat']:8.1f} us CPU/heartbeat")
-        print(f"{label:5} edgerm master : {r['master']['cpu_us_per_heartbeat']:8.1f} us CPU/heartbeat")
+        print(f"{label:5} edgerm master : {r['master']['cpu_us_per_heartbeat']:8.1f} us CPU/heartbeat (insecure)")
         print(f"{label:5} ratio         : {r['ratio_cpu_master_vs_baseline']:8.2f}x   (target <= 1.5x)")
+        if "master_auth" in r:
+            for run, ratio, what in (
+                ("master_auth", "ratio_cpu_auth_vs_insecure", "authenticated"),
+                ("master_auth_tls", "ratio_cpu_auth_tls_vs_insecure", "auth + TLS"),
+            ):
+                us = r[run]["cpu_us_per_heartbeat"]
+                print(f"{label:5} {what:14}: {us:8.1f} us CPU/heartbeat, {r[ratio]:.2f}x insecure")
     print(f"saved {save('heartbeats', results)}")
 
 

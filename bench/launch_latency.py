@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, save, spawn, stop, summary_ms
+from _common import free_port, get_state, save, secure_master, spawn, stop, summary_ms
 
 from edgerm.frameworks import Framework, FrameworkDriver, docker_task, fits, load_module, run, supports, wasm_task
 from edgerm.model import Filters, Offer, TaskInfo, TaskState, TaskStatus
@@ -220,8 +220,6 @@ def cluster(transport: str, tmp: Path, master_args: tuple[str, ...] = ()) -> tup
         "--no-broker",
         *master_args,
     ]
-    if "--state-dir" not in master_args:
-        cmd += ["--state-dir", ":memory:"]
     agent_url = url
     if transport == "coap":
         coap_port = free_port(kind=2)  # SOCK_DGRAM
@@ -229,6 +227,10 @@ def cluster(transport: str, tmp: Path, master_args: tuple[str, ...] = ()) -> tup
         agent_url = f"coap://127.0.0.1:{coap_port}"
     else:
         cmd += ["--no-coap"]
+    if "--insecure" not in master_args:
+        cmd += secure_master(tmp / "master-state")  # the registry lives there too
+    elif "--state-dir" not in master_args:
+        cmd += ["--state-dir", ":memory:"]
     procs = [spawn(cmd, ready_url=url + "/api/v1/state")]
     try:
         for i in range(2):
@@ -249,14 +251,11 @@ def cluster(transport: str, tmp: Path, master_args: tuple[str, ...] = ()) -> tup
                     ]
                 )
             )
-        import json
-        import urllib.request
 
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            with urllib.request.urlopen(url + "/api/v1/state") as r:
-                if len(json.load(r)["agents"]) == 2:
-                    return procs, url
+            if len(get_state(url)["agents"]) == 2:
+                return procs, url
             time.sleep(0.1)
         raise RuntimeError("agents did not register")
     except BaseException:

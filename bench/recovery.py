@@ -19,17 +19,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, save, spawn, stop, summary_ms
+from _common import free_port, get_state, save, secure_master, spawn, stop, summary_ms
 from launch_latency import MODULE, Prober, cluster
 
 from edgerm.frameworks import Framework, FrameworkDriver, HttpDriver, load_module, run, wasm_task
@@ -50,7 +48,9 @@ def latency_round(n: int, state_dir: str) -> tuple[list[float], float]:
 
     with tempfile.TemporaryDirectory(prefix="edgerm-bench-") as tmp:
         sd = state_dir if state_dir == ":memory:" else str(Path(tmp) / "state")
-        procs, url = cluster("http", Path(tmp), ("--state-dir", sd))
+        # Both without authentication (a :memory: master has no credentials file): bench/heartbeats.py
+        # measures what authentication costs; this measures the registry alone.
+        procs, url = cluster("http", Path(tmp), ("--insecure", "--state-dir", sd))
         try:
             prober = Prober(n, make, "wasm", "cpus:0.1;mem:32")
             t0 = time.perf_counter()
@@ -95,9 +95,7 @@ class Fleet(Framework):
 
 
 def _state(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url + "/api/v1/state", timeout=5) as r:
-        state: dict[str, Any] = json.load(r)
-        return state
+    return get_state(url, timeout=5)
 
 
 async def _until(check: Any, within: float, what: str) -> None:
@@ -115,7 +113,7 @@ async def _until(check: Any, within: float, what: str) -> None:
 async def recovery(tasks: int, agents: int, tmp: Path) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    master_cmd = [sys.executable, "-m", "edgerm.master.main", "--port", str(port), "--state-dir", str(tmp / "state"),
+    master_cmd = [sys.executable, "-m", "edgerm.master.main", "--port", str(port), *secure_master(tmp / "state"),
                   "--no-coap", "--no-broker", "--log-level", "WARNING"]  # fmt: skip
     procs = [spawn(master_cmd, ready_url=url + "/api/v1/state")]
     per_agent = -(-tasks // agents)

@@ -34,7 +34,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from edgerm import __version__
-from edgerm.errors import EdgermError
+from edgerm.auth.client import bearer, client_ssl, resolve_token
+from edgerm.auth.principal import Role
+from edgerm.errors import ConfigError, EdgermError
 from edgerm.logs import add_log_arguments, configure_logging
 
 DEFAULT_MASTER = "http://127.0.0.1:5050"
@@ -116,9 +118,30 @@ COLUMNS: Mapping[str, tuple[Column, ...]] = {
 # -- talking to the master -----------------------------------------------------------
 
 
-def _request(url: str, timeout: float, method: str = "GET") -> bytes:
-    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
+@dataclass(slots=True)
+class Credentials:
+    """What every request presents: ``--token`` (else an in-process master's or ``$EDGERM_TOKEN``,
+    :func:`edgerm.auth.client.resolve_token`) and ``--ca`` for an https master."""
+
+    token: str | None = None
+    ca: str | None = None
+
+
+CREDENTIALS = Credentials()  # set by main() from the command line
+
+
+def _request(url: str, timeout: float, method: str = "GET", token: str | None = None, ca: str | None = None) -> bytes:
+    """The one place the CLI talks HTTP: it adds the bearer token and verifies TLS
+    (``token``/``ca`` when given, else :data:`CREDENTIALS`)."""
+    parts = urllib.parse.urlsplit(url)
+    master = f"{parts.scheme}://{parts.netloc}"
+    headers = bearer(resolve_token(token or CREDENTIALS.token, master, Role.ADMIN))
+    try:
+        context = client_ssl(master, ca or CREDENTIALS.ca)
+    except ConfigError as e:
+        raise StateUnavailable(str(e)) from None
+    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None, headers=headers)
+    with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
         body: bytes = resp.read()
         return body
 
@@ -143,13 +166,20 @@ def fetch_json(url: str, timeout: float = 5.0) -> object:
         raise StateUnavailable(f"{url} did not answer JSON") from None
 
 
-def fetch_state(master: str, timeout: float = 5.0) -> Mapping[str, object]:
-    """``GET /api/v1/state`` as a mapping; raises :class:`StateUnavailable`."""
+def fetch_state(
+    master: str, timeout: float = 5.0, token: str | None = None, ca: str | None = None
+) -> Mapping[str, object]:
+    """``GET /api/v1/state`` as a mapping; raises :class:`StateUnavailable`.
+
+    ``token``: the explicit one, else in-process or ``$EDGERM_TOKEN``
+    (:func:`edgerm.auth.client.resolve_token`); ``ca`` verifies an https master.
+    """
     url = master.rstrip("/") + STATE_PATH
     try:
-        body = _request(url, timeout)
+        body = _request(url, timeout, token=token, ca=ca)
     except urllib.error.HTTPError as e:
-        raise StateUnavailable(f"{url} answered HTTP {e.code} {e.reason}") from None
+        hint = " (give a valid --token or $EDGERM_TOKEN)" if e.code in (401, 403) else ""
+        raise StateUnavailable(f"{url} answered HTTP {e.code} {e.reason}{hint}") from None
     except (OSError, ValueError) as e:
         raise _unreachable(f"the master at {master}", e) from None
     try:
@@ -411,6 +441,8 @@ def _common(p: argparse.ArgumentParser, top: bool) -> None:
     p.add_argument("--json", action="store_true", default=default(False), help="same as -o json")
     p.add_argument("--wide", action="store_true", default=default(False), help="same as -o wide: all columns, uncut")
     p.add_argument("--timeout", type=float, default=default(5.0), help="seconds to wait for the master")
+    p.add_argument("--token", default=default(None), help="the credential to present ($EDGERM_TOKEN when set)")
+    p.add_argument("--ca", metavar="FILE", default=default(None), help="CA certificate of an https master ($EDGERM_CA)")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -453,10 +485,16 @@ def _width() -> int:
 
 def main(
     argv: Sequence[str] | None = None,
-    fetch: Callable[[str, float], Mapping[str, object]] = fetch_state,
+    fetch: Callable[..., Mapping[str, object]] = fetch_state,
 ) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["token"]:  # edgerm token create|revoke|list (edgerm.auth.cli)
+        from edgerm.auth.cli import token_main
+
+        return token_main(argv[1:])
     args = parse_args(argv)
     configure_logging(args.log_level, args.log_format)
+    CREDENTIALS.token, CREDENTIALS.ca = args.token, args.ca
     try:
         return _command(args, fetch)
     except StateUnavailable as e:

@@ -13,6 +13,12 @@ records arriving at the sink, and tears the DAG down. It then prints the
 cluster's tasks with the ``edgerm`` CLI and stops every process it started,
 whatever happens. Exits with the dataflow's status (0 when it ran and records
 reached the sink).
+
+Security is on, as in any cluster: the demo runs ``edgerm-master init`` in a
+temporary state dir, makes a framework token with ``edgerm token create``,
+lets the agents join with the join token (``EDGERM_JOIN_TOKEN``), and gives
+the dataflow its framework token and the ``edgerm`` CLI the admin token
+(``EDGERM_TOKEN``). No token is printed.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,9 +62,13 @@ def _wait_for(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) ->
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"demo: {proc.args!r} exited with {proc.returncode}")
-        with contextlib.suppress(OSError):
+        try:
             urllib.request.urlopen(url, timeout=0.5).close()
             return
+        except urllib.error.HTTPError:  # it answers (401 without a token): it is up
+            return
+        except OSError:
+            pass
         time.sleep(0.1)
     raise SystemExit(f"demo: nothing answered at {url} within {timeout:g}s")
 
@@ -93,9 +104,10 @@ def _agent_config(tmp: Path, name: str, domain: str, device: str) -> Path:
     return path
 
 
-def _count_agents(url: str) -> int:
+def _count_agents(url: str, token: str) -> int:
+    request = urllib.request.Request(url + "/api/v1/state", headers={"Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(url + "/api/v1/state", timeout=1) as resp:
+        with urllib.request.urlopen(request, timeout=1) as resp:
             return len(json.load(resp).get("agents", []))
     except OSError:
         return 0
@@ -116,10 +128,17 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "EDGERM_MASTER": url}
     with tempfile.TemporaryDirectory(prefix="edgerm-demo-") as tmpdir, _processes() as procs:
         tmp = Path(tmpdir)
+        state_dir = tmp / "master"
+        _say(f"edgerm-master init --state-dir {state_dir} (an admin and a join token; the file keeps their hashes)")
+        init = [py, "-m", "edgerm.master.main", "init", "--state-dir", str(state_dir), "--format", "json"]
+        tokens = json.loads(subprocess.run(init, env=env, check=True, capture_output=True, text=True).stdout)
+        create = [py, "-m", "edgerm.cli", "token", "create", "--role", "framework", "--name", "dataflow"]
+        create += ["--state-dir", str(state_dir), "--quiet"]
+        framework_token = subprocess.run(create, env=env, check=True, capture_output=True, text=True).stdout.strip()
+        admin_env = {**env, "EDGERM_TOKEN": tokens["admin_token"]}
         _say(f"starting the master on {url} with its MQTT broker on {broker}")
         cmd = [py, "-m", "edgerm.master.main", "--host", "127.0.0.1", "--port", str(port), "--no-coap"]
-        cmd += ["--state-dir", ":memory:"]  # a throwaway cluster: nothing to keep across runs
-        cmd += ["--broker-port", str(broker_port), "--log-level", "WARNING"]
+        cmd += ["--broker-port", str(broker_port), "--log-level", "WARNING", "--state-dir", str(state_dir)]
         procs.append(subprocess.Popen(cmd, env=env))
         _wait_for(url + "/api/v1/state", procs[-1])
         for name, domain, device in AGENTS:
@@ -127,19 +146,19 @@ def main(argv: list[str] | None = None) -> int:
             _say(f"starting agent {name} (domain={domain}{extra})")
             cfg = _agent_config(tmp, name, domain, device)
             agent = [py, "-m", "edgerm.agent.main", "--master", url, "--config", str(cfg), "--log-level", "WARNING"]
-            procs.append(subprocess.Popen(agent, env=env))
+            procs.append(subprocess.Popen(agent, env={**env, "EDGERM_JOIN_TOKEN": tokens["join_token"]}))
         deadline = time.monotonic() + 20
-        while _count_agents(url) < len(AGENTS):
+        while _count_agents(url, tokens["admin_token"]) < len(AGENTS):
             if time.monotonic() > deadline:
                 raise SystemExit("demo: the agents did not register within 20s")
             time.sleep(0.1)
-        subprocess.run([py, "-m", "edgerm.cli", "--master", url, "agents"], env=env, check=False)
+        subprocess.run([py, "-m", "edgerm.cli", "--master", url, "agents"], env=admin_env, check=False)
         _say(f"edgerm-dataflow run {PIPELINE} for {args.seconds:g}s")
         run = [py, "-m", "edgerm.frameworks.dataflow.cli", "run", str(PIPELINE), "--master", url, "--broker", broker]
         run += ["--duration", str(args.seconds), "--deadline", "30", "--status-interval", "2", "--min-records", "1"]
-        code = subprocess.run(run, env=env, check=False).returncode
+        code = subprocess.run(run, env={**env, "EDGERM_TOKEN": framework_token}, check=False).returncode
         _say("the cluster's tasks afterwards")
-        subprocess.run([py, "-m", "edgerm.cli", "--master", url, "tasks"], env=env, check=False)
+        subprocess.run([py, "-m", "edgerm.cli", "--master", url, "tasks"], env=admin_env, check=False)
         _say("stopping everything")
     print("demo " + ("finished: the pipeline ran and was torn down" if code == 0 else f"failed (dataflow exit {code})"))
     return code

@@ -127,7 +127,7 @@ class FrameworkInfo:
 class WasmSpec:
     """A WASI command module, inline (``module``) or by content hash."""
 
-    module: bytes = b""
+    module: bytes = field(default=b"", repr=False)  # module bytes never go to logs
     module_sha256: str = ""
     time_limit: float = 0.0  # seconds; 0 = the agent's default
 
@@ -169,8 +169,13 @@ class TaskInfo:
     kill_grace: float = 3.0
     framework_id: FrameworkId = FrameworkId("")
     restart_policy: RestartPolicy = RestartPolicy.NEVER
-    secret_env: Mapping[str, str] = field(default_factory=dict)  # never shown in state, logs or the CLI
+    # Joins env in the task's environment; never shown in state, logs (not in repr) or the CLI.
+    secret_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     labels: Mapping[str, str] = field(default_factory=dict)
+
+    def environment(self) -> dict[str, str]:
+        """The environment the task runs with: ``env`` with ``secret_env`` on top."""
+        return {**self.env, **self.secret_env}
 
     @property
     def executor(self) -> str:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from edgerm.auth.client import bearer, resolve_token
+from edgerm.auth.principal import Role
 
 WAIT = 10.0  # generous bound on loopback; tests wait for conditions, never for fixed times
 TEST_IMAGE = os.environ.get("EDGERM_TEST_IMAGE", "edgerm-test/busybox:latest")
@@ -27,6 +33,25 @@ async def eventually(check: Callable[[], Any], within: float = WAIT, what: str |
                 await asyncio.sleep(0.01)
     except TimeoutError:
         raise AssertionError(f"not within {within}s: {(what() if callable(what) else what) or check}") from None
+
+
+def admin_headers(master_url: str) -> dict[str, str]:
+    """``Authorization`` with the admin token an in-process master provisioned ({} for an insecure one)."""
+    return bearer(resolve_token(None, master_url, Role.ADMIN, env={}))
+
+
+async def init_state_dir(state_dir: Path) -> dict[str, str]:
+    """``edgerm-master init --state-dir STATE_DIR`` in a process of its own: its ``admin_token`` and ``join_token``."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "edgerm.master.main", "init", "--state-dir", str(state_dir), "--format", "json"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    tokens: dict[str, str] = json.loads(out)
+    return tokens
 
 
 def docker_unavailable(image: str = TEST_IMAGE) -> str:

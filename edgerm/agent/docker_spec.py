@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edgerm.agent.devices import DeviceGrants, DeviceNode, VolumeMount
 from edgerm.errors import RuntimeFailure
@@ -58,7 +58,7 @@ class ContainerSpec:
     image: str
     pull_policy: PullPolicy
     command: tuple[str, ...]  # empty: the image's own command
-    env: Mapping[str, str]
+    env: Mapping[str, str] = field(repr=False)  # may hold the task's secret_env: kept out of logs
     labels: Mapping[str, str]
     network: Network
     ports: tuple[PortMapping, ...] = ()
@@ -143,7 +143,7 @@ def build_spec(
     if sandbox is not None:
         env["EDGERM_SANDBOX"] = SANDBOX_PATH
         volumes.insert(0, VolumeMount(sandbox, SANDBOX_PATH, "rw"))
-    env.update(task.env)
+    env.update(task.environment())  # env and secret_env
     env.update(grants.env)
     cpus, mem = task.resources.cpus, task.resources.mem
     return ContainerSpec(

@@ -11,19 +11,26 @@ a typed ``edgerm.v1.Error`` reply becomes its
 :class:`~edgerm.errors.WireError` subclass. Timeouts are explicit: connect
 and whole-call limits for calls; only a connect limit for the command
 stream, which may stay quiet for as long as there is nothing to do.
+Credentials: ``token`` goes in an ``Authorization: Bearer`` header on every
+request (:mod:`edgerm.auth.join` gets it); ``ssl`` verifies an https master.
+A call answered UNAUTHENTICATED (the credential expired or was revoked) asks
+``renew`` once for a new token (the agent re-joins, if it has a join token)
+and is sent again with it; without one the error is raised as usual.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+import ssl as _ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 
 from edgerm import messages as m
 from edgerm import wire
-from edgerm.errors import MalformedMessage, TransportError, UnknownCall, WireError
+from edgerm.errors import MalformedMessage, TransportError, Unauthenticated, UnknownCall, WireError
 from edgerm.ids import AgentId
 
 log = logging.getLogger(__name__)
@@ -45,24 +52,56 @@ class HttpAgentTransport:
         connect_timeout: float = 5.0,
         call_timeout: float = 10.0,
         module_timeout: float = 60.0,
+        token: str | None = None,
+        ssl: _ssl.SSLContext | None = None,
+        renew: Callable[[], Awaitable[str | None]] | None = None,
     ) -> None:
         self.master_url = master_url.rstrip("/")
+        self._ssl = ssl
+        self._renew = renew
+        self._renewing = asyncio.Lock()
+        self._generation = 0
+        self._headers: dict[str, str] = _HEADERS
+        self._auth: dict[str, str] = {}
+        self._set_token(token)
         self._url = self.master_url + AGENT_PATH
         self._connect_timeout = connect_timeout
         self._call_timeout = aiohttp.ClientTimeout(total=call_timeout, sock_connect=connect_timeout)
         self._module_timeout = aiohttp.ClientTimeout(total=module_timeout, sock_connect=connect_timeout)
         self._session: aiohttp.ClientSession | None = None
 
+    def _set_token(self, token: str | None) -> None:
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
+        self._headers = {**_HEADERS, **self._auth}
+        self._generation += 1
+
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             # One session, created on first use so it binds to the running loop.
-            self._session = aiohttp.ClientSession(raise_for_status=False)
+            connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl is not None else None
+            self._session = aiohttp.ClientSession(raise_for_status=False, connector=connector)
         return self._session
 
     async def call(self, call: m.AgentCall) -> m.AgentEvent:
+        generation = self._generation
+        try:
+            return await self._call(call)
+        except Unauthenticated:
+            if self._renew is None:
+                raise
+            async with self._renewing:  # one renewal at a time; the others use its token
+                if self._generation == generation:
+                    token = await self._renew()
+                    if not token:
+                        raise
+                    self._set_token(token)
+            return await self._call(call)
+
+    async def _call(self, call: m.AgentCall) -> m.AgentEvent:
         body = wire.encode_agent_call(call)
         try:
-            async with self._http().post(self._url, data=body, headers=_HEADERS, timeout=self._call_timeout) as resp:
+            http = self._http()
+            async with http.post(self._url, data=body, headers=self._headers, timeout=self._call_timeout) as resp:
                 payload = await resp.read()
                 if resp.status != 200:
                     _raise_reply(resp.status, resp.content_type, payload, self._url)
@@ -83,7 +122,7 @@ class HttpAgentTransport:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout, sock_read=None)
         reader = wire.RecordReader()
         try:
-            async with self._http().post(self._url, data=body, headers=_HEADERS, timeout=timeout) as resp:
+            async with self._http().post(self._url, data=body, headers=self._headers, timeout=timeout) as resp:
                 if resp.status != 200:
                     _raise_reply(resp.status, resp.content_type, await resp.read(), self._url)
                 async for chunk in resp.content.iter_any():
@@ -105,7 +144,7 @@ class HttpAgentTransport:
     async def fetch_module(self, sha256: str) -> bytes:
         url = self.master_url + MODULES_PATH + sha256
         try:
-            async with self._http().get(url, timeout=self._module_timeout) as resp:
+            async with self._http().get(url, headers=self._auth, timeout=self._module_timeout) as resp:
                 if resp.content_length is not None and resp.content_length > _MAX_MODULE:
                     raise TransportError(f"{url}: module of {resp.content_length} bytes is too large")
                 payload = await resp.read()

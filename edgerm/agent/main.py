@@ -3,6 +3,7 @@
 ::
 
     edgerm-agent [--master URL] [--coap] [--config FILE] [--work-dir DIR] [--name N] [--log-level LEVEL]
+                 [--join-token T] [--token T] [--ca FILE]
 
 Plain ``edgerm-agent`` talks to ``EDGERM_MASTER`` or http://127.0.0.1:5050
 (precedence: flag > environment > config > default, edgerm.agent.config);
@@ -11,7 +12,13 @@ Plain ``edgerm-agent`` talks to ``EDGERM_MASTER`` or http://127.0.0.1:5050
 SIGINT or SIGTERM stops it cleanly: WebAssembly tasks are stopped, Docker
 containers are left running for the next start to recover.
 
-Assembly order (:func:`start_agent`): work dir -> agent id -> transport ->
+Credentials (HTTP): the agent presents its own token, bound to its agent id.
+The first start joins with a join token (``--join-token`` or
+``EDGERM_JOIN_TOKEN``) and keeps the credential it gets in its work dir
+(:mod:`edgerm.auth.join`); later starts reuse it. ``--ca`` (``EDGERM_CA``)
+verifies an https master.
+
+Assembly order (:func:`start_agent`): work dir -> agent id -> credential -> transport ->
 runtimes (those that are available) -> measured ``AgentInfo`` -> service.
 The ``wasm`` runtime is a :class:`~edgerm.agent.dataflow.runtime.DataflowRuntime`
 wrapping the plain :class:`~edgerm.agent.wasm.WasmRuntime`: dataflow operator
@@ -28,6 +35,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -46,7 +54,10 @@ from edgerm.agent.resources import build_agent_info, load_agent_id, measure
 from edgerm.agent.runtime import Runtime
 from edgerm.agent.service import AgentService
 from edgerm.agent.transport import AgentTransport
-from edgerm.errors import ConfigError, EdgermError, TransportError
+from edgerm.auth import join as joining
+from edgerm.auth.client import client_ssl, resolve_token
+from edgerm.auth.principal import Role
+from edgerm.errors import ConfigError, EdgermError, TransportError, WireError
 from edgerm.ids import AgentId
 from edgerm.lifecycle import Starting
 from edgerm.logs import add_log_arguments, configure_logging, fail, version_argument
@@ -163,6 +174,11 @@ def start_agent(
     runtimes: Mapping[str, Runtime] | None = None,
     transport: AgentTransport | None = None,
     register_timeout: float | None = 10.0,
+    token: str | None = None,
+    join_token: str | None = None,
+    ca: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
 ) -> Starting[RunningAgent]:
     """Start an agent in this event loop; unless ``register_timeout`` is None, wait until it registered.
 
@@ -171,11 +187,75 @@ def start_agent(
     argument, else the config's, else a temporary directory removed at stop.
     ``runtimes``: default, those of :func:`build_runtimes`. Raises
     :class:`~edgerm.errors.TransportError` when the master does not answer
-    within ``register_timeout`` (the agent is stopped again).
+    within ``register_timeout`` (the agent is stopped again). ``token``,
+    ``join_token``, ``ca``, ``tls_cert``/``tls_key`` (a client certificate):
+    credentials for an HTTP master (module docstring).
     """
+    creds = _Credentials(token, join_token, ca, tls_cert, tls_key)
     return Starting(
-        lambda: _start(master_url, config or AgentConfig(), work_dir, runtimes, transport, register_timeout)
+        lambda: _start(master_url, config or AgentConfig(), work_dir, runtimes, transport, register_timeout, creds)
     )
+
+
+class _Credentials:
+    def __init__(
+        self,
+        token: str | None,
+        join_token: str | None,
+        ca: str | None,
+        cert: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.token = token
+        self.join_token = join_token
+        self.ca = ca
+        self.cert = cert
+        self.key = key
+
+    async def transport(
+        self, master_url: str, work_dir: Path, agent_id: AgentId, deadline: float | None
+    ) -> AgentTransport:
+        """The HTTP transport with this agent's token (joining first if needed); CoAP: transport_for.
+
+        A join that may pass later (the master is not up yet) is retried until ``deadline`` (None: for ever).
+        """
+        if urlsplit(master_url).scheme not in ("http", "https"):
+            return transport_for(master_url)
+        ssl_context = client_ssl(master_url, self.ca, self.cert, self.key)
+        token = await joining.agent_token(
+            master_url,
+            work_dir,
+            agent_id,
+            token=self.token,
+            join_token=self.join_token,
+            ssl_context=ssl_context,
+            deadline=deadline,
+        )
+        if token is None:
+            log.warning(
+                "agent %s has no credential and no join token: only an --insecure master accepts it "
+                "(give --join-token or EDGERM_JOIN_TOKEN)",
+                agent_id,
+            )
+
+        async def renew() -> str | None:
+            # The master refused our credential (expired or revoked): join again if we can.
+            join_token = resolve_token(self.join_token, master_url, Role.JOIN)
+            if self.token or not join_token:
+                log.error("the master refused this agent's credential; re-join with --join-token")
+                return None
+            try:
+                new = await joining.join(master_url, join_token, agent_id, ssl_context=ssl_context)
+            except (WireError, TransportError) as e:
+                log.error("the master refused this agent's credential and re-joining failed: %s", e)
+                return None
+            joining.save(work_dir, master_url, agent_id, new)
+            log.info("agent %s re-joined %s with a fresh credential", agent_id, master_url)
+            return new
+
+        from edgerm.agent.http_transport import HttpAgentTransport  # lazily: a CoAP agent does not load aiohttp
+
+        return HttpAgentTransport(master_url, token=token, ssl=ssl_context, renew=renew)
 
 
 async def _start(
@@ -185,6 +265,7 @@ async def _start(
     runtimes: Mapping[str, Runtime] | None,
     transport: AgentTransport | None,
     register_timeout: float | None,
+    credentials: _Credentials,
 ) -> RunningAgent:
     tmp = None
     if work_dir is None:
@@ -194,7 +275,9 @@ async def _start(
         work_dir = Path(tmp.name)
     work_dir.mkdir(parents=True, exist_ok=True)
     agent_id = load_agent_id(work_dir)
-    transport = transport if transport is not None else transport_for(master_url)
+    if transport is None:
+        deadline = time.monotonic() + register_timeout if register_timeout is not None else None
+        transport = await credentials.transport(master_url, work_dir, agent_id, deadline)
     if runtimes is None:
         runtimes = await build_runtimes(config, agent_id, work_dir, transport)
     executors = frozenset([name for name, rt in runtimes.items() if await rt.available()])
@@ -248,6 +331,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name", metavar="N", help="hostname to advertise (default: the machine's)")
     add_log_arguments(p)
+    p.add_argument("--join-token", metavar="T", help="join the master with this token (default: $EDGERM_JOIN_TOKEN)")
+    p.add_argument("--token", metavar="T", help="an agent token made for this agent's id (instead of joining)")
+    p.add_argument("--ca", metavar="FILE", help="CA certificate that verifies an https master (default: $EDGERM_CA)")
+    p.add_argument("--tls-cert", metavar="PEM", help="client certificate, for a master that requires one")
+    p.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
     return p
 
 
@@ -276,8 +364,18 @@ def _work_dir(config: AgentConfig) -> Path:
         return tmp
 
 
-async def _serve(config: AgentConfig, master_url: str) -> None:
-    agent = await start_agent(master_url, config, _work_dir(config), register_timeout=None)
+async def _serve(config: AgentConfig, master_url: str, args: argparse.Namespace) -> None:
+    agent = await start_agent(
+        master_url,
+        config,
+        _work_dir(config),
+        register_timeout=None,
+        token=args.token,
+        join_token=args.join_token,
+        ca=args.ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -298,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config) if args.config else AgentConfig()
         config = config.with_overrides(work_dir=args.work_dir, name=args.name)
         master_url = master_url_for(args.master, args.coap, os.environ, config)
-        asyncio.run(_serve(config, master_url))
+        asyncio.run(_serve(config, master_url, args))
     except (ConfigError, OSError) as e:
         fail("edgerm-agent", str(e))
         return 2

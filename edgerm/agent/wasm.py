@@ -321,7 +321,7 @@ class WasmRuntime:
             store.set_epoch_deadline(1)
             wasi = wasmtime.WasiConfig()
             wasi.argv = [run.task.name or tid, *run.task.args]
-            wasi.env = sorted(run.task.env.items())
+            wasi.env = sorted(run.task.environment().items())  # env and secret_env
             wasi.stdout_file = str(run.workdir / "stdout")
             wasi.stderr_file = str(run.workdir / "stderr")
             store.set_wasi(wasi)

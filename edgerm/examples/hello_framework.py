@@ -88,6 +88,8 @@ async def main(argv: list[str] | None = None) -> int:
     p.add_argument("--module", type=Path, default=DEFAULT_MODULE, help="a .wat or .wasm WASI module")
     p.add_argument("--docker", metavar="IMAGE", help="run the tasks as containers of IMAGE instead of WASM modules")
     p.add_argument("--timeout", type=float, default=0.0, help="give up after this many seconds (0: never)")
+    p.add_argument("--token", help="framework (or admin) token (default: $EDGERM_TOKEN)")
+    p.add_argument("--ca", metavar="FILE", help="CA certificate of an https master (default: $EDGERM_CA)")
     args = p.parse_args(argv)
     if args.tasks < 1:
         p.error("--tasks must be at least 1")
@@ -99,7 +101,7 @@ async def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         async with asyncio.timeout(args.timeout or None):
-            await run(framework, args.master, max_retries=5)
+            await run(framework, args.master, max_retries=5, token=args.token, ca=args.ca)
     except TimeoutError:
         print(f"hello: timed out after {args.timeout:g}s", file=sys.stderr)
         return 1

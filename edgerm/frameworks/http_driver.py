@@ -22,6 +22,11 @@ Rules:
 - A SUBSCRIBE refused with a typed error other than ``Unavailable`` is not
   retried: :meth:`HttpDriver.run` raises it. ``max_retries`` consecutive
   failures to (re)subscribe make it raise ``Unavailable``.
+- Credentials: ``token`` (else an in-process master's, else
+  ``$EDGERM_TOKEN``, :func:`edgerm.auth.client.resolve_token`) goes in an
+  ``Authorization: Bearer`` header on every request; ``ca`` (or
+  ``$EDGERM_CA``) verifies an https master. A refused credential
+  (UNAUTHENTICATED, FORBIDDEN) is not retried.
 - A callback that raises is logged (this is the outermost boundary for user
   code) and dispatch goes on; its status update is then not acknowledged.
 """
@@ -38,6 +43,8 @@ from typing import Any
 import aiohttp
 
 from edgerm import messages as m
+from edgerm.auth.client import bearer, client_ssl, resolve_token
+from edgerm.auth.principal import Role
 from edgerm.errors import MalformedMessage, NotSubscribed, Unavailable, UnknownCall, WireError
 from edgerm.frameworks.base import Framework
 from edgerm.ids import AgentId, FrameworkId, OfferId, TaskId
@@ -83,9 +90,13 @@ class HttpDriver:
         call_timeout: float = 10.0,
         subscribe_timeout: float = 10.0,
         missed_heartbeats: float = 3.0,
+        token: str | None = None,
+        ca: str | None = None,
     ) -> None:
         self._framework = framework
         self._master_url = master_url.rstrip("/")
+        self._auth = bearer(resolve_token(token, self._master_url, Role.FRAMEWORK))
+        self._ssl = client_ssl(self._master_url, ca)
         self._url = self._master_url + SCHEDULER_PATH
         self._name = name or framework.name
         self._framework_id = framework_id or None
@@ -145,7 +156,8 @@ class HttpDriver:
 
     async def _loop(self) -> None:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._call_timeout)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
+        connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl is not None else None
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
             self._http = http
             try:
                 await self._reconnect_loop(http)
@@ -271,7 +283,7 @@ class HttpDriver:
     # -- calls -----------------------------------------------------------------
 
     def _headers(self, stream_id: str | None) -> dict[str, str]:
-        headers = {"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE}
+        headers = {"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE, **self._auth}
         if stream_id is not None:
             headers[STREAM_ID_HEADER] = stream_id
         return headers

@@ -23,13 +23,18 @@ async def run(
     name: str | None = None,
     framework_id: FrameworkId | None = None,
     max_retries: int | None = None,
+    token: str | None = None,
+    ca: str | None = None,
 ) -> None:
     """Run ``framework`` against the master at ``master_url`` until it stops.
 
     ``framework_id`` resumes an earlier subscription (its tasks and
-    unacknowledged updates are kept by the master).
+    unacknowledged updates are kept by the master). ``token``/``ca``: the
+    credential and the CA file (default ``$EDGERM_TOKEN``, ``$EDGERM_CA``).
     """
-    driver = HttpDriver(framework, master_url, name=name, framework_id=framework_id, max_retries=max_retries)
+    driver = HttpDriver(
+        framework, master_url, name=name, framework_id=framework_id, max_retries=max_retries, token=token, ca=ca
+    )
     await driver.run()
 
 
@@ -40,6 +45,10 @@ def run_sync(
     name: str | None = None,
     framework_id: FrameworkId | None = None,
     max_retries: int | None = None,
+    token: str | None = None,
+    ca: str | None = None,
 ) -> None:
     """:func:`run` in a fresh event loop, for scripts without one."""
-    asyncio.run(run(framework, master_url, name=name, framework_id=framework_id, max_retries=max_retries))
+    asyncio.run(
+        run(framework, master_url, name=name, framework_id=framework_id, max_retries=max_retries, token=token, ca=ca)
+    )

@@ -71,12 +71,15 @@ def wasm_task(
     args: Iterable[str] = (),
     env: Mapping[str, str] | None = None,
     time_limit: float = 0.0,
+    secret_env: Mapping[str, str] | None = None,
 ) -> TaskInfo:
     """A WASI task on the offer's agent.
 
     ``module`` is the module's bytes, or a path to a ``.wat``/``.wasm`` file
     (read on every call: load it once with :func:`load_module` when
     launching many tasks). ``time_limit`` 0 means the agent's default.
+    ``secret_env`` joins the task's environment but is never shown in the
+    master's state, logs, metrics or the CLI (docs/security.md).
     """
     binary = module if isinstance(module, bytes) else load_module(module)
     if not binary:
@@ -89,6 +92,7 @@ def wasm_task(
         container=WasmSpec(module=binary, time_limit=time_limit),
         args=tuple(args),
         env=dict(env or {}),
+        secret_env=dict(secret_env or {}),
     )
 
 
@@ -103,8 +107,9 @@ def docker_task(
     ports: Iterable[PortMapping] = (),
     pull_policy: PullPolicy = PullPolicy.IF_NOT_PRESENT,
     kill_grace: float = 3.0,
+    secret_env: Mapping[str, str] | None = None,
 ) -> TaskInfo:
-    """A Docker task on the offer's agent; ``args`` replace the image's command."""
+    """A Docker task on the offer's agent; ``args`` replace the image's command (``secret_env``: as wasm_task)."""
     if not image:
         raise ConfigError(f"task {name}: empty image name")
     return TaskInfo(
@@ -116,4 +121,5 @@ def docker_task(
         args=tuple(args),
         env=dict(env or {}),
         kill_grace=kill_grace,
+        secret_env=dict(secret_env or {}),
     )

@@ -142,6 +142,13 @@ class Handlers:
                 service._execute([KillTask(record.agent_id, task_id, record.info.kill_grace)])
         return _task_json(record)
 
+    def operator_teardown(self, framework_id: FrameworkId) -> None:
+        """TEARDOWN by an operator (the admin role): no stream id, any framework the core knows."""
+        self._metrics.call("scheduler", "TEARDOWN")
+        service = self.service
+        service.handle(m.Teardown(framework_id))
+        service.close_stream(framework_id)
+
     # -- errors, state, metrics, modules ------------------------------------------------
 
     def failed(self, error: WireError) -> None:

@@ -12,6 +12,8 @@ Routes::
                                    framework): 202 with the task's JSON; 404
     GET  /metrics                  Prometheus text
     GET  /                         a small dashboard over /api/v1/state
+    POST /api/v1/join              a join token -> an agent credential (JSON)
+    GET|POST /login, GET /logout   the dashboard's sign-in (session cookie)
 
 Rules:
 - Bodies are ``application/x-protobuf`` and read here with a size limit, so
@@ -24,6 +26,16 @@ Rules:
 - Streams flush each record at once (one ``write`` per record). A command
   that could not be written goes back to the agent's outbox. Closing a
   framework stream tells the core the framework disconnected.
+- An open stream ends as soon as its principal's credential is found expired
+  (checked before each record; framework streams carry a heartbeat at least
+  every ``framework_heartbeat`` seconds) or revoked (on reload).
+- Unless the master runs insecure (``security=None``), every request passes
+  :func:`edgerm.master.http_auth.auth_middleware` first (a principal, its
+  role allowed on the route, its call rate), and every call is authorized by
+  :class:`edgerm.auth.policy.Policy` before the handler sees it: an agent
+  for its own id, a framework for the frameworks it owns. Streams count
+  against the principal's stream limit; ACCEPT against its task limit; offers
+  beyond its offer limit are declined for it as they arrive.
 - Run the app with ``handler_cancellation=True`` (as :mod:`edgerm.master.main`
   does) so a dropped streaming connection ends its handler at once rather
   than at the next write.
@@ -41,11 +53,23 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from edgerm import messages as m
 from edgerm import wire
-from edgerm.errors import MalformedMessage, MessageTooLarge, NotFound, WireError
-from edgerm.ids import TaskId
+from edgerm.auth.limits import check_tasks
+from edgerm.auth.principal import Principal
+from edgerm.errors import Forbidden, LimitExceeded, MalformedMessage, MessageTooLarge, NotFound, WireError
+from edgerm.ids import FrameworkId, TaskId
 from edgerm.master.dashboard import DASHBOARD_HTML
 from edgerm.master.handlers import Handlers
+from edgerm.master.http_auth import (
+    JOIN_PATH,
+    PRINCIPAL_KEY,
+    HttpSecurity,
+    auth_middleware,
+    join,
+    login_routes,
+    principal_of,
+)
 from edgerm.master.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from edgerm.model import Filters
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +84,19 @@ _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 HANDLERS_KEY = web.AppKey("edgerm_handlers", Handlers)
+#: Offers declined for a framework over its principal's offer limit are refused to it for this long.
+OVER_LIMIT_REFUSE_SECONDS = 5.0
 
 
 class _HttpAdapter:
-    def __init__(self, handlers: Handlers, max_body: int) -> None:
+    def __init__(self, handlers: Handlers, max_body: int, security: HttpSecurity | None) -> None:
         self._handlers = handlers
         self._max_body = max_body
+        self._security = security
+
+    def _principal(self, request: web.Request) -> Principal | None:
+        """The request's checked principal; None when the master runs insecure."""
+        return principal_of(request) if self._security is not None else None
 
     # -- plumbing ------------------------------------------------------------
 
@@ -77,6 +108,9 @@ class _HttpAdapter:
         async def guarded(request: web.Request) -> web.StreamResponse:
             try:
                 return await handler(request)
+            except Forbidden as e:  # an audit trail of refused calls, with who tried
+                log.info("refused %s %s for %s: %s", request.method, request.path, request.get(PRINCIPAL_KEY), e)
+                return self._error(e)
             except WireError as e:
                 return self._error(e)
             except Exception:
@@ -112,17 +146,35 @@ class _HttpAdapter:
 
     async def agent(self, request: web.Request) -> web.StreamResponse:
         call = wire.decode_agent_call(await self._body(request))
+        principal = self._principal(request)
+        if principal is not None and self._security is not None:
+            self._security.policy.agent_call(principal, call)
         if type(call) is m.SubscribeAgent:
-            return await self._agent_stream(request, call)
+            return await self._agent_stream(request, call, principal)
         event = await self._handlers.agent_call(call)
         return web.Response(body=wire.encode_agent_event(event), headers=_PB_HEADERS)
 
-    async def _agent_stream(self, request: web.Request, call: m.SubscribeAgent) -> web.StreamResponse:
-        stream = self._handlers.agent_commands(call.agent_id)
+    async def _agent_stream(
+        self, request: web.Request, call: m.SubscribeAgent, principal: Principal | None
+    ) -> web.StreamResponse:
+        security = self._security
+        handle = (
+            security.open_stream(principal, call.agent_id) if security is not None and principal is not None else None
+        )
+        try:
+            stream = self._handlers.agent_commands(call.agent_id)
+        except BaseException:
+            if security is not None and handle is not None:
+                security.close_stream(handle)
+            raise
         response = web.StreamResponse(status=200, headers=_PB_HEADERS)
         try:
             await response.prepare(request)
             async for command in stream:
+                if security is not None and principal is not None and not security.store.valid(principal):
+                    stream.give_back(command)  # its credential expired: the agent re-joins and gets it then
+                    log.info("agent %s: command stream ended, its credential is no longer valid", call.agent_id)
+                    break
                 try:
                     await response.write(wire.frame(wire.encode_agent_event(command)))
                 except (ConnectionError, asyncio.CancelledError):
@@ -137,25 +189,69 @@ class _HttpAdapter:
             log.exception("agent %s command stream failed", call.agent_id)
         finally:
             stream.close()
+            if security is not None and handle is not None:
+                security.close_stream(handle)
         return response
 
     # -- scheduler API ---------------------------------------------------------------
 
     async def scheduler(self, request: web.Request) -> web.StreamResponse:
         call = wire.decode_call(await self._body(request))
+        principal = self._principal(request)
         if type(call) is m.Subscribe:
-            return await self._framework_stream(request, call)
-        await self._handlers.scheduler_call(call, request.headers.get(STREAM_ID_HEADER, ""))
+            return await self._framework_stream(request, call, principal)
+        security = self._security
+        if security is None or principal is None:
+            await self._handlers.scheduler_call(call, request.headers.get(STREAM_ID_HEADER, ""))
+            return web.Response(status=202)
+        operator = security.policy.scheduler_call(principal, call)
+        if isinstance(call, m.Accept):
+            self._check_task_limit(principal, security, call)
+        if operator and isinstance(call, m.Teardown):
+            self._handlers.operator_teardown(call.framework_id)
+            log.info("framework %s torn down by %s", call.framework_id, principal)
+        else:
+            await self._handlers.scheduler_call(call, request.headers.get(STREAM_ID_HEADER, ""))
+        if isinstance(call, m.Teardown):
+            security.framework_gone(call.framework_id)
         return web.Response(status=202)
 
-    async def _framework_stream(self, request: web.Request, call: m.Subscribe) -> web.StreamResponse:
-        stream = await self._handlers.subscribe(call)
+    def _check_task_limit(self, principal: Principal, security: HttpSecurity, call: m.Accept) -> None:
+        if not security.limits.tasks or not call.tasks:
+            return
+        core = self._handlers.service.core
+        live = sum(core.live_tasks_of(f) for f in security.policy.owners.owned_by(principal.name))
+        check_tasks(str(principal), live, len(call.tasks), security.limits)
+
+    async def _framework_stream(
+        self, request: web.Request, call: m.Subscribe, principal: Principal | None
+    ) -> web.StreamResponse:
+        security = self._security
+        handle: int | None = None
+        if security is not None and principal is not None:
+            call = security.policy.subscribe(principal, call)
+            handle = security.open_stream(principal, call.framework.id)
+        try:
+            stream = await self._handlers.subscribe(call)
+        except BaseException:
+            if security is not None and handle is not None:
+                security.close_stream(handle)
+            raise
+        if security is not None and principal is not None and handle is not None:
+            security.stream_serves(handle, stream.framework_id)
+            if security.framework_subscribed(principal, stream.framework_id):
+                log.info("framework %s is owned by %s", stream.framework_id, principal)
         response = web.StreamResponse(
             status=200, headers={"Content-Type": PROTOBUF, STREAM_ID_HEADER: stream.stream_id}
         )
         try:
             await response.prepare(request)
             async for event in stream:
+                if security is not None and principal is not None and not security.store.valid(principal):
+                    log.info("framework %s: event stream ended, %s is no longer valid", stream.framework_id, principal)
+                    break  # expired: events stay unacknowledged in the core until a valid credential subscribes
+                if isinstance(event, m.Offers) and security is not None and principal is not None:
+                    event = self._within_offer_limit(principal, security, stream.framework_id, event)
                 await response.write(wire.frame(wire.encode_event(event)))
             await response.write_eof()
         except ConnectionError:
@@ -166,12 +262,42 @@ class _HttpAdapter:
             log.exception("framework %s event stream failed", stream.framework_id)
         finally:
             await stream.aclose()
+            if security is not None and handle is not None:
+                security.close_stream(handle)
         return response
+
+    def _within_offer_limit(
+        self, principal: Principal, security: HttpSecurity, framework_id: FrameworkId, event: m.Offers
+    ) -> m.Offers | m.ErrorEvent:
+        """The offers the principal may still hold; the excess is declined for it (an ErrorEvent says so)."""
+        limit = security.limits.offers
+        if not limit:
+            return event
+        core = self._handlers.service.core
+        held = sum(len(core.offers_of(f)) for f in security.policy.owners.owned_by(principal.name))
+        excess = held - limit
+        if excess <= 0:
+            return event
+        keep = event.offers[: max(0, len(event.offers) - excess)]
+        over = tuple(o.id for o in event.offers[len(keep) :])
+        try:
+            self._handlers.service.handle(m.Decline(framework_id, over, Filters(OVER_LIMIT_REFUSE_SECONDS)))
+        except WireError as e:  # e.g. rescinded meanwhile: nothing to give back
+            log.debug("declining offers over the limit of %s: %s", principal, e)
+        log.info("framework %s: declined %d offers over %s's limit of %d", framework_id, len(over), principal, limit)
+        if keep:
+            return m.Offers(keep)
+        error = LimitExceeded(f"{principal} holds {held - len(over)} offers; the limit is {limit}")
+        return m.ErrorEvent(error.code, error.message)
 
     # -- read-only views -------------------------------------------------------------------
 
     async def state(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(self._handlers.state(), headers={"Cache-Control": "no-store"})
+        state = self._handlers.state()
+        principal = self._principal(request)
+        if principal is not None and self._security is not None:
+            state = self._security.policy.state_for(principal, state)
+        return web.json_response(state, headers={"Cache-Control": "no-store"})
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         return web.Response(body=self._handlers.metrics_text().encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})
@@ -198,18 +324,31 @@ class _HttpAdapter:
     async def dashboard(self, request: web.Request) -> web.StreamResponse:
         return web.Response(text=DASHBOARD_HTML, content_type="text/html")
 
+    async def join(self, request: web.Request) -> web.StreamResponse:
+        if self._security is None:
+            raise NotFound("this master runs insecure: agents need no credential")
+        return await join(self._security, request)
 
-def make_app(handlers: Handlers, max_body: int = DEFAULT_MAX_BODY) -> web.Application:
+
+def make_app(
+    handlers: Handlers, max_body: int = DEFAULT_MAX_BODY, security: HttpSecurity | None = None
+) -> web.Application:
     """The master's aiohttp application over ``handlers``.
 
     ``max_body`` bounds every request body (TOO_LARGE beyond it).
+    ``security`` None: an open (``--insecure``) master; else every route
+    needs a principal (:mod:`edgerm.master.http_auth`).
     """
     if max_body < 1:
         raise ValueError("max_body must be positive")
-    adapter = _HttpAdapter(handlers, max_body)
-    app = web.Application(client_max_size=max_body)
+    adapter = _HttpAdapter(handlers, max_body, security)
+    middlewares = [auth_middleware(security, adapter._error)] if security is not None else []
+    app = web.Application(client_max_size=max_body, middlewares=middlewares)
     app[HANDLERS_KEY] = handlers
     guard = adapter._guard
+    app.router.add_post(JOIN_PATH, guard(adapter.join))
+    if security is not None:
+        app.router.add_routes(login_routes(security))
     app.router.add_post("/api/v1/agent", guard(adapter.agent))
     app.router.add_post("/api/v1/scheduler", guard(adapter.scheduler))
     app.router.add_get("/api/v1/state", guard(adapter.state))

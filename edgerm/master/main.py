@@ -22,6 +22,16 @@ Rules:
   only with ``broker="embedded"`` (on ``broker_port``, 0 = ephemeral). The
   URL agents get is ``RunningMaster.broker_url``. The embedded broker starts
   before the service and stops after everything else.
+- Security is on by default. The command line reads the credentials file in
+  ``--state-dir`` (made by ``edgerm-master init``; it refuses to start
+  without one) and re-reads it on SIGHUP; ``--insecure`` opens the cluster
+  for local development, with a loud warning. :func:`start_master`
+  provisions an in-memory credentials set instead (unless given
+  ``credentials`` or ``insecure=True``) and publishes the client tokens for
+  in-process clients (:mod:`edgerm.auth.local`), so tests and the demo need
+  no setup; ``RunningMaster.tokens`` holds them.
+- TLS: ``--tls-cert/--tls-key`` (``tls=TlsFiles(...)``) serve https;
+  ``--tls-client-ca`` also requires client certificates signed by that CA.
 """
 
 from __future__ import annotations
@@ -34,14 +44,20 @@ import logging
 import math
 import os
 import signal
+import ssl
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 
 from aiohttp import web
 
+from edgerm.auth import local
+from edgerm.auth.client import bearer
+from edgerm.auth.credentials import CREDENTIALS_FILE, CredentialStore
+from edgerm.auth.limits import Limits
+from edgerm.auth.principal import Role
 from edgerm.coap_util import DEFAULT_COAP_PORT
 from edgerm.errors import ConfigError, MalformedMessage
 from edgerm.ids import new_id
@@ -52,11 +68,40 @@ from edgerm.master.broker import DEFAULT_BROKER_PORT, EMBEDDED, EmbeddedBroker, 
 from edgerm.master.coap import CoapServer, start_coap_server
 from edgerm.master.handlers import Handlers
 from edgerm.master.http import DEFAULT_MAX_BODY, make_app
+from edgerm.master.http_auth import HttpSecurity
 from edgerm.master.service import DEFAULT_MODULE_STORE_BYTES, MasterService, ServiceOptions
 from edgerm.master.state import MasterConfig
 from edgerm.master.store import MEMORY, open_store
+from edgerm.paths import default_master_state_dir
 
 log = logging.getLogger("edgerm.master")
+
+PID_FILE = "master.pid"
+INSECURE_WARNING = (
+    "INSECURE MODE (--insecure): no authentication, no authorization. Anyone who can reach this master can "
+    "register as any agent, run tasks, kill every framework's tasks and read the whole state. "
+    "For local development only; run `edgerm-master init` for a secure cluster."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """The master's certificate and key (PEM); ``client_ca``: require client certificates it signed."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    def context(self) -> ssl.SSLContext:
+        try:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(str(self.cert), str(self.key))
+            if self.client_ca is not None:
+                context.verify_mode = ssl.CERT_REQUIRED
+                context.load_verify_locations(cafile=str(self.client_ca))
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"TLS: {e}") from None
+        return context
 
 
 NO_AMQTT = (
@@ -93,16 +138,42 @@ class RunningMaster:
         port: int,
         coap: CoapServer | None = None,
         broker: EmbeddedBroker | None = None,
+        security: HttpSecurity | None = None,
+        tokens: local.ProvisionedTokens | None = None,
+        tls: bool = False,
     ) -> None:
         self.service = service
         self.broker = broker
         self.handlers = handlers
         self.host = host
         self.port = port
-        self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        self.url = f"{'https' if tls else 'http'}://{f'[{host}]' if ':' in host else host}:{port}"
         self.coap = coap
+        self.security = security
+        self.tokens = tokens
         self._runner = runner
         self._stopped = False
+        if tokens is not None:
+            local.publish(self.url, tokens)
+
+    @property
+    def insecure(self) -> bool:
+        return self.security is None
+
+    def auth_headers(self, role: Role = Role.ADMIN) -> dict[str, str]:
+        """``Authorization`` for a provisioned token of ``role`` ({} when insecure or not provisioned)."""
+        return bearer(self.tokens.for_role(role)) if self.tokens is not None else {}
+
+    def issue_token(self, role: Role, name: str | None = None, **binding: object) -> str:
+        """A new credential of ``role`` on this master (tests: a second framework, a bound agent)."""
+        if self.security is None:
+            raise RuntimeError("an insecure master has no credentials")
+        token, _ = self.security.store.issue(role, name, **binding)  # type: ignore[arg-type]
+        return token
+
+    def reload_credentials(self) -> bool:
+        """Re-read the credentials file (SIGHUP); ends streams of revoked principals."""
+        return self.security.reload() if self.security is not None else False
 
     @property
     def coap_url(self) -> str | None:
@@ -124,6 +195,8 @@ class RunningMaster:
         if self._stopped:
             return
         self._stopped = True
+        if self.tokens is not None:
+            local.withdraw(self.url)
         try:
             await self.service.stop()
         finally:
@@ -163,8 +236,22 @@ def start_master(
     broker_port: int = 0,
     state_dir: str = MEMORY,
     registry_sync: str = "normal",
+    insecure: bool = False,
+    credentials: CredentialStore | None = None,
+    tokens: local.ProvisionedTokens | None = None,
+    limits: Limits | None = None,
+    tls: TlsFiles | None = None,
 ) -> Starting[RunningMaster]:
     """Start a master on ``host:port`` (0 = an ephemeral port).
+
+    Security: ``insecure`` opens every route to everyone. Otherwise
+    ``credentials`` is the store to authenticate against (e.g. over the
+    state dir's file), or, when None, a fresh in-memory store provisioned
+    with one admin, framework, join and metrics token, published for
+    in-process clients and kept in ``RunningMaster.tokens`` (``tokens``:
+    publish these for a given ``credentials`` store instead, e.g. when a
+    test restarts a master over the same credentials). ``limits``:
+    the per-principal abuse limits. ``tls``: serve https.
 
     ``coap_port``: None = no CoAP endpoint, 0 = an ephemeral UDP port, else
     that port on ``host``; ``coap_tcp`` adds a CoAP-over-TCP listener.
@@ -187,13 +274,44 @@ def start_master(
     if not cfg.incarnation:
         cfg = replace(cfg, incarnation=new_id()[:8])
     registry = _RegistryOptions(state_dir, registry_sync)
-    return Starting(lambda: _start(host, port, cfg, options, max_body, access_log, coap, embed, registry))
+    guard = _SecurityOptions(insecure, credentials, limits, tls, tokens)
+    return Starting(lambda: _start(host, port, cfg, options, max_body, access_log, coap, embed, registry, guard))
 
 
 @dataclass(frozen=True, slots=True)
 class _RegistryOptions:
     state_dir: str
     sync: str = "normal"
+
+
+@dataclass(frozen=True, slots=True)
+class _SecurityOptions:
+    insecure: bool = False
+    credentials: CredentialStore | None = None
+    limits: Limits | None = None
+    tls: TlsFiles | None = None
+    tokens: local.ProvisionedTokens | None = None
+
+    def __post_init__(self) -> None:
+        if self.insecure and self.credentials is not None:
+            raise ValueError("insecure and credentials exclude each other")
+        if self.tokens is not None and self.credentials is None:
+            raise ValueError("tokens are those of a credentials store: give both")
+
+    def build(self) -> tuple[HttpSecurity | None, local.ProvisionedTokens | None]:
+        if self.insecure:
+            return None, None
+        tokens = self.tokens
+        store = self.credentials
+        if store is None:
+            store = CredentialStore()
+            tokens = local.ProvisionedTokens(
+                admin=store.issue(Role.ADMIN, "admin")[0],
+                framework=store.issue(Role.FRAMEWORK, "framework")[0],
+                join=store.issue(Role.JOIN, "join")[0],
+                metrics=store.issue(Role.METRICS, "metrics")[0],
+            )
+        return HttpSecurity(store, limits=self.limits, secure_cookies=self.tls is not None), tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +339,7 @@ async def _start(
     coap_options: _CoapOptions,
     broker_options: _BrokerOptions,
     registry: _RegistryOptions,
+    security: _SecurityOptions,
 ) -> RunningMaster:
     broker: EmbeddedBroker | None = None
     if broker_options.port is not None:
@@ -235,7 +354,9 @@ async def _start(
             raise
         options = replace(options, broker_url=broker.url)
     try:
-        return await _start_serving(host, port, config, options, max_body, access_log, coap_options, broker, registry)
+        return await _start_serving(
+            host, port, config, options, max_body, access_log, coap_options, broker, registry, security
+        )
     except BaseException:
         if broker is not None:
             await broker.stop()
@@ -252,11 +373,15 @@ async def _start_serving(
     coap_options: _CoapOptions,
     broker: EmbeddedBroker | None,
     registry: _RegistryOptions,
+    security_options: _SecurityOptions,
 ) -> RunningMaster:
+    security, tokens = security_options.build()
+    tls = security_options.tls
+    ssl_context = tls.context() if tls is not None else None
     store = await asyncio.to_thread(open_store, registry.state_dir, registry.sync)
     service = MasterService(config, options, store=store)
     handlers = Handlers(service)
-    app = make_app(handlers, max_body=max_body)
+    app = make_app(handlers, max_body=max_body, security=security)
     runner = web.AppRunner(
         app,
         handler_cancellation=True,  # a dropped stream ends its handler at once
@@ -271,7 +396,7 @@ async def _start_serving(
     coap: CoapServer | None = None
     try:
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         try:
             await site.start()
         except OSError as e:
@@ -292,8 +417,15 @@ async def _start_serving(
         await runner.cleanup()
         raise
     bound = runner.addresses[0][1]
-    master = RunningMaster(service, handlers, runner, host, bound, coap, broker)
-    log.info("edgerm master %s listening on %s", config.master_id, master.url)
+    master = RunningMaster(service, handlers, runner, host, bound, coap, broker, security, tokens, tls is not None)
+    log.info(
+        "edgerm master %s listening on %s (%s)",
+        config.master_id,
+        master.url,
+        "INSECURE: no authentication" if security is None else f"{len(security.store.credentials)} credentials",
+    )
+    if security is None:
+        log.warning(INSECURE_WARNING)
     if registry.state_dir != MEMORY:
         log.info("registry in %s (sync=%s)", registry.state_dir, registry.sync)
     else:
@@ -320,13 +452,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return value
-
-
-def default_state_dir(env: Mapping[str, str] | None = None) -> str:
-    """``$XDG_STATE_HOME/edgerm/master``, else ``~/.local/state/edgerm/master``."""
-    env = os.environ if env is None else env
-    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return str(Path(base) / "edgerm" / "master")
 
 
 def _non_negative(text: str) -> float:
@@ -384,12 +509,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     mqtt.add_argument("--broker", metavar="URL", help="name an external MQTT broker (mqtt://host:port) to agents")
     mqtt.add_argument("--no-broker", action="store_true", help="no MQTT broker: agents get none (no dataflows)")
     p.add_argument(
-        "--state-dir",
-        default=default_state_dir(),
-        metavar="DIR",
-        help="where the registry (frameworks, agents, tasks) survives restarts; ':memory:' keeps nothing",
-    )
-    p.add_argument(
         "--registry-sync",
         choices=["normal", "full"],
         default="normal",
@@ -420,7 +539,47 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     add_log_arguments(p)
     p.add_argument("--access-log", action="store_true", help="log every HTTP request")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--state-dir",
+        default=None,
+        metavar="DIR",
+        help="the master's state dir: its credentials, and the registry (frameworks, agents, tasks) that survives "
+        f"restarts (default {default_master_state_dir()}); ':memory:' keeps no registry (with --insecure only)",
+    )
+    p.add_argument(
+        "--insecure", action="store_true", help="no authentication at all: an open cluster for local development"
+    )
+    p.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve HTTPS with this certificate (chain)")
+    p.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
+    p.add_argument("--tls-client-ca", type=Path, metavar="PEM", help="require client certificates signed by this CA")
+    args = p.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        p.error("--tls-cert and --tls-key go together")
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        p.error("--tls-client-ca needs --tls-cert and --tls-key")
+    if args.state_dir == MEMORY and not args.insecure:
+        p.error("--state-dir :memory: has no credentials file: give a state dir, or --insecure")
+    return args
+
+
+def write_pid(state_dir: Path) -> Path:
+    """``STATE_DIR/master.pid``: where ``edgerm token ... --reload`` finds the master to SIGHUP."""
+    path = state_dir / PID_FILE
+    path.write_text(f"{os.getpid()}\n", encoding="ascii")
+    return path
+
+
+def credential_store(state_dir: Path | None) -> CredentialStore:
+    """The store over ``STATE_DIR/credentials.yaml``; ConfigError telling how to make it when it is missing."""
+    directory = state_dir if state_dir is not None else default_master_state_dir()
+    path = directory / CREDENTIALS_FILE
+    if not path.exists():
+        flag = f" --state-dir {directory}" if state_dir is not None else ""
+        raise ConfigError(
+            f"no credentials in {directory}: run `edgerm-master init{flag}` first "
+            "(or `edgerm-master --insecure` for an open development cluster)"
+        )
+    return CredentialStore(path=path)
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -440,6 +599,11 @@ async def _serve(args: argparse.Namespace) -> None:
             "dataflows need --broker mqtt://HOST:PORT"
         )
         embedded = None
+    state_dir = args.state_dir if args.state_dir is not None else str(default_master_state_dir())
+    store = None if args.insecure else credential_store(Path(args.state_dir) if args.state_dir else None)
+    tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert is not None else None
+    if args.insecure:
+        print(f"edgerm-master: WARNING: {INSECURE_WARNING}", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -457,9 +621,14 @@ async def _serve(args: argparse.Namespace) -> None:
             coap_tcp=args.coap_tcp and not args.no_coap,
             broker=None if args.no_broker else (args.broker or embedded),
             broker_port=args.broker_port,
-            state_dir=args.state_dir,
+            state_dir=state_dir,
             registry_sync=args.registry_sync,
+            insecure=args.insecure,
+            credentials=store,
+            tls=tls,
         ) as master:
+            loop.add_signal_handler(signal.SIGHUP, master.reload_credentials)
+            pid_file = write_pid(store.path.parent) if store is not None and store.path is not None else None
             print(f"edgerm-master listening on {master.url}", flush=True)
             for url in (master.coap_url, master.coap_tcp_url):
                 if url:
@@ -468,10 +637,14 @@ async def _serve(args: argparse.Namespace) -> None:
                 print(f"edgerm-master MQTT broker on {master.broker_url} (dataflows)", flush=True)
             elif master.broker_url:
                 print(f"edgerm-master names the MQTT broker {master.broker_url} to agents", flush=True)
-            await stop.wait()
+            try:
+                await stop.wait()
+            finally:
+                if pid_file is not None:
+                    pid_file.unlink(missing_ok=True)
             log.info("shutting down")
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
 
@@ -483,6 +656,11 @@ class _NoBrokerTraceback(logging.Filter):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["init"]:
+        from edgerm.auth.cli import init_main
+
+        return init_main(argv[1:])
     args = parse_args(argv)
     configure_logging(args.log_level, args.log_format).addFilter(_NoBrokerTraceback())
     try:

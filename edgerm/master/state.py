@@ -267,6 +267,10 @@ class MasterCore:
     def task(self, task_id: TaskId) -> TaskRecord | None:
         return self._tasks.get(task_id)
 
+    def live_tasks_of(self, framework_id: FrameworkId) -> int:
+        """How many of the framework's tasks are live (STAGING until terminal)."""
+        return sum(1 for r in self._tasks.of_framework(framework_id) if r.live)
+
     def offers_of(self, framework_id: FrameworkId) -> list[Offer]:
         return self._offers.of_framework(framework_id)
 

@@ -16,7 +16,10 @@ from pathlib import Path
 import pytest
 
 from edgerm import messages as m
+from edgerm.agent.http_transport import HttpAgentTransport
 from edgerm.agent.main import RunningAgent, start_agent, transport_for
+from edgerm.agent.transport import AgentTransport
+from edgerm.auth.principal import Role
 from edgerm.errors import MalformedMessage, UnknownAgent, UnknownOffer
 from edgerm.frameworks import load_module, wasm_task
 from edgerm.ids import AgentId, OfferId, TaskId
@@ -154,22 +157,31 @@ async def test_decline_filters_are_honoured(master: RunningMaster, transport: st
 # -- bad input -----------------------------------------------------------------------------
 
 
+def _transport_as(master: RunningMaster, url: str, agent_id: AgentId) -> AgentTransport:
+    """A transport speaking for ``agent_id`` (over HTTP with a credential bound to it)."""
+    if url.startswith("http"):
+        return HttpAgentTransport(url, token=master.issue_token(Role.AGENT, agent_id=agent_id))
+    return transport_for(url)
+
+
 async def test_bad_input_gets_the_same_typed_errors(master: RunningMaster, transport: str, tmp_path: Path) -> None:
     fw = Recorder()
     url = agent_url(master, transport)
     async with start_agent(url, FAST, tmp_path) as agent, running(fw, master):
-        other = transport_for(url)
+        other = _transport_as(master, url, AgentId("never-registered"))
+        mine = _transport_as(master, url, agent.agent_id)
         try:
             with pytest.raises(UnknownAgent):
                 await other.call(m.AgentHeartbeat(AgentId("never-registered")))
             status = TaskStatus(TaskId("t"), AgentId("someone-else"), TaskState.RUNNING, uuid="u")
             with pytest.raises(MalformedMessage):
-                await other.call(m.StatusUpdate(agent.agent_id, status))
+                await mine.call(m.StatusUpdate(agent.agent_id, status))
             with pytest.raises(UnknownAgent):
                 async for _ in other.commands(AgentId("never-registered")):
                     pass
         finally:
             await other.close()
+            await mine.close()
         with pytest.raises(UnknownOffer):
             await fw.act().accept([OfferId("no-such-offer")], [])
         # The master kept serving: the real agent still runs a task to the end.

@@ -16,6 +16,7 @@ background cannot leak them.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -35,8 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 DOC_MASTER = "http://127.0.0.1:5050"
 DOC_COAP = "coap://127.0.0.1:5683"
 DOC_BROKER = "mqtt://127.0.0.1:1883"
-# A registry of its own (in memory): README blocks start masters of their own on the default state dir.
-MASTER_ARGS = ("--allocation-interval", "0.1", "--state-dir", ":memory:")
+MASTER_ARGS = ("--allocation-interval", "0.1")  # its --state-dir (credentials, registry) is the test's own
 AGENTS = (("sensor-1", "edge", "temperature"), ("edge-2", "edge", ""), ("cloud-1", "cloud", ""))
 
 
@@ -62,11 +62,13 @@ class DocsCluster:
     broker_url: str
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
+    token: str = ""  # the admin token `edgerm-master init` made for this cluster
+    join_token: str = ""
 
     @property
     def env(self) -> dict[str, str]:
-        """What every block's process gets to reach this cluster (add credentials here)."""
-        return {"EDGERM_MASTER": self.url}
+        """What every block's process gets to reach this cluster: its URL and credentials."""
+        return {"EDGERM_MASTER": self.url, "EDGERM_TOKEN": self.token, "EDGERM_JOIN_TOKEN": self.join_token}
 
     @property
     def rewrites(self) -> dict[str, str]:
@@ -124,15 +126,20 @@ def start_cluster(tmp: Path, timeout: float = 60.0, bin_dir: Path = BIN) -> Docs
     """The test cluster, from the console scripts in ``bin_dir`` (this venv's, or an installed wheel's)."""
     tmp.mkdir(parents=True, exist_ok=True)
     env = base_env(bin_dir=bin_dir)
+    state = tmp / "master-state"
+    init = [str(bin_dir / "edgerm-master"), "init", "--state-dir", str(state), "--format", "json"]
+    tokens = json.loads(subprocess.run(init, check=True, capture_output=True, text=True, env=env).stdout)
+    env["EDGERM_JOIN_TOKEN"] = tokens["join_token"]  # the agents join with it
     master_log = tmp / "master.log"
+    ports = ["--port", "0", "--coap-port", "0", "--broker-port", "0", "--state-dir", str(state)]
     master = subprocess.Popen(
-        [str(bin_dir / "edgerm-master"), "--port", "0", "--coap-port", "0", "--broker-port", "0", *MASTER_ARGS],
+        [str(bin_dir / "edgerm-master"), *ports, *MASTER_ARGS],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
     )
-    cluster = DocsCluster("", "", "", [master], [master_log])
+    cluster = DocsCluster("", "", "", [master], [master_log], tokens["admin_token"], tokens["join_token"])
     try:
         urls = _read_urls(master, timeout, master_log)
         http, coap, mqtt = urls["http"], urls["coap"], urls["mqtt"]
@@ -149,20 +156,19 @@ def start_cluster(tmp: Path, timeout: float = 60.0, bin_dir: Path = BIN) -> Docs
             with log.open("w") as f:
                 cluster.procs.append(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env))
             cluster.logs.append(log)
-        _wait_agents(http, len(AGENTS), timeout)
+        _wait_agents(http, len(AGENTS), timeout, cluster.token)
     except BaseException:
         cluster.stop()
         raise
     return cluster
 
 
-def _wait_agents(url: str, n: int, timeout: float) -> None:
-    import json
-
+def _wait_agents(url: str, n: int, timeout: float, token: str) -> None:
     deadline = time.monotonic() + timeout
+    request = urllib.request.Request(url + "/api/v1/state", headers={"Authorization": f"Bearer {token}"})
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url + "/api/v1/state", timeout=2) as r:
+            with urllib.request.urlopen(request, timeout=2) as r:
                 if len(json.load(r).get("agents", [])) >= n:
                     return
         except OSError:

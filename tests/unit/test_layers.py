@@ -83,6 +83,10 @@ LAYERS: dict[str, list[str]] = {
         "edgerm.frameworks.dataflow.phases",
         "edgerm.frameworks.dataflow.views",
         "edgerm.frameworks.dataflow.watch",
+        "edgerm.auth",
+        "edgerm.auth.principal",
+        "edgerm.auth.policy",
+        "edgerm.auth.limits",
     ],
     "service": [
         "edgerm.master.service",
@@ -90,7 +94,10 @@ LAYERS: dict[str, list[str]] = {
         "edgerm.master.metrics",
         "edgerm.master.store",
         "edgerm.master.writer",
+        "edgerm.master.eventlog",
         "edgerm.agent.service",
+        "edgerm.agent.tasklog",
+        "edgerm.logs",  # log formatting, shared by services and entry points
     ],
 }
 MAY_LOAD: dict[str, set[str]] = {

@@ -31,7 +31,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -98,9 +98,9 @@ class ModuleCache:
 class ExecutorSpec:
     """What one operator instance runs, and where."""
 
-    module: bytes
+    module: bytes = field(repr=False)  # module bytes never go to logs
     argv: tuple[str, ...]
-    env: Mapping[str, str]
+    env: Mapping[str, str] = field(repr=False)  # may hold the task's secret_env: kept out of logs
     workdir: Path
     memory_bytes: int
 

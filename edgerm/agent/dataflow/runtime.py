@@ -195,7 +195,7 @@ class DataflowRuntime:
         exec_spec = ExecutorSpec(
             module=module,
             argv=argv_for(config.operator, task.args),
-            env=task.env,
+            env=task.environment(),  # env and secret_env
             workdir=workdir,
             memory_bytes=int(mem * MIB),
         )

@@ -35,6 +35,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from edgerm.auth.client import bearer, client_ssl, resolve_token
+from edgerm.auth.principal import Role
 from edgerm.errors import Unavailable, WireError
 from edgerm.frameworks.dataflow.contract import CONSOLE, sink_delivery
 from edgerm.frameworks.dataflow.framework import DataflowFramework, FrameworkView, Move, MoveListener, Phase
@@ -81,7 +83,11 @@ async def discover_broker(master_url: str, within: float = 5.0) -> str | None:
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=within)) as http,
-            http.get(master_url.rstrip("/") + "/api/v1/state") as resp,
+            http.get(
+                master_url.rstrip("/") + "/api/v1/state",
+                headers=bearer(resolve_token(None, master_url, Role.FRAMEWORK)),
+                ssl=client_ssl(master_url) or True,
+            ) as resp,
         ):
             if resp.status != 200:
                 raise Unavailable(f"the master at {master_url} answered HTTP {resp.status}")

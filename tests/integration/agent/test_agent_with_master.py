@@ -26,13 +26,14 @@ from edgerm.ids import TaskId
 from edgerm.master.main import RunningMaster, start_master
 from edgerm.model import Offer, TaskState, TaskStatus
 from tests.integration.agent.helpers import WAIT, eventually
+from tests.support import admin_headers
 
 WASM_DIR = Path(__file__).resolve().parents[3] / "examples" / "wasm"
 FAST = AgentConfig(heartbeat_interval=0.2, executors=frozenset({"wasm"}), resources=ResourceCaps(cpus=2, mem=1024))
 
 
 async def cluster_state(url: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as http, http.get(url + "/api/v1/state") as resp:
+    async with aiohttp.ClientSession() as http, http.get(url + "/api/v1/state", headers=admin_headers(url)) as resp:
         data: dict[str, Any] = await resp.json()
         return data
 

@@ -15,6 +15,7 @@ from aiohttp import web
 from edgerm import messages as m
 from edgerm import wire
 from edgerm.agent.http_transport import HttpAgentTransport
+from edgerm.auth.principal import Role
 from edgerm.errors import TransportError, UnknownAgent, WireError
 from edgerm.ids import AgentId, TaskId
 from edgerm.master.main import RunningMaster, start_master
@@ -34,7 +35,7 @@ async def master() -> AsyncIterator[RunningMaster]:
 
 @pytest.fixture
 async def transport(master: RunningMaster) -> AsyncIterator[HttpAgentTransport]:
-    t = HttpAgentTransport(master.url + "/")
+    t = HttpAgentTransport(master.url + "/", token=master.issue_token(Role.AGENT, agent_id=AGENT))
     yield t
     await t.close()
 
@@ -85,7 +86,7 @@ async def test_calls_and_typed_errors(transport: HttpAgentTransport) -> None:
 
 
 async def test_command_stream_opens_and_ends_with_the_master(master: RunningMaster) -> None:
-    transport = HttpAgentTransport(master.url)
+    transport = HttpAgentTransport(master.url, token=master.issue_token(Role.AGENT, agent_id=AGENT))
     try:
         await transport.call(m.RegisterAgent(INFO))
         received: list[m.AgentEvent] = []

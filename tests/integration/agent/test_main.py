@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -15,6 +16,7 @@ import pytest
 from edgerm.agent.main import main
 from edgerm.master.main import RunningMaster, start_master
 from tests.integration.agent.helpers import eventually
+from tests.support import admin_headers
 
 
 @pytest.fixture
@@ -24,7 +26,10 @@ async def master() -> AsyncIterator[RunningMaster]:
 
 
 async def agents_of(master: RunningMaster) -> list[dict[str, object]]:
-    async with aiohttp.ClientSession() as http, http.get(master.url + "/api/v1/state") as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(master.url + "/api/v1/state", headers=admin_headers(master.url)) as resp,
+    ):
         agents: list[dict[str, object]] = (await resp.json())["agents"]
         return agents
 
@@ -34,6 +39,8 @@ async def test_agent_process_registers_and_stops_on_sigterm(master: RunningMaste
     config.write_text("heartbeat_interval: 0.2\nexecutors: [wasm]\nattributes: {domain: cli-test}\n")
     env = {k: v for k, v in os.environ.items() if k != "EDGERM_MASTER"}
     env["EDGERM_MASTER"] = master.url  # the flag-less way to name the master
+    assert master.tokens is not None
+    env["EDGERM_JOIN_TOKEN"] = master.tokens.join  # joins once, then keeps its credential in the work dir
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -58,6 +65,10 @@ async def test_agent_process_registers_and_stops_on_sigterm(master: RunningMaste
             output, _ = await proc.communicate()
         assert proc.returncode == 0, output.decode()
         assert b"stopping" in output
+        assert master.tokens.join.encode() not in output  # no token in the agent's log
+        credential = tmp_path / "state" / "credential.json"
+        assert credential.stat().st_mode & 0o777 == 0o600
+        assert json.loads(credential.read_text())["token"].encode() not in output
     finally:
         if proc.returncode is None:
             proc.kill()

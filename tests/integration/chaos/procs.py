@@ -16,6 +16,8 @@ from typing import BinaryIO
 
 import aiohttp
 
+from tests.support import init_state_dir
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -24,16 +26,29 @@ def free_port() -> int:
 
 
 class Processes:
-    """Child processes of one test, killed and reaped at the end whatever happens."""
+    """Child processes of one test, killed and reaped at the end whatever happens.
+
+    ``env`` is added to every child's environment (the tokens :func:`secure` provisions).
+    """
 
     def __init__(self) -> None:
         self.procs: list[asyncio.subprocess.Process] = []
+        self.env: dict[str, str] = {}
+        self.admin_token = ""
+
+    async def secure(self, state_dir: Path) -> list[str]:
+        """``edgerm-master init`` in ``state_dir``: children get the join token, this test the admin one.
+        Returns the master's ``--state-dir`` flags."""
+        tokens = await init_state_dir(state_dir)
+        self.admin_token = tokens["admin_token"]
+        self.env["EDGERM_JOIN_TOKEN"] = tokens["join_token"]
+        return ["--state-dir", str(state_dir)]
 
     async def start(self, *args: str, log: Path) -> asyncio.subprocess.Process:
         out = _append(log)
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, *args, stdout=out, stderr=asyncio.subprocess.STDOUT, env=_env()
+                sys.executable, *args, stdout=out, stderr=asyncio.subprocess.STDOUT, env=_env() | self.env
             )
         finally:
             out.close()
@@ -61,8 +76,9 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "EDGERM_MASTER"}
 
 
-async def master_state(url: str) -> dict[str, object]:
-    async with aiohttp.ClientSession() as http, http.get(url + "/api/v1/state") as resp:
+async def master_state(url: str, token: str) -> dict[str, object]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession() as http, http.get(url + "/api/v1/state", headers=headers) as resp:
         state: dict[str, object] = await resp.json()
         return state
 

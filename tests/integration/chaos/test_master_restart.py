@@ -73,7 +73,7 @@ async def test_kill_9_master_with_200_running_tasks_and_restart_it(procs: Proces
     url = f"http://127.0.0.1:{port}"
     state_dir = tmp_path / "master-state"
     master_args = (
-        "-m", "edgerm.master.main", "--port", str(port), "--state-dir", str(state_dir),
+        "-m", "edgerm.master.main", "--port", str(port), *await procs.secure(state_dir),
         "--no-coap", "--no-broker", "--allocation-interval", "0.1",
     )  # fmt: skip
     master = await procs.start(*master_args, log=tmp_path / "master.log")
@@ -85,7 +85,7 @@ async def test_kill_9_master_with_200_running_tasks_and_restart_it(procs: Proces
             log=tmp_path / f"agent-{i}.log",
         )  # fmt: skip
     fw = Launcher()
-    driver = HttpDriver(fw, url, backoff_initial=0.1, backoff_max=0.5)
+    driver = HttpDriver(fw, url, backoff_initial=0.1, backoff_max=0.5, token=procs.admin_token)
     run = asyncio.create_task(driver.run())
     try:
         await eventually(lambda: len(fw.launched) == TASKS, within=60, what="200 tasks launched")
@@ -102,7 +102,7 @@ async def test_kill_9_master_with_200_running_tasks_and_restart_it(procs: Proces
 
         async def reconciled() -> bool:
             try:
-                state = await master_state(url)
+                state = await master_state(url, procs.admin_token)
             except aiohttp.ClientError:
                 return False  # not listening yet
             tasks = state["tasks"]
@@ -126,7 +126,7 @@ async def test_kill_9_master_with_200_running_tasks_and_restart_it(procs: Proces
         assert not [s for s in fw.statuses[before:] if s.state is not TaskState.RUNNING]
         # And well past the settle period, the agents still hold them all.
         await asyncio.sleep(3.0)
-        state = await master_state(url)
+        state = await master_state(url, procs.admin_token)
         tasks = state["tasks"]
         assert isinstance(tasks, list)
         assert sorted(t["id"] for t in tasks if t["state"] == "RUNNING") == sorted(fw.launched)

@@ -57,7 +57,7 @@ async def _cluster(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     master = await procs.start(
-        "-m", "edgerm.master.main", "--port", str(port), "--state-dir", str(tmp_path / "state"),
+        "-m", "edgerm.master.main", "--port", str(port), *await procs.secure(tmp_path / "state"),
         "--no-coap", "--no-broker", "--allocation-interval", "0.05", *master_flags,
         log=tmp_path / "master.log",
     )  # fmt: skip
@@ -69,8 +69,8 @@ async def _cluster(
     return url, master, agent
 
 
-async def _agent_state(url: str) -> str:
-    agents = (await master_state(url))["agents"]
+async def _agent_state(url: str, token: str) -> str:
+    agents = (await master_state(url, token))["agents"]
     assert isinstance(agents, list) and len(agents) == 1
     return str(agents[0]["state"])
 
@@ -80,7 +80,7 @@ async def test_a_frozen_agent_is_unreachable_then_running_again_with_no_duplicat
 ) -> None:
     url, _, agent = await _cluster(procs, tmp_path, "--unreachable-timeout", "60")
     fw = Runner()
-    driver = HttpDriver(fw, url, backoff_initial=0.1, backoff_max=0.5)
+    driver = HttpDriver(fw, url, backoff_initial=0.1, backoff_max=0.5, token=procs.admin_token)
     run = asyncio.create_task(driver.run())
     try:
         await eventually(lambda: fw.all_in(TaskState.RUNNING), within=30, what=lambda: f"running: {fw.latest()}")
@@ -89,7 +89,7 @@ async def test_a_frozen_agent_is_unreachable_then_running_again_with_no_duplicat
             await eventually(lambda: fw.all_in(TaskState.UNREACHABLE), within=10, what=lambda: f"{fw.latest()}")
             unreachable = [s for s in fw.statuses if s.state is TaskState.UNREACHABLE]
             assert {s.reason for s in unreachable} == {Reason.AGENT_UNREACHABLE}
-            assert await _agent_state(url) == "UNREACHABLE"
+            assert await _agent_state(url, procs.admin_token) == "UNREACHABLE"
             assert fw.lost == []  # no FAILURE event: a partition is not a death
             await asyncio.sleep(1.0)  # well past 3 heartbeats
         finally:
@@ -97,10 +97,10 @@ async def test_a_frozen_agent_is_unreachable_then_running_again_with_no_duplicat
         await eventually(lambda: fw.all_in(TaskState.RUNNING), within=10, what=lambda: f"back: {fw.latest()}")
         back = [s for s in fw.statuses if s.state is TaskState.RUNNING and s.reason is Reason.AGENT_REREGISTERED]
         assert sorted(s.task_id for s in back) == sorted(fw.launched)  # each came back once
-        assert await _agent_state(url) == "ACTIVE"
+        assert await _agent_state(url, procs.admin_token) == "ACTIVE"
         # No duplicate and nothing killed: the same tasks, still running, and no other.
         await asyncio.sleep(1.0)
-        tasks = (await master_state(url))["tasks"]
+        tasks = (await master_state(url, procs.admin_token))["tasks"]
         assert isinstance(tasks, list)
         assert sorted(t["id"] for t in tasks if t["state"] == "RUNNING") == sorted(fw.launched)
         assert not [s for s in fw.statuses if s.state.terminal]
@@ -115,7 +115,7 @@ async def test_an_agent_frozen_past_the_unreachable_timeout_is_lost_and_told_to_
 ) -> None:
     url, _, agent = await _cluster(procs, tmp_path, "--unreachable-timeout", "1.5")
     fw = Runner()
-    driver = HttpDriver(fw, url, backoff_initial=0.1, backoff_max=0.5)
+    driver = HttpDriver(fw, url, backoff_initial=0.1, backoff_max=0.5, token=procs.admin_token)
     run = asyncio.create_task(driver.run())
     try:
         await eventually(lambda: fw.all_in(TaskState.RUNNING), within=30, what=lambda: f"running: {fw.latest()}")
@@ -131,8 +131,8 @@ async def test_an_agent_frozen_past_the_unreachable_timeout_is_lost_and_told_to_
             return all(f"killing task {t} on agent" in log for t in fw.launched)
 
         await eventually(killed_on_return, within=15, what="the returning agent is told to kill its LOST tasks")
-        await eventually(lambda: _agent_state(url), within=10)  # it re-registered
-        tasks = (await master_state(url))["tasks"]
+        await eventually(lambda: _agent_state(url, procs.admin_token), within=10)  # it re-registered
+        tasks = (await master_state(url, procs.admin_token))["tasks"]
         assert isinstance(tasks, list) and not [t for t in tasks if t["state"] == "RUNNING"]
         no_tracebacks(tmp_path / "master.log", tmp_path / "agent.log")
     finally:
@@ -143,7 +143,7 @@ async def test_an_agent_frozen_past_the_unreachable_timeout_is_lost_and_told_to_
 async def test_a_frozen_master_does_not_declare_its_agents_unreachable(procs: Processes, tmp_path: Path) -> None:
     url, master, _ = await _cluster(procs, tmp_path, "--unreachable-timeout", "60")
     fw = Runner()
-    driver = HttpDriver(fw, url, backoff_initial=0.1, backoff_max=0.5)
+    driver = HttpDriver(fw, url, backoff_initial=0.1, backoff_max=0.5, token=procs.admin_token)
     run = asyncio.create_task(driver.run())
     try:
         await eventually(lambda: fw.all_in(TaskState.RUNNING), within=30, what=lambda: f"running: {fw.latest()}")
@@ -153,7 +153,7 @@ async def test_a_frozen_master_does_not_declare_its_agents_unreachable(procs: Pr
         master.send_signal(signal.SIGCONT)
         await asyncio.sleep(3.0)  # the agents answer again within the settle period
         assert [s for s in fw.statuses[seen:] if s.state is not TaskState.RUNNING] == []
-        assert await _agent_state(url) == "ACTIVE"
+        assert await _agent_state(url, procs.admin_token) == "ACTIVE"
         assert "stalled" in (tmp_path / "master.log").read_text()
         no_tracebacks(tmp_path / "master.log", tmp_path / "agent.log")
     finally:

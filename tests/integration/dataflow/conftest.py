@@ -26,6 +26,7 @@ from edgerm.master.state import MasterConfig
 from edgerm.scheduler import Dag
 from tests import support
 from tests.integration.dataflow_plane.brokers import Mosquitto, mosquitto_binary
+from tests.support import admin_headers
 
 WAIT = 20.0
 
@@ -76,7 +77,10 @@ class Cluster:
         return run
 
     async def tasks(self) -> list[dict[str, Any]]:
-        async with aiohttp.ClientSession() as http, http.get(self.master.url + "/api/v1/state") as resp:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(self.master.url + "/api/v1/state", headers=admin_headers(self.master.url)) as resp,
+        ):
             tasks: list[dict[str, Any]] = (await resp.json())["tasks"]
             return tasks
 
@@ -132,7 +136,7 @@ _TERMINAL = {"FINISHED", "FAILED", "KILLED", "LOST", "ERROR", "DROPPED", "UNKNOW
 
 
 async def _state_tasks(url: str) -> list[dict[str, Any]]:
-    async with aiohttp.ClientSession() as http, http.get(url + "/api/v1/state") as resp:
+    async with aiohttp.ClientSession() as http, http.get(url + "/api/v1/state", headers=admin_headers(url)) as resp:
         tasks: list[dict[str, Any]] = (await resp.json())["tasks"]
         return tasks
 

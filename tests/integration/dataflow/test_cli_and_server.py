@@ -4,17 +4,30 @@ against a real master, broker and agents."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
 
 import aiohttp
 
+from edgerm.auth.client import resolve_token
+from edgerm.auth.principal import Role
 from edgerm.frameworks.dataflow import start_server
 from tests.integration.dataflow.conftest import Cluster
 
 ROOT = Path(__file__).resolve().parents[3]
 TEMPERATURE = ROOT / "examples" / "dataflows" / "temperature.yaml"
+
+
+def _env(args: tuple[str, ...]) -> dict[str, str]:
+    """The environment with the framework token of the in-process master named by ``--master``."""
+    env = dict(os.environ)
+    if "--master" in args:
+        token = resolve_token(None, args[args.index("--master") + 1], Role.FRAMEWORK, env={})
+        if token:
+            env["EDGERM_TOKEN"] = token
+    return env
 
 
 async def cli(*args: str, within: float = 60.0) -> tuple[int, str, str]:
@@ -23,6 +36,7 @@ async def cli(*args: str, within: float = 60.0) -> tuple[int, str, str]:
         "-m",
         "edgerm.frameworks.dataflow.cli",
         *args,
+        env=_env(args),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -76,6 +90,7 @@ async def test_run_shows_live_status_and_ctrl_c_tears_everything_down(embedded_c
         "edgerm.frameworks.dataflow.cli",
         *("run", str(TEMPERATURE), "--master", cluster.master.url, "--broker", cluster.broker_url),
         *("--status-interval", "0.5"),
+        env=_env(("--master", cluster.master.url)),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +28,7 @@ from edgerm.model import Offer, TaskState, TaskStatus
 from edgerm.resources import Resources
 from tests.integration.agent.helpers import eventually
 from tests.integration.dataflow_plane.brokers import Watcher
+from tests.support import init_state_dir
 
 SOURCE_ENV = {
     "EDGERM_DF_DAG": "m",
@@ -108,10 +110,12 @@ def test_broker_flags() -> None:
         parse_args(["--no-broker", "--broker", "mqtt://h:1"])
 
 
-async def test_master_process_embeds_its_broker_on_an_ephemeral_port() -> None:
+async def test_master_process_embeds_its_broker_on_an_ephemeral_port(tmp_path: Path) -> None:
+    await init_state_dir(tmp_path)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         *("-m", "edgerm.master.main", "--port", "0", "--no-coap", "--broker-port", "0", "--log-level", "WARNING"),
+        *("--state-dir", str(tmp_path)),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -41,7 +41,7 @@ from edgerm.ids import AgentId, OfferId, TaskId
 from edgerm.master.main import RunningMaster, start_master
 from edgerm.master.state import MasterConfig
 from edgerm.model import Filters, Offer, TaskInfo, TaskState, TaskStatus
-from tests.support import docker_unavailable, require_docker
+from tests.support import admin_headers, docker_unavailable, require_docker
 
 IMAGE = os.environ.get("EDGERM_TEST_IMAGE", "edgerm-test/busybox:latest")
 AGENT_PREFIX = "test-cluster-"
@@ -156,7 +156,10 @@ class Cluster:
 
     async def task_state(self, task_id: TaskId) -> str:
         """The task's state in the master's cluster state, ``GET /api/v1/state`` ("" if unknown)."""
-        async with aiohttp.ClientSession() as http, http.get(self.master.url + "/api/v1/state") as resp:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(self.master.url + "/api/v1/state", headers=admin_headers(self.master.url)) as resp,
+        ):
             tasks = (await resp.json())["tasks"]
         return next((str(t["state"]) for t in tasks if t["id"] == task_id), "")
 

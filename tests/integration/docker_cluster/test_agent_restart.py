@@ -11,6 +11,7 @@ ended, is killed and removed.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import uuid
@@ -162,6 +163,7 @@ async def test_sigterm_of_edgerm_agent_leaves_its_containers_running(
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         *("-m", "edgerm.agent.main", "--master", cluster.master.url, "--config", str(config)),
+        env={**os.environ, "EDGERM_JOIN_TOKEN": cluster.master.tokens.join},
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )

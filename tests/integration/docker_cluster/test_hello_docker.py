@@ -9,13 +9,17 @@ tasks' ends are acknowledged.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from edgerm.auth.client import resolve_token
+from edgerm.auth.principal import Role
 from tests.integration.docker_cluster.conftest import IMAGE, Cluster, containers_of, eventually
+from tests.support import admin_headers
 
 pytestmark = pytest.mark.docker
 
@@ -27,6 +31,7 @@ async def hello(master_url: str, *args: str) -> tuple[int, list[str], str]:
         sys.executable,
         str(EXAMPLE),
         *("--master", master_url, "--timeout", "60", *args),
+        env={**os.environ, "EDGERM_TOKEN": resolve_token(None, master_url, Role.FRAMEWORK, env={}) or ""},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -50,7 +55,10 @@ async def test_hello_docker_runs_every_task_as_a_container_and_exits_0(cluster: 
     assert code == 0, (lines, err)
     for i in (1, 2, 3):
         assert f"task hello-{i} on agent {docker_agent.agent_id[:8]}: FINISHED" in lines, lines
-    async with aiohttp.ClientSession() as http, http.get(cluster.master.url + "/api/v1/state") as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(cluster.master.url + "/api/v1/state", headers=admin_headers(cluster.master.url)) as resp,
+    ):
         tasks = (await resp.json())["tasks"]
     assert sorted((t["name"], t["state"], t["executor"], t["agent_id"]) for t in tasks) == [
         (f"hello-{i}", "FINISHED", "docker", docker_agent.agent_id) for i in (1, 2, 3)

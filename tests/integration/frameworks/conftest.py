@@ -26,6 +26,9 @@ from aiohttp import web
 
 from edgerm import messages as m
 from edgerm import wire
+from edgerm.auth.client import bearer, resolve_token
+from edgerm.auth.join import join
+from edgerm.auth.principal import Role
 from edgerm.errors import NotSubscribed, WireError
 from edgerm.ids import AgentId, FrameworkId, TaskId, new_id
 from edgerm.model import AgentInfo, TaskInfo, TaskState, TaskStatus
@@ -223,7 +226,9 @@ class ScriptedAgent:
     master before the next), and each KILL with KILLED."""
 
     def __init__(self, master_url: str, agent_id: str = "agent-a1", resources: str = "cpus:1;mem:256") -> None:
+        self.base = master_url
         self.url = master_url + "/api/v1/agent"
+        self.headers = {"Content-Type": "application/x-protobuf"}
         self.info = AgentInfo(
             AgentId(agent_id),
             "scripted",
@@ -237,15 +242,16 @@ class ScriptedAgent:
 
     async def call(self, call: m.AgentCall) -> m.AgentEvent:
         assert self._http is not None
-        async with self._http.post(
-            self.url, data=wire.encode_agent_call(call), headers={"Content-Type": "application/x-protobuf"}
-        ) as resp:
+        async with self._http.post(self.url, data=wire.encode_agent_call(call), headers=self.headers) as resp:
             body = await resp.read()
             if resp.status != 200:
                 wire.raise_error(wire.decode_error(body))
             return wire.decode_agent_event(body)
 
     async def start(self) -> None:
+        join_token = resolve_token(None, self.base, Role.JOIN, env={})
+        if join_token:  # join as a real agent does: a credential bound to this agent's id
+            self.headers.update(bearer(await join(self.base, join_token, self.info.id)))
         self._http = aiohttp.ClientSession()
         await self.call(m.RegisterAgent(self.info))
         self._tasks = [asyncio.create_task(self._heartbeats()), asyncio.create_task(self._commands())]
@@ -273,7 +279,7 @@ class ScriptedAgent:
         async with self._http.post(
             self.url,
             data=wire.encode_agent_call(m.SubscribeAgent(self.info.id)),
-            headers={"Content-Type": "application/x-protobuf"},
+            headers=self.headers,
         ) as resp:
             assert resp.status == 200
             reader = wire.RecordReader()

@@ -4,6 +4,7 @@ example as a separate process, with the example's default WAT module."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 
 from edgerm.frameworks import Framework, FrameworkDriver, run, wasm_task
 from edgerm.model import Offer, Reason, TaskState, TaskStatus
+from tests.support import admin_headers
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "examples" / "hello_framework.py"
@@ -33,6 +35,7 @@ async def hello(master: Any, *args: str) -> tuple[int, list[str], str]:
         sys.executable,
         str(EXAMPLE),
         *("--master", master.url, "--timeout", "60", *args),
+        env={**os.environ, "EDGERM_TOKEN": master.tokens.framework},  # a process of its own: the token by env
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -53,7 +56,10 @@ async def test_hello_tasks_finish_and_exit_0(master: Any, agent: Any) -> None:
     short = agent.agent_id[:8]
     for i in (1, 2, 3):
         assert f"task hello-{i} on agent {short}: FINISHED" in lines, lines
-    async with aiohttp.ClientSession() as http, http.get(master.url + "/api/v1/state") as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(master.url + "/api/v1/state", headers=admin_headers(master.url)) as resp,
+    ):
         tasks = (await resp.json())["tasks"]
     assert sorted(t["name"] for t in tasks if t["state"] == "FINISHED") == ["hello-1", "hello-2", "hello-3"]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,17 @@ from edgerm.errors import UnknownOffer
 from edgerm.frameworks import Framework, FrameworkDriver, HttpDriver, wasm_task
 from edgerm.ids import FrameworkId, OfferId
 from edgerm.model import Offer, TaskState, TaskStatus
+from tests.support import admin_headers
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "hello_framework.py"
 WASM = b"\0asm\1\0\0\0"
 
 
 async def state(master: Any) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as http, http.get(master.url + "/api/v1/state") as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(master.url + "/api/v1/state", headers=admin_headers(master.url)) as resp,
+    ):
         result: dict[str, Any] = await resp.json()
         return result
 
@@ -123,7 +128,9 @@ async def test_driver_resubscribes_when_the_master_restarts(master: Any) -> None
     fw.subscribed.clear()
     port = master.port
     await master.stop()
-    async with main.start_master(port=port, framework_heartbeat=0.2) as again:
+    # The restarted master keeps its credentials (as it would keep its credentials file).
+    same = {"credentials": master.security.store, "tokens": master.tokens}
+    async with main.start_master(port=port, framework_heartbeat=0.2, **same) as again:
         async with asyncio.timeout(5):
             await fw.subscribed.wait()
         assert fw.registrations == [fw.registrations[0]] * 2  # the same framework id
@@ -137,6 +144,7 @@ async def test_hello_example_runs_to_completion(master: Any, scripted_agent: Any
         sys.executable,
         str(EXAMPLE),
         *("--master", master.url, "--tasks", "3", "--timeout", "30"),
+        env={**os.environ, "EDGERM_TOKEN": master.tokens.framework},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -4,6 +4,8 @@
 them with aiohttp, decode replies (typed errors are re-raised as their
 ``WireError`` class) and read RecordIO streams with ``wire.RecordReader``.
 No mocks: what they send is exactly what a real agent or framework sends.
+The master runs with authentication on: each fake agent presents a token
+bound to its id, every fake framework the master's framework token.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import pytest
 
 from edgerm import messages as m
 from edgerm import wire
+from edgerm.auth.client import bearer
+from edgerm.auth.principal import Role
 from edgerm.ids import AgentId, FrameworkId, TaskId
 from edgerm.master.main import RunningMaster, start_master
 from edgerm.master.state import MasterConfig
@@ -91,9 +95,12 @@ class FakeAgent:
         resources: str = "cpus:4;mem:4096",
         executors: frozenset[str] = frozenset({"wasm"}),
         heartbeat_interval: float = 5.0,
+        token: str | None = None,
     ) -> None:
         self.session = session
         self.url = base_url + "/api/v1/agent"
+        self.token = token
+        self.headers = {**PROTOBUF, **bearer(token)}
         self.agent_id = AgentId(agent_id)
         self.info = AgentInfo(
             id=self.agent_id,
@@ -105,7 +112,7 @@ class FakeAgent:
         self._stream: _Stream | None = None
 
     async def call(self, call: m.AgentCall) -> m.AgentEvent:
-        reply = await post(self.session, self.url, wire.encode_agent_call(call))
+        reply = await post(self.session, self.url, wire.encode_agent_call(call), self.headers)
         _raise_typed(reply)
         assert reply.status == 200, reply.status
         return wire.decode_agent_event(reply.body)
@@ -129,7 +136,7 @@ class FakeAgent:
     async def subscribe(self) -> None:
         """Open the command stream (raises the typed error if refused)."""
         body = wire.encode_agent_call(m.SubscribeAgent(self.agent_id))
-        response = await self.session.post(self.url, data=body, headers=PROTOBUF)
+        response = await self.session.post(self.url, data=body, headers=self.headers)
         if response.status != 200:
             reply = Reply(response.status, response.headers, await response.read())
             response.release()
@@ -154,9 +161,12 @@ class FakeAgent:
 class FakeFramework:
     """A framework: SUBSCRIBE (reading the event stream) and the other calls."""
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, name: str = "fake") -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, base_url: str, name: str = "fake", token: str | None = None
+    ) -> None:
         self.session = session
         self.url = base_url + "/api/v1/scheduler"
+        self.headers = {**PROTOBUF, **bearer(token)}
         self.name = name
         self.framework_id = FrameworkId("")
         self.stream_id = ""
@@ -165,7 +175,7 @@ class FakeFramework:
 
     async def subscribe(self, framework_id: str = "") -> m.Subscribed:
         body = wire.encode_call(m.Subscribe(FrameworkInfo(FrameworkId(framework_id), self.name)))
-        response = await self.session.post(self.url, data=body, headers=PROTOBUF)
+        response = await self.session.post(self.url, data=body, headers=self.headers)
         if response.status != 200:
             reply = Reply(response.status, response.headers, await response.read())
             response.release()
@@ -179,7 +189,7 @@ class FakeFramework:
         return first
 
     async def call(self, call: m.SchedulerCall, stream_id: str | None = None) -> None:
-        headers = dict(PROTOBUF)
+        headers = dict(self.headers)
         sid = self.stream_id if stream_id is None else stream_id
         if sid:
             headers["Edgerm-Stream-Id"] = sid
@@ -215,6 +225,12 @@ class FakeFramework:
 
 # -- fixtures -------------------------------------------------------------------------
 
+
+def agent_token(master: RunningMaster, agent_id: str) -> str:
+    """A new agent credential on ``master`` bound to ``agent_id`` (as joining would make)."""
+    return master.issue_token(Role.AGENT, f"agent-{agent_id}", agent_id=AgentId(agent_id))
+
+
 MAX_BODY = 64 * 1024  # small, so the oversized-body test stays cheap
 
 
@@ -235,9 +251,16 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 async def make_agent(master: RunningMaster, session: aiohttp.ClientSession) -> AsyncIterator[Callable[..., FakeAgent]]:
     """A factory of fake agents bound to the master; their streams close at teardown."""
     made: list[FakeAgent] = []
+    tokens: dict[str, str] = {}
 
-    def make(agent_id: str = "agent-1", url: str | None = None, **kwargs: Any) -> FakeAgent:
-        agent = FakeAgent(session, url or master.url, agent_id, **kwargs)
+    def make(agent_id: str = "agent-1", on: RunningMaster | None = None, **kwargs: Any) -> FakeAgent:
+        target = on or master
+        if "token" not in kwargs and not target.insecure:
+            key = f"{target.url} {agent_id}"
+            if key not in tokens:
+                tokens[key] = agent_token(target, agent_id)
+            kwargs["token"] = tokens[key]
+        agent = FakeAgent(session, target.url, agent_id, **kwargs)
         made.append(agent)
         return agent
 
@@ -253,8 +276,11 @@ async def make_framework(
     """A factory of fake frameworks bound to the master; their streams close at teardown."""
     made: list[FakeFramework] = []
 
-    def make(name: str = "fake", url: str | None = None) -> FakeFramework:
-        framework = FakeFramework(session, url or master.url, name)
+    def make(name: str = "fake", on: RunningMaster | None = None, token: str | None = None) -> FakeFramework:
+        target = on or master
+        if token is None and target.tokens is not None:
+            token = target.tokens.framework
+        framework = FakeFramework(session, target.url, name, token)
         made.append(framework)
         return framework
 

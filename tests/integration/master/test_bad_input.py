@@ -9,7 +9,7 @@ identical before and after, and that the master still answers a heartbeat.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -22,6 +22,8 @@ from edgerm.master.main import RunningMaster
 from edgerm.model import DockerSpec, Offer, TaskInfo, TaskState, TaskStatus, WasmSpec
 from edgerm.resources import Resources
 from edgerm.v1 import agent_pb2, scheduler_pb2
+from tests.integration.master.conftest import agent_token
+from tests.support import admin_headers
 
 PB = {"Content-Type": "application/x-protobuf"}
 MODULE = b"\0asm\1\0\0\0"
@@ -36,6 +38,7 @@ class Cluster:
     owner: Any  # conftest.FakeFramework holding `offer`
     other: Any  # conftest.FakeFramework with no offer
     offer: Offer
+    tokens: dict[str, str] = field(default_factory=dict)
 
     @property
     def agent_url(self) -> str:
@@ -46,8 +49,19 @@ class Cluster:
         return self.master.url + "/api/v1/scheduler"
 
     async def post(self, url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-        async with self.session.post(url, data=body, headers=PB if headers is None else headers) as r:
+        """POST with the credential of the fake agent or of the frameworks, unless ``headers`` name one."""
+        headers = dict(PB if headers is None else headers)
+        if "Authorization" not in headers:
+            peer = self.agent if url == self.agent_url else self.owner
+            headers["Authorization"] = peer.headers["Authorization"]
+        async with self.session.post(url, data=body, headers=headers) as r:
             return r.status, await r.read()
+
+    def as_agent(self, agent_id: str) -> dict[str, str]:
+        """Headers with a credential bound to ``agent_id`` (made once per id)."""
+        if agent_id not in self.tokens:
+            self.tokens[agent_id] = agent_token(self.master, agent_id)
+        return dict(PB, Authorization=f"Bearer {self.tokens[agent_id]}")
 
     async def schedule(self, call: m.SchedulerCall, stream_id: str | None = None) -> tuple[int, bytes]:
         sid = self.owner.stream_id if stream_id is None else stream_id
@@ -110,7 +124,7 @@ async def oversized_chunked_body(c: Cluster) -> tuple[int, bytes]:
         for _ in range(4):
             yield b"\0" * (MAX_BODY // 2)
 
-    async with c.session.post(c.scheduler_url, data=chunks(), headers=PB) as r:
+    async with c.session.post(c.scheduler_url, data=chunks(), headers=c.owner.headers) as r:
         assert "Content-Length" not in r.request_info.headers
         return r.status, await r.read()
 
@@ -146,16 +160,44 @@ async def wasm_task_without_module(c: Cluster) -> tuple[int, bytes]:
 
 
 async def unknown_agent_heartbeat(c: Cluster) -> tuple[int, bytes]:
-    return await c.post(c.agent_url, wire.encode_agent_call(m.AgentHeartbeat(AgentId("stranger"))))
+    body = wire.encode_agent_call(m.AgentHeartbeat(AgentId("stranger")))
+    return await c.post(c.agent_url, body, c.as_agent("stranger"))
 
 
 async def unknown_agent_update(c: Cluster) -> tuple[int, bytes]:
     status = TaskStatus(TaskId("x"), AgentId("stranger"), TaskState.RUNNING, uuid="u")
-    return await c.post(c.agent_url, wire.encode_agent_call(m.StatusUpdate(AgentId("stranger"), status)))
+    body = wire.encode_agent_call(m.StatusUpdate(AgentId("stranger"), status))
+    return await c.post(c.agent_url, body, c.as_agent("stranger"))
 
 
 async def unknown_agent_subscribe(c: Cluster) -> tuple[int, bytes]:
-    return await c.post(c.agent_url, wire.encode_agent_call(m.SubscribeAgent(AgentId("stranger"))))
+    body = wire.encode_agent_call(m.SubscribeAgent(AgentId("stranger")))
+    return await c.post(c.agent_url, body, c.as_agent("stranger"))
+
+
+async def heartbeat_for_another_agent(c: Cluster) -> tuple[int, bytes]:
+    return await c.post(c.agent_url, wire.encode_agent_call(m.AgentHeartbeat(AgentId("edge-1"))), c.as_agent("edge-2"))
+
+
+async def register_as_another_agent(c: Cluster) -> tuple[int, bytes]:
+    body = wire.encode_agent_call(m.RegisterAgent(c.agent.info))
+    return await c.post(c.agent_url, body, c.as_agent("edge-2"))
+
+
+async def agent_call_without_credential(c: Cluster) -> tuple[int, bytes]:
+    return await c.post(
+        c.agent_url, wire.encode_agent_call(m.AgentHeartbeat(AgentId("edge-1"))), {**PB, "Authorization": ""}
+    )
+
+
+async def scheduler_call_with_a_made_up_token(c: Cluster) -> tuple[int, bytes]:
+    headers = {**PB, "Authorization": "Bearer edgerm_framework_made-up", "Edgerm-Stream-Id": c.owner.stream_id}
+    return await c.post(c.scheduler_url, wire.encode_call(m.Revive(c.owner.framework_id)), headers)
+
+
+async def agent_credential_on_the_scheduler_api(c: Cluster) -> tuple[int, bytes]:
+    headers = {**c.agent.headers, "Edgerm-Stream-Id": c.owner.stream_id}
+    return await c.post(c.scheduler_url, wire.encode_call(m.Revive(c.owner.framework_id)), headers)
 
 
 async def update_for_another_agent(c: Cluster) -> tuple[int, bytes]:
@@ -199,6 +241,11 @@ CASES: list[tuple[Case, int, str]] = [
     (unknown_agent_update, 404, "UNKNOWN_AGENT"),
     (unknown_agent_subscribe, 404, "UNKNOWN_AGENT"),
     (update_for_another_agent, 400, "MALFORMED"),
+    (heartbeat_for_another_agent, 403, "FORBIDDEN"),
+    (register_as_another_agent, 403, "FORBIDDEN"),
+    (agent_call_without_credential, 401, "UNAUTHENTICATED"),
+    (scheduler_call_with_a_made_up_token, 401, "UNAUTHENTICATED"),
+    (agent_credential_on_the_scheduler_api, 403, "FORBIDDEN"),
     (call_without_stream_id, 403, "NOT_SUBSCRIBED"),
     (call_with_wrong_stream_id, 403, "NOT_SUBSCRIBED"),
     (call_from_unsubscribed_framework, 403, "NOT_SUBSCRIBED"),
@@ -207,7 +254,7 @@ CASES: list[tuple[Case, int, str]] = [
 
 
 async def _state(c: Cluster) -> object:
-    async with c.session.get(c.master.url + "/api/v1/state") as r:
+    async with c.session.get(c.master.url + "/api/v1/state", headers=admin_headers(c.master.url)) as r:
         assert r.status == 200
         return await r.json()
 
@@ -229,20 +276,21 @@ async def test_bad_input_is_refused_with_a_typed_error(cluster: Cluster, case: C
     launch = await cluster.agent.next_command()
     assert isinstance(launch, m.LaunchCommand) and launch.task.task_id == task.task_id
 
-    async with cluster.session.get(cluster.master.url + "/metrics") as r:
+    async with cluster.session.get(cluster.master.url + "/metrics", headers=admin_headers(cluster.master.url)) as r:
         assert f'edgerm_errors_total{{code="{code}"}} 1' in await r.text()
 
 
 async def test_module_requests(cluster: Cluster) -> None:
-    async with cluster.session.get(cluster.master.url + "/api/v1/modules/not-a-hash") as r:
+    auth = admin_headers(cluster.master.url)
+    async with cluster.session.get(cluster.master.url + "/api/v1/modules/not-a-hash", headers=auth) as r:
         assert r.status == 400
         assert wire.decode_error(await r.read()).code == "MALFORMED"
-    async with cluster.session.get(cluster.master.url + "/api/v1/modules/" + "0" * 64) as r:
+    async with cluster.session.get(cluster.master.url + "/api/v1/modules/" + "0" * 64, headers=auth) as r:
         assert r.status == 404
         assert "no module" in wire.decode_error(await r.read()).message
 
 
 async def test_dashboard_is_served(cluster: Cluster) -> None:
-    async with cluster.session.get(cluster.master.url + "/") as r:
+    async with cluster.session.get(cluster.master.url + "/", headers=admin_headers(cluster.master.url)) as r:
         assert r.status == 200 and r.content_type == "text/html"
         assert "/api/v1/state" in await r.text()

@@ -19,12 +19,13 @@ from edgerm.ids import TaskId
 from edgerm.master.main import RunningMaster, start_master
 from edgerm.model import TaskInfo, TaskState, WasmSpec
 from edgerm.resources import Resources
+from tests.support import admin_headers
 
 MODULE = b"\0asm\1\0\0\0"
 
 
 async def _state(session: aiohttp.ClientSession, master: RunningMaster) -> dict[str, object]:
-    async with session.get(master.url + "/api/v1/state") as r:
+    async with session.get(master.url + "/api/v1/state", headers=admin_headers(master.url)) as r:
         assert r.status == 200
         state: dict[str, object] = await r.json()
         return state
@@ -98,11 +99,11 @@ async def test_wasm_task_lifecycle(
 
     # The inline module can be fetched by its content hash.
     digest = hashlib.sha256(MODULE).hexdigest()
-    async with session.get(f"{master.url}/api/v1/modules/{digest}") as r:
+    async with session.get(f"{master.url}/api/v1/modules/{digest}", headers=admin_headers(master.url)) as r:
         assert r.status == 200 and r.content_type == "application/wasm"
         assert await r.read() == MODULE
 
-    async with session.get(master.url + "/metrics") as r:
+    async with session.get(master.url + "/metrics", headers=admin_headers(master.url)) as r:
         text = await r.text()
     assert 'edgerm_calls_total{api="agent",type="UPDATE"} 2' in text
     assert 'edgerm_calls_total{api="scheduler",type="ACCEPT"} 1' in text
@@ -191,7 +192,7 @@ async def test_teardown_ends_the_stream_and_forgets_the_framework(
 
 async def test_framework_heartbeats(make_framework: Callable[..., Any]) -> None:
     async with start_master(framework_heartbeat=0.05) as fast:
-        framework = make_framework("beating", url=fast.url)
+        framework = make_framework("beating", on=fast)
         subscribed = await framework.subscribe()
         assert subscribed.heartbeat_interval == 0.05
         assert isinstance(await framework.raw_event(), m.Heartbeat)
@@ -226,10 +227,10 @@ async def test_stop_ends_open_streams_promptly(
 ) -> None:
     running = await start_master()
     try:
-        agent = make_agent(url=running.url)
+        agent = make_agent(on=running)
         await agent.register()
         await agent.subscribe()
-        framework = make_framework(url=running.url)
+        framework = make_framework(on=running)
         await framework.subscribe()
     finally:
         loop = asyncio.get_running_loop()

@@ -5,19 +5,24 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from edgerm.master.main import parse_args
+from tests.support import init_state_dir
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-async def test_master_process_serves_and_shuts_down_cleanly(sig: signal.Signals) -> None:
+async def test_master_process_serves_and_shuts_down_cleanly(sig: signal.Signals, tmp_path: Path) -> None:
+    admin = (await init_state_dir(tmp_path))["admin_token"]
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "edgerm.master.main",
+        "--state-dir",
+        str(tmp_path),
         "--port",
         "0",
         "--coap-port",
@@ -36,7 +41,8 @@ async def test_master_process_serves_and_shuts_down_cleanly(sig: signal.Signals)
         line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
         assert line.startswith("edgerm-master listening on http://127.0.0.1:"), line
         url = line.split()[-1]
-        async with aiohttp.ClientSession() as session, session.get(url + "/api/v1/state") as r:
+        headers = {"Authorization": f"Bearer {admin}"}
+        async with aiohttp.ClientSession() as session, session.get(url + "/api/v1/state", headers=headers) as r:
             assert r.status == 200
             state = await r.json()
         assert state["master"]["offer_timeout"] == 5.0

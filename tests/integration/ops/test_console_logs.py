@@ -63,8 +63,19 @@ def _json_lines(text: str) -> list[dict[str, Any]]:
     return out
 
 
+def _init(state_dir: Path) -> dict[str, str]:
+    """``edgerm-master init``: the admin and join tokens of a fresh state dir."""
+    argv = [str(BIN / "edgerm-master"), "init", "--state-dir", str(state_dir), "--format", "json"]
+    tokens: dict[str, str] = json.loads(_run(*argv, env=_env()).stdout)
+    return tokens
+
+
+TOKEN: dict[str, str] = {}  # the admin token of the master under test (for _state)
+
+
 def _state(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url + "/api/v1/state", timeout=5) as r:
+    request = urllib.request.Request(url + "/api/v1/state", headers={"Authorization": f"Bearer {TOKEN['admin']}"})
+    with urllib.request.urlopen(request, timeout=5) as r:
         state: dict[str, Any] = json.load(r)
         return state
 
@@ -83,6 +94,8 @@ def _run(*argv: str, env: dict[str, str], timeout: float = 60.0) -> subprocess.C
 
 @pytest.mark.slow
 def test_master_and_agent_logs_tell_every_event_once(tmp_path: Path) -> None:
+    tokens = _init(tmp_path / "state")
+    TOKEN["admin"] = tokens["admin_token"]
     master = subprocess.Popen(
         [
             str(BIN / "edgerm-master"),
@@ -95,7 +108,7 @@ def test_master_and_agent_logs_tell_every_event_once(tmp_path: Path) -> None:
             "--allocation-interval",
             "0.1",
             "--state-dir",
-            ":memory:",
+            str(tmp_path / "state"),
             "--unreachable-timeout",
             "1",
         ],
@@ -109,7 +122,7 @@ def test_master_and_agent_logs_tell_every_event_once(tmp_path: Path) -> None:
         assert master.stdout is not None
         url = master.stdout.readline().split()[-1]
         assert url.startswith("http://127.0.0.1:"), url
-        env = _env(EDGERM_MASTER=url)
+        env = _env(EDGERM_MASTER=url, EDGERM_TOKEN=tokens["admin_token"], EDGERM_JOIN_TOKEN=tokens["join_token"])
         config = tmp_path / "agent.yaml"
         config.write_text("heartbeat_interval: 0.3\nexecutors: [wasm]\nresources: {cpus: 2, mem: 512}\n")
         agent = subprocess.Popen(
@@ -189,7 +202,8 @@ def _busy_tcp() -> tuple[socket.socket, int]:
 
 
 @pytest.mark.parametrize("flag", ["--port", "--coap-port", "--broker-port"])
-def test_a_busy_master_port_is_one_line_naming_port_and_flag(flag: str) -> None:
+def test_a_busy_master_port_is_one_line_naming_port_and_flag(flag: str, tmp_path: Path) -> None:
+    _init(tmp_path / "state")
     kind = socket.SOCK_DGRAM if flag == "--coap-port" else socket.SOCK_STREAM
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
@@ -197,6 +211,7 @@ def test_a_busy_master_port_is_one_line_naming_port_and_flag(flag: str) -> None:
             s.listen()
         port = s.getsockname()[1]
         ports = {"--port": "0", "--coap-port": "0", "--broker-port": "0", flag: str(port)}
+        ports["--state-dir"] = str(tmp_path / "state")
         argv = [str(BIN / "edgerm-master"), *(x for kv in ports.items() for x in kv), "--log-level", "WARNING"]
         r = _run(*argv, env=_env(), timeout=30)
     assert r.returncode != 0

@@ -52,7 +52,7 @@ def test_a_master_without_amqtt_runs_without_a_broker_and_says_so() -> None:
     """
     script = BLOCK.format(names=("amqtt",)) + textwrap.dedent(code)
     proc = subprocess.Popen(
-        [sys.executable, "-c", script, "--port", "0", "--no-coap"],
+        [sys.executable, "-c", script, "--port", "0", "--no-coap", "--insecure", "--state-dir", ":memory:"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -67,7 +67,8 @@ def test_a_master_without_amqtt_runs_without_a_broker_and_says_so() -> None:
     assert "no embedded MQTT broker: amqtt is not installed (pip install 'edgerm[broker]')" in err
     # Asked for by port, it refuses in one line rather than run without what was asked.
     refused = _python(
-        "from edgerm.master.main import main\nsys.exit(main(['--port', '0', '--no-coap', '--broker-port', '0']))",
+        "from edgerm.master.main import main\n"
+        "sys.exit(main(['--port', '0', '--no-coap', '--broker-port', '0', '--insecure', '--state-dir', ':memory:']))",
         "amqtt",
     )
     assert refused.returncode == 2 and "pip install 'edgerm[broker]'" in refused.stderr
