@@ -24,6 +24,7 @@
     │   └── NotFound              404  4.04  no such path or module (wire code
     │                                        CODE_UNSPECIFIED: no call failed)
     ├── ConfigError               a config file or flag is wrong
+    │   └── WorkDirInUse          another agent holds this work dir
     ├── RuntimeFailure            a runtime could not run a task (agent side)
     └── TransportError            the peer could not be reached or the
                                   connection broke (no typed reply came)
@@ -162,6 +163,10 @@ WIRE_ERRORS: dict[str, type[WireError]] = {
 
 class ConfigError(EdgermError):
     """A configuration file or flag is invalid; the message names where."""
+
+
+class WorkDirInUse(ConfigError):
+    """Another agent process holds the work dir's lock; the message names the dir and its pid."""
 
 
 class RuntimeFailure(EdgermError):

@@ -46,6 +46,7 @@ from edgerm.agent.resources import build_agent_info, load_agent_id, measure
 from edgerm.agent.runtime import Runtime
 from edgerm.agent.service import AgentService
 from edgerm.agent.transport import AgentTransport
+from edgerm.agent.workdir import WorkDirLock
 from edgerm.errors import ConfigError, EdgermError, TransportError
 from edgerm.ids import AgentId
 from edgerm.lifecycle import Starting
@@ -115,10 +116,17 @@ async def build_runtimes(
 class RunningAgent:
     """A started agent; ``async with`` it (or call :meth:`stop`) to stop it."""
 
-    def __init__(self, service: AgentService, master_url: str, tmp: tempfile.TemporaryDirectory[str] | None) -> None:
+    def __init__(
+        self,
+        service: AgentService,
+        master_url: str,
+        tmp: tempfile.TemporaryDirectory[str] | None,
+        lock: WorkDirLock | None = None,
+    ) -> None:
         self.service = service
         self.master_url = master_url
         self._tmp = tmp
+        self._lock = lock
 
     @property
     def agent_id(self) -> AgentId:
@@ -133,7 +141,11 @@ class RunningAgent:
         await self.service.wait_registered()
 
     async def stop(self) -> None:
-        await self.service.stop()
+        try:
+            await self.service.stop()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
         if self._tmp is not None:
             await asyncio.to_thread(self._tmp.cleanup)
             self._tmp = None
@@ -184,16 +196,20 @@ async def _start(
     if work_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="edgerm-agent-")
         work_dir = Path(tmp.name)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    agent_id = load_agent_id(work_dir)
-    transport = transport if transport is not None else transport_for(master_url)
-    if runtimes is None:
-        runtimes = await build_runtimes(config, agent_id, work_dir, transport)
-    executors = frozenset([name for name, rt in runtimes.items() if await rt.available()])
-    measured = await asyncio.to_thread(measure, work_dir)
+    lock = WorkDirLock.acquire(work_dir)  # before anything reads the dir: one identity, one agent
+    try:
+        agent_id = load_agent_id(work_dir)
+        transport = transport if transport is not None else transport_for(master_url)
+        if runtimes is None:
+            runtimes = await build_runtimes(config, agent_id, work_dir, transport)
+        executors = frozenset([name for name, rt in runtimes.items() if await rt.available()])
+        measured = await asyncio.to_thread(measure, work_dir)
+    except BaseException:
+        lock.release()
+        raise
     info = build_agent_info(agent_id, config, measured, executors)
     service = AgentService(info, transport, {e: runtimes[e] for e in executors}, work_dir)
-    agent = RunningAgent(service, master_url, tmp)
+    agent = RunningAgent(service, master_url, tmp, lock)
     try:
         await service.start()
         log.info(
