@@ -208,7 +208,9 @@ async def _start(
         lock.release()
         raise
     info = build_agent_info(agent_id, config, measured, executors)
-    service = AgentService(info, transport, {e: runtimes[e] for e in executors}, work_dir)
+    service = AgentService(
+        info, transport, {e: runtimes[e] for e in executors}, work_dir, max_pending=config.max_pending_updates
+    )
     agent = RunningAgent(service, master_url, tmp, lock)
     try:
         await service.start()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from edgerm.errors import ConfigError
 from edgerm.ids import TaskId, new_id
-from edgerm.model import DockerSpec, Network, Offer, PortMapping, PullPolicy, TaskInfo, WasmSpec
+from edgerm.model import DockerSpec, Network, Offer, PortMapping, PullPolicy, RestartPolicy, TaskInfo, WasmSpec
 from edgerm.resources import Resources
 
 _WASM_MAGIC = b"\0asm"
@@ -71,12 +71,16 @@ def wasm_task(
     args: Iterable[str] = (),
     env: Mapping[str, str] | None = None,
     time_limit: float = 0.0,
+    restart_policy: RestartPolicy = RestartPolicy.NEVER,
 ) -> TaskInfo:
     """A WASI task on the offer's agent.
 
     ``module`` is the module's bytes, or a path to a ``.wat``/``.wasm`` file
     (read on every call: load it once with :func:`load_module` when
     launching many tasks). ``time_limit`` 0 means the agent's default.
+    ``restart_policy`` ON_AGENT_RESTART: if the agent process dies, the
+    restarted agent runs the task again (docs/agent-reliability.md); NEVER:
+    it reports it FAILED with reason AGENT_RESTARTED.
     """
     binary = module if isinstance(module, bytes) else load_module(module)
     if not binary:
@@ -89,6 +93,7 @@ def wasm_task(
         container=WasmSpec(module=binary, time_limit=time_limit),
         args=tuple(args),
         env=dict(env or {}),
+        restart_policy=restart_policy,
     )
 
 
@@ -103,8 +108,13 @@ def docker_task(
     ports: Iterable[PortMapping] = (),
     pull_policy: PullPolicy = PullPolicy.IF_NOT_PRESENT,
     kill_grace: float = 3.0,
+    restart_policy: RestartPolicy = RestartPolicy.NEVER,
 ) -> TaskInfo:
-    """A Docker task on the offer's agent; ``args`` replace the image's command."""
+    """A Docker task on the offer's agent; ``args`` replace the image's command.
+
+    A container outlives an agent restart and is re-attached; ``restart_policy``
+    ON_AGENT_RESTART matters only if it vanished meanwhile (it is started again).
+    """
     if not image:
         raise ConfigError(f"task {name}: empty image name")
     return TaskInfo(
@@ -116,4 +126,5 @@ def docker_task(
         args=tuple(args),
         env=dict(env or {}),
         kill_grace=kill_grace,
+        restart_policy=restart_policy,
     )
