@@ -47,6 +47,8 @@ class Proxy:
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.Task[None]] = set()
         self._cut = False
+        #: Connections refused while cut (a test can wait for attempts instead of sleeping).
+        self.refused = 0
 
     @property
     def url(self) -> str:
@@ -75,6 +77,7 @@ class Proxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._cut:
+            self.refused += 1
             writer.close()
             return
         task = asyncio.current_task()

@@ -22,6 +22,12 @@ Rules:
 - A SUBSCRIBE refused with a typed error other than ``Unavailable`` is not
   retried: :meth:`HttpDriver.run` raises it. ``max_retries`` consecutive
   failures to (re)subscribe make it raise ``Unavailable``.
+- Failover: SUBSCRIBE carries ``failover_timeout`` (how long the master
+  keeps this framework's tasks while no stream is open). With
+  ``framework_id_file`` the id is read from that file at start (if it
+  exists) and written there (atomically) after every SUBSCRIBED that
+  changes it, so a restarted framework process reclaims its tasks and
+  their unacknowledged updates.
 - A callback that raises is logged (this is the outermost boundary for user
   code) and dispatch goes on; its status update is then not acknowledged.
 """
@@ -31,14 +37,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
+import os
 import random
+import re
 from collections.abc import Coroutine, Iterable
+from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from edgerm import messages as m
-from edgerm.errors import MalformedMessage, NotSubscribed, Unavailable, UnknownCall, WireError
+from edgerm.errors import ConfigError, MalformedMessage, NotSubscribed, Unavailable, UnknownCall, WireError
 from edgerm.frameworks.base import Framework
 from edgerm.ids import AgentId, FrameworkId, OfferId, TaskId
 from edgerm.model import Filters, FrameworkInfo, TaskInfo, TaskStatus
@@ -67,6 +78,35 @@ async def raise_for_reply(resp: aiohttp.ClientResponse) -> None:
     raise WireError(f"unexpected HTTP {resp.status} from {resp.url}: {text}")
 
 
+_FRAMEWORK_ID = re.compile(r"[!-~]{1,256}")  # printable ASCII, no spaces: what a master hands out and more
+
+
+def read_framework_id(path: Path) -> FrameworkId | None:
+    """The id kept in ``path``; None if the file does not exist. ConfigError if it is unreadable or bad."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the framework id: {e}") from None
+    if not text:
+        return None
+    if not _FRAMEWORK_ID.fullmatch(text):
+        raise ConfigError(f"{path}: {text[:40]!r} is not a framework id; delete the file to subscribe anew")
+    return FrameworkId(text)
+
+
+def write_framework_id(path: Path, framework_id: FrameworkId) -> None:
+    """Write the id atomically (blocking): a crash leaves the old id or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(framework_id + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 class HttpDriver:
     """A :class:`~edgerm.frameworks.driver.FrameworkDriver` over the HTTP scheduler API."""
 
@@ -83,12 +123,18 @@ class HttpDriver:
         call_timeout: float = 10.0,
         subscribe_timeout: float = 10.0,
         missed_heartbeats: float = 3.0,
+        failover_timeout: float = 0.0,
+        framework_id_file: str | PathLike[str] | None = None,
     ) -> None:
+        if not 0 <= failover_timeout < math.inf:
+            raise ConfigError(f"failover_timeout: expected a number of seconds >= 0, got {failover_timeout!r}")
         self._framework = framework
         self._master_url = master_url.rstrip("/")
         self._url = self._master_url + SCHEDULER_PATH
         self._name = name or framework.name
-        self._framework_id = framework_id or None
+        self._failover_timeout = float(failover_timeout)
+        self._id_file = Path(framework_id_file) if framework_id_file is not None else None
+        self._framework_id = framework_id or (read_framework_id(self._id_file) if self._id_file else None)
         self._master_id = ""
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
@@ -191,7 +237,7 @@ class HttpDriver:
             self._stream_id = None
 
     async def _session(self, http: aiohttp.ClientSession) -> str:
-        info = FrameworkInfo(self._framework_id or FrameworkId(""), self._name)
+        info = FrameworkInfo(self._framework_id or FrameworkId(""), self._name, self._failover_timeout)
         async with asyncio.timeout(self._subscribe_timeout):
             resp = await http.post(self._url, data=encode_call(m.Subscribe(info)), headers=self._headers(None))
         async with resp:
@@ -225,6 +271,8 @@ class HttpDriver:
                     if isinstance(event, m.Subscribed):
                         if not event.framework_id:
                             return "SUBSCRIBED without a framework id"
+                        if event.framework_id != self._framework_id:
+                            await self._remember_id(event.framework_id)
                         self._framework_id = event.framework_id
                         self._master_id = event.master_id
                         self._stream_id = stream_id
@@ -236,6 +284,17 @@ class HttpDriver:
                     await self._dispatch(event)
                     if self._stopping:
                         return "stopped"
+
+    async def _remember_id(self, framework_id: FrameworkId) -> None:
+        """Keep the id for the next process (``framework_id_file``); a failure is logged, not fatal."""
+        if self._id_file is None:
+            return
+        try:
+            await asyncio.to_thread(write_framework_id, self._id_file, framework_id)
+        except OSError as e:
+            log.warning("framework %s: cannot write its id to %s: %s", self._name, self._id_file, e)
+            return
+        log.info("framework %s: id %s kept in %s", self._name, framework_id, self._id_file)
 
     # -- dispatch --------------------------------------------------------------
 
