@@ -482,6 +482,9 @@ class AgentCore:
             return []
         if isinstance(report, TaskStarted):
             if held.relaunched:
+                if any(p.status.state is TaskState.RUNNING for p in held.pending):
+                    held.latest = held.pending[-1].status  # its first RUNNING still waits: it says all there is
+                    return []
                 new = self._status(report.task_id, TaskState.RUNNING, event.stamp, Reason.AGENT_RESTARTED, RELAUNCHED)
             else:
                 new = self._status(report.task_id, TaskState.RUNNING, event.stamp)

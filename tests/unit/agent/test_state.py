@@ -383,14 +383,28 @@ def test_a_task_that_died_with_the_agent_is_reported_failed_agent_restarted() ->
 def test_a_task_asking_to_be_restarted_is_relaunched_even_unregistered_and_says_so() -> None:
     core = Core(AGENT, frozenset({"wasm"}))
     task = replace(wasm_task(), restart_policy=RestartPolicy.ON_AGENT_RESTART)
-    before = TaskStatus(task.task_id, AGENT, TaskState.RUNNING, uuid="old-run", timestamp=50.0)
-    actions = core.handle(Started(restored=(restored(task, before),)), 0.0)
-    assert actions == [StartTask(task), Register((before,))]  # the old RUNNING is still to be delivered first
+    assert core.handle(Started(restored=(restored(task),)), 0.0) == [
+        StartTask(task),
+        Register((core.status_of(task.task_id),)),
+    ]
     assert core.handle(RuntimeReported(TaskStarted(task.task_id), Stamp("new-run", 201.0)), 0.0) == []
-    assert core.handle(Registered(), 0.0) == [SendStatus(before)]
-    again = only_status(core.handle(StatusAcked(task.task_id, "old-run"), 0.0))
+    again = only_status(core.handle(Registered(), 0.0))
     assert (again.state, again.reason, again.uuid) == (TaskState.RUNNING, Reason.AGENT_RESTARTED, "new-run")
     assert "relaunched" in again.message
+
+
+def test_a_relaunched_task_whose_first_running_still_waits_reports_no_second_one() -> None:
+    core = Core(AGENT, frozenset({"wasm"}))
+    task = replace(wasm_task(), restart_policy=RestartPolicy.ON_AGENT_RESTART)
+    before = TaskStatus(task.task_id, AGENT, TaskState.RUNNING, uuid="old-run", timestamp=50.0)
+    actions = core.handle(Started(restored=(restored(task, before),)), 0.0)
+    assert actions == [StartTask(task), Register((before,))]  # the old RUNNING is still to be delivered
+    assert core.handle(RuntimeReported(TaskStarted(task.task_id), Stamp("new-run", 201.0)), 0.0) == []
+    assert core.unacknowledged() == 1  # at most two updates per task, relaunched or not
+    assert core.handle(Registered(), 0.0) == [SendStatus(before)]
+    assert core.handle(StatusAcked(task.task_id, "old-run"), 0.0) == []
+    end = only_status(core.handle(RuntimeReported(TaskEnded(task.task_id, TaskState.FINISHED), stamp()), 0.0))
+    assert end.state is TaskState.FINISHED
 
 
 def test_a_task_that_ended_before_the_restart_is_not_relaunched_its_end_is_delivered() -> None:
