@@ -136,6 +136,7 @@ class AgentService:
         self._heartbeat_in_flight = False
         self._pending_acks = 0
         self._sandboxes: deque[Path] = deque()
+        self._launching: dict[TaskId, asyncio.Task[None]] = {}  # StartTask jobs not yet handed to the runtime
         self._started = False
         self._stopping = False
         self._master_reachable = True
@@ -221,7 +222,7 @@ class AgentService:
             case SendStatus(status=status):
                 self._spawn(self._send_status(status))
             case StartTask(task=task):
-                self._spawn(self._start_task(task))
+                self._track_launch(task.task_id, self._spawn(self._start_task(task)))
             case StopTask():
                 self._spawn(self._stop_task(action))
             case SendHeartbeat(task_ids=task_ids):
@@ -246,6 +247,15 @@ class AgentService:
                     held,
                     self.core.max_pending,
                 )
+
+    def _track_launch(self, task_id: TaskId, job: asyncio.Task[None]) -> None:
+        self._launching[task_id] = job
+
+        def done(_: asyncio.Task[None]) -> None:
+            if self._launching.get(task_id) is job:
+                del self._launching[task_id]
+
+        job.add_done_callback(done)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         job = asyncio.create_task(coro)
@@ -422,6 +432,10 @@ class AgentService:
             self.report(TaskEnded(task.task_id, TaskState.FAILED, Reason.RUNTIME_ERROR, message))
 
     async def _stop_task(self, action: StopTask) -> None:
+        launching = self._launching.get(action.task_id)
+        if launching is not None:
+            # Still writing its launch record: the runtime does not know it yet, so a kill now would miss it.
+            await asyncio.wait({launching})
         runtime = self.runtimes.get(action.executor)
         if runtime is not None:
             await runtime.kill(action.task_id, action.grace)
