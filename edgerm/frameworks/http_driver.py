@@ -216,10 +216,18 @@ class HttpDriver:
                 if self._max_retries is not None and failures > self._max_retries:
                     raise Unavailable(f"cannot subscribe at {self._url} after {failures} attempts: {reason}")
             pause = delay * random.uniform(0.5, 1.0)
-            what = "event stream lost" if self._reached_subscribed else "cannot subscribe"
-            log.warning("framework %s: %s (%s); retrying in %.2fs", self._name, what, reason, pause)
+            self._log_retry(reason, failures, pause)
             await asyncio.sleep(pause)
             delay = min(delay * 2, self._backoff_max)
+
+    def _log_retry(self, reason: str, failures: int, pause: float) -> None:
+        """One warning when the stream goes (or the first subscription fails), then quiet until it is back."""
+        if self._reached_subscribed:
+            log.warning("framework %s: event stream lost (%s); reconnecting", self._name, reason)
+        elif failures == 1:
+            log.warning("framework %s: cannot subscribe (%s); retrying with backoff", self._name, reason)
+        else:
+            log.debug("framework %s: attempt %d failed (%s); retrying in %.2fs", self._name, failures, reason, pause)
 
     async def _attempt(self, http: aiohttp.ClientSession) -> str:
         """One subscription; returns why it ended. Raises only for a refusal
@@ -277,6 +285,9 @@ class HttpDriver:
                         self._master_id = event.master_id
                         self._stream_id = stream_id
                         self._reached_subscribed = True
+                        log.info(
+                            "framework %s: subscribed as %s to %s", self._name, event.framework_id, self._master_url
+                        )
                         hb = event.heartbeat_interval
                         read_timeout = hb * self._missed_heartbeats if hb > 0 else None
                     elif self._stream_id is None:
