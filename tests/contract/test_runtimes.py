@@ -1,6 +1,7 @@
 """The ``Runtime`` contract (edgerm/agent/runtime.py), one suite for every runtime.
 
-Parametrized over FakeRuntime, WasmRuntime (real wasmtime modules) and
+Parametrized over FakeRuntime, WasmRuntime (real wasmtime modules), the
+agent's own ``wasm`` runtime (DataflowRuntime wrapping WasmRuntime) and
 DockerRuntime (real containers; skipped only where no Docker engine answers,
 required in CI). Each runtime comes with a :class:`Kit` that says how to
 write, for it, a task that exits 0, one that exits 3, one that runs until
@@ -128,6 +129,26 @@ def _wasm_kit() -> Kit:
     )
 
 
+def _agent_wasm_kit() -> Kit:
+    """The agent's own ``wasm`` runtime: DataflowRuntime passing plain tasks to WasmRuntime."""
+    from edgerm.agent.dataflow.runtime import DataflowRuntime
+    from edgerm.agent.wasm import WasmRuntime
+
+    plain = _wasm_kit()
+    agent_id = AgentId("contract-agent-wasm")
+    return Kit(
+        name="agent-wasm",
+        agent_id=agent_id,
+        new_runtime=lambda work_dir: DataflowRuntime(agent_id, WasmRuntime(work_dir, threads=4)),
+        finish=plain.finish,
+        fail3=plain.fail3,
+        hang=plain.hang,
+        over_limit=plain.over_limit,
+        limit_reason=plain.limit_reason,
+        survives_close=False,
+    )
+
+
 def _docker_kit() -> Kit:
     from edgerm.agent.docker import DockerRuntime
 
@@ -150,13 +171,19 @@ def _docker_kit() -> Kit:
     )
 
 
-@pytest.fixture(params=["fake", "wasm", "docker"])
+KITS: dict[str, Callable[[], Kit]] = {
+    "fake": _fake_kit,
+    "wasm": _wasm_kit,
+    "agent-wasm": _agent_wasm_kit,
+    "docker": _docker_kit,
+}
+
+
+@pytest.fixture(params=list(KITS))
 async def kit(request: pytest.FixtureRequest) -> AsyncIterator[Kit]:
     if request.param == "docker":
         require_docker(docker_unavailable())
-        made = _docker_kit()
-    else:
-        made = _fake_kit() if request.param == "fake" else _wasm_kit()
+    made = KITS[request.param]()
     try:
         yield made
     finally:
