@@ -138,14 +138,15 @@ class Journal:
 
     def load(self) -> list[JournalTask]:
         """Replay the file (blocking: call from a thread, before anything is queued) and compact it."""
-        launches: dict[TaskId, tuple[str, str]] = {}  # task -> (executor, line)
+        launches: dict[TaskId, tuple[str, str, TaskInfo]] = {}  # task -> (executor, line, launch record)
         pending: dict[tuple[TaskId, str], tuple[str, str, TaskStatus]] = {}  # (task, uuid) -> (executor, line, s)
         ended: set[TaskId] = set()
         for n, rec, line in self._records():
             op, task_id = rec.get("op"), TaskId(str(rec.get("task", "")))
             try:
                 if op == "launch":
-                    launches[task_id] = (str(rec["executor"]), line)
+                    record = decode_task_info(base64.b64decode(rec["info"]))
+                    launches[task_id] = (str(rec["executor"]), line, record)
                     ended.discard(task_id)
                 elif op == "update":
                     status = decode_task_status(base64.b64decode(rec["status"]))
@@ -169,16 +170,13 @@ class Journal:
         for (task_id, _), (executor, _, status) in pending.items():
             by_task.setdefault(task_id, []).append(status)
             self._executors.setdefault(task_id, executor)
-        for task_id, (executor, line) in launches.items():
+        for task_id, (executor, line, _) in launches.items():
             self._launches[task_id] = line
             self._executors[task_id] = executor
         for key, (_, line, _) in pending.items():
             self._pending[key] = line
         for task_id in dict.fromkeys([*launches, *by_task]):
-            info = None
-            if task_id in launches:
-                rec = json.loads(launches[task_id][1])
-                info = decode_task_info(base64.b64decode(rec["info"]))
+            info = launches[task_id][2] if task_id in launches else None
             out.append(JournalTask(task_id, self._executors[task_id], info, tuple(by_task.get(task_id, ()))))
         self._rewrite(self._live_lines())
         return out

@@ -11,8 +11,11 @@ Plain ``edgerm-agent`` talks to ``EDGERM_MASTER`` or http://127.0.0.1:5050
 SIGINT or SIGTERM stops it cleanly: WebAssembly tasks are stopped, Docker
 containers are left running for the next start to recover.
 
-Assembly order (:func:`start_agent`): work dir -> agent id -> transport ->
-runtimes (those that are available) -> measured ``AgentInfo`` -> service.
+Assembly order (:func:`start_agent`): work dir -> its lock (a second agent
+on the same dir fails here with ``WorkDirInUse``: exit status 2, one line
+naming the dir and the holder's pid) -> agent id -> transport -> runtimes
+(those that are available) -> measured ``AgentInfo`` -> service (which
+replays the work dir's journal before it registers).
 The ``wasm`` runtime is a :class:`~edgerm.agent.dataflow.runtime.DataflowRuntime`
 wrapping the plain :class:`~edgerm.agent.wasm.WasmRuntime`: dataflow operator
 tasks (env ``EDGERM_DF_ROLE``) are hosted per micro-batch, others run as commands.

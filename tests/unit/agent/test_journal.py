@@ -139,3 +139,37 @@ def test_module_store_keeps_bytes_by_hash_and_prunes_the_unnamed(tmp_path: Path)
     assert store.load(sha) == MODULE and store.has("ab" * 32)
     store.prune([sha])
     assert store.has(sha) and not store.has("ab" * 32)
+
+
+async def test_a_corrupt_record_is_skipped_not_fatal(tmp_path: Path) -> None:
+    path = tmp_path / journal_mod.JOURNAL_FILE
+    path.parent.mkdir(parents=True)
+    good = Journal(tmp_path)
+    good.load()
+    good.launch(task("a"))
+    await good.durable()
+    await good.close()
+    with path.open("a") as f:
+        f.write(json.dumps({"op": "launch", "task": "b", "executor": "wasm", "info": "bm90IHByb3RvYnVm"}) + "\n")
+        f.write(json.dumps({"op": "update", "task": "c", "executor": "wasm", "status": "!!"}) + "\n")
+        f.write(json.dumps({"op": "launch", "task": "d"}) + "\n")
+    assert [t.task_id for t in Journal(tmp_path).load()] == ["a"]
+
+
+async def test_a_disk_that_fails_is_logged_once_and_does_not_block_updates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    j = Journal(tmp_path)
+    j.load()
+
+    def broken(batch: list[str], live: list[str] | None) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(j, "_write", broken)
+    for n in range(3):
+        j.update(status(f"t{n}", TaskState.RUNNING, f"u{n}"), "wasm")
+        await j.durable()  # returns: the update goes out from memory
+    warnings = [r for r in caplog.records if "cannot write the journal" in r.getMessage()]
+    assert len(warnings) == 1 and "No space left" in warnings[0].getMessage()
+    assert j.live() == (0, 3)
+    await j.close()
