@@ -25,6 +25,7 @@ PURE = [
     "master/events.py",
     "master/actions.py",
     "agent/state.py",
+    "agent/core_io.py",
     "scheduler",
 ]
 
