@@ -24,6 +24,7 @@ from edgerm.ids import TaskId
 from edgerm.master.main import RunningMaster, start_master
 from edgerm.model import Offer, Reason, RestartPolicy, TaskState
 from tests.chaos_support import Proxy, sleep_module
+from tests.contract.cluster import TRANSPORTS, agent_url
 from tests.integration.agent.helpers import eventually
 from tests.integration.agent.test_agent_with_master import Launcher
 
@@ -35,7 +36,7 @@ LONG = sleep_module(60.0)
 
 @pytest.fixture
 async def master() -> AsyncIterator[RunningMaster]:
-    async with start_master(allocation_interval=0.05) as running:
+    async with start_master(allocation_interval=0.05, coap_port=0) as running:
         yield running
 
 
@@ -71,17 +72,19 @@ def wasm_running(agent: RunningAgent) -> list[TaskId]:
     return runtime.inner.running()
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_wasm_tasks_follow_their_restart_policy_across_an_agent_restart(
-    master: RunningMaster, framework: Callable[[Launcher], HttpDriver], tmp_path: Path
+    master: RunningMaster, framework: Callable[[Launcher], HttpDriver], tmp_path: Path, transport: str
 ) -> None:
+    url = agent_url(master, transport)
     fw = Launcher(tasks(("never", LONG, RestartPolicy.NEVER), ("again", LONG, RestartPolicy.ON_AGENT_RESTART)))
     driver = framework(fw)
-    async with start_agent(master.url, CONFIG, tmp_path) as first:
+    async with start_agent(url, CONFIG, tmp_path) as first:
         await fw.wait_state("never", TaskState.RUNNING)
         await fw.wait_state("again", TaskState.RUNNING)
         assert sorted(wasm_running(first)) == ["again", "never"]
     # The process is gone, and its WebAssembly tasks with it. The same work dir starts again.
-    async with start_agent(master.url, CONFIG, tmp_path) as second:
+    async with start_agent(url, CONFIG, tmp_path) as second:
         assert second.agent_id == first.agent_id
         failed = await fw.wait_state("never", TaskState.FAILED)
         assert failed.reason is Reason.AGENT_RESTARTED
