@@ -24,6 +24,7 @@
     │   └── NotFound              404  4.04  no such path or module (wire code
     │                                        CODE_UNSPECIFIED: no call failed)
     ├── ConfigError               a config file or flag is wrong
+    │   └── WorkDirInUse          another agent holds this work dir
     ├── IllegalTransition         a state machine was asked for a move its
     │                             table forbids (nothing changed)
     ├── RuntimeFailure            a runtime could not run a task (agent side)
@@ -168,6 +169,10 @@ class ConfigError(EdgermError):
 
 class IllegalTransition(EdgermError):
     """A pure core was asked for a transition its table forbids; its state is unchanged."""
+
+
+class WorkDirInUse(ConfigError):
+    """Another agent process holds the work dir's lock; the message names the dir and its pid."""
 
 
 class RuntimeFailure(EdgermError):

@@ -689,6 +689,27 @@ def decode_error(data: bytes) -> m.ErrorEvent:
     return error_from_pb(msg)
 
 
+def encode_task_info(t: TaskInfo) -> bytes:
+    """A ``TaskInfo`` as bytes, for stores (the agent's journal) as much as for the wire."""
+    return task_info_to_pb(t).SerializeToString()
+
+
+def decode_task_info(data: bytes) -> TaskInfo:
+    msg = _parse(common_pb2.TaskInfo, data)
+    assert isinstance(msg, common_pb2.TaskInfo)
+    return task_info_from_pb(msg)
+
+
+def encode_task_status(s: TaskStatus) -> bytes:
+    return task_status_to_pb(s).SerializeToString()
+
+
+def decode_task_status(data: bytes) -> TaskStatus:
+    msg = _parse(common_pb2.TaskStatus, data)
+    assert isinstance(msg, common_pb2.TaskStatus)
+    return task_status_from_pb(msg)
+
+
 # -- RecordIO framing (streamed events) ------------------------------------------
 
 
@@ -746,22 +767,6 @@ def encode_agent_info(a: AgentInfo) -> bytes:
 
 def decode_agent_info(data: bytes) -> AgentInfo:
     return agent_info_from_pb(_parse_row(common_pb2.AgentInfo(), data))
-
-
-def encode_task_info(t: TaskInfo) -> bytes:
-    return task_info_to_pb(t).SerializeToString()
-
-
-def decode_task_info(data: bytes) -> TaskInfo:
-    return task_info_from_pb(_parse_row(common_pb2.TaskInfo(), data))
-
-
-def encode_task_status(s: TaskStatus) -> bytes:
-    return task_status_to_pb(s).SerializeToString()
-
-
-def decode_task_status(data: bytes) -> TaskStatus:
-    return task_status_from_pb(_parse_row(common_pb2.TaskStatus(), data))
 
 
 _Row = TypeVar("_Row", common_pb2.FrameworkInfo, common_pb2.AgentInfo, common_pb2.TaskInfo, common_pb2.TaskStatus)

@@ -78,6 +78,7 @@ class AgentConfig:
     devices: tuple[DeviceDeclaration, ...] = ()
     executors: frozenset[str] | None = None  # None: every runtime that is available
     wasm: WasmLimits = WasmLimits()
+    max_pending_updates: int = 8192  # status updates kept for the master at most (2 per held task)
 
     def with_overrides(
         self, *, master: str | None = None, work_dir: Path | None = None, name: str | None = None
@@ -115,7 +116,18 @@ def parse_config(data: object) -> AgentConfig:
     _no_unknown(
         "",
         top,
-        {"name", "master", "work_dir", "heartbeat_interval", "resources", "attributes", "devices", "executors", "wasm"},
+        {
+            "name",
+            "master",
+            "work_dir",
+            "heartbeat_interval",
+            "resources",
+            "attributes",
+            "devices",
+            "executors",
+            "wasm",
+            "max_pending_updates",
+        },
     )
     config = AgentConfig()
     if "name" in top:
@@ -136,6 +148,11 @@ def parse_config(data: object) -> AgentConfig:
         config = replace(config, executors=_executors(top["executors"]))
     if "wasm" in top:
         config = replace(config, wasm=_wasm(top["wasm"]))
+    if "max_pending_updates" in top:
+        pending = top["max_pending_updates"]
+        if not isinstance(pending, int) or isinstance(pending, bool) or not 2 <= pending <= 1_000_000:
+            raise ConfigError("max_pending_updates: expected a whole number from 2 to 1000000")
+        config = replace(config, max_pending_updates=pending)
     return config
 
 

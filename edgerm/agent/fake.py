@@ -15,8 +15,10 @@ task's ``args``:
 ``launch-error``    ``launch`` raises :class:`~edgerm.errors.RuntimeFailure`
 ==================  ===========================================================
 
-Anything else fails the task with INVALID_TASK. It records what it was
-asked (``launched``, ``killed``, ``cleaned``) for tests to inspect.
+Anything else fails the task with INVALID_TASK. A task with a
+``WasmSpec.time_limit`` that is still running when it passes ends FAILED,
+TIME_LIMIT, as in WasmRuntime. It records what it was asked
+(``launched``, ``killed``, ``cleaned``) for tests to inspect.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 from edgerm.agent.runtime import RecoveredTask, ReportCallback, RuntimeReport, TaskEnded, TaskStarted
 from edgerm.errors import RuntimeFailure
 from edgerm.ids import TaskId
-from edgerm.model import Reason, TaskInfo, TaskState
+from edgerm.model import Reason, TaskInfo, TaskState, WasmSpec
 
 
 @dataclass(slots=True)
@@ -37,6 +39,7 @@ class _FakeTask:
     report: ReportCallback
     ended: bool = False
     timer: asyncio.TimerHandle | None = None
+    limit: asyncio.TimerHandle | None = None
 
 
 @dataclass
@@ -68,6 +71,10 @@ class FakeRuntime:
         loop = asyncio.get_running_loop()
         tid = task.task_id
         arg = task.args[1] if len(task.args) > 1 else ""
+        spec = task.container
+        if isinstance(spec, WasmSpec) and spec.time_limit > 0:
+            over = TaskEnded(tid, TaskState.FAILED, Reason.TIME_LIMIT, f"ran longer than {spec.time_limit:g}s")
+            held.limit = loop.call_later(spec.time_limit, self._end, held, over)
         if script == "stuck":
             return
         loop.call_soon(self._report, held, TaskStarted(tid))
@@ -121,6 +128,7 @@ class FakeRuntime:
         if held.ended:
             return
         held.ended = True
-        if held.timer is not None:
-            held.timer.cancel()
+        for timer in (held.timer, held.limit):
+            if timer is not None:
+                timer.cancel()
         held.report(ended)

@@ -18,8 +18,11 @@ The first start joins with a join token (``--join-token`` or
 (:mod:`edgerm.auth.join`); later starts reuse it. ``--ca`` (``EDGERM_CA``)
 verifies an https master.
 
-Assembly order (:func:`start_agent`): work dir -> agent id -> credential -> transport ->
-runtimes (those that are available) -> measured ``AgentInfo`` -> service.
+Assembly order (:func:`start_agent`): work dir -> its lock (a second agent
+on the same dir fails here with ``WorkDirInUse``: exit status 2, one line
+naming the dir and the holder's pid) -> agent id -> credential -> transport
+-> runtimes (those that are available) -> measured ``AgentInfo`` -> service
+(which replays the work dir's journal before it registers).
 The ``wasm`` runtime is a :class:`~edgerm.agent.dataflow.runtime.DataflowRuntime`
 wrapping the plain :class:`~edgerm.agent.wasm.WasmRuntime`: dataflow operator
 tasks (env ``EDGERM_DF_ROLE``) are hosted per micro-batch, others run as commands.
@@ -54,6 +57,7 @@ from edgerm.agent.resources import build_agent_info, load_agent_id, measure
 from edgerm.agent.runtime import Runtime
 from edgerm.agent.service import AgentService
 from edgerm.agent.transport import AgentTransport
+from edgerm.agent.workdir import WorkDirLock
 from edgerm.auth import join as joining
 from edgerm.auth.client import client_ssl, resolve_token
 from edgerm.auth.principal import Role
@@ -134,10 +138,17 @@ async def build_runtimes(
 class RunningAgent:
     """A started agent; ``async with`` it (or call :meth:`stop`) to stop it."""
 
-    def __init__(self, service: AgentService, master_url: str, tmp: tempfile.TemporaryDirectory[str] | None) -> None:
+    def __init__(
+        self,
+        service: AgentService,
+        master_url: str,
+        tmp: tempfile.TemporaryDirectory[str] | None,
+        lock: WorkDirLock | None = None,
+    ) -> None:
         self.service = service
         self.master_url = master_url
         self._tmp = tmp
+        self._lock = lock
 
     @property
     def agent_id(self) -> AgentId:
@@ -152,7 +163,11 @@ class RunningAgent:
         await self.service.wait_registered()
 
     async def stop(self) -> None:
-        await self.service.stop()
+        try:
+            await self.service.stop()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
         if self._tmp is not None:
             await asyncio.to_thread(self._tmp.cleanup)
             self._tmp = None
@@ -274,17 +289,24 @@ async def _start(
         tmp = tempfile.TemporaryDirectory(prefix="edgerm-agent-")
         work_dir = Path(tmp.name)
     work_dir.mkdir(parents=True, exist_ok=True)
-    agent_id = load_agent_id(work_dir)
-    if transport is None:
-        deadline = time.monotonic() + register_timeout if register_timeout is not None else None
-        transport = await credentials.transport(master_url, work_dir, agent_id, deadline)
-    if runtimes is None:
-        runtimes = await build_runtimes(config, agent_id, work_dir, transport)
-    executors = frozenset([name for name, rt in runtimes.items() if await rt.available()])
-    measured = await asyncio.to_thread(measure, work_dir)
+    lock = WorkDirLock.acquire(work_dir)  # before anything reads the dir: one identity, one agent
+    try:
+        agent_id = load_agent_id(work_dir)
+        if transport is None:
+            deadline = time.monotonic() + register_timeout if register_timeout is not None else None
+            transport = await credentials.transport(master_url, work_dir, agent_id, deadline)
+        if runtimes is None:
+            runtimes = await build_runtimes(config, agent_id, work_dir, transport)
+        executors = frozenset([name for name, rt in runtimes.items() if await rt.available()])
+        measured = await asyncio.to_thread(measure, work_dir)
+    except BaseException:
+        lock.release()
+        raise
     info = build_agent_info(agent_id, config, measured, executors)
-    service = AgentService(info, transport, {e: runtimes[e] for e in executors}, work_dir)
-    agent = RunningAgent(service, master_url, tmp)
+    service = AgentService(
+        info, transport, {e: runtimes[e] for e in executors}, work_dir, max_pending=config.max_pending_updates
+    )
+    agent = RunningAgent(service, master_url, tmp, lock)
     try:
         await service.start()
         log.info(

@@ -24,11 +24,19 @@ Rules:
   the last :data:`KEPT_SANDBOXES` finished tasks are kept for inspection.
 - A dataflow task (env ``EDGERM_DF_ROLE``) that sets no ``EDGERM_BROKER``
   gets the broker the master named in REGISTERED (docs/dataflow.md).
+- What must outlive the process goes through the work dir's journal
+  (journal.py): a task's launch record is durable before its runtime gets
+  it, an update before it is first sent. At start the journal is replayed
+  into the core (``Restored``) with what the runtimes recovered, so
+  unacknowledged updates are delivered and tasks that died with the process
+  are relaunched or reported per their restart policy, even while the
+  master is unreachable (docs/agent-reliability.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import re
@@ -43,19 +51,26 @@ from typing import Any
 
 from edgerm import messages as m
 from edgerm.agent.dataflow.contract import with_broker
+from edgerm.agent.journal import Journal, ModuleStore
 from edgerm.agent.runtime import RecoveredTask, Runtime, RuntimeReport, TaskEnded
 from edgerm.agent.state import (
+    MAX_PENDING,
     AgentAction,
     AgentCore,
     AgentEvent,
     CleanupTask,
+    ForgetStatus,
     HeartbeatDue,
+    KeepStatus,
     KillReceived,
     LaunchReceived,
+    LaunchRefused,
+    MasterAnswered,
     Recovered,
     Register,
     Registered,
     RegistrationLost,
+    Restored,
     RuntimeReported,
     SendHeartbeat,
     SendStatus,
@@ -70,7 +85,7 @@ from edgerm.agent.tasklog import TaskLog
 from edgerm.agent.transport import AgentTransport
 from edgerm.errors import EdgermError, RuntimeFailure, TransportError, UnknownAgent, WireError
 from edgerm.ids import TaskId, new_id
-from edgerm.model import AgentInfo, Reason, TaskInfo, TaskState, TaskStatus
+from edgerm.model import AgentInfo, Reason, RestartPolicy, TaskInfo, TaskState, TaskStatus, WasmSpec
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +114,18 @@ class AgentService:
         *,
         backoff_initial: float = 0.2,
         backoff_max: float = 10.0,
+        max_pending: int = MAX_PENDING,
+        fsync: bool = True,
     ) -> None:
         self.info = info
         self.transport = transport
         self.runtimes = dict(runtimes)
         self.work_dir = work_dir
         self.instance_id = new_id()  # this process's registrations (the master tells two apart)
-        self.core = AgentCore(info.id, frozenset(self.runtimes))
+        self.core = AgentCore(info.id, frozenset(self.runtimes), max_pending)
         self.tasklog = TaskLog(info.id)  # one INFO line per task start and end (edgerm.agent.tasklog)
+        self.journal = Journal(work_dir, fsync=fsync)
+        self.modules = ModuleStore(work_dir, fsync=fsync)
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -120,6 +139,7 @@ class AgentService:
         self._heartbeat_in_flight = False
         self._pending_acks = 0
         self._sandboxes: deque[Path] = deque()
+        self._launching: dict[TaskId, asyncio.Task[None]] = {}  # StartTask jobs not yet handed to the runtime
         self._started = False
         self._stopping = False
         self._master_reachable = True
@@ -136,6 +156,7 @@ class AgentService:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         (self.work_dir / "tasks").mkdir(parents=True, exist_ok=True)
+        restored = await self._restore()
         recovered: list[Recovered] = []
         for executor, runtime in self.runtimes.items():
             found: list[RecoveredTask] = []
@@ -146,7 +167,8 @@ class AgentService:
             recovered.extend(Recovered(executor, t, self._stamp()) for t in found)
         if recovered:
             log.info("recovered %d task(s) from before the restart", len(recovered))
-        self._feed(Started(tuple(recovered)))
+        self._feed(Started(tuple(recovered), restored))
+        self._log_restored(restored)
         self._loops = [
             asyncio.create_task(self._heartbeat_loop(), name="agent-heartbeat"),
             asyncio.create_task(self._retry_loop(), name="agent-retries"),
@@ -166,6 +188,7 @@ class AgentService:
         for job in pending:
             job.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        await self.journal.close()
         for executor, runtime in self.runtimes.items():
             try:
                 await runtime.close()
@@ -203,7 +226,7 @@ class AgentService:
             case SendStatus(status=status):
                 self._spawn(self._send_status(status))
             case StartTask(task=task):
-                self._spawn(self._start_task(task))
+                self._track_launch(task.task_id, self._spawn(self._start_task(task)))
             case StopTask():
                 self._spawn(self._stop_task(action))
             case SendHeartbeat(task_ids=task_ids):
@@ -214,7 +237,29 @@ class AgentService:
                 if self._registering is None or self._registering.done():
                     self._registering = self._spawn(self._register())
             case CleanupTask():
+                self.journal.forget(action.task_id)
                 self._spawn(self._cleanup(action))
+            case KeepStatus(status=status, executor=executor):
+                self.journal.update(status, executor)
+            case ForgetStatus(task_id=task_id, uuid=uuid_):
+                self.journal.ack(task_id, uuid_)
+            case LaunchRefused(task_id=task_id, held=held, first=first):
+                (log.warning if first else log.debug)(
+                    "not taking task %s: this agent holds %d tasks, its limit while %d status updates may wait"
+                    " for the master (max_pending); the master will offer it again",
+                    task_id,
+                    held,
+                    self.core.max_pending,
+                )
+
+    def _track_launch(self, task_id: TaskId, job: asyncio.Task[None]) -> None:
+        self._launching[task_id] = job
+
+        def done(_: asyncio.Task[None]) -> None:
+            if self._launching.get(task_id) is job:
+                del self._launching[task_id]
+
+        job.add_done_callback(done)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         job = asyncio.create_task(coro)
@@ -230,6 +275,74 @@ class AgentService:
     @staticmethod
     def _stamp() -> Stamp:
         return Stamp(uuid.uuid4().hex, time.time())
+
+    # -- the journal (what outlives the process) --------------------------------------------
+
+    async def _restore(self) -> tuple[Restored, ...]:
+        """Replay the journal; tasks that must run again get their module bytes back inline."""
+        try:
+            found = await asyncio.to_thread(self.journal.load)
+        except OSError as e:
+            log.warning("cannot read the journal %s (%s): starting without it", self.journal.path, e)
+            return ()
+        keep = [t.info.container.sha256 for t in found if t.info and isinstance(t.info.container, WasmSpec)]
+        await asyncio.to_thread(self.modules.prune, keep)
+        out = []
+        for t in found:
+            info = t.info
+            if info is not None and _restartable_wasm(info):
+                info = await asyncio.to_thread(self._with_module, info)
+            out.append(Restored(t.task_id, t.executor, info, t.pending, self._stamp()))
+        if out:
+            waiting = sum(len(t.pending) for t in found)
+            log.info("journal: %d task(s) and %d unacknowledged update(s) from before the restart", len(out), waiting)
+        return tuple(out)
+
+    def _with_module(self, info: TaskInfo) -> TaskInfo:
+        spec = info.container
+        assert isinstance(spec, WasmSpec)
+        data = self.modules.load(spec.sha256)
+        if data is None:
+            return info  # the runtime fetches it by hash (or fails it IMAGE_UNAVAILABLE)
+        return dataclasses.replace(info, container=dataclasses.replace(spec, module=data))
+
+    def _log_restored(self, restored: tuple[Restored, ...]) -> None:
+        for r in restored:
+            status = self.core.status_of(r.task_id)
+            if r.info is None or status is None or (r.pending and r.pending[-1].state.terminal):
+                continue
+            if status.state is TaskState.STARTING:
+                log.info("task %s died with the agent; relaunching it (restart policy ON_AGENT_RESTART)", r.task_id)
+            elif status.state is TaskState.FAILED:
+                log.info("task %s died with the agent; reporting it FAILED (%s)", r.task_id, status.reason.value)
+
+    async def _keep_launch(self, task: TaskInfo) -> None:
+        """Make the task's launch record (and, if it must run again, its module) durable."""
+        if not self.journal.has_launch(task.task_id):
+            if _restartable_wasm(task):
+                await self._keep_module(task)
+            self.journal.launch(task)
+        await self.journal.durable()
+
+    async def _keep_module(self, task: TaskInfo) -> None:
+        spec = task.container
+        assert isinstance(spec, WasmSpec)
+        if self.modules.has(spec.sha256):
+            return
+        data = spec.module
+        if not data:
+            try:
+                data = await self.transport.fetch_module(spec.sha256)
+            except (EdgermError, OSError) as e:  # the runtime will fetch it, or fail the task
+                log.warning("task %s: cannot keep module %s for a restart: %s", task.task_id, spec.sha256, e)
+                return
+            if hashlib.sha256(data).hexdigest() != spec.sha256.lower():
+                log.warning("task %s: module %s fetched with the wrong hash; not kept", task.task_id, spec.sha256)
+                return
+        try:
+            await asyncio.to_thread(self.modules.save, spec.sha256, data)
+        except OSError as e:
+            log.warning("task %s: cannot keep module %s for a restart: %s", task.task_id, spec.sha256, e)
 
     # -- runtime reports -----------------------------------------------------------------
 
@@ -267,6 +380,7 @@ class AgentService:
             backoff = min(backoff * 2, self._backoff_max)
 
     async def _send_status(self, status: TaskStatus) -> None:
+        await self.journal.durable()  # never tell the master what a crash could make us forget
         try:
             reply = await self.transport.call(m.StatusUpdate(self.info.id, status))
         except UnknownAgent:
@@ -310,7 +424,9 @@ class AgentService:
                 raise RuntimeFailure(f"no {task.executor} runtime")
             workdir = self.work_dir / "tasks" / sandbox_name(task.task_id)
             workdir.mkdir(parents=True, exist_ok=True)  # local syscalls; a thread hop would cost more than it saves
-            await runtime.launch(with_broker(task, self.broker_url), workdir, self.report)
+            task = with_broker(task, self.broker_url)
+            await self._keep_launch(task)
+            await runtime.launch(task, workdir, self.report)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # boundary: this task fails, the agent goes on
@@ -320,6 +436,10 @@ class AgentService:
             self.report(TaskEnded(task.task_id, TaskState.FAILED, Reason.RUNTIME_ERROR, message))
 
     async def _stop_task(self, action: StopTask) -> None:
+        launching = self._launching.get(action.task_id)
+        if launching is not None:
+            # Still writing its launch record: the runtime does not know it yet, so a kill now would miss it.
+            await asyncio.wait({launching})
         runtime = self.runtimes.get(action.executor)
         if runtime is not None:
             await runtime.kill(action.task_id, action.grace)
@@ -409,6 +529,11 @@ class AgentService:
         if not self._master_reachable:
             log.info("the master answers again")
             self._master_reachable = True
+            self._feed(MasterAnswered())
+
+
+def _restartable_wasm(task: TaskInfo) -> bool:
+    return task.restart_policy is RestartPolicy.ON_AGENT_RESTART and isinstance(task.container, WasmSpec)
 
 
 def _remove_dirs(paths: list[Path]) -> None:

@@ -20,7 +20,23 @@ What it owns:
   at once when it (re-)registers.
 - **Registration**: :class:`Register` is ordered at start and whenever the
   master says it does not know this agent; the service retries it until
-  :class:`Registered` comes back.
+  :class:`Registered` comes back. It carries, per held task, the oldest
+  unacknowledged update (else the latest status), so the master takes the
+  task's updates in order: the ones behind it follow as ``SendStatus``.
+- **Durability**: every update is ordered kept (:class:`KeepStatus`) before
+  it is first sent and forgotten (:class:`ForgetStatus`) once acknowledged;
+  the service writes both to the work dir's journal (journal.py), so a
+  restarted agent still delivers what the master never acknowledged.
+- **Restart** (:class:`Started`): the journal's tasks come back
+  (:class:`Restored`) with their unacknowledged updates. A live one the
+  runtime found again (:class:`Recovered`, a container) goes on; one that
+  died with the agent process (a WebAssembly task) is relaunched when its
+  ``restart_policy`` is ON_AGENT_RESTART, else it ends FAILED with reason
+  AGENT_RESTARTED.
+- **Bound**: each held task has at most two updates waiting (RUNNING, then
+  its end), so holding at most ``max_pending // 2`` tasks bounds the
+  updates kept to ``max_pending``. A LAUNCH (or a KILL of an unknown task)
+  beyond that is not taken (:class:`LaunchRefused`); the master re-sends it.
 
 Task transitions (a stale or impossible runtime report is ignored)::
 
@@ -39,143 +55,77 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 
-from edgerm.agent.runtime import RecoveredTask, RuntimeReport, TaskEnded, TaskStarted
+from edgerm.agent.core_io import (
+    AgentAction,
+    AgentEvent,
+    CleanupTask,
+    ForgetStatus,
+    HeartbeatDue,
+    KeepStatus,
+    KillReceived,
+    LaunchReceived,
+    LaunchRefused,
+    MasterAnswered,
+    Recovered,
+    Register,
+    Registered,
+    RegistrationLost,
+    Restored,
+    RuntimeReported,
+    SendHeartbeat,
+    SendStatus,
+    Stamp,
+    Started,
+    StartTask,
+    StatusAcked,
+    StopTask,
+    Tick,
+)
+from edgerm.agent.runtime import TaskEnded, TaskStarted
 from edgerm.ids import AgentId, TaskId
-from edgerm.model import Reason, Source, TaskInfo, TaskState, TaskStatus
+from edgerm.model import Reason, RestartPolicy, Source, TaskState, TaskStatus
 
 RETRY_INITIAL = 1.0  # seconds before the first re-send of an unacknowledged update
 RETRY_MAX = 10.0
 REMEMBER_COMPLETED = 1024  # ended-and-acknowledged task ids kept to ignore late LAUNCHes
 
-# -- events (facts the service tells the core) --------------------------------------
+__all__ = [
+    "DIED_WITH_AGENT",
+    "MAX_PENDING",
+    "RELAUNCHED",
+    "REMEMBER_COMPLETED",
+    "RETRY_INITIAL",
+    "RETRY_MAX",
+    "AgentAction",
+    "AgentCore",
+    "AgentEvent",
+    "CleanupTask",
+    "ForgetStatus",
+    "HeartbeatDue",
+    "KeepStatus",
+    "KillReceived",
+    "LaunchReceived",
+    "LaunchRefused",
+    "MasterAnswered",
+    "Recovered",
+    "Register",
+    "Registered",
+    "RegistrationLost",
+    "Restored",
+    "RuntimeReported",
+    "SendHeartbeat",
+    "SendStatus",
+    "Stamp",
+    "StartTask",
+    "Started",
+    "StatusAcked",
+    "StopTask",
+    "Tick",
+]
 
-
-@dataclass(frozen=True, slots=True)
-class Stamp:
-    """Identity and time of a status the core is about to create."""
-
-    uuid: str
-    time: float  # wall clock, seconds since the epoch
-
-
-@dataclass(frozen=True, slots=True)
-class Recovered:
-    """A task a runtime found after an agent restart."""
-
-    executor: str
-    task: RecoveredTask
-    stamp: Stamp
-
-
-@dataclass(frozen=True, slots=True)
-class Started:
-    """The agent started; ``recovered`` is what its runtimes still hold."""
-
-    recovered: tuple[Recovered, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Registered:
-    """The master answered REGISTERED."""
-
-
-@dataclass(frozen=True, slots=True)
-class RegistrationLost:
-    """A call was answered UNKNOWN_AGENT: the master does not know this agent."""
-
-
-@dataclass(frozen=True, slots=True)
-class LaunchReceived:
-    task: TaskInfo
-    stamp: Stamp
-
-
-@dataclass(frozen=True, slots=True)
-class KillReceived:
-    task_id: TaskId
-    grace: float
-    stamp: Stamp
-
-
-@dataclass(frozen=True, slots=True)
-class RuntimeReported:
-    report: RuntimeReport
-    stamp: Stamp
-
-
-@dataclass(frozen=True, slots=True)
-class StatusAcked:
-    """The master answered ACKNOWLEDGED for this update."""
-
-    task_id: TaskId
-    uuid: str
-
-
-@dataclass(frozen=True, slots=True)
-class HeartbeatDue:
-    """A heartbeat interval has passed."""
-
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    """Time passed: re-send updates whose retry time came."""
-
-
-AgentEvent = (
-    Started
-    | Registered
-    | RegistrationLost
-    | LaunchReceived
-    | KillReceived
-    | RuntimeReported
-    | StatusAcked
-    | HeartbeatDue
-    | Tick
-)
-
-# -- actions (orders the service carries out) ----------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Register:
-    """Register with the master (retry until it answers), holding these tasks."""
-
-    tasks: tuple[TaskStatus, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class StartTask:
-    task: TaskInfo
-
-
-@dataclass(frozen=True, slots=True)
-class StopTask:
-    task_id: TaskId
-    executor: str
-    grace: float
-
-
-@dataclass(frozen=True, slots=True)
-class SendStatus:
-    """Send one status update (answered by ACKNOWLEDGED, fed back as StatusAcked)."""
-
-    status: TaskStatus
-
-
-@dataclass(frozen=True, slots=True)
-class SendHeartbeat:
-    task_ids: tuple[TaskId, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class CleanupTask:
-    """The task's end is acknowledged: release what it left behind."""
-
-    task_id: TaskId
-    executor: str
-
-
-AgentAction = Register | StartTask | StopTask | SendStatus | SendHeartbeat | CleanupTask
+RELAUNCHED = "relaunched after the agent restarted"
+DIED_WITH_AGENT = "the agent restarted and the task did not survive it"
+MAX_PENDING = 8192  # default bound on kept status updates (so at most MAX_PENDING // 2 held tasks)
 
 # -- state ---------------------------------------------------------------------------
 
@@ -199,15 +149,20 @@ class _Held:
     latest: TaskStatus
     launched: bool  # handed to a runtime, so it needs a CleanupTask
     kill_requested: bool = False
+    relaunched: bool = False  # started again from its launch record after an agent restart
     pending: deque[_Pending] = field(default_factory=deque)
 
 
 class AgentCore:
     """The agent's task and status-update state. See the module docstring."""
 
-    def __init__(self, agent_id: AgentId, executors: frozenset[str]) -> None:
+    def __init__(self, agent_id: AgentId, executors: frozenset[str], max_pending: int = MAX_PENDING) -> None:
+        if max_pending < 2:
+            raise ValueError(f"max_pending must be at least 2, got {max_pending}")
         self.agent_id = agent_id
         self.executors = executors
+        self.max_pending = max_pending
+        self._full = False
         self._tasks: dict[TaskId, _Held] = {}
         self._completed: OrderedDict[TaskId, None] = OrderedDict()
         self._registered = False
@@ -228,8 +183,12 @@ class AgentCore:
         return held.latest if held else None
 
     def held_statuses(self) -> tuple[TaskStatus, ...]:
-        """The latest status of every task held, as REGISTER carries them."""
-        return tuple(self._tasks[t].latest for t in self.task_ids())
+        """What REGISTER carries: per held task its oldest unacknowledged update, else its latest status."""
+        out = []
+        for task_id in self.task_ids():
+            held = self._tasks[task_id]
+            out.append(held.pending[0].status if held.pending else held.latest)
+        return tuple(out)
 
     def unacknowledged(self) -> int:
         return sum(len(h.pending) for h in self._tasks.values())
@@ -250,6 +209,8 @@ class AgentCore:
                 return self._started(event, now)
             case Registered():
                 return self._on_registered(now)
+            case MasterAnswered():
+                return self._send_heads(now) if self._registered else []
             case RegistrationLost():
                 return self._registration_lost()
             case LaunchReceived():
@@ -269,23 +230,58 @@ class AgentCore:
     # -- handlers --------------------------------------------------------------------
 
     def _started(self, event: Started, now: float) -> list[AgentAction]:
+        out: list[AgentAction] = []
+        found = {r.task.task_id: r for r in event.recovered}
+        for restored in event.restored:
+            if restored.task_id not in self._tasks:
+                out += self._restore(restored, found.pop(restored.task_id, None), now)
         for r in event.recovered:
-            if r.task.task_id in self._tasks:
+            if r.task.task_id in self._tasks or r.task.task_id not in found:
                 continue
-            t = r.task
-            status = self._status(t.task_id, t.state, r.stamp, t.reason, t.message, t.exit_code)
-            held = _Held(t.task_id, r.executor, status, launched=True)
-            self._tasks[t.task_id] = held
-            if t.state.terminal:
-                held.pending.append(_Pending(status))
-            else:
-                # Already reported RUNNING before the restart; the REGISTER carries it again.
-                held.latest = replace(status, uuid="")
-        return self._registration_lost()
+            held = _Held(r.task.task_id, r.executor, self._starting(r.task.task_id, r.stamp.time), launched=True)
+            self._tasks[r.task.task_id] = held
+            out += self._resume(held, r, now)
+        return out + self._registration_lost()
+
+    def _restore(self, r: Restored, found: Recovered | None, now: float) -> list[AgentAction]:
+        """Take back a task of the journal; decide what became of it while the agent was down."""
+        held = _Held(r.task_id, r.executor, self._starting(r.task_id, r.stamp.time), launched=r.info is not None)
+        for status in r.pending:
+            held.pending.append(_Pending(status))
+            held.latest = status
+        self._tasks[r.task_id] = held
+        if held.latest.state.terminal or r.info is None:
+            return []  # it ended before the restart: what waits is delivered on registration
+        if found is not None:
+            return self._resume(held, found, now)
+        if r.info.restart_policy is RestartPolicy.ON_AGENT_RESTART and r.executor in self.executors:
+            held.relaunched = True
+            held.latest = self._starting(r.task_id, r.stamp.time)
+            return [StartTask(r.info)]
+        if r.executor not in self.executors:
+            reason, message = Reason.EXECUTOR_UNAVAILABLE, f"the {r.executor} executor is gone after the agent restart"
+        else:
+            reason, message = Reason.AGENT_RESTARTED, DIED_WITH_AGENT
+        return self._enqueue(held, self._status(r.task_id, TaskState.FAILED, r.stamp, reason, message), now)
+
+    def _resume(self, held: _Held, r: Recovered, now: float) -> list[AgentAction]:
+        """A task a runtime found again after the restart, in the state it reports."""
+        t = r.task
+        status = self._status(t.task_id, t.state, r.stamp, t.reason, t.message, t.exit_code)
+        if t.state.terminal:
+            return self._enqueue(held, status, now)
+        if held.latest.state is TaskState.STARTING:
+            # Maybe reported RUNNING before the restart, maybe not: no uuid, so the master takes it only as news.
+            held.latest = replace(status, uuid="")
+        return []
 
     def _on_registered(self, now: float) -> list[AgentAction]:
         self._registered = True
         self._registering = False
+        return self._send_heads(now)
+
+    def _send_heads(self, now: float) -> list[AgentAction]:
+        """Every task's oldest unacknowledged update, now, with a fresh backoff."""
         out: list[AgentAction] = []
         for held in self._tasks.values():
             if held.pending:
@@ -305,6 +301,8 @@ class AgentCore:
         task = event.task
         if task.task_id in self._tasks or task.task_id in self._completed:
             return []
+        if self._at_limit():
+            return [self._refuse(task.task_id)]
         if task.agent_id and task.agent_id != self.agent_id:
             status = self._status(
                 task.task_id, TaskState.ERROR, event.stamp, Reason.INVALID_TASK, f"sent to agent {task.agent_id}"
@@ -320,7 +318,7 @@ class AgentCore:
                 f"executor {task.executor!r} is not available on this agent (it has: {have})",
             )
             return self._hold_ended(task.task_id, task.executor, status, now)
-        starting = TaskStatus(task.task_id, self.agent_id, TaskState.STARTING, timestamp=event.stamp.time)
+        starting = self._starting(task.task_id, event.stamp.time)
         self._tasks[task.task_id] = _Held(task.task_id, task.executor, starting, launched=True)
         return [StartTask(task)]
 
@@ -329,6 +327,8 @@ class AgentCore:
         if held is None:
             if event.task_id in self._completed:
                 return []
+            if self._at_limit():
+                return [self._refuse(event.task_id)]
             status = self._status(
                 event.task_id,
                 TaskState.KILLED,
@@ -349,7 +349,13 @@ class AgentCore:
         if held is None:
             return []
         if isinstance(report, TaskStarted):
-            new = self._status(report.task_id, TaskState.RUNNING, event.stamp)
+            if held.relaunched:
+                if any(p.status.state is TaskState.RUNNING for p in held.pending):
+                    held.latest = held.pending[-1].status  # its first RUNNING still waits: it says all there is
+                    return []
+                new = self._status(report.task_id, TaskState.RUNNING, event.stamp, Reason.AGENT_RESTARTED, RELAUNCHED)
+            else:
+                new = self._status(report.task_id, TaskState.RUNNING, event.stamp)
         else:
             assert isinstance(report, TaskEnded)
             reason = report.reason
@@ -365,15 +371,18 @@ class AgentCore:
         if held is None or not held.pending or held.pending[0].status.uuid != event.uuid:
             return []  # a duplicate or stale acknowledgement
         held.pending.popleft()
+        out: list[AgentAction] = [ForgetStatus(held.task_id, event.uuid)]
         if held.pending:
-            return [self._send(held.pending[0], now)] if self._registered else []
+            return [*out, self._send(held.pending[0], now)] if self._registered else out
         if not held.latest.state.terminal:
-            return []
+            return out
         del self._tasks[held.task_id]
         self._completed[held.task_id] = None
         while len(self._completed) > REMEMBER_COMPLETED:
             self._completed.popitem(last=False)
-        return [CleanupTask(held.task_id, held.executor)] if held.launched else []
+        if not self._at_limit():
+            self._full = False
+        return [*out, CleanupTask(held.task_id, held.executor)] if held.launched else out
 
     def _retry_due(self, now: float) -> list[AgentAction]:
         if not self._registered:
@@ -415,9 +424,22 @@ class AgentCore:
         held.latest = status
         pending = _Pending(status)
         held.pending.append(pending)
+        out: list[AgentAction] = [KeepStatus(status, held.executor)]
         if len(held.pending) == 1 and self._registered:
-            return [self._send(pending, now)]
-        return []
+            out.append(self._send(pending, now))
+        return out
+
+    def _starting(self, task_id: TaskId, time: float) -> TaskStatus:
+        return TaskStatus(task_id, self.agent_id, TaskState.STARTING, timestamp=time)
+
+    def _at_limit(self) -> bool:
+        """Whether one more held task could make more than ``max_pending`` updates wait."""
+        return 2 * (len(self._tasks) + 1) > self.max_pending
+
+    def _refuse(self, task_id: TaskId) -> LaunchRefused:
+        first = not self._full
+        self._full = True
+        return LaunchRefused(task_id, len(self._tasks), first)
 
     @staticmethod
     def _send(pending: _Pending, now: float) -> SendStatus:

@@ -44,6 +44,8 @@ How, and why so:
   instead of compiling. A module named only by ``module_sha256`` and not
   cached is fetched through ``fetch_module`` (the master's module store).
 - **Restart**: wasm tasks do not survive the agent; ``recover`` finds none.
+  The service relaunches or fails them from its journal, per their
+  restart policy (journal.py, docs/agent-reliability.md).
 """
 
 from __future__ import annotations

@@ -27,6 +27,12 @@ Rules:
   ``Authorization: Bearer`` header on every request; ``ca`` (or
   ``$EDGERM_CA``) verifies an https master. A refused credential
   (UNAUTHENTICATED, FORBIDDEN) is not retried.
+- Failover: SUBSCRIBE carries ``failover_timeout`` (how long the master
+  keeps this framework's tasks while no stream is open). With
+  ``framework_id_file`` the id is read from that file at start (if it
+  exists) and written there (atomically) after every SUBSCRIBED that
+  changes it, so a restarted framework process reclaims its tasks and
+  their unacknowledged updates.
 - A callback that raises is logged (this is the outermost boundary for user
   code) and dispatch goes on; its status update is then not acknowledged.
 """
@@ -36,8 +42,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
+import os
 import random
+import re
 from collections.abc import Coroutine, Iterable
+from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -45,7 +56,7 @@ import aiohttp
 from edgerm import messages as m
 from edgerm.auth.client import bearer, client_ssl, resolve_token
 from edgerm.auth.principal import Role
-from edgerm.errors import MalformedMessage, NotSubscribed, Unavailable, UnknownCall, WireError
+from edgerm.errors import ConfigError, MalformedMessage, NotSubscribed, Unavailable, UnknownCall, WireError
 from edgerm.frameworks.base import Framework
 from edgerm.ids import AgentId, FrameworkId, OfferId, TaskId
 from edgerm.model import Filters, FrameworkInfo, TaskInfo, TaskStatus
@@ -74,6 +85,35 @@ async def raise_for_reply(resp: aiohttp.ClientResponse) -> None:
     raise WireError(f"unexpected HTTP {resp.status} from {resp.url}: {text}")
 
 
+_FRAMEWORK_ID = re.compile(r"[!-~]{1,256}")  # printable ASCII, no spaces: what a master hands out and more
+
+
+def read_framework_id(path: Path) -> FrameworkId | None:
+    """The id kept in ``path``; None if the file does not exist. ConfigError if it is unreadable or bad."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the framework id: {e}") from None
+    if not text:
+        return None
+    if not _FRAMEWORK_ID.fullmatch(text):
+        raise ConfigError(f"{path}: {text[:40]!r} is not a framework id; delete the file to subscribe anew")
+    return FrameworkId(text)
+
+
+def write_framework_id(path: Path, framework_id: FrameworkId) -> None:
+    """Write the id atomically (blocking): a crash leaves the old id or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(framework_id + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 class HttpDriver:
     """A :class:`~edgerm.frameworks.driver.FrameworkDriver` over the HTTP scheduler API."""
 
@@ -92,14 +132,20 @@ class HttpDriver:
         missed_heartbeats: float = 3.0,
         token: str | None = None,
         ca: str | None = None,
+        failover_timeout: float = 0.0,
+        framework_id_file: str | PathLike[str] | None = None,
     ) -> None:
+        if not 0 <= failover_timeout < math.inf:
+            raise ConfigError(f"failover_timeout: expected a number of seconds >= 0, got {failover_timeout!r}")
         self._framework = framework
         self._master_url = master_url.rstrip("/")
         self._auth = bearer(resolve_token(token, self._master_url, Role.FRAMEWORK))
         self._ssl = client_ssl(self._master_url, ca)
         self._url = self._master_url + SCHEDULER_PATH
         self._name = name or framework.name
-        self._framework_id = framework_id or None
+        self._failover_timeout = float(failover_timeout)
+        self._id_file = Path(framework_id_file) if framework_id_file is not None else None
+        self._framework_id = framework_id or (read_framework_id(self._id_file) if self._id_file else None)
         self._master_id = ""
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
@@ -182,10 +228,18 @@ class HttpDriver:
                 if self._max_retries is not None and failures > self._max_retries:
                     raise Unavailable(f"cannot subscribe at {self._url} after {failures} attempts: {reason}")
             pause = delay * random.uniform(0.5, 1.0)
-            what = "event stream lost" if self._reached_subscribed else "cannot subscribe"
-            log.warning("framework %s: %s (%s); retrying in %.2fs", self._name, what, reason, pause)
+            self._log_retry(reason, failures, pause)
             await asyncio.sleep(pause)
             delay = min(delay * 2, self._backoff_max)
+
+    def _log_retry(self, reason: str, failures: int, pause: float) -> None:
+        """One warning when the stream goes (or the first subscription fails), then quiet until it is back."""
+        if self._reached_subscribed:
+            log.warning("framework %s: event stream lost (%s); reconnecting", self._name, reason)
+        elif failures == 1:
+            log.warning("framework %s: cannot subscribe (%s); retrying with backoff", self._name, reason)
+        else:
+            log.debug("framework %s: attempt %d failed (%s); retrying in %.2fs", self._name, failures, reason, pause)
 
     async def _attempt(self, http: aiohttp.ClientSession) -> str:
         """One subscription; returns why it ended. Raises only for a refusal
@@ -203,7 +257,7 @@ class HttpDriver:
             self._stream_id = None
 
     async def _session(self, http: aiohttp.ClientSession) -> str:
-        info = FrameworkInfo(self._framework_id or FrameworkId(""), self._name)
+        info = FrameworkInfo(self._framework_id or FrameworkId(""), self._name, self._failover_timeout)
         async with asyncio.timeout(self._subscribe_timeout):
             resp = await http.post(self._url, data=encode_call(m.Subscribe(info)), headers=self._headers(None))
         async with resp:
@@ -237,10 +291,15 @@ class HttpDriver:
                     if isinstance(event, m.Subscribed):
                         if not event.framework_id:
                             return "SUBSCRIBED without a framework id"
+                        if event.framework_id != self._framework_id:
+                            await self._remember_id(event.framework_id)
                         self._framework_id = event.framework_id
                         self._master_id = event.master_id
                         self._stream_id = stream_id
                         self._reached_subscribed = True
+                        log.info(
+                            "framework %s: subscribed as %s to %s", self._name, event.framework_id, self._master_url
+                        )
                         hb = event.heartbeat_interval
                         read_timeout = hb * self._missed_heartbeats if hb > 0 else None
                     elif self._stream_id is None:
@@ -248,6 +307,17 @@ class HttpDriver:
                     await self._dispatch(event)
                     if self._stopping:
                         return "stopped"
+
+    async def _remember_id(self, framework_id: FrameworkId) -> None:
+        """Keep the id for the next process (``framework_id_file``); a failure is logged, not fatal."""
+        if self._id_file is None:
+            return
+        try:
+            await asyncio.to_thread(write_framework_id, self._id_file, framework_id)
+        except OSError as e:
+            log.warning("framework %s: cannot write its id to %s: %s", self._name, self._id_file, e)
+            return
+        log.info("framework %s: id %s kept in %s", self._name, framework_id, self._id_file)
 
     # -- dispatch --------------------------------------------------------------
 

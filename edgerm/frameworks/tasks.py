@@ -20,7 +20,7 @@ from pathlib import Path
 
 from edgerm.errors import ConfigError
 from edgerm.ids import TaskId, new_id
-from edgerm.model import DockerSpec, Network, Offer, PortMapping, PullPolicy, TaskInfo, WasmSpec
+from edgerm.model import DockerSpec, Network, Offer, PortMapping, PullPolicy, RestartPolicy, TaskInfo, WasmSpec
 from edgerm.resources import Resources
 
 _WASM_MAGIC = b"\0asm"
@@ -72,6 +72,7 @@ def wasm_task(
     env: Mapping[str, str] | None = None,
     time_limit: float = 0.0,
     secret_env: Mapping[str, str] | None = None,
+    restart_policy: RestartPolicy = RestartPolicy.NEVER,
 ) -> TaskInfo:
     """A WASI task on the offer's agent.
 
@@ -80,6 +81,9 @@ def wasm_task(
     launching many tasks). ``time_limit`` 0 means the agent's default.
     ``secret_env`` joins the task's environment but is never shown in the
     master's state, logs, metrics or the CLI (docs/security.md).
+    ``restart_policy`` ON_AGENT_RESTART: if the agent process dies, the
+    restarted agent runs the task again (docs/agent-reliability.md); NEVER:
+    it reports it FAILED with reason AGENT_RESTARTED.
     """
     binary = module if isinstance(module, bytes) else load_module(module)
     if not binary:
@@ -93,6 +97,7 @@ def wasm_task(
         args=tuple(args),
         env=dict(env or {}),
         secret_env=dict(secret_env or {}),
+        restart_policy=restart_policy,
     )
 
 
@@ -108,8 +113,13 @@ def docker_task(
     pull_policy: PullPolicy = PullPolicy.IF_NOT_PRESENT,
     kill_grace: float = 3.0,
     secret_env: Mapping[str, str] | None = None,
+    restart_policy: RestartPolicy = RestartPolicy.NEVER,
 ) -> TaskInfo:
-    """A Docker task on the offer's agent; ``args`` replace the image's command (``secret_env``: as wasm_task)."""
+    """A Docker task on the offer's agent; ``args`` replace the image's command (``secret_env``: as wasm_task).
+
+    A container outlives an agent restart and is re-attached; ``restart_policy``
+    ON_AGENT_RESTART matters only if it vanished meanwhile (it is started again).
+    """
     if not image:
         raise ConfigError(f"task {name}: empty image name")
     return TaskInfo(
@@ -122,4 +132,5 @@ def docker_task(
         env=dict(env or {}),
         kill_grace=kill_grace,
         secret_env=dict(secret_env or {}),
+        restart_policy=restart_policy,
     )

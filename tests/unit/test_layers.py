@@ -63,6 +63,7 @@ LAYERS: dict[str, list[str]] = {
         "edgerm.master.registry",  # the rows the core persists
         "edgerm.agent",
         "edgerm.agent.state",
+        "edgerm.agent.core_io",
         "edgerm.agent.runtime",  # the Runtime protocol and its report types
         "edgerm.agent.transport",  # the Transport protocol
         "edgerm.agent.dataflow",
@@ -97,6 +98,7 @@ LAYERS: dict[str, list[str]] = {
         "edgerm.master.eventlog",
         "edgerm.agent.service",
         "edgerm.agent.tasklog",
+        "edgerm.agent.journal",  # the agent's durable update log
         "edgerm.logs",  # log formatting, shared by services and entry points
     ],
 }

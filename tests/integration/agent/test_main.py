@@ -84,3 +84,40 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.Captur
     config.write_text("devices:\n  - name: cam\n    handle: 7\n")
     assert main(["--config", str(config)]) == 2
     assert "devices[0].handle: expected a string" in capsys.readouterr().err
+
+
+async def test_a_second_agent_on_the_same_work_dir_exits_at_once_naming_dir_and_pid(
+    master: RunningMaster, tmp_path: Path
+) -> None:
+    work_dir = tmp_path / "state"
+    config = tmp_path / "agent.yaml"
+    config.write_text("heartbeat_interval: 0.2\nexecutors: [wasm]\n")
+    args = [sys.executable, "-m", "edgerm.agent.main", "--master", master.url, "--config", str(config)]
+    assert master.tokens is not None
+    env = {**os.environ, "EDGERM_JOIN_TOKEN": master.tokens.join}
+    first = await asyncio.create_subprocess_exec(
+        *args,
+        "--work-dir",
+        str(work_dir),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        await eventually(lambda: _registered(master), within=20.0)
+        second = await asyncio.create_subprocess_exec(
+            *args, "--work-dir", str(work_dir), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+        )
+        async with asyncio.timeout(20):
+            out, err = await second.communicate()
+        assert second.returncode == 2
+        lines = err.decode().strip().splitlines()
+        assert len(lines) == 1, lines  # one line, no traceback
+        assert lines[0].endswith(f"edgerm-agent: work dir {work_dir} is in use by another agent (pid {first.pid})")
+        assert out == b""
+        assert first.returncode is None  # the first agent is untouched
+        assert len(await agents_of(master)) == 1
+    finally:
+        first.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            await first.wait()

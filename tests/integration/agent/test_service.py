@@ -172,3 +172,16 @@ async def test_stop_stops_running_tasks(tmp_path: Path) -> None:
     await agent.stop()
     assert fake.running() == [] and fake.closed and master.closed
     await agent.stop()  # idempotent
+
+
+async def test_a_kill_right_behind_its_launch_is_not_lost_while_the_launch_record_is_written(tmp_path: Path) -> None:
+    master = MemoryMaster()
+    fake = FakeRuntime()
+    async with start_agent("http://memory", CONFIG, tmp_path, runtimes={"wasm": fake}, transport=master) as agent:
+        await eventually(lambda: master.subscriptions == 1)
+        master.queue.put_nowait(launch("quick", "hang"))
+        master.queue.put_nowait(m.KillCommand(TaskId("quick"), 0.0))  # arrives before the runtime has the task
+        await eventually(lambda: master.statuses("quick")[-1:] == [TaskState.KILLED])
+        await eventually(lambda: agent.service.core.task_ids() == ())
+        assert fake.running() == []
+        assert agent.service.journal.live() == (0, 0)

@@ -22,6 +22,10 @@ from edgerm.resources import Range
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "agent.yaml"
 
 
+def test_max_pending_updates_is_read() -> None:
+    assert parse_config({"max_pending_updates": 64}).max_pending_updates == 64
+
+
 def test_empty_config_gives_defaults() -> None:
     config = parse_config({})
     assert config == AgentConfig()
@@ -106,6 +110,8 @@ def test_full_config_parses() -> None:
         ({"wasm": {"threads": 1.5}}, "wasm.threads: expected a whole number"),
         ({"wasm": {"fuel": 1}}, "wasm.fuel: unknown key"),
         ({"wasm": {"time_limit": float("inf")}}, "wasm.time_limit: expected a number > 0"),
+        ({"max_pending_updates": 1}, "max_pending_updates: expected a whole number from 2"),
+        ({"max_pending_updates": True}, "max_pending_updates: expected a whole number from 2"),
     ],
 )
 def test_bad_configs_name_the_key_path(data: object, message: str) -> None:

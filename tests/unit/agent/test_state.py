@@ -1,8 +1,13 @@
-"""AgentCore: feed events, compare the returned actions. No I/O, no clock."""
+"""AgentCore: feed events, compare the returned actions. No I/O, no clock.
+
+Most tests look at what the agent does (``Core`` sets the journal's
+KeepStatus/ForgetStatus aside in ``journaled``); the journal tests look at those.
+"""
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 
@@ -11,14 +16,20 @@ from edgerm.agent.state import (
     RETRY_MAX,
     AgentAction,
     AgentCore,
+    AgentEvent,
     CleanupTask,
+    ForgetStatus,
     HeartbeatDue,
+    KeepStatus,
     KillReceived,
     LaunchReceived,
+    LaunchRefused,
+    MasterAnswered,
     Recovered,
     Register,
     Registered,
     RegistrationLost,
+    Restored,
     RuntimeReported,
     SendHeartbeat,
     SendStatus,
@@ -30,10 +41,26 @@ from edgerm.agent.state import (
     Tick,
 )
 from edgerm.ids import AgentId, TaskId
-from edgerm.model import DockerSpec, Reason, Source, TaskInfo, TaskState, TaskStatus, WasmSpec
+from edgerm.model import DockerSpec, Reason, RestartPolicy, Source, TaskInfo, TaskState, TaskStatus, WasmSpec
 from edgerm.resources import Resources
 
 AGENT = AgentId("agent-1")
+
+
+class Core(AgentCore):
+    """The real core; journal actions are set aside in ``journaled``."""
+
+    def __init__(self, agent_id: AgentId, executors: frozenset[str], max_pending: int = 8192) -> None:
+        super().__init__(agent_id, executors, max_pending)
+        self.journaled: list[AgentAction] = []
+
+    def handle(self, event: AgentEvent, now: float) -> list[AgentAction]:
+        out = []
+        for action in super().handle(event, now):
+            (self.journaled if isinstance(action, KeepStatus | ForgetStatus) else out).append(action)
+        return out
+
+
 _uuids = itertools.count(1)
 
 
@@ -49,8 +76,8 @@ def docker_task(task_id: str = "d1") -> TaskInfo:
     return TaskInfo(TaskId(task_id), task_id, AGENT, Resources.parse("cpus:1"), DockerSpec(image="busybox"))
 
 
-def registered_core(executors: frozenset[str] = frozenset({"wasm"})) -> AgentCore:
-    core = AgentCore(AGENT, executors)
+def registered_core(executors: frozenset[str] = frozenset({"wasm"})) -> Core:
+    core = Core(AGENT, executors)
     assert core.handle(Started(), 0.0) == [Register(())]
     assert core.handle(Registered(), 0.0) == []
     return core
@@ -235,7 +262,7 @@ def test_exit_code_is_carried() -> None:
 
 
 def test_nothing_is_sent_before_registration_and_everything_on_it() -> None:
-    core = AgentCore(AGENT, frozenset({"wasm"}))
+    core = Core(AGENT, frozenset({"wasm"}))
     assert core.handle(Started(), 0.0) == [Register(())]
     assert core.handle(HeartbeatDue(), 0.0) == []
     assert core.handle(KillReceived(TaskId("a"), 1.0, stamp()), 0.0) == []  # queued, not sent
@@ -272,7 +299,7 @@ def test_heartbeat_lists_every_held_task() -> None:
 
 
 def test_recovered_tasks_are_registered_and_their_ends_reported() -> None:
-    core = AgentCore(AGENT, frozenset({"docker"}))
+    core = Core(AGENT, frozenset({"docker"}))
     live = Recovered("docker", RecoveredTask(TaskId("live"), TaskState.RUNNING), Stamp("u-live", 50.0))
     dead = Recovered(
         "docker",
@@ -293,6 +320,143 @@ def test_recovered_tasks_are_registered_and_their_ends_reported() -> None:
 
 
 def test_unknown_event_type_is_rejected() -> None:
-    core = AgentCore(AGENT, frozenset())
+    core = Core(AGENT, frozenset())
     with pytest.raises(TypeError):
         core.handle("launch", 0.0)  # type: ignore[arg-type]
+
+
+# -- the journal, restarts, the bound -------------------------------------------------
+
+
+def test_every_update_is_kept_before_it_is_sent_and_forgotten_once_acked() -> None:
+    core = AgentCore(AGENT, frozenset({"wasm"}))
+    core.handle(Started(), 0.0)
+    core.handle(Registered(), 0.0)
+    task = wasm_task()
+    core.handle(LaunchReceived(task, stamp()), 0.0)
+    actions = core.handle(RuntimeReported(TaskStarted(task.task_id), Stamp("run", 1.0)), 0.0)
+    assert [type(a) for a in actions] == [KeepStatus, SendStatus]
+    assert isinstance(actions[0], KeepStatus) and actions[0].executor == "wasm"
+    # While RUNNING waits, the end is kept at once (it must survive a crash) but not sent yet.
+    actions = core.handle(RuntimeReported(TaskEnded(task.task_id, TaskState.FINISHED), Stamp("end", 2.0)), 0.0)
+    assert [type(a) for a in actions] == [KeepStatus]
+    actions = core.handle(StatusAcked(task.task_id, "run"), 0.0)
+    assert [type(a) for a in actions] == [ForgetStatus, SendStatus]
+    assert actions[0] == ForgetStatus(task.task_id, "run")
+    actions = core.handle(StatusAcked(task.task_id, "end"), 0.0)
+    assert actions == [ForgetStatus(task.task_id, "end"), CleanupTask(task.task_id, "wasm")]
+
+
+def test_register_carries_the_oldest_unacknowledged_update_so_the_master_takes_them_in_order() -> None:
+    core = registered_core()
+    task = wasm_task()
+    running = run_to_running(core, task)
+    core.handle(RuntimeReported(TaskEnded(task.task_id, TaskState.FINISHED), stamp()), 0.0)
+    assert core.handle(RegistrationLost(), 0.0) == [Register((running,))]
+    assert core.handle(Registered(), 0.0) == [SendStatus(running)]
+
+
+def test_the_master_answering_again_sends_what_waits_at_once() -> None:
+    core = registered_core()
+    running = run_to_running(core, wasm_task(), now=0.0)
+    assert core.handle(Tick(), 1.0) == [SendStatus(running)]  # next retry due at 3.0
+    assert core.handle(MasterAnswered(), 1.5) == [SendStatus(running)]
+    assert core.next_deadline() == 2.5  # a fresh backoff
+
+
+def restored(task: TaskInfo, *pending: TaskStatus, launched: bool = True) -> Restored:
+    return Restored(task.task_id, task.executor, task if launched else None, pending, stamp(200.0))
+
+
+def test_a_task_that_died_with_the_agent_is_reported_failed_agent_restarted() -> None:
+    core = Core(AGENT, frozenset({"wasm"}))
+    task = wasm_task()
+    actions = core.handle(Started(restored=(restored(task),)), 0.0)
+    assert len(actions) == 1 and isinstance(actions[0], Register)
+    [failed] = actions[0].tasks
+    assert (failed.state, failed.reason, failed.timestamp) == (TaskState.FAILED, Reason.AGENT_RESTARTED, 200.0)
+    assert core.journaled == [KeepStatus(failed, "wasm")]
+    assert core.handle(Registered(), 0.0) == [SendStatus(failed)]
+    assert core.handle(StatusAcked(task.task_id, failed.uuid), 0.0) == [CleanupTask(task.task_id, "wasm")]
+
+
+def test_a_task_asking_to_be_restarted_is_relaunched_even_unregistered_and_says_so() -> None:
+    core = Core(AGENT, frozenset({"wasm"}))
+    task = replace(wasm_task(), restart_policy=RestartPolicy.ON_AGENT_RESTART)
+    assert core.handle(Started(restored=(restored(task),)), 0.0) == [
+        StartTask(task),
+        Register((core.status_of(task.task_id),)),
+    ]
+    assert core.handle(RuntimeReported(TaskStarted(task.task_id), Stamp("new-run", 201.0)), 0.0) == []
+    again = only_status(core.handle(Registered(), 0.0))
+    assert (again.state, again.reason, again.uuid) == (TaskState.RUNNING, Reason.AGENT_RESTARTED, "new-run")
+    assert "relaunched" in again.message
+
+
+def test_a_relaunched_task_whose_first_running_still_waits_reports_no_second_one() -> None:
+    core = Core(AGENT, frozenset({"wasm"}))
+    task = replace(wasm_task(), restart_policy=RestartPolicy.ON_AGENT_RESTART)
+    before = TaskStatus(task.task_id, AGENT, TaskState.RUNNING, uuid="old-run", timestamp=50.0)
+    actions = core.handle(Started(restored=(restored(task, before),)), 0.0)
+    assert actions == [StartTask(task), Register((before,))]  # the old RUNNING is still to be delivered
+    assert core.handle(RuntimeReported(TaskStarted(task.task_id), Stamp("new-run", 201.0)), 0.0) == []
+    assert core.unacknowledged() == 1  # at most two updates per task, relaunched or not
+    assert core.handle(Registered(), 0.0) == [SendStatus(before)]
+    assert core.handle(StatusAcked(task.task_id, "old-run"), 0.0) == []
+    end = only_status(core.handle(RuntimeReported(TaskEnded(task.task_id, TaskState.FINISHED), stamp()), 0.0))
+    assert end.state is TaskState.FINISHED
+
+
+def test_a_task_that_ended_before_the_restart_is_not_relaunched_its_end_is_delivered() -> None:
+    core = Core(AGENT, frozenset({"wasm"}))
+    task = replace(wasm_task(), restart_policy=RestartPolicy.ON_AGENT_RESTART)
+    end = TaskStatus(task.task_id, AGENT, TaskState.FINISHED, uuid="end", timestamp=50.0)
+    assert core.handle(Started(restored=(restored(task, end),)), 0.0) == [Register((end,))]
+    assert core.journaled == []  # already in the journal
+    assert core.handle(Registered(), 0.0) == [SendStatus(end)]
+    assert core.handle(StatusAcked(task.task_id, "end"), 0.0) == [CleanupTask(task.task_id, "wasm")]
+
+
+def test_an_update_of_a_task_never_launched_is_delivered_after_a_restart() -> None:
+    core = Core(AGENT, frozenset({"wasm"}))
+    killed = TaskStatus(TaskId("ghost"), AGENT, TaskState.KILLED, uuid="k", timestamp=5.0)
+    core.handle(Started(restored=(Restored(TaskId("ghost"), "", None, (killed,), stamp()),)), 0.0)
+    assert core.handle(Registered(), 0.0) == [SendStatus(killed)]
+    assert core.handle(StatusAcked(TaskId("ghost"), "k"), 0.0) == []  # nothing ran: nothing to clean
+
+
+def test_a_container_found_again_keeps_running_and_its_journaled_update_goes_first() -> None:
+    core = Core(AGENT, frozenset({"docker"}))
+    task = docker_task()
+    before = TaskStatus(task.task_id, AGENT, TaskState.RUNNING, uuid="run", timestamp=50.0)
+    ended = RecoveredTask(task.task_id, TaskState.FINISHED, Reason.COMMAND_EXITED, "exit 0")
+    actions = core.handle(Started((Recovered("docker", ended, Stamp("end", 60.0)),), (restored(task, before),)), 0.0)
+    assert actions == [Register((before,))]
+    assert [s.uuid for s in core.journaled if isinstance(s, KeepStatus) for s in [s.status]] == ["end"]
+    assert core.handle(Registered(), 0.0) == [SendStatus(before)]
+    assert only_status(core.handle(StatusAcked(task.task_id, "run"), 0.0)).uuid == "end"
+
+
+def test_a_restored_task_whose_executor_is_gone_fails_executor_unavailable() -> None:
+    core = Core(AGENT, frozenset({"wasm"}))
+    actions = core.handle(Started(restored=(restored(docker_task()),)), 0.0)
+    assert isinstance(actions[0], Register)
+    assert actions[0].tasks[0].reason is Reason.EXECUTOR_UNAVAILABLE
+
+
+def test_at_its_limit_the_agent_takes_no_new_task_and_warns_once() -> None:
+    core = Core(AGENT, frozenset({"wasm"}), max_pending=4)  # two tasks
+    core.handle(Started(), 0.0)
+    core.handle(Registered(), 0.0)
+    first = run_to_running(core, wasm_task("a"))
+    run_to_running(core, wasm_task("b"))
+    assert core.handle(LaunchReceived(wasm_task("c"), stamp()), 0.0) == [LaunchRefused(TaskId("c"), 2, True)]
+    assert core.handle(LaunchReceived(wasm_task("c"), stamp()), 0.0) == [LaunchRefused(TaskId("c"), 2, False)]
+    assert core.handle(KillReceived(TaskId("ghost"), 1.0, stamp()), 0.0) == [LaunchRefused(TaskId("ghost"), 2, False)]
+    core.handle(StatusAcked(TaskId("a"), first.uuid), 0.0)
+    end = only_status(core.handle(RuntimeReported(TaskEnded(TaskId("a"), TaskState.FINISHED), stamp()), 0.0))
+    core.handle(StatusAcked(TaskId("a"), end.uuid), 0.0)
+    assert core.handle(LaunchReceived(wasm_task("c"), stamp()), 0.0) == [StartTask(wasm_task("c"))]
+    assert core.handle(LaunchReceived(wasm_task("d"), stamp()), 0.0) == [LaunchRefused(TaskId("d"), 2, True)]
+    with pytest.raises(ValueError):
+        AgentCore(AGENT, frozenset(), max_pending=1)

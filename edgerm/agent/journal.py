@@ -1,0 +1,377 @@
+"""The agent's journal: what must outlive the agent process, in its work dir.
+
+``work_dir/state/journal.jsonl`` is an append-only file of JSON lines, one
+record each:
+
+===========  ==============================================================
+``launch``   a task was handed to a runtime (its launch record)
+``update``   a status update the master has not acknowledged yet
+``ack``      the master acknowledged that update
+``forget``   the task's end was acknowledged: its launch record is done
+===========  ==============================================================
+
+Replaying it (:meth:`Journal.load`, at start) gives every task that was
+live or had updates waiting, with those updates in order: the agent core
+takes them back (``state.Restored``) and delivers them, and relaunches or
+fails the tasks that died with the process. Rules:
+
+- **Durable before sent.** Records are queued on the event loop and
+  written by one writer (a thread hop per batch), many records per
+  ``fsync`` (group commit). :meth:`durable` waits until everything queued
+  so far is on disk; the service awaits it before it sends an update or
+  launches a task, so a crash never loses a fact the master was not told.
+- **Torn tails are expected.** ``kill -9`` or a power cut can cut the last
+  line short; replay drops a last line that does not parse (a bad line in
+  the middle is skipped with a warning).
+- **Bounded.** The core bounds what is live (``AgentCore.max_pending``);
+  the file is compacted (rewritten with only live records, atomically)
+  when it holds more than :data:`COMPACT_AT` lines and four times the live
+  ones, and at every load.
+- **What a launch record holds.** For a task with restart policy NEVER
+  only what reporting it needs (id, name, executor, resources, owner):
+  neither its env, args nor secrets. For ON_AGENT_RESTART the whole
+  ``TaskInfo`` (it must run again, secrets included: the file is mode 0600)
+  without inline module bytes; those are kept once per content hash in
+  ``work_dir/modules/<sha256>.wasm`` (:class:`ModuleStore`).
+- A disk error does not stop the agent: it is logged once, and updates go
+  on from memory (a restart may then lose them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from edgerm.errors import EdgermError
+from edgerm.ids import TaskId
+from edgerm.model import RestartPolicy, TaskInfo, TaskStatus, WasmSpec
+from edgerm.wire import decode_task_info, decode_task_status, encode_task_info, encode_task_status
+
+log = logging.getLogger(__name__)
+
+JOURNAL_FILE = Path("state") / "journal.jsonl"
+MODULES_DIR = "modules"
+COMPACT_AT = 4096  # lines; below this the file is never rewritten while running
+
+
+@dataclass(frozen=True, slots=True)
+class JournalTask:
+    """One task as replayed: its launch record (if it was launched) and its unacknowledged updates."""
+
+    task_id: TaskId
+    executor: str
+    info: TaskInfo | None
+    pending: tuple[TaskStatus, ...]
+
+
+def launch_record(task: TaskInfo) -> TaskInfo:
+    """What the journal keeps of a launched task (see the module docstring)."""
+    container = task.container
+    if isinstance(container, WasmSpec) and container.module:
+        container = WasmSpec(module_sha256=container.sha256, time_limit=container.time_limit)
+    if task.restart_policy is RestartPolicy.ON_AGENT_RESTART:
+        return replace(task, container=container)
+    return TaskInfo(
+        task_id=task.task_id,
+        name=task.name,
+        agent_id=task.agent_id,
+        resources=task.resources,
+        container=container,
+        kill_grace=task.kill_grace,
+        framework_id=task.framework_id,
+        restart_policy=task.restart_policy,
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _launch_line(task: TaskInfo) -> str:
+    record = launch_record(task)
+    blob = _b64(encode_task_info(record))
+    return json.dumps({"op": "launch", "task": task.task_id, "executor": task.executor, "info": blob})
+
+
+def _update_line(status: TaskStatus, executor: str) -> str:
+    blob = _b64(encode_task_status(status))
+    return json.dumps(
+        {
+            "op": "update",
+            "task": status.task_id,
+            "uuid": status.uuid,
+            "state": status.state.value,
+            "executor": executor,
+            "status": blob,
+        }
+    )
+
+
+class Journal:
+    """The append-only journal of one work dir (see the module docstring)."""
+
+    def __init__(self, work_dir: Path, *, fsync: bool = True) -> None:
+        self.path = work_dir / JOURNAL_FILE
+        self._fsync = fsync
+        # The live records, in file order: what a compaction writes.
+        self._launches: dict[TaskId, str] = {}
+        self._executors: dict[TaskId, str] = {}
+        self._pending: dict[tuple[TaskId, str], str] = {}
+        self._lines = 0  # lines in the file, for compaction
+        self._queue: list[str] = []
+        self._queued = 0  # records ever queued
+        self._written = 0  # records ever written (or given up on)
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._file: Any = None
+        self._failed = False
+        self._closed = False
+
+    # -- start ----------------------------------------------------------------------
+
+    def load(self) -> list[JournalTask]:
+        """Replay the file (blocking: call from a thread, before anything is queued) and compact it."""
+        launches: dict[TaskId, tuple[str, str, TaskInfo]] = {}  # task -> (executor, line, launch record)
+        pending: dict[tuple[TaskId, str], tuple[str, str, TaskStatus]] = {}  # (task, uuid) -> (executor, line, s)
+        ended: set[TaskId] = set()
+        for n, rec, line in self._records():
+            op, task_id = rec.get("op"), TaskId(str(rec.get("task", "")))
+            try:
+                if op == "launch":
+                    record = decode_task_info(base64.b64decode(rec["info"]))
+                    launches[task_id] = (str(rec["executor"]), line, record)
+                    ended.discard(task_id)
+                elif op == "update":
+                    status = decode_task_status(base64.b64decode(rec["status"]))
+                    pending[(task_id, status.uuid)] = (str(rec["executor"]), line, status)
+                    if status.state.terminal:
+                        ended.add(task_id)
+                elif op == "ack":
+                    pending.pop((task_id, str(rec["uuid"])), None)
+                elif op == "forget":
+                    launches.pop(task_id, None)
+                else:
+                    raise KeyError(op)
+            except (KeyError, ValueError, TypeError, EdgermError) as e:
+                log.warning("%s:%d: skipping a bad record (%s)", self.path, n, e)
+        # A task whose end is recorded and acknowledged is done, even if its "forget" was not written.
+        waiting = {task_id for task_id, _ in pending}
+        for task_id in ended - waiting:
+            launches.pop(task_id, None)
+        out: list[JournalTask] = []
+        by_task: dict[TaskId, list[TaskStatus]] = {}
+        for (task_id, _), (executor, _, status) in pending.items():
+            by_task.setdefault(task_id, []).append(status)
+            self._executors.setdefault(task_id, executor)
+        for task_id, (executor, line, _) in launches.items():
+            self._launches[task_id] = line
+            self._executors[task_id] = executor
+        for key, (_, line, _) in pending.items():
+            self._pending[key] = line
+        for task_id in dict.fromkeys([*launches, *by_task]):
+            info = launches[task_id][2] if task_id in launches else None
+            out.append(JournalTask(task_id, self._executors[task_id], info, tuple(by_task.get(task_id, ()))))
+        self._rewrite(self._live_lines())
+        return out
+
+    def _records(self) -> Iterable[tuple[int, dict[str, Any], str]]:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        lines = data.split(b"\n")
+        for n, raw in enumerate(lines, 1):
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw)
+                if not isinstance(rec, dict):
+                    raise ValueError("not an object")
+            except ValueError as e:
+                if n == len(lines):  # the last line, cut short by a crash
+                    log.info("%s: dropping a torn last record (%d bytes)", self.path, len(raw))
+                else:
+                    log.warning("%s:%d: skipping a bad line (%s)", self.path, n, e)
+                continue
+            yield n, rec, raw.decode("utf-8")
+
+    # -- records (on the event loop) -------------------------------------------------------
+
+    def launch(self, task: TaskInfo) -> None:
+        line = _launch_line(task)
+        self._launches[task.task_id] = line
+        self._executors[task.task_id] = task.executor
+        self._append(line)
+
+    def has_launch(self, task_id: TaskId) -> bool:
+        return task_id in self._launches
+
+    def update(self, status: TaskStatus, executor: str) -> None:
+        line = _update_line(status, executor)
+        self._pending[(status.task_id, status.uuid)] = line
+        self._append(line)
+
+    def ack(self, task_id: TaskId, uuid: str) -> None:
+        if self._pending.pop((task_id, uuid), None) is not None:
+            self._append(json.dumps({"op": "ack", "task": task_id, "uuid": uuid}))
+
+    def forget(self, task_id: TaskId) -> None:
+        if self._launches.pop(task_id, None) is not None:
+            self._executors.pop(task_id, None)
+            self._append(json.dumps({"op": "forget", "task": task_id}))
+
+    def live(self) -> tuple[int, int]:
+        """(launch records, unacknowledged updates) held."""
+        return len(self._launches), len(self._pending)
+
+    async def durable(self) -> None:
+        """Wait until every record queued so far is written (and synced)."""
+        target = self._queued
+        if self._written >= target:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, future))
+        await future
+
+    async def close(self) -> None:
+        """Write what is queued, then close the file."""
+        if self._writer is not None:
+            await asyncio.shield(self._writer)
+        self._closed = True
+        if self._file is not None:
+            await asyncio.to_thread(self._file.close)
+            self._file = None
+
+    # -- the writer ----------------------------------------------------------------------
+
+    def _append(self, line: str) -> None:
+        self._queue.append(line)
+        self._queued += 1
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="agent-journal")
+
+    async def _write_loop(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            upto = self._queued
+            live = self._live_lines() if self._should_compact(len(batch)) else None
+            try:
+                await asyncio.to_thread(self._write, batch, live)
+            except OSError as e:
+                if not self._failed:
+                    log.warning(
+                        "cannot write the journal %s (%s): status updates are kept in memory only", self.path, e
+                    )
+                self._failed = True
+            self._written = upto
+            still: list[tuple[int, asyncio.Future[None]]] = []
+            for target, future in self._waiters:
+                if target <= upto:
+                    if not future.done():
+                        future.set_result(None)
+                else:
+                    still.append((target, future))
+            self._waiters = still
+
+    def _should_compact(self, adding: int) -> bool:
+        lines = self._lines + adding
+        return lines > COMPACT_AT and lines > 4 * (len(self._launches) + len(self._pending))
+
+    def _live_lines(self) -> list[str]:
+        return [*self._launches.values(), *self._pending.values()]
+
+    def _write(self, batch: list[str], live: list[str] | None) -> None:
+        """Writer thread: append a batch, or (compaction) replace the file by the live records."""
+        if live is not None:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+            self._rewrite(live)
+            return
+        if self._file is None:
+            self._file = _open_append(self.path)
+        self._file.write("".join(line + "\n" for line in batch))
+        self._file.flush()
+        if self._fsync:
+            os.fsync(self._file.fileno())
+        self._lines += len(batch)
+
+    def _rewrite(self, lines: list[str]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in lines))
+            f.flush()
+            if self._fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        if self._fsync:
+            _fsync_dir(self.path.parent)
+        self._lines = len(lines)
+
+
+def _open_append(path: Path) -> Any:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ModuleStore:
+    """WebAssembly module bytes by content hash, for tasks that must run again after a restart."""
+
+    def __init__(self, work_dir: Path, *, fsync: bool = True) -> None:
+        self.dir = work_dir / MODULES_DIR
+        self._fsync = fsync
+
+    def path(self, sha256: str) -> Path:
+        return self.dir / f"{sha256.lower()}.wasm"
+
+    def has(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def load(self, sha256: str) -> bytes | None:
+        try:
+            return self.path(sha256).read_bytes()
+        except OSError:
+            return None
+
+    def save(self, sha256: str, data: bytes) -> None:
+        """Keep ``data`` under its hash (atomic; blocking: call from a thread)."""
+        path = self.path(sha256)
+        if path.is_file():
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            if self._fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def prune(self, keep: Iterable[str]) -> None:
+        """Delete kept modules no launch record names any more (blocking)."""
+        wanted = {f"{sha.lower()}.wasm" for sha in keep}
+        try:
+            entries = list(self.dir.glob("*.wasm"))
+        except OSError:
+            return
+        for path in entries:
+            if path.name not in wanted:
+                path.unlink(missing_ok=True)
