@@ -17,6 +17,7 @@ Rules:
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 from edgerm import messages as m
@@ -55,18 +56,26 @@ class Handlers:
 
     # -- agent API ------------------------------------------------------------
 
-    async def agent_call(self, call: m.AgentCall) -> m.AgentEvent:
+    async def agent_call(self, call: m.AgentCall, transport: str = "http") -> m.AgentEvent:
         """REGISTER -> AgentRegistered, HEARTBEAT -> HeartbeatAck, UPDATE -> StatusAcknowledged.
 
         SUBSCRIBE opens a push channel and goes to :meth:`agent_commands`.
+        ``transport`` (``http``, ``coap``) labels the latency figures.
         """
+        started = time.perf_counter()
+        kind = "HEARTBEAT" if type(call) is m.AgentHeartbeat else _AGENT_CALL_NAMES.get(type(call), "UNKNOWN")
+        try:
+            return await self._agent_call(call, kind, transport)
+        finally:
+            self._metrics.request("agent", kind, transport, time.perf_counter() - started)
+
+    async def _agent_call(self, call: m.AgentCall, kind: str, transport: str) -> m.AgentEvent:
         service = self.service
+        self._metrics.call("agent", kind)
         if type(call) is m.AgentHeartbeat:
-            self._metrics.call("agent", "HEARTBEAT")
             self._metrics.heartbeats += 1
             service.handle(HeartbeatReceived(call.agent_id, call.task_ids))
             return m.HeartbeatAck(service.commands_pending(call.agent_id))
-        self._metrics.call("agent", _AGENT_CALL_NAMES.get(type(call), "UNKNOWN"))
         if isinstance(call, m.StatusUpdate):
             status = call.status
             if status.agent_id != call.agent_id:
@@ -76,6 +85,7 @@ class Handlers:
             service.handle(StatusReceived(call.agent_id, status))
             return m.StatusAcknowledged(status.task_id, status.uuid)
         if isinstance(call, m.RegisterAgent):
+            self._metrics.agent_transport[call.agent.id] = transport
             service.handle(AgentRegistered(call.agent, call.tasks))
             return m.AgentRegistered(call.agent.id, service.config.master_id, service.options.broker_url)
         raise UnknownCall("SUBSCRIBE opens the agent's command stream; it is not a request/reply call")
@@ -101,7 +111,15 @@ class Handlers:
 
     async def scheduler_call(self, call: m.SchedulerCall, stream_id: str) -> None:
         """Any scheduler call but SUBSCRIBE, on the framework's current stream."""
-        self._metrics.call("scheduler", _SCHEDULER_CALL_NAMES.get(type(call), "UNKNOWN"))
+        kind = _SCHEDULER_CALL_NAMES.get(type(call), "UNKNOWN")
+        self._metrics.call("scheduler", kind)
+        started = time.perf_counter()
+        try:
+            await self._scheduler_call(call, stream_id)
+        finally:
+            self._metrics.request("scheduler", kind, "http", time.perf_counter() - started)
+
+    async def _scheduler_call(self, call: m.SchedulerCall, stream_id: str) -> None:
         if isinstance(call, m.Subscribe):
             raise UnknownCall("SUBSCRIBE opens the framework's event stream; it is not a request/reply call")
         service = self.service
@@ -127,7 +145,7 @@ class Handlers:
     def metrics_text(self) -> str:
         """Prometheus text exposition of the master's figures."""
         service = self.service
-        return render_metrics(self._metrics, service.core.snapshot(), service.gauges())
+        return render_metrics(self._metrics, service.core, service.gauges(), service.now(), service.lost_recently())
 
     def module(self, sha256: str) -> bytes | None:
         """An inline module by content hash, if the master still holds it."""

@@ -33,16 +33,19 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from edgerm import messages as m
 from edgerm.errors import NotSubscribed, Unavailable, UnknownAgent, WireError
 from edgerm.ids import AgentId, FrameworkId, new_id
 from edgerm.master.actions import DropAgent, KillTask, LaunchTask, MasterAction, SendEvent
 from edgerm.master.events import FrameworkDisconnected, FrameworkSubscribed, MasterEvent, Tick
+from edgerm.master.history import ClusterHistory
 from edgerm.master.metrics import MasterMetrics
 from edgerm.master.state import MasterConfig, MasterCore
+from edgerm.master.tasks import TaskChange
 from edgerm.model import FrameworkInfo, TaskInfo, WasmSpec
 
 log = logging.getLogger(__name__)
@@ -335,6 +338,23 @@ class CommandStream:
 # -- the service ----------------------------------------------------------------------
 
 
+class Observer(Protocol):
+    """Told of every core event the service ran: the read side (metrics, dashboard history).
+
+    Called on the event loop right after the core returned, before the
+    actions are carried out; it must only update its own bookkeeping.
+    """
+
+    def observe(
+        self,
+        event: MasterEvent,
+        actions: Iterable[MasterAction],
+        changes: Iterable[TaskChange],
+        now: float,
+        seconds: float,
+    ) -> None: ...
+
+
 class MasterService:
     """Runs the master core on the event loop and carries out its actions."""
 
@@ -350,6 +370,10 @@ class MasterService:
         self.options = options = options if options is not None else ServiceOptions()
         self.core = core if core is not None else MasterCore(config)
         self.metrics = MasterMetrics()
+        #: What the core forgets but the dashboard shows (departed agents, status histories, dataflows).
+        self.history = ClusterHistory()
+        #: Told of every core event (metrics first); add read-side observers before start().
+        self.observers: list[Observer] = [self.metrics, self.history]
         self.modules = ModuleStore(options.module_store_bytes)
         self._clock = clock
         self._streams: dict[FrameworkId, EventStream] = {}
@@ -389,8 +413,11 @@ class MasterService:
 
     async def _tick_loop(self) -> None:
         interval = self.options.allocation_interval
+        loop = asyncio.get_running_loop()
         while True:
+            asleep = loop.time()
             await asyncio.sleep(interval)
+            self.metrics.lag(loop.time() - asleep - interval)
             try:
                 self.handle(Tick())
             except WireError as e:
@@ -410,8 +437,18 @@ class MasterService:
         """
         if not self.running:
             raise Unavailable("the master is not running")
-        actions = self.core.handle(event, self._clock())
+        actions = self._take(event, self._clock())
         self._execute(actions)
+        return actions
+
+    def _take(self, event: MasterEvent, now: float) -> list[MasterAction]:
+        """Run one event through the core and tell the observers (the one place the core is called)."""
+        started = time.perf_counter()
+        actions = self.core.handle(event, now)
+        seconds = time.perf_counter() - started
+        changes = self.core.take_task_changes()
+        for observer in self.observers:
+            observer.observe(event, actions, changes, now, seconds)
         return actions
 
     def _execute(self, actions: list[MasterAction]) -> None:
@@ -431,7 +468,7 @@ class MasterService:
             # Outside the loop above so the core is never re-entered mid-batch.
             stream = self._overflowed.popleft()
             if self.core.framework_known(stream.framework_id):
-                self._execute(self.core.handle(FrameworkDisconnected(stream.framework_id), self._clock()))
+                self._execute(self._take(FrameworkDisconnected(stream.framework_id), self._clock()))
 
     def _send(self, framework_id: FrameworkId, event: m.SchedulerEvent) -> None:
         stream = self._streams.get(framework_id)
@@ -471,7 +508,7 @@ class MasterService:
         if not self.running:
             raise Unavailable("the master is not running")
         fid = framework.id or FrameworkId(new_id())
-        actions = self.core.handle(FrameworkSubscribed(FrameworkInfo(fid, framework.name)), self._clock())
+        actions = self._take(FrameworkSubscribed(FrameworkInfo(fid, framework.name)), self._clock())
         old = self._streams.pop(fid, None)
         if old is not None:
             old.close()  # its transport's aclose() no longer reports: it is not current
@@ -519,6 +556,14 @@ class MasterService:
         return outbox is not None and outbox.pending
 
     # -- figures ---------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The service's clock (the time the core is given)."""
+        return self._clock()
+
+    def lost_recently(self) -> int:
+        """Agents lost within the history's memory window."""
+        return self.history.lost_recently(self._clock())
 
     def gauges(self) -> dict[str, float]:
         """The service's own gauges, by Prometheus metric name (see metrics.py)."""
