@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ from edgerm.agent.runtime import RecoveredTask, ReportCallback, TaskEnded, TaskS
 from edgerm.errors import RuntimeFailure
 from edgerm.ids import AgentId, TaskId
 from edgerm.model import PullPolicy, Reason, TaskInfo, TaskState
+from edgerm.promtext import SLOW_BUCKETS, Histogram
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +117,10 @@ class DockerRuntime:
         self._pump_lock = asyncio.Lock()
         self._buffer: list[EngineEvent] | None = None  # events held while recover() lists containers
         self._background: set[asyncio.Task[None]] = set()
+        #: Time to get a missing (or ``always``) image, by outcome: read by the agent's /metrics.
+        self.pull_seconds = Histogram(
+            "edgerm_agent_image_pull_seconds", "Time to get a Docker image, by outcome.", ("outcome",), SLOW_BUCKETS
+        )
 
     @property
     def agent_id(self) -> AgentId:
@@ -281,7 +287,7 @@ class DockerRuntime:
         """
         pulled = spec.pull_policy is PullPolicy.ALWAYS
         if pulled:
-            await asyncio.to_thread(self._engine.ensure_image, spec.image, spec.pull_policy)
+            await self._ensure_image(spec)
         replaced = False
         while not watch.killing:
             try:
@@ -290,7 +296,7 @@ class DockerRuntime:
                 if pulled:
                     raise
                 # Pulls, or raises with a clear message (``never``, no registry).
-                await asyncio.to_thread(self._engine.ensure_image, spec.image, spec.pull_policy)
+                await self._ensure_image(spec)
                 pulled = True
             except ContainerExists as e:
                 state = await asyncio.to_thread(self._engine.inspect, e.container_id)
@@ -299,6 +305,16 @@ class DockerRuntime:
                 await asyncio.to_thread(self._engine.remove, e.container_id)
                 replaced = True
         return None
+
+    async def _ensure_image(self, spec: ContainerSpec) -> None:
+        """Have the image (pulling it as the policy says), timed for ``pull_seconds``."""
+        started = time.monotonic()
+        outcome = "failed"
+        try:
+            await asyncio.to_thread(self._engine.ensure_image, spec.image, spec.pull_policy)
+            outcome = "ok"
+        finally:
+            self.pull_seconds.observe(time.monotonic() - started, outcome)
 
     async def _adopt_existing(self, watch: _Watch, container_id: str) -> None:
         """A LAUNCH for a task whose container already exists: watch it instead of running it twice."""

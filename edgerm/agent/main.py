@@ -3,11 +3,15 @@
 ::
 
     edgerm-agent [--master URL] [--coap] [--config FILE] [--work-dir DIR] [--name N] [--log-level LEVEL]
+                 [--metrics-port PORT [--metrics-host ADDR]]
 
 Plain ``edgerm-agent`` talks to ``EDGERM_MASTER`` or http://127.0.0.1:5050
 (precedence: flag > environment > config > default, edgerm.agent.config);
 ``edgerm-agent --coap`` speaks CoAP, to coap://127.0.0.1:5683 unless a
 ``coap://`` or ``coap+tcp://`` URL is named the same ways.
+An agent listens on no port unless ``--metrics-port`` asks it to serve
+Prometheus ``/metrics`` (edgerm.agent.metrics) on ``--metrics-host``
+(127.0.0.1 by default).
 SIGINT or SIGTERM stops it cleanly: WebAssembly tasks are stopped, Docker
 containers are left running for the next start to recover.
 
@@ -30,6 +34,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from edgerm.agent.config import (
@@ -42,6 +47,7 @@ from edgerm.agent.config import (
     resolve_master,
 )
 from edgerm.agent.http_transport import HttpAgentTransport
+from edgerm.agent.metrics import start_metrics_server
 from edgerm.agent.resources import build_agent_info, load_agent_id, measure
 from edgerm.agent.runtime import Runtime
 from edgerm.agent.service import AgentService
@@ -49,6 +55,9 @@ from edgerm.agent.transport import AgentTransport
 from edgerm.errors import ConfigError, EdgermError, TransportError
 from edgerm.ids import AgentId
 from edgerm.lifecycle import Starting
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("edgerm.agent")
 
@@ -119,6 +128,9 @@ class RunningAgent:
         self.service = service
         self.master_url = master_url
         self._tmp = tmp
+        self._metrics: web.AppRunner | None = None
+        #: ``http://host:port/metrics`` when the agent serves its metrics, else None.
+        self.metrics_url: str | None = None
 
     @property
     def agent_id(self) -> AgentId:
@@ -132,8 +144,16 @@ class RunningAgent:
         """Wait until the master has answered REGISTERED (wrap in ``asyncio.timeout``)."""
         await self.service.wait_registered()
 
+    async def serve_metrics(self, host: str, port: int) -> None:
+        runner = await start_metrics_server(self.service, host, port)
+        self._metrics = runner
+        self.metrics_url = f"http://{host}:{runner.addresses[0][1]}/metrics"
+
     async def stop(self) -> None:
         await self.service.stop()
+        if self._metrics is not None:
+            await self._metrics.cleanup()
+            self._metrics = None
         if self._tmp is not None:
             await asyncio.to_thread(self._tmp.cleanup)
             self._tmp = None
@@ -155,6 +175,8 @@ def start_agent(
     runtimes: Mapping[str, Runtime] | None = None,
     transport: AgentTransport | None = None,
     register_timeout: float | None = 10.0,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> Starting[RunningAgent]:
     """Start an agent in this event loop; unless ``register_timeout`` is None, wait until it registered.
 
@@ -163,10 +185,13 @@ def start_agent(
     argument, else the config's, else a temporary directory removed at stop.
     ``runtimes``: default, those of :func:`build_runtimes`. Raises
     :class:`~edgerm.errors.TransportError` when the master does not answer
-    within ``register_timeout`` (the agent is stopped again).
+    within ``register_timeout`` (the agent is stopped again). ``metrics_port``:
+    serve ``/metrics`` on ``metrics_host`` at that port (0: ephemeral; None:
+    no listener, the default).
     """
+    metrics = (metrics_host, metrics_port) if metrics_port is not None else None
     return Starting(
-        lambda: _start(master_url, config or AgentConfig(), work_dir, runtimes, transport, register_timeout)
+        lambda: _start(master_url, config or AgentConfig(), work_dir, runtimes, transport, register_timeout, metrics)
     )
 
 
@@ -177,6 +202,7 @@ async def _start(
     runtimes: Mapping[str, Runtime] | None,
     transport: AgentTransport | None,
     register_timeout: float | None,
+    metrics: tuple[str, int] | None = None,
 ) -> RunningAgent:
     tmp = None
     if work_dir is None:
@@ -195,6 +221,8 @@ async def _start(
     service = AgentService(info, transport, {e: runtimes[e] for e in executors}, work_dir)
     agent = RunningAgent(service, master_url, tmp)
     try:
+        if metrics is not None:
+            await agent.serve_metrics(*metrics)
         await service.start()
         log.info(
             "agent %s (%s) at %s: %s; executors %s; master %s",
@@ -230,6 +258,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", metavar="DIR", type=Path, help="state directory (agent id, task dirs, module cache)")
     p.add_argument("--name", metavar="N", help="hostname to advertise (default: the machine's)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus /metrics on this port (default: off, the agent listens on no port)",
+    )
+    p.add_argument(
+        "--metrics-host", default="127.0.0.1", metavar="ADDR", help="address for --metrics-port (default 127.0.0.1)"
+    )
     return p
 
 
@@ -258,8 +295,17 @@ def _work_dir(config: AgentConfig) -> Path:
         return tmp
 
 
-async def _serve(config: AgentConfig, master_url: str) -> None:
-    agent = await start_agent(master_url, config, _work_dir(config), register_timeout=None)
+async def _serve(config: AgentConfig, master_url: str, metrics: tuple[str, int] | None) -> None:
+    agent = await start_agent(
+        master_url,
+        config,
+        _work_dir(config),
+        register_timeout=None,
+        metrics_port=metrics[1] if metrics else None,
+        metrics_host=metrics[0] if metrics else "127.0.0.1",
+    )
+    if agent.metrics_url:
+        print(f"edgerm-agent serves metrics on {agent.metrics_url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -280,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config) if args.config else AgentConfig()
         config = config.with_overrides(work_dir=args.work_dir, name=args.name)
         master_url = master_url_for(args.master, args.coap, os.environ, config)
-        asyncio.run(_serve(config, master_url))
+        metrics = (args.metrics_host, args.metrics_port) if args.metrics_port is not None else None
+        asyncio.run(_serve(config, master_url, metrics))
     except (ConfigError, OSError) as e:
         print(f"edgerm-agent: {e}", file=sys.stderr)
         return 2

@@ -43,6 +43,7 @@ from typing import Any
 
 from edgerm import messages as m
 from edgerm.agent.dataflow.contract import with_broker
+from edgerm.agent.metrics import AgentMetrics
 from edgerm.agent.runtime import RecoveredTask, Runtime, RuntimeReport, TaskEnded
 from edgerm.agent.state import (
     AgentAction,
@@ -104,6 +105,7 @@ class AgentService:
         self.runtimes = dict(runtimes)
         self.work_dir = work_dir
         self.core = AgentCore(info.id, frozenset(self.runtimes))
+        self.metrics = AgentMetrics()
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -237,6 +239,8 @@ class AgentService:
             self._loop.call_soon_threadsafe(self._on_report, report)
 
     def _on_report(self, report: RuntimeReport) -> None:
+        if isinstance(report, TaskEnded):
+            self.metrics.ended(report.task_id, "unknown", report.state, report.reason)
         self._feed(RuntimeReported(report, self._stamp()))
 
     # -- actions ---------------------------------------------------------------------------
@@ -300,6 +304,7 @@ class AgentService:
             self._reopen_stream()
 
     async def _start_task(self, task: TaskInfo) -> None:
+        self.metrics.launch(task.task_id, task.executor)
         runtime = self.runtimes.get(task.executor)
         try:
             if runtime is None:
