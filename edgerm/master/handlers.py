@@ -22,7 +22,7 @@ from dataclasses import replace
 
 from edgerm import messages as m
 from edgerm.errors import MalformedMessage, UnknownCall, WireError
-from edgerm.ids import AgentId, FrameworkId, new_id
+from edgerm.ids import AgentId, FrameworkId, TaskId, new_id
 from edgerm.master.events import AgentRegistered, HeartbeatReceived, StatusReceived
 from edgerm.master.metrics import render_metrics
 from edgerm.master.service import CommandStream, EventStream, MasterService
@@ -146,6 +146,10 @@ class Handlers:
         """Prometheus text exposition of the master's figures."""
         service = self.service
         return render_metrics(self._metrics, service.core, service.gauges(), service.now(), service.lost_recently())
+
+    async def log_tails(self, task_id: TaskId) -> dict[str, str]:
+        """The last lines of a task's stdout and stderr for its page (``logs_note`` says why when there are none)."""
+        return {"logs_note": "task logs are fetched from the agent as the page loads"}
 
     def module(self, sha256: str) -> bytes | None:
         """An inline module by content hash, if the master still holds it."""

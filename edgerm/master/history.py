@@ -13,7 +13,9 @@ status changes it keeps:
 - **dataflows**: every task launched with the dataflow contract's env keys
   (``EDGERM_DF_DAG`` ...) is filed under its DAG, operator and replica, so
   the dashboard can draw the operator graph, its placements and its moves
-  (a replica launched again on another agent) from what the master saw.
+  (a replica launched again on another agent) from what the master saw;
+  :attr:`ClusterHistory.stats` holds the operators' rates and drops as
+  their stats reports arrive on the broker.
 
 Rules: every memory is bounded in count and the time-limited ones in age;
 the oldest go first. Observing is dict work only. Nothing here changes the
@@ -33,6 +35,7 @@ from edgerm import messages as m
 from edgerm.ids import AgentId, FrameworkId, TaskId
 from edgerm.master import events as ev
 from edgerm.master.actions import DropAgent, LaunchTask, MasterAction
+from edgerm.master.dataflow_stats import DataflowStats
 from edgerm.master.tasks import TaskChange
 from edgerm.model import AgentInfo, FrameworkInfo, TaskStatus
 
@@ -111,6 +114,8 @@ class ClusterHistory:
         self._statuses: OrderedDict[TaskId, deque[TaskStatus]] = OrderedDict()
         self._dataflows: OrderedDict[str, Dataflow] = OrderedDict()
         self._placed: dict[TaskId, str] = {}  # dataflow task -> its DAG
+        #: Operator figures heard on the broker (fed by edgerm.master.dataflow_stats.StatsListener).
+        self.stats = DataflowStats()
 
     # -- observing -------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ Routes::
     GET  /api/v1/state             the cluster state as JSON
     GET  /api/v1/modules/{sha256}  an inline WebAssembly module by content hash
     GET  /metrics                  Prometheus text
-    GET  /                         a small dashboard over /api/v1/state
+    GET  /, /ui/...                the dashboard (edgerm.master.dashboard lists its pages)
 
 Rules:
 - Bodies are ``application/x-protobuf`` and read here with a size limit, so
@@ -40,7 +40,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from edgerm import messages as m
 from edgerm import wire
 from edgerm.errors import MalformedMessage, MessageTooLarge, NotFound, WireError
-from edgerm.master.dashboard import DASHBOARD_HTML
+from edgerm.master import dashboard
 from edgerm.master.handlers import Handlers
 from edgerm.master.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
@@ -184,9 +184,6 @@ class _HttpAdapter:
             headers={"Content-Type": "application/wasm", "Cache-Control": "public, max-age=31536000, immutable"},
         )
 
-    async def dashboard(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(text=DASHBOARD_HTML, content_type="text/html")
-
 
 def make_app(handlers: Handlers, max_body: int = DEFAULT_MAX_BODY) -> web.Application:
     """The master's aiohttp application over ``handlers``.
@@ -204,5 +201,5 @@ def make_app(handlers: Handlers, max_body: int = DEFAULT_MAX_BODY) -> web.Applic
     app.router.add_get("/api/v1/state", guard(adapter.state))
     app.router.add_get("/api/v1/modules/{sha256}", guard(adapter.module))
     app.router.add_get("/metrics", guard(adapter.metrics))
-    app.router.add_get("/", guard(adapter.dashboard))
+    dashboard.add_routes(app, handlers, guard)
     return app

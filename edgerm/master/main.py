@@ -42,6 +42,7 @@ from edgerm.errors import ConfigError
 from edgerm.lifecycle import Starting
 from edgerm.master.broker import DEFAULT_BROKER_PORT, EMBEDDED, EmbeddedBroker, check_broker_url
 from edgerm.master.coap import CoapServer, start_coap_server
+from edgerm.master.dataflow_stats import StatsListener
 from edgerm.master.handlers import Handlers
 from edgerm.master.http import DEFAULT_MAX_BODY, make_app
 from edgerm.master.service import DEFAULT_MODULE_STORE_BYTES, MasterService, ServiceOptions
@@ -72,6 +73,8 @@ class RunningMaster:
         self.coap = coap
         self._runner = runner
         self._stopped = False
+        #: Hears the dataflow operators' stats on the broker, for the dashboard (None without a broker).
+        self.stats_listener: StatsListener | None = None
 
     @property
     def coap_url(self) -> str | None:
@@ -94,6 +97,8 @@ class RunningMaster:
             return
         self._stopped = True
         try:
+            if self.stats_listener is not None:
+                await self.stats_listener.stop()
             await self.service.stop()
         finally:
             try:
@@ -225,6 +230,9 @@ async def _start_serving(
         raise
     bound = runner.addresses[0][1]
     master = RunningMaster(service, handlers, runner, host, bound, coap, broker)
+    if options.broker_url:
+        master.stats_listener = StatsListener(options.broker_url, service.history.stats)
+        master.stats_listener.start()
     log.info("edgerm master %s listening on %s", config.master_id, master.url)
     if coap is not None:
         log.info("CoAP on %s%s", coap.url, f" and {coap.tcp_url}" if coap.tcp_url else "")

@@ -237,6 +237,10 @@ class MasterMetrics:
         else:
             self._live[after.state.value] = self._live.get(after.state.value, 0) + 1
 
+    def offers_outstanding(self) -> int:
+        """Offers sent and not yet accepted, declined, rescinded or expired."""
+        return len(self._offers)
+
     def live_tasks(self) -> dict[str, int]:
         """Live tasks by state, kept from the core's status changes."""
         return dict(self._live)
@@ -326,7 +330,9 @@ def render_metrics(
         ("framework_id",),
     )
     w.counter(metrics.offers)
-    w.gauge("edgerm_offers_outstanding", "Offers made and not yet answered.", [((), float(len(metrics._offers)))])
+    w.gauge(
+        "edgerm_offers_outstanding", "Offers made and not yet answered.", [((), float(metrics.offers_outstanding()))]
+    )
     w.counter(metrics.subscriptions)
     w.counter(metrics.teardowns)
     w.gauge("edgerm_tasks", "Live tasks, by state.", [((s,), n) for s, n in metrics.live_tasks().items()], ("state",))
