@@ -81,7 +81,7 @@ TASKS = Table(
         Col("Framework", "framework", link="/ui/tasks?framework={framework_id}"),
         Col("Agent", "hostname", link="/ui/tasks?agent={agent_id}"),
         Col("Executor", "executor"),
-        Col("Resources", "resources"),
+        Col("Resources", "resources", cls="wrap"),
         Col("Updated", "updated_at", "time"),
     ),
     "no tasks match",
@@ -166,7 +166,7 @@ OPERATORS = Table(
 
 def _card(label: str, key: str, data: Json, sub: str = "", cls: str = "") -> str:
     value = pick(data, key)
-    klass = f"card {cls}".strip()
+    klass = f"card {cls}{' zero' if value == 0 else ''}".strip()
     return (
         f'<div class="{esc(klass)}"><div class="l">{esc(label)}</div><div class="n" data-k="{esc(key)}">'
         f"{esc(value)}</div>{f'<div class=sub>{sub}</div>' if sub else ''}</div>"
