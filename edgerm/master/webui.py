@@ -197,7 +197,8 @@ h1{font-size:20px;margin:4px 0 14px}h2{font-size:15px;margin:22px 0 8px;color:#3
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:12px}
 .card{background:#fff;border-radius:8px;padding:12px 14px;box-shadow:0 1px 2px rgba(0,0,0,.08)}
 .card .n{font-size:26px;font-weight:600}.card .l{color:#657086;font-size:12px;text-transform:uppercase;
-letter-spacing:.4px}.card .sub{color:#657086;font-size:12px}.card.warn .n{color:#c2410c}.card.bad .n{color:#b91c1c}.card.zero .n{color:#1d2330}
+letter-spacing:.4px}.card .sub{color:#657086;font-size:12px}.card.warn .n{color:#c2410c}.card.bad .n{color:#b91c1c}
+.card.zero .n{color:#1d2330}
 .panel{background:#fff;border-radius:8px;padding:12px 14px;box-shadow:0 1px 2px rgba(0,0,0,.08);margin-bottom:12px}
 .util{display:grid;grid-template-columns:90px 1fr 260px;gap:10px;align-items:center;margin:6px 0}
 .bar{position:relative;height:12px;background:#e7ebf1;border-radius:6px;overflow:hidden;display:flex;min-width:60px}
@@ -207,7 +208,8 @@ letter-spacing:.4px}.card .sub{color:#657086;font-size:12px}.card.warn .n{color:
 table{border-collapse:collapse;width:100%}th,td{padding:6px 10px;text-align:left;vertical-align:top;
 border-bottom:1px solid #edf0f4;white-space:nowrap}th{background:#f8f9fb;font-weight:600;color:#4b5567;
 font-size:12px;text-transform:uppercase;letter-spacing:.3px}tbody tr:hover{background:#f8fafd}
-td.wrap{white-space:normal;min-width:180px;max-width:360px;overflow-wrap:anywhere}a code{color:#2563eb}td.num{text-align:right}
+td.wrap{white-space:normal;min-width:180px;max-width:360px;overflow-wrap:anywhere}a code{color:#2563eb}
+td.num{text-align:right}
 code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace;color:#334;display:inline-block;max-width:150px;
 overflow:hidden;text-overflow:ellipsis;vertical-align:bottom}td .bar{margin-top:3px;height:6px}
 .bartext{font-size:12px}a{color:#2563eb;text-decoration:none}a:hover{text-decoration:underline}
