@@ -18,8 +18,10 @@
     │   ├── UnknownTask           404  4.04  no such task
     │   ├── Conflict              409  4.09  e.g. a duplicate task id
     │   ├── Unavailable           503  5.03  shutting down / not ready
-    │   └── NotFound              404  4.04  no such path or module (wire code
-    │                                        CODE_UNSPECIFIED: no call failed)
+    │   ├── NotFound              404  4.04  no such path or module (wire code
+    │   │                                    CODE_UNSPECIFIED: no call failed)
+    │   └── AgentTimeout          504  5.04  an agent did not answer in time
+    │                                        (CODE_UNSPECIFIED, operator APIs only)
     ├── ConfigError               a config file or flag is wrong
     ├── RuntimeFailure            a runtime could not run a task (agent side)
     └── TransportError            the peer could not be reached or the
@@ -117,6 +119,16 @@ class NotFound(WireError):
     """
 
     code, http_status, coap_code = "CODE_UNSPECIFIED", 404, _coap(4, 4)
+
+
+class AgentTimeout(WireError):
+    """An agent did not answer the master in time (e.g. a request for a task's logs).
+
+    Like :class:`NotFound` it has no wire code of its own: it is an answer
+    to an operator's HTTP request, never sent to an agent or framework.
+    """
+
+    code, http_status, coap_code = "CODE_UNSPECIFIED", 504, _coap(5, 4)
 
 
 WIRE_ERRORS: dict[str, type[WireError]] = {

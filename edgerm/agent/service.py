@@ -38,11 +38,13 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Coroutine, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from edgerm import messages as m
 from edgerm.agent.dataflow.contract import with_broker
+from edgerm.agent.logs import read_piece
 from edgerm.agent.metrics import AgentMetrics
 from edgerm.agent.runtime import RecoveredTask, Runtime, RuntimeReport, TaskEnded
 from edgerm.agent.state import (
@@ -325,6 +327,22 @@ class AgentService:
         if runtime is not None:
             await runtime.kill(action.task_id, action.grace)
 
+    async def _send_logs(self, command: m.SendLogsCommand) -> None:
+        """Answer the master's log request with a piece of the task's sandbox file (best effort, sent once)."""
+        answer = m.TaskLogs(self.info.id, command.request_id, command.task_id, command.stream, 0)
+        path = self.work_dir / "tasks" / sandbox_name(command.task_id) / command.stream
+        try:
+            start, data, size = await asyncio.to_thread(read_piece, path, command.offset, command.limit)
+            answer = replace(answer, offset=start, data=data, size=size)
+        except FileNotFoundError:
+            answer = replace(answer, error=f"no {command.stream} of task {command.task_id} on this agent")
+        except OSError as e:
+            answer = replace(answer, error=f"cannot read the {command.stream} of {command.task_id}: {e.strerror}")
+        try:
+            await self.transport.call(answer)
+        except (TransportError, WireError) as e:
+            log.debug("logs of %s not delivered: %s", command.task_id, e)
+
     async def _cleanup(self, action: CleanupTask) -> None:
         runtime = self.runtimes.get(action.executor)
         if runtime is not None:
@@ -390,6 +408,8 @@ class AgentService:
                 self._feed(LaunchReceived(command.task, self._stamp()))
             elif isinstance(command, m.KillCommand):
                 self._feed(KillReceived(command.task_id, command.grace, self._stamp()))
+            elif isinstance(command, m.SendLogsCommand):
+                self._spawn(self._send_logs(command))
             else:
                 log.warning("unexpected event on the command stream: %r", command)
 

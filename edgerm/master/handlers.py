@@ -17,13 +17,15 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import replace
 
 from edgerm import messages as m
-from edgerm.errors import MalformedMessage, UnknownCall, WireError
+from edgerm.errors import MalformedMessage, UnknownAgent, UnknownCall, WireError
 from edgerm.ids import AgentId, FrameworkId, TaskId, new_id
 from edgerm.master.events import AgentRegistered, HeartbeatReceived, StatusReceived
+from edgerm.master.logs import LogPiece, LogRequests
 from edgerm.master.metrics import render_metrics
 from edgerm.master.service import CommandStream, EventStream, MasterService
 from edgerm.model import FrameworkInfo
@@ -33,6 +35,7 @@ _AGENT_CALL_NAMES: dict[type, str] = {
     m.AgentHeartbeat: "HEARTBEAT",
     m.StatusUpdate: "UPDATE",
     m.SubscribeAgent: "SUBSCRIBE",
+    m.TaskLogs: "LOGS",
 }
 _SCHEDULER_CALL_NAMES: dict[type, str] = {
     m.Subscribe: "SUBSCRIBE",
@@ -53,6 +56,8 @@ class Handlers:
     def __init__(self, service: MasterService) -> None:
         self.service = service
         self._metrics = service.metrics
+        #: Log requests waiting for their agents (GET /api/v1/tasks/{id}/logs).
+        self.logs = LogRequests(service)
 
     # -- agent API ------------------------------------------------------------
 
@@ -84,6 +89,11 @@ class Handlers:
                 status = replace(status, agent_id=call.agent_id)  # frameworks always see the agent
             service.handle(StatusReceived(call.agent_id, status))
             return m.StatusAcknowledged(status.task_id, status.uuid)
+        if isinstance(call, m.TaskLogs):
+            if not service.core.agent_known(call.agent_id):
+                raise UnknownAgent(f"agent {call.agent_id!r} is not registered")
+            self.logs.received(call)
+            return m.LogsReceived()
         if isinstance(call, m.RegisterAgent):
             self._metrics.agent_transport[call.agent.id] = transport
             service.handle(AgentRegistered(call.agent, call.tasks))
@@ -147,9 +157,31 @@ class Handlers:
         service = self.service
         return render_metrics(self._metrics, service.core, service.gauges(), service.now(), service.lost_recently())
 
-    async def log_tails(self, task_id: TaskId) -> dict[str, str]:
-        """The last lines of a task's stdout and stderr for its page (``logs_note`` says why when there are none)."""
-        return {"logs_note": "task logs are fetched from the agent as the page loads"}
+    async def task_logs(self, task_id: TaskId, stream: str, offset: int, limit: int) -> LogPiece:
+        """A piece of a task's stdout or stderr, asked of its agent (see :mod:`edgerm.master.logs`)."""
+        self._metrics.call("operator", "LOGS")
+        return await self.logs.fetch(task_id, stream, offset, limit)
+
+    async def log_tails(self, task_id: TaskId, size: int = 8192, wait: float = 2.0) -> dict[str, object]:
+        """The ends of a task's stdout and stderr for its page; ``logs_note`` says why one is missing."""
+
+        async def tail(stream: str) -> LogPiece | WireError:
+            try:
+                return await self.logs.fetch(task_id, stream, -size, size, wait)
+            except WireError as e:
+                return e
+
+        out: dict[str, object] = {}
+        notes = []
+        for stream, got in zip(m.LOG_STREAMS, await asyncio.gather(*(tail(s) for s in m.LOG_STREAMS)), strict=True):
+            if isinstance(got, LogPiece):
+                out[stream] = got.data.decode("utf-8", errors="replace")
+                out[f"{stream}_offset"] = got.offset
+            else:
+                notes.append(f"{stream}: {got}")
+        if notes:
+            out["logs_note"] = "; ".join(dict.fromkeys(notes))
+        return out
 
     def module(self, sha256: str) -> bytes | None:
         """An inline module by content hash, if the master still holds it."""

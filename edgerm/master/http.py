@@ -8,6 +8,9 @@ Routes::
                                    header Edgerm-Stream-Id; others 202 empty
     GET  /api/v1/state             the cluster state as JSON
     GET  /api/v1/modules/{sha256}  an inline WebAssembly module by content hash
+    GET  /api/v1/tasks/{id}/logs   ?stream=stdout|stderr&offset=N&limit=N: a piece of a
+                                   task's output, fetched from its agent (JSON; errors
+                                   as JSON {"error", "message"} with their HTTP status)
     GET  /metrics                  Prometheus text
     GET  /, /ui/...                the dashboard (edgerm.master.dashboard lists its pages)
 
@@ -40,8 +43,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 from edgerm import messages as m
 from edgerm import wire
 from edgerm.errors import MalformedMessage, MessageTooLarge, NotFound, WireError
+from edgerm.ids import TaskId
 from edgerm.master import dashboard
 from edgerm.master.handlers import Handlers
+from edgerm.master.logs import DEFAULT_LIMIT as DEFAULT_LOG_LIMIT
 from edgerm.master.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
@@ -172,6 +177,27 @@ class _HttpAdapter:
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         return web.Response(body=self._handlers.metrics_text().encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
+    async def task_logs(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        try:
+            offset = int(query.get("offset", "0"))
+            limit = int(query.get("limit", str(DEFAULT_LOG_LIMIT)))
+            if abs(offset) > 2**62:
+                raise ValueError(offset)
+            piece = await self._handlers.task_logs(
+                TaskId(request.match_info["id"]), query.get("stream", "stdout"), offset, limit
+            )
+        except ValueError:
+            return self._json_error(MalformedMessage("offset and limit must be integers"))
+        except WireError as e:
+            return self._json_error(e)
+        return web.json_response(piece.to_json(), headers={"Cache-Control": "no-store"})
+
+    def _json_error(self, error: WireError) -> web.Response:
+        self._handlers.failed(error)
+        body = {"error": type(error).__name__, "message": str(error)}
+        return web.json_response(body, status=error.http_status, headers={"Cache-Control": "no-store"})
+
     async def module(self, request: web.Request) -> web.StreamResponse:
         sha256 = request.match_info["sha256"]
         if not _SHA256.fullmatch(sha256):
@@ -200,6 +226,7 @@ def make_app(handlers: Handlers, max_body: int = DEFAULT_MAX_BODY) -> web.Applic
     app.router.add_post("/api/v1/scheduler", guard(adapter.scheduler))
     app.router.add_get("/api/v1/state", guard(adapter.state))
     app.router.add_get("/api/v1/modules/{sha256}", guard(adapter.module))
+    app.router.add_get("/api/v1/tasks/{id}/logs", guard(adapter.task_logs))
     app.router.add_get("/metrics", guard(adapter.metrics))
     dashboard.add_routes(app, handlers, guard)
     return app

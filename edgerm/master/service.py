@@ -51,7 +51,7 @@ from edgerm.model import FrameworkInfo, TaskInfo, WasmSpec
 log = logging.getLogger(__name__)
 
 #: A command pushed to an agent.
-AgentCommand = m.LaunchCommand | m.KillCommand
+AgentCommand = m.LaunchCommand | m.KillCommand | m.SendLogsCommand
 
 MiB = 1024 * 1024
 DEFAULT_MODULE_STORE_BYTES = 256 * MiB
@@ -550,6 +550,14 @@ class MasterService:
         if not self.core.agent_known(agent_id):
             raise UnknownAgent(f"agent {agent_id!r} is not registered")
         return self._outbox(agent_id).attach()
+
+    def push_command(self, agent_id: AgentId, command: AgentCommand) -> None:
+        """Queue a command the core does not order (a log request) for a registered agent."""
+        if not self.running:
+            raise Unavailable("the master is not running")
+        if not self.core.agent_known(agent_id):
+            raise UnknownAgent(f"agent {agent_id!r} is not registered")
+        self._outbox(agent_id).put(command)
 
     def commands_pending(self, agent_id: AgentId) -> bool:
         outbox = self._outboxes.get(agent_id)
