@@ -1,5 +1,8 @@
 """``edgerm``: print a master's agents, frameworks or tasks as tables.
 
+``edgerm logs TASK [-f]`` and ``edgerm task TASK`` (a task's output and
+status history) are in :mod:`edgerm.cli_logs`.
+
 ``edgerm [--master URL] [--json] agents|frameworks|tasks`` fetches
 ``GET /api/v1/state`` and renders one of its lists as an aligned text table
 (``--json`` prints that list as JSON instead). The master defaults to
@@ -199,10 +202,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _command(argv: Sequence[str]) -> str:
+    """The first word that is not an option or an option's value."""
+    words = iter(argv)
+    for word in words:
+        if word in ("--master", "--timeout"):
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return ""
+
+
 def main(
     argv: Sequence[str] | None = None,
     fetch: Callable[[str, float], Mapping[str, object]] = fetch_state,
 ) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if _command(words) in ("logs", "task"):  # a task's output and history: edgerm.cli_logs
+        from edgerm import cli_logs
+
+        return cli_logs.main(words, os.environ.get("EDGERM_MASTER") or DEFAULT_MASTER, 10.0)
     args = parse_args(argv)
     try:
         state = fetch(args.master, args.timeout)

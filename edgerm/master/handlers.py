@@ -24,6 +24,7 @@ from dataclasses import replace
 from edgerm import messages as m
 from edgerm.errors import MalformedMessage, UnknownAgent, UnknownCall, WireError
 from edgerm.ids import AgentId, FrameworkId, TaskId, new_id
+from edgerm.master import views
 from edgerm.master.events import AgentRegistered, HeartbeatReceived, StatusReceived
 from edgerm.master.logs import LogPiece, LogRequests
 from edgerm.master.metrics import render_metrics
@@ -156,6 +157,10 @@ class Handlers:
         """Prometheus text exposition of the master's figures."""
         service = self.service
         return render_metrics(self._metrics, service.core, service.gauges(), service.now(), service.lost_recently())
+
+    def task(self, task_id: TaskId) -> dict[str, object] | None:
+        """One task with its status history (the dashboard's task view), or None if not remembered."""
+        return views.task(self.service, self.service.now(), task_id)
 
     async def task_logs(self, task_id: TaskId, stream: str, offset: int, limit: int) -> LogPiece:
         """A piece of a task's stdout or stderr, asked of its agent (see :mod:`edgerm.master.logs`)."""

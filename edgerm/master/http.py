@@ -8,6 +8,7 @@ Routes::
                                    header Edgerm-Stream-Id; others 202 empty
     GET  /api/v1/state             the cluster state as JSON
     GET  /api/v1/modules/{sha256}  an inline WebAssembly module by content hash
+    GET  /api/v1/tasks/{id}        one task and its status history (JSON)
     GET  /api/v1/tasks/{id}/logs   ?stream=stdout|stderr&offset=N&limit=N: a piece of a
                                    task's output, fetched from its agent (JSON; errors
                                    as JSON {"error", "message"} with their HTTP status)
@@ -42,7 +43,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from edgerm import messages as m
 from edgerm import wire
-from edgerm.errors import MalformedMessage, MessageTooLarge, NotFound, WireError
+from edgerm.errors import MalformedMessage, MessageTooLarge, NotFound, UnknownTask, WireError
 from edgerm.ids import TaskId
 from edgerm.master import dashboard
 from edgerm.master.handlers import Handlers
@@ -177,6 +178,13 @@ class _HttpAdapter:
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         return web.Response(body=self._handlers.metrics_text().encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
+    async def task(self, request: web.Request) -> web.StreamResponse:
+        task_id = TaskId(request.match_info["id"])
+        data = self._handlers.task(task_id)
+        if data is None:
+            return self._json_error(UnknownTask(f"the master does not remember a task {task_id!r}"))
+        return web.json_response(data, headers={"Cache-Control": "no-store"})
+
     async def task_logs(self, request: web.Request) -> web.StreamResponse:
         query = request.query
         try:
@@ -226,6 +234,7 @@ def make_app(handlers: Handlers, max_body: int = DEFAULT_MAX_BODY) -> web.Applic
     app.router.add_post("/api/v1/scheduler", guard(adapter.scheduler))
     app.router.add_get("/api/v1/state", guard(adapter.state))
     app.router.add_get("/api/v1/modules/{sha256}", guard(adapter.module))
+    app.router.add_get("/api/v1/tasks/{id}", guard(adapter.task))
     app.router.add_get("/api/v1/tasks/{id}/logs", guard(adapter.task_logs))
     app.router.add_get("/metrics", guard(adapter.metrics))
     dashboard.add_routes(app, handlers, guard)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,52 @@ async def test_a_silent_agent_times_out_and_a_lost_one_is_unavailable(tmp_path: 
             await eventually(lambda: not core.agent_known(agent.agent_id), what="the agent declared lost")
             status, body = await logs(master, "echo-2")
             assert status == 503 and body["error"] == "Unavailable", body
+
+
+async def edgerm_cli(*args: str, within: float = 30.0) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edgerm.cli", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        async with asyncio.timeout(within):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_edgerm_logs_and_task_print_output_and_follow_until_the_end(tmp_path: Path) -> None:
+    async with start_master(allocation_interval=0.05) as master:
+
+        def make(offer: Offer) -> list[Any]:
+            return [
+                *echo("echo-3", "first", "second")(offer),
+                *one_task("loop-3", WASM_DIR / "loop.wat", time_limit=1.5)(offer),
+            ]
+
+        fw = Launcher(make)
+        async with start_agent(master.url, FAST, tmp_path), framework(master, fw):
+            await fw.wait_state("echo-3", TaskState.FINISHED)
+            code, out, err = await edgerm_cli("--master", master.url, "logs", "echo-3")
+            assert code == 0, err
+            assert out.splitlines()[1:3] == ["first", "second"]
+            code, out, _ = await edgerm_cli("--master", master.url, "logs", "echo-3", "--tail", "7")
+            assert code == 0 and out == "second\n"
+
+            await fw.wait_state("loop-3", TaskState.RUNNING)
+            code, out, err = await edgerm_cli("--master", master.url, "logs", "-f", "loop-3")
+            assert code == 0, err  # it returned because the task ended (its time limit)
+            assert fw.states("loop-3")[-1] is TaskState.FAILED
+
+            code, out, err = await edgerm_cli("--master", master.url, "task", "echo-3", "--lines", "2")
+            assert code == 0, err
+            assert "FINISHED" in out and "STAGING" in out and "RUNNING" in out  # the status history
+            assert "--- stdout (last 2 line(s)" in out and "second" in out
+
+            code, _, err = await edgerm_cli("--master", master.url, "logs", "nope")
+            assert code == 1 and "does not know a task 'nope'" in err
+        code, _, err = await edgerm_cli("--master", "http://127.0.0.1:9", "logs", "echo-3")
+        assert code == 2 and "cannot reach the master" in err
