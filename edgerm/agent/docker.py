@@ -34,7 +34,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +52,17 @@ from edgerm.agent.docker_engine import (
 )
 from edgerm.agent.docker_events import EventPump
 from edgerm.agent.docker_spec import ContainerSpec, Outcome, build_spec, classify_exit, container_name
-from edgerm.agent.runtime import RecoveredTask, ReportCallback, TaskEnded, TaskStarted
+from edgerm.agent.pull_progress import PullProgress, Throttle
+from edgerm.agent.runtime import RecoveredTask, ReportCallback, TaskEnded, TaskProgress, TaskStarted
 from edgerm.errors import RuntimeFailure
 from edgerm.ids import AgentId, TaskId
 from edgerm.model import PullPolicy, Reason, TaskInfo, TaskState
 from edgerm.promtext import SLOW_BUCKETS, Histogram
 
 log = logging.getLogger(__name__)
+
+#: Seconds between two progress reports of an image pull (a STARTING status each).
+PROGRESS_INTERVAL = 1.0
 
 
 class _Watch:
@@ -287,7 +291,7 @@ class DockerRuntime:
         """
         pulled = spec.pull_policy is PullPolicy.ALWAYS
         if pulled:
-            await self._ensure_image(spec)
+            await self._ensure_image(watch, spec)
         replaced = False
         while not watch.killing:
             try:
@@ -296,7 +300,7 @@ class DockerRuntime:
                 if pulled:
                     raise
                 # Pulls, or raises with a clear message (``never``, no registry).
-                await self._ensure_image(spec)
+                await self._ensure_image(watch, spec)
                 pulled = True
             except ContainerExists as e:
                 state = await asyncio.to_thread(self._engine.inspect, e.container_id)
@@ -306,15 +310,30 @@ class DockerRuntime:
                 replaced = True
         return None
 
-    async def _ensure_image(self, spec: ContainerSpec) -> None:
-        """Have the image (pulling it as the policy says), timed for ``pull_seconds``."""
+    async def _ensure_image(self, watch: _Watch, spec: ContainerSpec) -> None:
+        """Have the image (pulling it as the policy says), timed for ``pull_seconds``.
+
+        While it is pulled, the task reports its progress (layers and bytes)
+        as a STARTING message at most every :data:`PROGRESS_INTERVAL` seconds.
+        """
+        progress, throttle = PullProgress(spec.image), Throttle(PROGRESS_INTERVAL)
+
+        def on_event(event: Mapping[str, object]) -> None:  # in the pulling thread
+            progress.feed(event)
+            if throttle.ready(time.monotonic()):
+                watch.report(TaskProgress(watch.task_id, progress.summary()))
+
         started = time.monotonic()
         outcome = "failed"
+        log.info("task %s: getting image %s (pull policy %s)", watch.task_id, spec.image, spec.pull_policy.value)
         try:
-            await asyncio.to_thread(self._engine.ensure_image, spec.image, spec.pull_policy)
+            await asyncio.to_thread(self._engine.ensure_image, spec.image, spec.pull_policy, on_event)
             outcome = "ok"
         finally:
-            self.pull_seconds.observe(time.monotonic() - started, outcome)
+            took = time.monotonic() - started
+            self.pull_seconds.observe(took, outcome)
+        if progress.layers:
+            log.info("task %s: pulled %s in %.1f s (%s)", watch.task_id, spec.image, took, progress.summary())
 
     async def _adopt_existing(self, watch: _Watch, container_id: str) -> None:
         """A LAUNCH for a task whose container already exists: watch it instead of running it twice."""

@@ -63,9 +63,8 @@ AGENTS = Table(
         Col("Memory", "mem", "bar", bar="mem_pct"),
         Col("Disk", "disk"),
         Col("Devices", "devices"),
-        Col("Attributes", "attributes", cls="wrap"),
+        Col("Attributes", "attributes", cls="wrap attrs"),
         Col("Tasks", "tasks", cls="num"),
-        Col("Registered", "registered_at", "time"),
         Col("Last heard", "last_seen", "time"),
     ),
     "no agents have registered",
@@ -298,8 +297,8 @@ def task_body(data: Json) -> str:
         rows.append(f"<dt>{esc(label)}</dt><dd>{inner}</dd>")
     task_id = str(data.get("id", ""))
     logs = "".join(
-        f'<h2>{name}</h2><pre class="log" id="log-{name}" data-task="{esc(task_id)}" data-stream="{name}">'
-        f"{esc(data.get(name, ''))}</pre>"
+        f'<h2>{name}</h2><pre class="log" id="log-{name}" data-task="{esc(task_id)}" data-stream="{name}" '
+        f'data-offset="{esc(data.get(f"{name}_end", 0))}">{esc(data.get(name, ""))}</pre>'
         for name in ("stdout", "stderr")
     )
     note = data.get("logs_note")

@@ -181,7 +181,7 @@ class Handlers:
         for stream, got in zip(m.LOG_STREAMS, await asyncio.gather(*(tail(s) for s in m.LOG_STREAMS)), strict=True):
             if isinstance(got, LogPiece):
                 out[stream] = got.data.decode("utf-8", errors="replace")
-                out[f"{stream}_offset"] = got.offset
+                out[f"{stream}_end"] = got.offset + len(got.data)
             else:
                 notes.append(f"{stream}: {got}")
         if notes:

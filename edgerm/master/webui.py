@@ -226,6 +226,8 @@ button{background:#3b82f6;color:#fff;border-color:#3b82f6;cursor:pointer}.pager{
 dl.kv dt{color:#657086}dl.kv dd{margin:0;overflow-wrap:anywhere}
 pre.log{background:#0f172a;color:#e2e8f0;padding:10px 12px;border-radius:8px;max-height:360px;overflow:auto;
 font:12px/1.4 ui-monospace,Menlo,monospace;white-space:pre-wrap;overflow-wrap:anywhere;margin:0}
+td.attrs{font-size:12px;color:#4b5567;min-width:150px;max-width:230px}
+pre.log:empty::before{content:"(no output)";color:#64748b}
 .note{color:#657086;font-size:12px}.graph{overflow-x:auto;background:#fff;border-radius:8px;padding:8px;
 box-shadow:0 1px 2px rgba(0,0,0,.08)}.graph svg text{font:12px system-ui,sans-serif;fill:#1d2330}
 .graph svg .op{fill:#f8fafc;stroke:#94a3b8}.graph svg .op.ok{stroke:#16a34a}.graph svg .op.bad{stroke:#dc2626}

@@ -201,6 +201,13 @@ async def test_a_person_sees_the_cluster(browser: Browser, tmp_path: Path) -> No
             assert states[0] == "FAILED" and "STAGING" in states, states
             task_page = await tab.text()
             assert "demo-trap-1" in task_page and "unreachable" in task_page
+            await tab.screenshot(SCREENS / "task-failed.png")
+
+            # the output of a task, fetched from its agent through the master, as the page shows it
+            await tab.goto(master.url + "/ui/tasks/hello-1")
+            await wait_text(tab, "document.getElementById('log-stdout').textContent", "hello from edgerm\n", "stdout")
+            await asyncio.sleep(3.5)  # the page's log poll ran: the text is still there once, not twice
+            assert await tab.js("document.getElementById('log-stdout').textContent") == "hello from edgerm\n"
             await tab.screenshot(SCREENS / "task.png")
 
             await tab.goto(master.url + "/ui/dataflows")
