@@ -110,7 +110,7 @@ class MasterMetrics:
         self.subscriptions = Counter("edgerm_framework_subscriptions_total", "Framework SUBSCRIBE calls taken.")
         self.teardowns = Counter("edgerm_framework_teardowns_total", "Frameworks torn down.")
         self.core_seconds = Histogram(
-            "edgerm_core_event_seconds", "Time the core took for one event and its actions, by event.", ("event",)
+            "edgerm_core_event_seconds", "Time the core took to handle one event (not counting carrying out its actions), by event.", ("event",)
         )
         self.allocation_seconds = Histogram(
             "edgerm_allocation_cycle_seconds",
