@@ -20,6 +20,7 @@ Rules:
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from collections.abc import Iterable, Sequence
 
@@ -55,7 +56,9 @@ def escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def _label_text(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
+@functools.lru_cache(maxsize=65536)
+def _label_text(names: tuple[str, ...], values: tuple[str, ...], extra: str = "") -> str:
+    """``{a="x",b="y"}``: cached, because the same label sets come back on every scrape."""
     parts = [f'{n}="{escape(v)}"' for n, v in zip(names, values, strict=True)]
     if extra:
         parts.append(extra)
@@ -139,8 +142,9 @@ class Writer:
     ) -> None:
         """A gauge family; ``samples`` are (label values, value)."""
         self._head(name, "gauge", help_text)
+        names = tuple(labelnames)
         for labels, value in samples:
-            self._lines.append(f"{name}{_label_text(labelnames, labels)} {fmt(value)}")
+            self._lines.append(f"{name}{_label_text(names, labels)} {fmt(value)}")
 
     def value(self, name: str, help_text: str, value: float) -> None:
         """A gauge without labels."""
@@ -156,8 +160,9 @@ class Writer:
     ) -> None:
         """A counter family whose values are kept elsewhere (e.g. by another module)."""
         self._head(name, "counter", help_text)
+        names = tuple(labelnames)
         for labels, value in samples:
-            self._lines.append(f"{name}{_label_text(labelnames, labels)} {fmt(value)}")
+            self._lines.append(f"{name}{_label_text(names, labels)} {fmt(value)}")
 
     def histogram(self, histogram: Histogram) -> None:
         name, names = histogram.name, histogram.labelnames

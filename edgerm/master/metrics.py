@@ -110,7 +110,9 @@ class MasterMetrics:
         self.subscriptions = Counter("edgerm_framework_subscriptions_total", "Framework SUBSCRIBE calls taken.")
         self.teardowns = Counter("edgerm_framework_teardowns_total", "Frameworks torn down.")
         self.core_seconds = Histogram(
-            "edgerm_core_event_seconds", "Time the core took to handle one event (not counting carrying out its actions), by event.", ("event",)
+            "edgerm_core_event_seconds",
+            "Time the core took to handle one event (not counting carrying out its actions), by event.",
+            ("event",),
         )
         self.allocation_seconds = Histogram(
             "edgerm_allocation_cycle_seconds",
@@ -322,7 +324,8 @@ def render_metrics(
         [((f.info.id, f.info.name, str(f.active).lower(), str(f.suppressed).lower()), 1) for f in frameworks],
         ("framework_id", "name", "active", "suppressed"),
     )
-    shares = core.dominant_shares()
+    totals = {name: v for (name, kind), v in cluster.items() if kind == "total" and name not in ("devices", "ports")}
+    shares = core.dominant_shares(Resources.scalar(**totals))
     w.gauge(
         "edgerm_framework_dominant_share",
         "DRF dominant share of each framework (largest fraction of any cluster resource it holds or is offered).",

@@ -189,13 +189,16 @@ class MasterCore:
     def offered_on(self, agent_id: AgentId) -> Resources:
         return self._offers.offered_on(agent_id)
 
-    def dominant_shares(self) -> dict[FrameworkId, float]:
-        """Each framework's DRF dominant share of the cluster total (held and offered); empty unless DRF."""
+    def dominant_shares(self, total: Resources | None = None) -> dict[FrameworkId, float]:
+        """Each framework's DRF dominant share of the cluster ``total`` (held and offered); empty unless DRF.
+
+        ``total``: the agents' summed resources when the caller has them already (else summed here)."""
         if not isinstance(self._sorter, DRFSorter):
             return {}
-        total = EMPTY
-        for agent in self._agents.values():
-            total = total + agent.info.resources
+        if total is None:
+            total = EMPTY
+            for agent in self._agents.values():
+                total = total + agent.info.resources
         return {fid: self._sorter.share(fid, total) for fid in self._frameworks}
 
     def free(self, agent_id: AgentId) -> Resources:
