@@ -56,6 +56,7 @@ from edgerm.agent.pull_progress import PullProgress, Throttle
 from edgerm.agent.runtime import RecoveredTask, ReportCallback, TaskEnded, TaskProgress, TaskStarted
 from edgerm.errors import RuntimeFailure
 from edgerm.ids import AgentId, TaskId
+from edgerm.messages import MAX_LOG_CHUNK
 from edgerm.model import PullPolicy, Reason, TaskInfo, TaskState
 from edgerm.promtext import SLOW_BUCKETS, Histogram
 
@@ -215,6 +216,19 @@ class DockerRuntime:
             await asyncio.to_thread(self._engine.remove, target or container_name(self._agent_id, task_id))
         except EngineError as e:
             log.warning("removing the container of task %s: %s", task_id, e)
+
+    async def read_log(self, task_id: TaskId, stream: str, offset: int, limit: int) -> tuple[int, bytes, int] | None:
+        """(start, data, size) of a held task's container output; None when this runtime has no container for it."""
+        watch = self._watches.get(task_id)
+        if watch is None or not watch.container_id:
+            return None
+        try:
+            data = await asyncio.to_thread(self._engine.logs, watch.container_id, stream)
+        except ContainerGone:
+            return None
+        size = len(data)
+        start = max(0, size + offset) if offset < 0 else min(offset, size)
+        return start, data[start : start + max(0, min(limit, MAX_LOG_CHUNK))], size
 
     async def close(self) -> None:
         """Stop watching and release the engine connection. Containers keep running (see ``kill_all``)."""

@@ -136,6 +136,10 @@ class Engine(Protocol):
 
     def logs_tail(self, container_id: str, lines: int) -> str: ...
 
+    def logs(self, container_id: str, stream: str) -> bytes:
+        """The whole of a container's ``stream`` (stdout or stderr) so far."""
+        ...
+
     def remove(self, container_id: str) -> None: ...
 
     def list_labelled(self, agent_id: AgentId) -> list[ContainerState]: ...
@@ -315,6 +319,13 @@ class DockerEngine:
                 return False
             raise
         return True
+
+    def logs(self, container_id: str, stream: str) -> bytes:
+        """The whole of a container's stdout or stderr so far (for a task's logs through the master)."""
+        out = stream == "stdout"
+        with _mapped(f"logs of {container_id[:12]}"):
+            raw = self._get_client().api.logs(container_id, stdout=out, stderr=not out, stream=False)
+        return raw if isinstance(raw, bytes) else str(raw).encode()
 
     def logs_tail(self, container_id: str, lines: int) -> str:
         """The last ``lines`` lines of stdout and stderr."""

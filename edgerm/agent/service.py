@@ -332,12 +332,23 @@ class AgentService:
         answer = m.TaskLogs(self.info.id, command.request_id, command.task_id, command.stream, 0)
         path = self.work_dir / "tasks" / sandbox_name(command.task_id) / command.stream
         try:
-            start, data, size = await asyncio.to_thread(read_piece, path, command.offset, command.limit)
+            piece: tuple[int, bytes, int] | None = None
+            for runtime in self.runtimes.values():  # a runtime that keeps output elsewhere (Docker) answers first
+                read_log = getattr(runtime, "read_log", None)
+                if read_log is not None:
+                    piece = await read_log(command.task_id, command.stream, command.offset, command.limit)
+                    if piece is not None:
+                        break
+            if piece is None:
+                piece = await asyncio.to_thread(read_piece, path, command.offset, command.limit)
+            start, data, size = piece
             answer = replace(answer, offset=start, data=data, size=size)
         except FileNotFoundError:
             answer = replace(answer, error=f"no {command.stream} of task {command.task_id} on this agent")
         except OSError as e:
             answer = replace(answer, error=f"cannot read the {command.stream} of {command.task_id}: {e.strerror}")
+        except EdgermError as e:  # e.g. the Docker engine failed the request
+            answer = replace(answer, error=f"cannot read the {command.stream} of {command.task_id}: {e}")
         try:
             await self.transport.call(answer)
         except (TransportError, WireError) as e:

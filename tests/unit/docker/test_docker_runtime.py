@@ -172,6 +172,12 @@ class FakeEngine:
     def logs_tail(self, container_id: str, lines: int) -> str:
         return "\n".join(self.boxes[container_id].log.splitlines()[-lines:])
 
+    def logs(self, container_id: str, stream: str) -> bytes:
+        box = self.boxes.get(container_id)
+        if box is None:
+            raise ContainerGone(f"no such container {container_id}")
+        return box.log.encode() if stream == "stdout" else b""
+
     def remove(self, container_id: str) -> None:
         with self._lock:
             box = self.boxes.pop(container_id, None)
@@ -404,3 +410,16 @@ async def test_a_pull_reports_its_progress_at_most_once_a_second(fake: FakeEngin
     first_started = next(i for i, r in enumerate(rec.reports) if isinstance(r, TaskStarted))
     assert all(i < first_started for i, r in enumerate(rec.reports) if isinstance(r, TaskProgress))
     assert runtime.pull_seconds.count("ok") == 1
+
+
+async def test_read_log_slices_a_containers_output(fake: FakeEngine, runtime: DockerRuntime) -> None:
+    rec = Recorder()
+    await runtime.launch(_task("talk"), Path("/tmp"), rec)
+    box = fake.box_of(TaskId("talk"))
+    box.log = "one\ntwo\nthree\n"
+    assert await runtime.read_log(TaskId("talk"), "stdout", 0, 100) == (0, b"one\ntwo\nthree\n", 14)
+    assert await runtime.read_log(TaskId("talk"), "stdout", -6, 100) == (8, b"three\n", 14)
+    assert await runtime.read_log(TaskId("talk"), "stdout", 4, 3) == (4, b"two", 14)
+    assert await runtime.read_log(TaskId("talk"), "stdout", 99, 10) == (14, b"", 14)
+    assert await runtime.read_log(TaskId("talk"), "stderr", 0, 10) == (0, b"", 0)
+    assert await runtime.read_log(TaskId("other"), "stdout", 0, 10) is None
