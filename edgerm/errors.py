@@ -18,6 +18,9 @@
     │   ├── UnknownTask           404  4.04  no such task
     │   ├── Conflict              409  4.09  e.g. a duplicate task id
     │   ├── Unavailable           503  5.03  shutting down / not ready
+    │   ├── Unauthenticated       401  4.01  no valid credential
+    │   ├── Forbidden             403  4.03  the principal may not do this
+    │   ├── LimitExceeded         429  4.29  a configured limit or rate was reached
     │   ├── NotFound              404  4.04  no such path or module (wire code
     │   │                                    CODE_UNSPECIFIED: no call failed)
     │   └── AgentTimeout          504  5.04  an agent did not answer in time
@@ -111,6 +114,21 @@ class Unavailable(WireError):
     code, http_status, coap_code = "UNAVAILABLE", 503, _coap(5, 3)
 
 
+class Unauthenticated(WireError):
+    code, http_status, coap_code = "UNAUTHENTICATED", 401, _coap(4, 1)
+
+
+class Forbidden(WireError):
+    code, http_status, coap_code = "FORBIDDEN", 403, _coap(4, 3)
+
+
+class LimitExceeded(WireError):
+    """A configured limit (tasks per agent, frameworks, pending updates) or a
+    rate per principal was reached. CoAP 4.29 is RFC 8516's Too Many Requests."""
+
+    code, http_status, coap_code = "LIMIT_EXCEEDED", 429, _coap(4, 29)
+
+
 class NotFound(WireError):
     """No resource at this path, or no module with this hash (not a call error).
 
@@ -147,6 +165,9 @@ WIRE_ERRORS: dict[str, type[WireError]] = {
         UnknownTask,
         Conflict,
         Unavailable,
+        Unauthenticated,
+        Forbidden,
+        LimitExceeded,
     )
 }
 

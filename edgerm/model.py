@@ -34,6 +34,7 @@ class TaskState(enum.Enum):
     ERROR = "ERROR"
     DROPPED = "DROPPED"
     UNKNOWN = "UNKNOWN"
+    UNREACHABLE = "UNREACHABLE"  # not terminal: the agent may come back
 
     @property
     def terminal(self) -> bool:
@@ -70,6 +71,10 @@ class Reason(enum.Enum):
     RUNTIME_ERROR = "RUNTIME_ERROR"
     RECONCILIATION = "RECONCILIATION"
     FRAMEWORK_REMOVED = "FRAMEWORK_REMOVED"
+    AGENT_UNREACHABLE = "AGENT_UNREACHABLE"
+    AGENT_REREGISTERED = "AGENT_REREGISTERED"
+    FRAMEWORK_FAILOVER_TIMEOUT = "FRAMEWORK_FAILOVER_TIMEOUT"
+    LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
 
 
 class Source(enum.Enum):
@@ -82,6 +87,13 @@ class Network(enum.Enum):
     BRIDGE = "BRIDGE"
     HOST = "HOST"
     NONE = "NONE"
+
+
+class RestartPolicy(enum.Enum):
+    """What an agent does with a task that died with the agent process."""
+
+    NEVER = "NEVER"  # report it FAILED with reason AGENT_RESTARTED
+    ON_AGENT_RESTART = "ON_AGENT_RESTART"  # relaunch it from the agent's work dir
 
 
 class PullPolicy(enum.Enum):
@@ -103,8 +115,12 @@ class AgentInfo:
 
 @dataclass(frozen=True, slots=True)
 class FrameworkInfo:
+    """Who a framework is. ``failover_timeout``: seconds its tasks outlive a
+    closed event stream (0 = the master's default)."""
+
     id: FrameworkId
     name: str
+    failover_timeout: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +168,9 @@ class TaskInfo:
     env: Mapping[str, str] = field(default_factory=dict)
     kill_grace: float = 3.0
     framework_id: FrameworkId = FrameworkId("")
+    restart_policy: RestartPolicy = RestartPolicy.NEVER
+    secret_env: Mapping[str, str] = field(default_factory=dict)  # never shown in state, logs or the CLI
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def executor(self) -> str:

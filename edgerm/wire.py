@@ -10,7 +10,9 @@ Round trips ``from_pb(to_pb(x)) == x`` are exact (tests/property).
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 from google.protobuf.message import DecodeError
 
@@ -29,6 +31,7 @@ from edgerm.model import (
     PortMapping,
     PullPolicy,
     Reason,
+    RestartPolicy,
     Source,
     TaskInfo,
     TaskState,
@@ -129,11 +132,14 @@ def agent_info_from_pb(a: common_pb2.AgentInfo) -> AgentInfo:
 
 
 def framework_info_to_pb(f: FrameworkInfo) -> common_pb2.FrameworkInfo:
-    return pb.FrameworkInfo(id=f.id, name=f.name)
+    return pb.FrameworkInfo(id=f.id, name=f.name, failover_timeout_seconds=f.failover_timeout)
 
 
 def framework_info_from_pb(f: common_pb2.FrameworkInfo) -> FrameworkInfo:
-    return FrameworkInfo(id=FrameworkId(f.id), name=f.name)
+    timeout = f.failover_timeout_seconds
+    if not math.isfinite(timeout) or timeout < 0:
+        raise MalformedMessage("framework failover_timeout_seconds must be a finite number >= 0")
+    return FrameworkInfo(id=FrameworkId(f.id), name=f.name, failover_timeout=timeout)
 
 
 _NETWORK = {Network.BRIDGE: pb.DockerInfo.BRIDGE, Network.HOST: pb.DockerInfo.HOST, Network.NONE: pb.DockerInfo.NONE}
@@ -200,6 +206,9 @@ def task_info_to_pb(t: TaskInfo) -> common_pb2.TaskInfo:
         env=dict(t.env),
         kill_grace_seconds=t.kill_grace,
         framework_id=t.framework_id,
+        restart_policy=_RESTART[t.restart_policy],
+        secret_env=dict(t.secret_env),
+        labels=dict(t.labels),
     )
 
 
@@ -216,7 +225,24 @@ def task_info_from_pb(t: common_pb2.TaskInfo) -> TaskInfo:
         env=dict(t.env),
         kill_grace=t.kill_grace_seconds,
         framework_id=FrameworkId(t.framework_id),
+        restart_policy=_restart_from_pb(t.restart_policy),
+        secret_env=dict(t.secret_env),
+        labels=dict(t.labels),
     )
+
+
+_RESTART = {
+    RestartPolicy.NEVER: pb.TaskInfo.NEVER,
+    RestartPolicy.ON_AGENT_RESTART: pb.TaskInfo.ON_AGENT_RESTART,
+}
+_RESTART_BACK = {v: k for k, v in _RESTART.items()} | {pb.TaskInfo.RESTART_POLICY_UNSPECIFIED: RestartPolicy.NEVER}
+
+
+def _restart_from_pb(value: int) -> RestartPolicy:
+    try:
+        return _RESTART_BACK[value]  # type: ignore[index]
+    except KeyError:
+        raise MalformedMessage(f"task: unknown restart_policy {value}") from None
 
 
 def _enum_from_pb(enum_cls: type[enum.Enum], prefix: str, name: str, what: str) -> enum.Enum:
@@ -379,7 +405,7 @@ def call_from_pb(c: scheduler_pb2.Call) -> m.SchedulerCall:
     fid = FrameworkId(c.framework_id)
     if c.type == C.SUBSCRIBE:
         info = framework_info_from_pb(c.subscribe.framework)
-        return m.Subscribe(FrameworkInfo(FrameworkId(info.id or c.framework_id), info.name))
+        return m.Subscribe(replace(info, id=FrameworkId(info.id or c.framework_id)))
     if c.type == C.TYPE_UNSPECIFIED or c.type not in C.Type.values():
         raise UnknownCall(f"unknown scheduler call type {c.type}")
     if not fid:

@@ -34,7 +34,7 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from edgerm import messages as m
@@ -508,7 +508,7 @@ class MasterService:
         if not self.running:
             raise Unavailable("the master is not running")
         fid = framework.id or FrameworkId(new_id())
-        actions = self._take(FrameworkSubscribed(FrameworkInfo(fid, framework.name)), self._clock())
+        actions = self._take(FrameworkSubscribed(replace(framework, id=fid)), self._clock())
         old = self._streams.pop(fid, None)
         if old is not None:
             old.close()  # its transport's aclose() no longer reports: it is not current

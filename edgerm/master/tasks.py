@@ -4,7 +4,9 @@ Rules:
 
 - Task states move forward only (the :data:`TRANSITIONS` table, h11 style):
   STAGING -> STARTING -> RUNNING -> KILLING -> a terminal state, skipping
-  steps allowed, repeating the current state allowed (a re-report). Nothing
+  steps allowed, repeating the current state allowed (a re-report). Any live
+  state may become UNREACHABLE (its agent went silent) and UNREACHABLE goes
+  back to what the returning agent reports, or to LOST. Nothing
   follows a terminal state: a task is never resurrected. Status updates are
   facts that may arrive late or twice, so an update the table forbids is
   ignored (:func:`may_follow` says so), not an error.
@@ -40,10 +42,12 @@ CHANGE_JOURNAL_LIMIT = 100_000
 
 _S = TaskState
 TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
-    _S.STAGING: frozenset({_S.STAGING, _S.STARTING, _S.RUNNING, _S.KILLING}) | TERMINAL_STATES,
-    _S.STARTING: frozenset({_S.STARTING, _S.RUNNING, _S.KILLING}) | TERMINAL_STATES,
-    _S.RUNNING: frozenset({_S.RUNNING, _S.KILLING}) | TERMINAL_STATES,
-    _S.KILLING: frozenset({_S.KILLING}) | TERMINAL_STATES,
+    _S.STAGING: frozenset({_S.STAGING, _S.STARTING, _S.RUNNING, _S.KILLING, _S.UNREACHABLE}) | TERMINAL_STATES,
+    _S.STARTING: frozenset({_S.STARTING, _S.RUNNING, _S.KILLING, _S.UNREACHABLE}) | TERMINAL_STATES,
+    _S.RUNNING: frozenset({_S.RUNNING, _S.KILLING, _S.UNREACHABLE}) | TERMINAL_STATES,
+    _S.KILLING: frozenset({_S.KILLING, _S.UNREACHABLE}) | TERMINAL_STATES,
+    # The agent came back: the task is whatever the agent says it is.
+    _S.UNREACHABLE: frozenset({_S.STARTING, _S.RUNNING, _S.KILLING, _S.UNREACHABLE}) | TERMINAL_STATES,
     **{state: frozenset() for state in TERMINAL_STATES},
 }
 

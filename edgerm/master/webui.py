@@ -217,7 +217,8 @@ overflow:hidden;text-overflow:ellipsis;vertical-align:bottom}td .bar{margin-top:
 background:#e5e7eb;color:#374151}.st-RUNNING,.st-ACTIVE{background:#dcfce7;color:#166534}
 .st-FINISHED,.st-COMPLETED{background:#e0e7ff;color:#3730a3}.st-FAILED,.st-ERROR,.st-LOST{background:#fee2e2;
 color:#991b1b}.st-KILLED,.st-KILLING,.st-DISCONNECTED{background:#fef3c7;color:#92400e}
-.st-STAGING,.st-STARTING,.st-SILENT{background:#e0f2fe;color:#075985}.empty{color:#7a8496;padding:8px 2px}
+.st-STAGING,.st-STARTING,.st-SILENT{background:#e0f2fe;color:#075985}
+.st-UNREACHABLE{background:#ffedd5;color:#9a3412}.empty{color:#7a8496;padding:8px 2px}
 form.filters{display:flex;flex-wrap:wrap;gap:8px;margin-bottom:10px;align-items:end}
 form.filters label{font-size:12px;color:#4b5567;display:flex;flex-direction:column;gap:2px}
 input,select,button{font:inherit;padding:4px 8px;border:1px solid #cfd6e0;border-radius:5px;background:#fff}

@@ -21,6 +21,7 @@ class TaskState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TASK_ERROR: _ClassVar[TaskState]
     TASK_DROPPED: _ClassVar[TaskState]
     TASK_UNKNOWN: _ClassVar[TaskState]
+    TASK_UNREACHABLE: _ClassVar[TaskState]
 
 class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -38,6 +39,10 @@ class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_RUNTIME_ERROR: _ClassVar[Reason]
     REASON_RECONCILIATION: _ClassVar[Reason]
     REASON_FRAMEWORK_REMOVED: _ClassVar[Reason]
+    REASON_AGENT_UNREACHABLE: _ClassVar[Reason]
+    REASON_AGENT_REREGISTERED: _ClassVar[Reason]
+    REASON_FRAMEWORK_FAILOVER_TIMEOUT: _ClassVar[Reason]
+    REASON_LIMIT_EXCEEDED: _ClassVar[Reason]
 
 class Source(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -56,6 +61,7 @@ TASK_LOST: TaskState
 TASK_ERROR: TaskState
 TASK_DROPPED: TaskState
 TASK_UNKNOWN: TaskState
+TASK_UNREACHABLE: TaskState
 REASON_UNSPECIFIED: Reason
 REASON_COMMAND_EXITED: Reason
 REASON_TRAP: Reason
@@ -70,6 +76,10 @@ REASON_IMAGE_UNAVAILABLE: Reason
 REASON_RUNTIME_ERROR: Reason
 REASON_RECONCILIATION: Reason
 REASON_FRAMEWORK_REMOVED: Reason
+REASON_AGENT_UNREACHABLE: Reason
+REASON_AGENT_REREGISTERED: Reason
+REASON_FRAMEWORK_FAILOVER_TIMEOUT: Reason
+REASON_LIMIT_EXCEEDED: Reason
 SOURCE_UNSPECIFIED: Source
 SOURCE_AGENT: Source
 SOURCE_MASTER: Source
@@ -143,12 +153,14 @@ class AgentInfo(_message.Message):
     def __init__(self, id: _Optional[str] = ..., hostname: _Optional[str] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., attributes: _Optional[_Iterable[_Union[Attribute, _Mapping]]] = ..., heartbeat_interval_seconds: _Optional[float] = ...) -> None: ...
 
 class FrameworkInfo(_message.Message):
-    __slots__ = ("id", "name")
+    __slots__ = ("id", "name", "failover_timeout_seconds")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    FAILOVER_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    failover_timeout_seconds: float
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., failover_timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class WasmInfo(_message.Message):
     __slots__ = ("module", "module_sha256", "time_limit_seconds")
@@ -210,8 +222,30 @@ class ContainerInfo(_message.Message):
     def __init__(self, wasm: _Optional[_Union[WasmInfo, _Mapping]] = ..., docker: _Optional[_Union[DockerInfo, _Mapping]] = ...) -> None: ...
 
 class TaskInfo(_message.Message):
-    __slots__ = ("task_id", "name", "agent_id", "resources", "container", "args", "env", "kill_grace_seconds", "framework_id")
+    __slots__ = ("task_id", "name", "agent_id", "resources", "container", "args", "env", "kill_grace_seconds", "framework_id", "restart_policy", "secret_env", "labels")
+    class RestartPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        RESTART_POLICY_UNSPECIFIED: _ClassVar[TaskInfo.RestartPolicy]
+        NEVER: _ClassVar[TaskInfo.RestartPolicy]
+        ON_AGENT_RESTART: _ClassVar[TaskInfo.RestartPolicy]
+    RESTART_POLICY_UNSPECIFIED: TaskInfo.RestartPolicy
+    NEVER: TaskInfo.RestartPolicy
+    ON_AGENT_RESTART: TaskInfo.RestartPolicy
     class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class SecretEnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -227,6 +261,9 @@ class TaskInfo(_message.Message):
     ENV_FIELD_NUMBER: _ClassVar[int]
     KILL_GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     FRAMEWORK_ID_FIELD_NUMBER: _ClassVar[int]
+    RESTART_POLICY_FIELD_NUMBER: _ClassVar[int]
+    SECRET_ENV_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     name: str
     agent_id: str
@@ -236,7 +273,10 @@ class TaskInfo(_message.Message):
     env: _containers.ScalarMap[str, str]
     kill_grace_seconds: float
     framework_id: str
-    def __init__(self, task_id: _Optional[str] = ..., name: _Optional[str] = ..., agent_id: _Optional[str] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., container: _Optional[_Union[ContainerInfo, _Mapping]] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., kill_grace_seconds: _Optional[float] = ..., framework_id: _Optional[str] = ...) -> None: ...
+    restart_policy: TaskInfo.RestartPolicy
+    secret_env: _containers.ScalarMap[str, str]
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, task_id: _Optional[str] = ..., name: _Optional[str] = ..., agent_id: _Optional[str] = ..., resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., container: _Optional[_Union[ContainerInfo, _Mapping]] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., kill_grace_seconds: _Optional[float] = ..., framework_id: _Optional[str] = ..., restart_policy: _Optional[_Union[TaskInfo.RestartPolicy, str]] = ..., secret_env: _Optional[_Mapping[str, str]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class TaskStatus(_message.Message):
     __slots__ = ("task_id", "agent_id", "state", "reason", "message", "uuid", "timestamp", "source", "exit_code")
@@ -296,6 +336,9 @@ class Error(_message.Message):
         UNKNOWN_TASK: _ClassVar[Error.Code]
         CONFLICT: _ClassVar[Error.Code]
         UNAVAILABLE: _ClassVar[Error.Code]
+        UNAUTHENTICATED: _ClassVar[Error.Code]
+        FORBIDDEN: _ClassVar[Error.Code]
+        LIMIT_EXCEEDED: _ClassVar[Error.Code]
     CODE_UNSPECIFIED: Error.Code
     MALFORMED: Error.Code
     UNKNOWN_CALL: Error.Code
@@ -310,6 +353,9 @@ class Error(_message.Message):
     UNKNOWN_TASK: Error.Code
     CONFLICT: Error.Code
     UNAVAILABLE: Error.Code
+    UNAUTHENTICATED: Error.Code
+    FORBIDDEN: Error.Code
+    LIMIT_EXCEEDED: Error.Code
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     code: Error.Code

@@ -18,6 +18,7 @@ from edgerm.model import (
     PortMapping,
     PullPolicy,
     Reason,
+    RestartPolicy,
     Source,
     TaskInfo,
     TaskState,
@@ -71,6 +72,9 @@ tasks = st.builds(
     env=st.dictionaries(names, text, max_size=3),
     kill_grace=amounts,
     framework_id=ids.map(FrameworkId),
+    restart_policy=st.sampled_from(RestartPolicy),
+    secret_env=st.dictionaries(names, text, max_size=2),
+    labels=st.dictionaries(names, text, max_size=2),
 )
 statuses = st.builds(
     TaskStatus,
@@ -107,7 +111,7 @@ offer_ids = st.lists(ids.map(OfferId), max_size=3).map(tuple)
 filters = st.builds(Filters, refuse_seconds=amounts)
 
 scheduler_calls = st.one_of(
-    st.builds(m.Subscribe, st.builds(FrameworkInfo, id=fid, name=text)),
+    st.builds(m.Subscribe, st.builds(FrameworkInfo, id=fid, name=text, failover_timeout=amounts)),
     st.builds(m.Teardown, fid),
     st.builds(m.Accept, fid, offer_ids, st.lists(tasks, max_size=2).map(tuple), filters),
     st.builds(m.Decline, fid, offer_ids, filters),
