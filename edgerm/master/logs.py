@@ -64,7 +64,7 @@ class LogRequests:
 
     def __init__(self, service: MasterService, timeout: float = DEFAULT_TIMEOUT) -> None:
         self._service = service
-        self._timeout = timeout
+        self.timeout = timeout  # seconds to wait for an agent's answer
         self._waiting: dict[str, tuple[AgentId, asyncio.Future[m.TaskLogs]]] = {}
 
     def __len__(self) -> int:
@@ -86,7 +86,7 @@ class LogRequests:
         request_id = new_id()
         future: asyncio.Future[m.TaskLogs] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = (agent_id, future)
-        wait = self._timeout if wait is None else wait
+        wait = self.timeout if wait is None else wait
         try:
             self._service.push_command(agent_id, m.SendLogsCommand(request_id, task_id, stream, offset, limit))
             async with asyncio.timeout(wait):

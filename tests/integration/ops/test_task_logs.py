@@ -89,7 +89,7 @@ async def test_a_tasks_output_comes_through_the_master(transport: str, tmp_path:
 async def test_a_silent_agent_times_out_and_a_lost_one_is_unavailable(tmp_path: Path) -> None:
     slow = AgentConfig(heartbeat_interval=1.0, executors=frozenset({"wasm"}), resources=ResourceCaps(cpus=2, mem=1024))
     async with start_master(allocation_interval=0.05) as master:
-        master.handlers.logs._timeout = 0.5  # the test does not wait the default 5 s
+        master.handlers.logs.timeout = 0.5  # the test does not wait the default 5 s
         fw = Launcher(echo("echo-2", "bye"))
         agent = await start_agent(master.url, slow, tmp_path)
         async with framework(master, fw):
