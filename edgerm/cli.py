@@ -1,5 +1,7 @@
 """``edgerm``: what a master knows, as tables an operator can read, and a kill.
 
+``edgerm logs TASK [-f]`` (a task's output) is in :mod:`edgerm.cli_logs`.
+
 ::
 
     edgerm [--master URL] [-o table|wide|json] agents|frameworks|tasks|dataflows
@@ -483,6 +485,17 @@ def _width() -> int:
     return shutil.get_terminal_size((80, 24)).columns
 
 
+def _first_word(argv: Sequence[str]) -> str:
+    """The first word that is not an option or an option's value."""
+    words = iter(argv)
+    for word in words:
+        if word in ("--master", "--timeout"):
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return ""
+
+
 def main(
     argv: Sequence[str] | None = None,
     fetch: Callable[..., Mapping[str, object]] = fetch_state,
@@ -492,6 +505,10 @@ def main(
         from edgerm.auth.cli import token_main
 
         return token_main(argv[1:])
+    if _first_word(argv) == "logs":  # a task's output: edgerm.cli_logs
+        from edgerm import cli_logs
+
+        return cli_logs.main(argv, os.environ.get("EDGERM_MASTER") or DEFAULT_MASTER, 10.0)
     args = parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     CREDENTIALS.token, CREDENTIALS.ca = args.token, args.ca

@@ -21,8 +21,10 @@
     │   ├── Unauthenticated       401  4.01  no valid credential
     │   ├── Forbidden             403  4.03  the principal may not do this
     │   ├── LimitExceeded         429  4.29  a configured limit or rate was reached
-    │   └── NotFound              404  4.04  no such path or module (wire code
-    │                                        CODE_UNSPECIFIED: no call failed)
+    │   ├── NotFound              404  4.04  no such path or module (wire code
+    │   │                                    CODE_UNSPECIFIED: no call failed)
+    │   └── AgentTimeout          504  5.04  an agent did not answer in time
+    │                                        (CODE_UNSPECIFIED, operator APIs only)
     ├── ConfigError               a config file or flag is wrong
     │   └── WorkDirInUse          another agent holds this work dir
     ├── IllegalTransition         a state machine was asked for a move its
@@ -138,6 +140,16 @@ class NotFound(WireError):
     """
 
     code, http_status, coap_code = "CODE_UNSPECIFIED", 404, _coap(4, 4)
+
+
+class AgentTimeout(WireError):
+    """An agent did not answer the master in time (e.g. a request for a task's logs).
+
+    Like :class:`NotFound` it has no wire code of its own: it is an answer
+    to an operator's HTTP request, never sent to an agent or framework.
+    """
+
+    code, http_status, coap_code = "CODE_UNSPECIFIED", 504, _coap(5, 4)
 
 
 WIRE_ERRORS: dict[str, type[WireError]] = {

@@ -149,7 +149,21 @@ class SubscribeAgent:
     agent_id: AgentId
 
 
-AgentCall = RegisterAgent | AgentHeartbeat | StatusUpdate | SubscribeAgent
+@dataclass(frozen=True, slots=True)
+class TaskLogs:
+    """A piece of a task's stdout or stderr, answering :class:`SendLogsCommand` ``request_id``."""
+
+    agent_id: AgentId
+    request_id: str
+    task_id: TaskId
+    stream: str
+    offset: int  # where ``data`` starts in the stream
+    data: bytes = b""
+    size: int = 0  # the stream's size when read
+    error: str = ""  # why there is no data
+
+
+AgentCall = RegisterAgent | AgentHeartbeat | StatusUpdate | SubscribeAgent | TaskLogs
 
 # --------------------------------------------------------------------------
 # Master -> agent (AgentEvents)
@@ -184,4 +198,34 @@ class KillCommand:
     grace: float = 3.0
 
 
-AgentEvent = AgentRegistered | HeartbeatAck | StatusAcknowledged | LaunchCommand | KillCommand | ErrorEvent
+#: The task output streams an agent serves, and the most bytes one piece carries.
+LOG_STREAMS = ("stdout", "stderr")
+MAX_LOG_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SendLogsCommand:
+    """Send up to ``limit`` bytes of a task's ``stream`` from ``offset`` (negative: before its end)."""
+
+    request_id: str
+    task_id: TaskId
+    stream: str = "stdout"
+    offset: int = 0
+    limit: int = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class LogsReceived:
+    pass
+
+
+AgentEvent = (
+    AgentRegistered
+    | HeartbeatAck
+    | StatusAcknowledged
+    | LaunchCommand
+    | KillCommand
+    | SendLogsCommand
+    | LogsReceived
+    | ErrorEvent
+)

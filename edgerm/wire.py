@@ -564,6 +564,17 @@ def agent_call_to_pb(call: m.AgentCall) -> agent_pb2.AgentCall:
         return AC(agent_id=call.agent_id, type=AC.HEARTBEAT, heartbeat=AC.Heartbeat(task_ids=list(call.task_ids)))
     if isinstance(call, m.StatusUpdate):
         return AC(agent_id=call.agent_id, type=AC.UPDATE, update=AC.Update(status=task_status_to_pb(call.status)))
+    if isinstance(call, m.TaskLogs):
+        logs = AC.Logs(
+            request_id=call.request_id,
+            task_id=call.task_id,
+            stream=call.stream,
+            offset=call.offset,
+            data=call.data,
+            size=call.size,
+            error=call.error,
+        )
+        return AC(agent_id=call.agent_id, type=AC.LOGS, logs=logs)
     return AC(agent_id=call.agent_id, type=AC.SUBSCRIBE)
 
 
@@ -575,10 +586,15 @@ def agent_call_from_pb(c: agent_pb2.AgentCall) -> m.AgentCall:
         if not info.id:
             raise MalformedMessage("register without an agent id")
         return m.RegisterAgent(info, tuple(task_status_from_pb(s) for s in c.register.tasks), c.register.instance_id)
-    if c.type not in (AC.HEARTBEAT, AC.UPDATE, AC.SUBSCRIBE):
+    if c.type not in (AC.HEARTBEAT, AC.UPDATE, AC.SUBSCRIBE, AC.LOGS):
         raise UnknownCall(f"unknown agent call type {c.type}")
     if not aid:
         raise MalformedMessage("agent call without an agent_id")
+    if c.type == AC.LOGS:
+        lg = c.logs
+        if lg.stream not in m.LOG_STREAMS or lg.offset < 0 or lg.size < 0 or len(lg.data) > m.MAX_LOG_CHUNK:
+            raise MalformedMessage("LOGS: stream must be stdout/stderr, offset and size >= 0, data within the cap")
+        return m.TaskLogs(aid, lg.request_id, TaskId(lg.task_id), lg.stream, lg.offset, lg.data, lg.size, lg.error)
     if c.type == AC.HEARTBEAT:
         task_ids = c.heartbeat.task_ids
         if task_ids:
@@ -605,6 +621,13 @@ def agent_event_to_pb(ev: m.AgentEvent) -> agent_pb2.AgentEvent:
         return AE(type=AE.LAUNCH, launch=AE.Launch(task=task_info_to_pb(ev.task)))
     if isinstance(ev, m.KillCommand):
         return AE(type=AE.KILL, kill=AE.Kill(task_id=ev.task_id, grace_seconds=ev.grace))
+    if isinstance(ev, m.SendLogsCommand):
+        send = AE.SendLogs(
+            request_id=ev.request_id, task_id=ev.task_id, stream=ev.stream, offset=ev.offset, limit=ev.limit
+        )
+        return AE(type=AE.SEND_LOGS, send_logs=send)
+    if isinstance(ev, m.LogsReceived):
+        return AE(type=AE.LOGS_RECEIVED, logs_received=AE.LogsReceived())
     return AE(type=AE.ERROR, error=error_to_pb(ev))
 
 
@@ -622,6 +645,13 @@ def agent_event_from_pb(e: agent_pb2.AgentEvent) -> m.AgentEvent:
     if e.type == AE.KILL:
         lim.check_id(e.kill.task_id, "kill task_id")
         return m.KillCommand(TaskId(e.kill.task_id), lim.check_seconds(e.kill.grace_seconds, "kill grace_seconds"))
+    if e.type == AE.SEND_LOGS:
+        sl = e.send_logs
+        if sl.stream not in m.LOG_STREAMS or not 0 < sl.limit <= m.MAX_LOG_CHUNK:
+            raise MalformedMessage("SEND_LOGS: stream must be stdout/stderr and limit within the cap")
+        return m.SendLogsCommand(sl.request_id, TaskId(sl.task_id), sl.stream, sl.offset, sl.limit)
+    if e.type == AE.LOGS_RECEIVED:
+        return m.LogsReceived()
     if e.type == AE.ERROR:
         return error_from_pb(e.error)
     raise UnknownCall(f"unknown agent event type {e.type}")

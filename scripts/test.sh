@@ -36,6 +36,11 @@ if [ -f scripts/setup_mosquitto.sh ] && { [ "${CI:-}" = "true" ] || [ "$(id -u)"
   setup "mosquitto setup" scripts/setup_mosquitto.sh
 fi
 
+if [ -f scripts/setup_chromium.sh ] && { [ "${CI:-}" = "true" ] || [ "$(id -u)" = 0 ]; }; then
+  echo "== chromium (the dashboard tests load every page in it, headless)"
+  bash scripts/setup_chromium.sh
+fi
+
 echo "== generated protobuf code is up to date"
 tmp=$(mktemp -d)
 python -m grpc_tools.protoc -Iproto --python_out="$tmp" --pyi_out="$tmp" proto/edgerm/v1/*.proto

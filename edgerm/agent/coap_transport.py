@@ -235,7 +235,7 @@ class CoapAgentTransport:
         last = self._delivered
         out: list[tuple[Cursor, m.AgentEvent]] = []
         for own, command in numbered(cursor, commands):
-            if not isinstance(command, m.LaunchCommand | m.KillCommand):
+            if not isinstance(command, m.LaunchCommand | m.KillCommand | m.SendLogsCommand):
                 raise TransportError(f"{where}: not a command: {type(command).__name__}")
             if last is not None and own.incarnation == last.incarnation and own.seq <= last.seq:
                 continue  # a repeat of a command already handed over

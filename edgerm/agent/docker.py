@@ -33,7 +33,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Coroutine, Iterable
+import time
+from collections.abc import Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +52,18 @@ from edgerm.agent.docker_engine import (
 )
 from edgerm.agent.docker_events import EventPump
 from edgerm.agent.docker_spec import ContainerSpec, Outcome, build_spec, classify_exit, container_name
-from edgerm.agent.runtime import RecoveredTask, ReportCallback, TaskEnded, TaskStarted
+from edgerm.agent.pull_progress import PullProgress, Throttle
+from edgerm.agent.runtime import RecoveredTask, ReportCallback, TaskEnded, TaskProgress, TaskStarted
 from edgerm.errors import RuntimeFailure
 from edgerm.ids import AgentId, TaskId
+from edgerm.messages import MAX_LOG_CHUNK
 from edgerm.model import PullPolicy, Reason, TaskInfo, TaskState
+from edgerm.promtext import SLOW_BUCKETS, Histogram
 
 log = logging.getLogger(__name__)
+
+#: Seconds between two progress reports of an image pull (a STARTING status each).
+PROGRESS_INTERVAL = 1.0
 
 
 class _Watch:
@@ -115,6 +122,10 @@ class DockerRuntime:
         self._pump_lock = asyncio.Lock()
         self._buffer: list[EngineEvent] | None = None  # events held while recover() lists containers
         self._background: set[asyncio.Task[None]] = set()
+        #: Time to get a missing (or ``always``) image, by outcome: read by the agent's /metrics.
+        self.pull_seconds = Histogram(
+            "edgerm_agent_image_pull_seconds", "Time to get a Docker image, by outcome.", ("outcome",), SLOW_BUCKETS
+        )
 
     @property
     def agent_id(self) -> AgentId:
@@ -206,6 +217,19 @@ class DockerRuntime:
         except EngineError as e:
             log.warning("removing the container of task %s: %s", task_id, e)
 
+    async def read_log(self, task_id: TaskId, stream: str, offset: int, limit: int) -> tuple[int, bytes, int] | None:
+        """(start, data, size) of a held task's container output; None when this runtime has no container for it."""
+        watch = self._watches.get(task_id)
+        if watch is None or not watch.container_id:
+            return None
+        try:
+            data = await asyncio.to_thread(self._engine.logs, watch.container_id, stream)
+        except ContainerGone:
+            return None
+        size = len(data)
+        start = max(0, size + offset) if offset < 0 else min(offset, size)
+        return start, data[start : start + max(0, min(limit, MAX_LOG_CHUNK))], size
+
     async def close(self) -> None:
         """Stop watching and release the engine connection. Containers keep running (see ``kill_all``)."""
         pump, self._pump = self._pump, None
@@ -281,7 +305,7 @@ class DockerRuntime:
         """
         pulled = spec.pull_policy is PullPolicy.ALWAYS
         if pulled:
-            await asyncio.to_thread(self._engine.ensure_image, spec.image, spec.pull_policy)
+            await self._ensure_image(watch, spec)
         replaced = False
         while not watch.killing:
             try:
@@ -290,7 +314,7 @@ class DockerRuntime:
                 if pulled:
                     raise
                 # Pulls, or raises with a clear message (``never``, no registry).
-                await asyncio.to_thread(self._engine.ensure_image, spec.image, spec.pull_policy)
+                await self._ensure_image(watch, spec)
                 pulled = True
             except ContainerExists as e:
                 state = await asyncio.to_thread(self._engine.inspect, e.container_id)
@@ -299,6 +323,31 @@ class DockerRuntime:
                 await asyncio.to_thread(self._engine.remove, e.container_id)
                 replaced = True
         return None
+
+    async def _ensure_image(self, watch: _Watch, spec: ContainerSpec) -> None:
+        """Have the image (pulling it as the policy says), timed for ``pull_seconds``.
+
+        While it is pulled, the task reports its progress (layers and bytes)
+        as a STARTING message at most every :data:`PROGRESS_INTERVAL` seconds.
+        """
+        progress, throttle = PullProgress(spec.image), Throttle(PROGRESS_INTERVAL)
+
+        def on_event(event: Mapping[str, object]) -> None:  # in the pulling thread
+            progress.feed(event)
+            if throttle.ready(time.monotonic()):
+                watch.report(TaskProgress(watch.task_id, progress.summary()))
+
+        started = time.monotonic()
+        outcome = "failed"
+        log.info("task %s: getting image %s (pull policy %s)", watch.task_id, spec.image, spec.pull_policy.value)
+        try:
+            await asyncio.to_thread(self._engine.ensure_image, spec.image, spec.pull_policy, on_event)
+            outcome = "ok"
+        finally:
+            took = time.monotonic() - started
+            self.pull_seconds.observe(took, outcome)
+        if progress.layers:
+            log.info("task %s: pulled %s in %.1f s (%s)", watch.task_id, spec.image, took, progress.summary())
 
     async def _adopt_existing(self, watch: _Watch, container_id: str) -> None:
         """A LAUNCH for a task whose container already exists: watch it instead of running it twice."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
@@ -109,6 +109,10 @@ class Events(Protocol):
     def close(self) -> None: ...
 
 
+#: Called with each event of an image pull (the engine's JSON objects), from the pulling thread.
+PullCallback = Callable[[Mapping[str, object]], None]
+
+
 class Engine(Protocol):
     """What the runtime needs of a Docker engine; :class:`DockerEngine` is the real one.
 
@@ -120,7 +124,9 @@ class Engine(Protocol):
 
     def close(self) -> None: ...
 
-    def ensure_image(self, image: str, policy: PullPolicy) -> None: ...
+    def ensure_image(self, image: str, policy: PullPolicy, progress: PullCallback | None = None) -> None:
+        """Have ``image`` as ``policy`` says; a pull passes each of its events to ``progress``."""
+        ...
 
     def create_and_start(self, spec: ContainerSpec) -> str: ...
 
@@ -129,6 +135,10 @@ class Engine(Protocol):
     def signal(self, container_id: str, sig: str) -> bool: ...
 
     def logs_tail(self, container_id: str, lines: int) -> str: ...
+
+    def logs(self, container_id: str, stream: str) -> bytes:
+        """The whole of a container's ``stream`` (stdout or stderr) so far."""
+        ...
 
     def remove(self, container_id: str) -> None: ...
 
@@ -231,8 +241,12 @@ class DockerEngine:
 
     # -- images -------------------------------------------------------------
 
-    def ensure_image(self, image: str, policy: PullPolicy) -> None:
-        """Make ``image`` present as ``policy`` says; raise :class:`ImageUnavailable` if it cannot be."""
+    def ensure_image(self, image: str, policy: PullPolicy, progress: PullCallback | None = None) -> None:
+        """Make ``image`` present as ``policy`` says; raise :class:`ImageUnavailable` if it cannot be.
+
+        The pull streams its events (``api.pull(stream=True, decode=True)``)
+        to ``progress``; an ``error`` event fails the pull.
+        """
         client = self._get_client()
         if policy is not PullPolicy.ALWAYS:
             try:
@@ -245,7 +259,13 @@ class DockerEngine:
         repository, tag = _split_image(image)
         try:
             with _mapped(f"pulling {image}"):
-                client.images.pull(repository, tag=tag)
+                for event in client.api.pull(repository, tag=tag, stream=True, decode=True):
+                    if not isinstance(event, Mapping):
+                        continue
+                    if "error" in event:
+                        raise EngineError(str(event["error"]))
+                    if progress is not None:
+                        progress(event)
         except EngineUnavailable:
             raise
         except EngineError as e:
@@ -299,6 +319,13 @@ class DockerEngine:
                 return False
             raise
         return True
+
+    def logs(self, container_id: str, stream: str) -> bytes:
+        """The whole of a container's stdout or stderr so far (for a task's logs through the master)."""
+        out = stream == "stdout"
+        with _mapped(f"logs of {container_id[:12]}"):
+            raw = self._get_client().api.logs(container_id, stdout=out, stderr=not out, stream=False)
+        return raw if isinstance(raw, bytes) else str(raw).encode()
 
     def logs_tail(self, container_id: str, lines: int) -> str:
         """The last ``lines`` lines of stdout and stderr."""

@@ -4,11 +4,15 @@
 
     edgerm-agent [--master URL] [--coap] [--config FILE] [--work-dir DIR] [--name N] [--log-level LEVEL]
                  [--join-token T] [--token T] [--ca FILE]
+                 [--metrics-port PORT [--metrics-host ADDR]]
 
 Plain ``edgerm-agent`` talks to ``EDGERM_MASTER`` or http://127.0.0.1:5050
 (precedence: flag > environment > config > default, edgerm.agent.config);
 ``edgerm-agent --coap`` speaks CoAP, to coap://127.0.0.1:5683 unless a
 ``coap://`` or ``coap+tcp://`` URL is named the same ways.
+An agent listens on no port unless ``--metrics-port`` asks it to serve
+Prometheus ``/metrics`` (edgerm.agent.metrics) on ``--metrics-host``
+(127.0.0.1 by default).
 SIGINT or SIGTERM stops it cleanly: WebAssembly tasks are stopped, Docker
 containers are left running for the next start to recover.
 
@@ -42,6 +46,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from edgerm.agent.config import (
@@ -53,6 +58,7 @@ from edgerm.agent.config import (
     load_config,
     resolve_master,
 )
+from edgerm.agent.metrics import start_metrics_server
 from edgerm.agent.resources import build_agent_info, load_agent_id, measure
 from edgerm.agent.runtime import Runtime
 from edgerm.agent.service import AgentService
@@ -65,6 +71,9 @@ from edgerm.errors import ConfigError, EdgermError, TransportError, WireError
 from edgerm.ids import AgentId
 from edgerm.lifecycle import Starting
 from edgerm.logs import add_log_arguments, configure_logging, fail, version_argument
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("edgerm.agent")
 
@@ -149,6 +158,9 @@ class RunningAgent:
         self.master_url = master_url
         self._tmp = tmp
         self._lock = lock
+        self._metrics: web.AppRunner | None = None
+        #: ``http://host:port/metrics`` when the agent serves its metrics, else None.
+        self.metrics_url: str | None = None
 
     @property
     def agent_id(self) -> AgentId:
@@ -162,9 +174,17 @@ class RunningAgent:
         """Wait until the master has answered REGISTERED (wrap in ``asyncio.timeout``)."""
         await self.service.wait_registered()
 
+    async def serve_metrics(self, host: str, port: int) -> None:
+        runner = await start_metrics_server(self.service, host, port)
+        self._metrics = runner
+        self.metrics_url = f"http://{host}:{runner.addresses[0][1]}/metrics"
+
     async def stop(self) -> None:
         try:
             await self.service.stop()
+            if self._metrics is not None:
+                await self._metrics.cleanup()
+                self._metrics = None
         finally:
             if self._lock is not None:
                 self._lock.release()
@@ -194,6 +214,8 @@ def start_agent(
     ca: str | None = None,
     tls_cert: str | None = None,
     tls_key: str | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> Starting[RunningAgent]:
     """Start an agent in this event loop; unless ``register_timeout`` is None, wait until it registered.
 
@@ -204,11 +226,16 @@ def start_agent(
     :class:`~edgerm.errors.TransportError` when the master does not answer
     within ``register_timeout`` (the agent is stopped again). ``token``,
     ``join_token``, ``ca``, ``tls_cert``/``tls_key`` (a client certificate):
-    credentials for an HTTP master (module docstring).
+    credentials for an HTTP master (module docstring). ``metrics_port``:
+    serve ``/metrics`` on ``metrics_host`` at that port (0: ephemeral; None:
+    no listener, the default).
     """
     creds = _Credentials(token, join_token, ca, tls_cert, tls_key)
+    metrics = (metrics_host, metrics_port) if metrics_port is not None else None
     return Starting(
-        lambda: _start(master_url, config or AgentConfig(), work_dir, runtimes, transport, register_timeout, creds)
+        lambda: _start(
+            master_url, config or AgentConfig(), work_dir, runtimes, transport, register_timeout, creds, metrics
+        )
     )
 
 
@@ -281,6 +308,7 @@ async def _start(
     transport: AgentTransport | None,
     register_timeout: float | None,
     credentials: _Credentials,
+    metrics: tuple[str, int] | None = None,
 ) -> RunningAgent:
     tmp = None
     if work_dir is None:
@@ -308,6 +336,8 @@ async def _start(
     )
     agent = RunningAgent(service, master_url, tmp, lock)
     try:
+        if metrics is not None:
+            await agent.serve_metrics(*metrics)
         await service.start()
         log.info(
             "agent %s (%s) at %s: %s; executors %s; master %s",
@@ -358,6 +388,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ca", metavar="FILE", help="CA certificate that verifies an https master (default: $EDGERM_CA)")
     p.add_argument("--tls-cert", metavar="PEM", help="client certificate, for a master that requires one")
     p.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus /metrics on this port (default: off, the agent listens on no port)",
+    )
+    p.add_argument(
+        "--metrics-host", default="127.0.0.1", metavar="ADDR", help="address for --metrics-port (default 127.0.0.1)"
+    )
     return p
 
 
@@ -397,7 +436,11 @@ async def _serve(config: AgentConfig, master_url: str, args: argparse.Namespace)
         ca=args.ca,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
+    if agent.metrics_url:
+        print(f"edgerm-agent serves metrics on {agent.metrics_url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

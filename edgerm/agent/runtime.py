@@ -52,7 +52,15 @@ class TaskEnded:
     exit_code: int = 0
 
 
-RuntimeReport = TaskStarted | TaskEnded
+@dataclass(frozen=True, slots=True)
+class TaskProgress:
+    """The task is still starting; ``message`` says how far (e.g. an image pull). Rate-limited by the runtime."""
+
+    task_id: TaskId
+    message: str
+
+
+RuntimeReport = TaskStarted | TaskEnded | TaskProgress
 ReportCallback = Callable[[RuntimeReport], None]
 
 

@@ -46,12 +46,15 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Coroutine, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from edgerm import messages as m
 from edgerm.agent.dataflow.contract import with_broker
 from edgerm.agent.journal import Journal, ModuleStore
+from edgerm.agent.logs import read_piece
+from edgerm.agent.metrics import AgentMetrics
 from edgerm.agent.runtime import RecoveredTask, Runtime, RuntimeReport, TaskEnded
 from edgerm.agent.state import (
     MAX_PENDING,
@@ -126,6 +129,7 @@ class AgentService:
         self.tasklog = TaskLog(info.id)  # one INFO line per task start and end (edgerm.agent.tasklog)
         self.journal = Journal(work_dir, fsync=fsync)
         self.modules = ModuleStore(work_dir, fsync=fsync)
+        self.metrics = AgentMetrics()
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -354,6 +358,8 @@ class AgentService:
             self._loop.call_soon_threadsafe(self._on_report, report)
 
     def _on_report(self, report: RuntimeReport) -> None:
+        if isinstance(report, TaskEnded):
+            self.metrics.ended(report.task_id, "unknown", report.state, report.reason)
         self._feed(RuntimeReported(report, self._stamp()))
 
     # -- actions ---------------------------------------------------------------------------
@@ -418,6 +424,7 @@ class AgentService:
             self._reopen_stream()
 
     async def _start_task(self, task: TaskInfo) -> None:
+        self.metrics.launch(task.task_id, task.executor)
         runtime = self.runtimes.get(task.executor)
         try:
             if runtime is None:
@@ -443,6 +450,33 @@ class AgentService:
         runtime = self.runtimes.get(action.executor)
         if runtime is not None:
             await runtime.kill(action.task_id, action.grace)
+
+    async def _send_logs(self, command: m.SendLogsCommand) -> None:
+        """Answer the master's log request with a piece of the task's sandbox file (best effort, sent once)."""
+        answer = m.TaskLogs(self.info.id, command.request_id, command.task_id, command.stream, 0)
+        path = self.work_dir / "tasks" / sandbox_name(command.task_id) / command.stream
+        try:
+            piece: tuple[int, bytes, int] | None = None
+            for runtime in self.runtimes.values():  # a runtime that keeps output elsewhere (Docker) answers first
+                read_log = getattr(runtime, "read_log", None)
+                if read_log is not None:
+                    piece = await read_log(command.task_id, command.stream, command.offset, command.limit)
+                    if piece is not None:
+                        break
+            if piece is None:
+                piece = await asyncio.to_thread(read_piece, path, command.offset, command.limit)
+            start, data, size = piece
+            answer = replace(answer, offset=start, data=data, size=size)
+        except FileNotFoundError:
+            answer = replace(answer, error=f"no {command.stream} of task {command.task_id} on this agent")
+        except OSError as e:
+            answer = replace(answer, error=f"cannot read the {command.stream} of {command.task_id}: {e.strerror}")
+        except EdgermError as e:  # e.g. the Docker engine failed the request
+            answer = replace(answer, error=f"cannot read the {command.stream} of {command.task_id}: {e}")
+        try:
+            await self.transport.call(answer)
+        except (TransportError, WireError) as e:
+            log.debug("logs of %s not delivered: %s", command.task_id, e)
 
     async def _cleanup(self, action: CleanupTask) -> None:
         runtime = self.runtimes.get(action.executor)
@@ -509,6 +543,8 @@ class AgentService:
                 self._feed(LaunchReceived(command.task, self._stamp()))
             elif isinstance(command, m.KillCommand):
                 self._feed(KillReceived(command.task_id, command.grace, self._stamp()))
+            elif isinstance(command, m.SendLogsCommand):
+                self._spawn(self._send_logs(command))
             else:
                 log.warning("unexpected event on the command stream: %r", command)
 

@@ -41,8 +41,14 @@ What it owns:
 Task transitions (a stale or impossible runtime report is ignored)::
 
     STARTING ──TaskStarted──▶ RUNNING
-        │                        │
-        └──────TaskEnded─────────┴──▶ FINISHED | FAILED | KILLED
+     │  ▲ │                      │
+     │  └─┘ TaskProgress         │
+     └──────TaskEnded────────────┴──▶ FINISHED | FAILED | KILLED
+
+``TaskProgress`` (e.g. an image pull's layers and bytes) becomes a STARTING
+update with that message, reliable like every update; while one waits
+behind an update in flight, a newer one replaces it, so a slow master never
+gets a backlog of progress.
 
 Rules of the conversation: LAUNCH of a held task is ignored (idempotent);
 KILL of an unknown task answers KILLED so the master can settle a task that
@@ -81,7 +87,7 @@ from edgerm.agent.core_io import (
     StopTask,
     Tick,
 )
-from edgerm.agent.runtime import TaskEnded, TaskStarted
+from edgerm.agent.runtime import TaskEnded, TaskProgress, TaskStarted
 from edgerm.ids import AgentId, TaskId
 from edgerm.model import Reason, RestartPolicy, Source, TaskState, TaskStatus
 
@@ -348,6 +354,8 @@ class AgentCore:
         held = self._tasks.get(report.task_id)
         if held is None:
             return []
+        if isinstance(report, TaskProgress):
+            return self._progress(held, report, event.stamp, now)
         if isinstance(report, TaskStarted):
             if held.relaunched:
                 if any(p.status.state is TaskState.RUNNING for p in held.pending):
@@ -364,6 +372,16 @@ class AgentCore:
             new = self._status(report.task_id, report.state, event.stamp, reason, report.message, report.exit_code)
         if new.state not in _NEXT.get(held.latest.state, frozenset()):
             return []  # a stale or duplicate report
+        return self._enqueue(held, new, now)
+
+    def _progress(self, held: _Held, report: TaskProgress, stamp: Stamp, now: float) -> list[AgentAction]:
+        if held.latest.state is not TaskState.STARTING:
+            return []  # running or ended already: a late report
+        new = self._status(held.task_id, TaskState.STARTING, stamp, message=report.message)
+        if len(held.pending) > 1 and held.pending[-1].status.state is TaskState.STARTING:
+            held.pending[-1] = _Pending(new)  # not sent yet: the newer progress replaces it
+            held.latest = new
+            return []
         return self._enqueue(held, new, now)
 
     def _acked(self, event: StatusAcked, now: float) -> list[AgentAction]:

@@ -161,7 +161,7 @@ class _AgentCalls(_Guarded):
 
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
         call = wire.decode_agent_call(request.payload)
-        event = await self._adapter.handlers.agent_call(call)
+        event = await self._adapter.handlers.agent_call(call, transport="coap")
         return aiocoap.Message(code=aiocoap.CHANGED, payload=wire.encode_agent_event(event))
 
 

@@ -20,13 +20,17 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import replace
 
 from edgerm import messages as m
-from edgerm.errors import MalformedMessage, UnknownCall, UnknownTask, WireError
+from edgerm.errors import MalformedMessage, UnknownAgent, UnknownCall, UnknownTask, WireError
 from edgerm.ids import AgentId, FrameworkId, TaskId, new_id
+from edgerm.master import views
 from edgerm.master.actions import KillTask
 from edgerm.master.events import AgentRegistered, HeartbeatReceived, StatusReceived
+from edgerm.master.logs import LogPiece, LogRequests
 from edgerm.master.metrics import render_metrics
 from edgerm.master.service import CommandStream, EventStream, MasterService
 from edgerm.master.state import _task_json
@@ -36,6 +40,7 @@ _AGENT_CALL_NAMES: dict[type, str] = {
     m.AgentHeartbeat: "HEARTBEAT",
     m.StatusUpdate: "UPDATE",
     m.SubscribeAgent: "SUBSCRIBE",
+    m.TaskLogs: "LOGS",
 }
 _SCHEDULER_CALL_NAMES: dict[type, str] = {
     m.Subscribe: "SUBSCRIBE",
@@ -56,21 +61,31 @@ class Handlers:
     def __init__(self, service: MasterService) -> None:
         self.service = service
         self._metrics = service.metrics
+        #: Log requests waiting for their agents (GET /api/v1/tasks/{id}/logs).
+        self.logs = LogRequests(service)
 
     # -- agent API ------------------------------------------------------------
 
-    async def agent_call(self, call: m.AgentCall) -> m.AgentEvent:
+    async def agent_call(self, call: m.AgentCall, transport: str = "http") -> m.AgentEvent:
         """REGISTER -> AgentRegistered, HEARTBEAT -> HeartbeatAck, UPDATE -> StatusAcknowledged.
 
         SUBSCRIBE opens a push channel and goes to :meth:`agent_commands`.
+        ``transport`` (``http``, ``coap``) labels the latency figures.
         """
+        started = time.perf_counter()
+        kind = "HEARTBEAT" if type(call) is m.AgentHeartbeat else _AGENT_CALL_NAMES.get(type(call), "UNKNOWN")
+        try:
+            return await self._agent_call(call, kind, transport)
+        finally:
+            self._metrics.request("agent", kind, transport, time.perf_counter() - started)
+
+    async def _agent_call(self, call: m.AgentCall, kind: str, transport: str) -> m.AgentEvent:
         service = self.service
+        self._metrics.call("agent", kind)
         if type(call) is m.AgentHeartbeat:
-            self._metrics.call("agent", "HEARTBEAT")
             self._metrics.heartbeats += 1
             service.handle(HeartbeatReceived(call.agent_id, call.task_ids))
             return m.HeartbeatAck(service.commands_pending(call.agent_id))
-        self._metrics.call("agent", _AGENT_CALL_NAMES.get(type(call), "UNKNOWN"))
         if isinstance(call, m.StatusUpdate):
             status = call.status
             if status.agent_id != call.agent_id:
@@ -80,7 +95,13 @@ class Handlers:
             service.handle(StatusReceived(call.agent_id, status))
             await service.durable()
             return m.StatusAcknowledged(status.task_id, status.uuid)
+        if isinstance(call, m.TaskLogs):
+            if not service.core.agent_known(call.agent_id):
+                raise UnknownAgent(f"agent {call.agent_id!r} is not registered")
+            self.logs.received(call)
+            return m.LogsReceived()
         if isinstance(call, m.RegisterAgent):
+            self._metrics.agent_transport[call.agent.id] = transport
             service.handle(AgentRegistered(call.agent, call.tasks, call.instance_id))
             await service.durable()
             return m.AgentRegistered(call.agent.id, service.config.master_id, service.options.broker_url)
@@ -107,7 +128,15 @@ class Handlers:
 
     async def scheduler_call(self, call: m.SchedulerCall, stream_id: str) -> None:
         """Any scheduler call but SUBSCRIBE, on the framework's current stream."""
-        self._metrics.call("scheduler", _SCHEDULER_CALL_NAMES.get(type(call), "UNKNOWN"))
+        kind = _SCHEDULER_CALL_NAMES.get(type(call), "UNKNOWN")
+        self._metrics.call("scheduler", kind)
+        started = time.perf_counter()
+        try:
+            await self._scheduler_call(call, stream_id)
+        finally:
+            self._metrics.request("scheduler", kind, "http", time.perf_counter() - started)
+
+    async def _scheduler_call(self, call: m.SchedulerCall, stream_id: str) -> None:
         if isinstance(call, m.Subscribe):
             raise UnknownCall("SUBSCRIBE opens the framework's event stream; it is not a request/reply call")
         service = self.service
@@ -166,7 +195,37 @@ class Handlers:
     def metrics_text(self) -> str:
         """Prometheus text exposition of the master's figures."""
         service = self.service
-        return render_metrics(self._metrics, service.core.snapshot(), service.gauges())
+        return render_metrics(self._metrics, service.core, service.gauges(), service.now(), service.lost_recently())
+
+    def task(self, task_id: TaskId) -> dict[str, object] | None:
+        """One task with its status history (the dashboard's task view), or None if not remembered."""
+        return views.task(self.service, self.service.now(), task_id)
+
+    async def task_logs(self, task_id: TaskId, stream: str, offset: int, limit: int) -> LogPiece:
+        """A piece of a task's stdout or stderr, asked of its agent (see :mod:`edgerm.master.logs`)."""
+        self._metrics.call("operator", "LOGS")
+        return await self.logs.fetch(task_id, stream, offset, limit)
+
+    async def log_tails(self, task_id: TaskId, size: int = 8192, wait: float = 2.0) -> dict[str, object]:
+        """The ends of a task's stdout and stderr for its page; ``logs_note`` says why one is missing."""
+
+        async def tail(stream: str) -> LogPiece | WireError:
+            try:
+                return await self.logs.fetch(task_id, stream, -size, size, wait)
+            except WireError as e:
+                return e
+
+        out: dict[str, object] = {}
+        notes = []
+        for stream, got in zip(m.LOG_STREAMS, await asyncio.gather(*(tail(s) for s in m.LOG_STREAMS)), strict=True):
+            if isinstance(got, LogPiece):
+                out[stream] = got.data.decode("utf-8", errors="replace")
+                out[f"{stream}_end"] = got.offset + len(got.data)
+            else:
+                notes.append(f"{stream}: {got}")
+        if notes:
+            out["logs_note"] = "; ".join(dict.fromkeys(notes))
+        return out
 
     def module(self, sha256: str) -> bytes | None:
         """An inline module by content hash, if the master still holds it."""

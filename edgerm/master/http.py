@@ -8,10 +8,14 @@ Routes::
                                    header Edgerm-Stream-Id; others 202 empty
     GET  /api/v1/state             the cluster state as JSON
     GET  /api/v1/modules/{sha256}  an inline WebAssembly module by content hash
+    GET  /api/v1/tasks/{id}        one task and its status history (JSON)
+    GET  /api/v1/tasks/{id}/logs   ?stream=stdout|stderr&offset=N&limit=N: a piece of a
+                                   task's output, fetched from its agent (JSON; errors
+                                   as JSON {"error", "message"} with their HTTP status)
     POST /api/v1/tasks/{id}/kill   an operator's kill (on behalf of the task's
                                    framework): 202 with the task's JSON; 404
     GET  /metrics                  Prometheus text
-    GET  /                         a small dashboard over /api/v1/state
+    GET  /, /ui/...                the dashboard (edgerm.master.dashboard lists its pages)
     POST /api/v1/join              a join token -> an agent credential (JSON)
     GET|POST /login, GET /logout   the dashboard's sign-in (session cookie)
 
@@ -55,9 +59,9 @@ from edgerm import messages as m
 from edgerm import wire
 from edgerm.auth.limits import check_tasks
 from edgerm.auth.principal import Principal
-from edgerm.errors import Forbidden, LimitExceeded, MalformedMessage, MessageTooLarge, NotFound, WireError
+from edgerm.errors import Forbidden, LimitExceeded, MalformedMessage, MessageTooLarge, NotFound, UnknownTask, WireError
 from edgerm.ids import FrameworkId, TaskId
-from edgerm.master.dashboard import DASHBOARD_HTML
+from edgerm.master import dashboard
 from edgerm.master.handlers import Handlers
 from edgerm.master.http_auth import (
     JOIN_PATH,
@@ -68,6 +72,7 @@ from edgerm.master.http_auth import (
     login_routes,
     principal_of,
 )
+from edgerm.master.logs import DEFAULT_LIMIT as DEFAULT_LOG_LIMIT
 from edgerm.master.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from edgerm.model import Filters
 
@@ -302,6 +307,34 @@ class _HttpAdapter:
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         return web.Response(body=self._handlers.metrics_text().encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
+    async def task(self, request: web.Request) -> web.StreamResponse:
+        task_id = TaskId(request.match_info["id"])
+        data = self._handlers.task(task_id)
+        if data is None:
+            return self._json_error(UnknownTask(f"the master does not remember a task {task_id!r}"))
+        return web.json_response(data, headers={"Cache-Control": "no-store"})
+
+    async def task_logs(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        try:
+            offset = int(query.get("offset", "0"))
+            limit = int(query.get("limit", str(DEFAULT_LOG_LIMIT)))
+            if abs(offset) > 2**62:
+                raise ValueError(offset)
+            piece = await self._handlers.task_logs(
+                TaskId(request.match_info["id"]), query.get("stream", "stdout"), offset, limit
+            )
+        except ValueError:
+            return self._json_error(MalformedMessage("offset and limit must be integers"))
+        except WireError as e:
+            return self._json_error(e)
+        return web.json_response(piece.to_json(), headers={"Cache-Control": "no-store"})
+
+    def _json_error(self, error: WireError) -> web.Response:
+        self._handlers.failed(error)
+        body = {"error": type(error).__name__, "message": str(error)}
+        return web.json_response(body, status=error.http_status, headers={"Cache-Control": "no-store"})
+
     async def module(self, request: web.Request) -> web.StreamResponse:
         sha256 = request.match_info["sha256"]
         if not _SHA256.fullmatch(sha256):
@@ -320,9 +353,6 @@ class _HttpAdapter:
             raise MalformedMessage(f"a task id has 1 to {MAX_TASK_ID} characters")
         task = self._handlers.kill_task(TaskId(task_id))
         return web.json_response(task, status=202)
-
-    async def dashboard(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(text=DASHBOARD_HTML, content_type="text/html")
 
     async def join(self, request: web.Request) -> web.StreamResponse:
         if self._security is None:
@@ -354,6 +384,8 @@ def make_app(
     app.router.add_get("/api/v1/state", guard(adapter.state))
     app.router.add_get("/api/v1/modules/{sha256}", guard(adapter.module))
     app.router.add_post("/api/v1/tasks/{task_id}/kill", guard(adapter.kill))
+    app.router.add_get("/api/v1/tasks/{id}", guard(adapter.task))
+    app.router.add_get("/api/v1/tasks/{id}/logs", guard(adapter.task_logs))
     app.router.add_get("/metrics", guard(adapter.metrics))
-    app.router.add_get("/", guard(adapter.dashboard))
+    dashboard.add_routes(app, handlers, guard)
     return app

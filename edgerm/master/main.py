@@ -66,6 +66,7 @@ from edgerm.limits import check_id
 from edgerm.logs import add_log_arguments, configure_logging, fail, version_argument
 from edgerm.master.broker import DEFAULT_BROKER_PORT, EMBEDDED, EmbeddedBroker, check_broker_url
 from edgerm.master.coap import CoapServer, start_coap_server
+from edgerm.master.dataflow_stats import StatsListener
 from edgerm.master.handlers import Handlers
 from edgerm.master.http import DEFAULT_MAX_BODY, make_app
 from edgerm.master.http_auth import HttpSecurity
@@ -153,6 +154,8 @@ class RunningMaster:
         self.tokens = tokens
         self._runner = runner
         self._stopped = False
+        #: Hears the dataflow operators' stats on the broker, for the dashboard (None without a broker).
+        self.stats_listener: StatsListener | None = None
         if tokens is not None:
             local.publish(self.url, tokens)
 
@@ -198,6 +201,8 @@ class RunningMaster:
         if self.tokens is not None:
             local.withdraw(self.url)
         try:
+            if self.stats_listener is not None:
+                await self.stats_listener.stop()
             await self.service.stop()
         finally:
             try:
@@ -430,6 +435,9 @@ async def _start_serving(
         log.info("registry in %s (sync=%s)", registry.state_dir, registry.sync)
     else:
         log.info("registry in memory: nothing survives a restart")
+    if options.broker_url:
+        master.stats_listener = StatsListener(options.broker_url, service.history.stats)
+        master.stats_listener.start()
     if coap is not None:
         log.info("CoAP on %s%s", coap.url, f" and {coap.tcp_url}" if coap.tcp_url else "")
     if options.broker_url:

@@ -1,47 +1,57 @@
-"""The master's Prometheus figures: counters kept by the handlers, text rendering.
+"""The master's Prometheus figures: counters kept as things happen, text at scrape time.
 
-Role: :class:`MasterMetrics` counts what passes through the handler table
-(calls by API and type, typed errors by code, heartbeats) and through the
-service (events sent to and dropped for frameworks). :func:`render_metrics`
-joins them with gauges read from the core's snapshot (agents, frameworks,
-tasks by state, offers outstanding) and the service's own gauges into the
-Prometheus text exposition format (version 0.0.4).
+Role: :class:`MasterMetrics` is told what happens and counts it:
+
+- the handler table counts calls by API and type, typed errors by code,
+  heartbeats, request latency by transport, and which transport each agent
+  registered over;
+- the service hands it every core event with the actions the core returned,
+  the task status changes the core journaled (``MasterCore.take_task_changes``)
+  and how long the core took (:meth:`MasterMetrics.observe`), events sent to
+  and dropped for frameworks, and the event loop's lag.
+
+From those it keeps agent registrations and losses, heartbeat lateness,
+task launches and outcomes by state and reason (counters, so they survive
+the pruning of ended tasks), live tasks by state, offers sent, accepted,
+declined, rescinded and expired per framework, and the core's latencies.
+
+:func:`render_metrics` adds gauges read at scrape time from the core's read
+views (resources per agent and for the cluster, agents by state, the DRF
+dominant share per framework) and the service's own gauges, and renders the
+Prometheus text exposition (:mod:`edgerm.promtext`).
 
 Rules:
-- Counting is a dict increment: it runs on every heartbeat, so nothing more.
-- Gauges are computed only when ``/metrics`` is scraped.
-- Every metric carries ``# HELP`` and ``# TYPE``; names end in ``_total`` for
-  counters.
+- Observing is dict updates only: it runs on every heartbeat and every
+  event. Nothing here re-reads a state snapshot; a scrape walks the agents
+  once (per-agent series) and the frameworks once, nothing more.
+- Series of an object that is gone (a lost agent, a torn-down framework)
+  are forgotten, so the families stay bounded by the live cluster.
+- An offer the core drops without telling its framework (the framework
+  disconnected or re-subscribed) is counted as rescinded.
+- An ACCEPT without tasks counts its offers as declined (it is one, for the
+  core).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
+import edgerm
+from edgerm import messages as m
+from edgerm.ids import AgentId, FrameworkId, OfferId
+from edgerm.master import events as ev
+from edgerm.master.actions import DropAgent, MasterAction, SendEvent
+from edgerm.master.state import MasterCore
+from edgerm.master.tasks import TaskChange
 from edgerm.model import TaskState
+from edgerm.promtext import CONTENT_TYPE, LATENCY_BUCKETS, SLOW_BUCKETS, Counter, Histogram, Writer, process_figures
+from edgerm.resources import Resources
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+__all__ = ["CONTENT_TYPE", "MasterMetrics", "render_metrics"]
 
-
-class MasterMetrics:
-    """Counters of one master. Mutated on the event loop only."""
-
-    __slots__ = ("calls", "errors", "events_dropped", "events_sent", "heartbeats")
-
-    def __init__(self) -> None:
-        self.calls: dict[tuple[str, str], int] = {}
-        self.errors: dict[str, int] = {}
-        self.heartbeats = 0
-        self.events_sent = 0
-        self.events_dropped = 0
-
-    def call(self, api: str, kind: str) -> None:
-        key = (api, kind)
-        self.calls[key] = self.calls.get(key, 0) + 1
-
-    def error(self, code: str) -> None:
-        self.errors[code] = self.errors.get(code, 0) + 1
-
+#: An agent counts as silent after this many heartbeat intervals without one (lost after the core's factor).
+SILENT_AFTER_INTERVALS = 1.5
 
 _GAUGE_HELP = {
     "edgerm_framework_streams": "Framework event streams open.",
@@ -52,96 +62,310 @@ _GAUGE_HELP = {
     "edgerm_module_store_bytes": "Bytes of inline WebAssembly modules kept for download.",
 }
 
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+_LIVE_STATES = tuple(s.value for s in TaskState if not s.terminal)
 
 
-def _labels(pairs: Iterable[tuple[str, str]]) -> str:
-    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in pairs)
-    return "{" + inner + "}" if inner else ""
+@dataclass(slots=True)
+class _AgentSeen:
+    interval: float
+    last_seen: float
 
 
-def _fmt(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+class MasterMetrics:
+    """Counters of one master. Mutated on the event loop only."""
 
-
-class _Writer:
     def __init__(self) -> None:
-        self.lines: list[str] = []
+        self.calls: dict[tuple[str, str], int] = {}
+        self.errors: dict[str, int] = {}
+        self.heartbeats = 0
+        self.events_sent = 0
+        self.events_dropped = 0
+        #: agent -> the transport it registered over (``http``, ``coap``); set by the handler table.
+        self.agent_transport: dict[AgentId, str] = {}
+        self._agents: dict[AgentId, _AgentSeen] = {}
+        self._offers: dict[OfferId, tuple[FrameworkId, float]] = {}
+        self._live: dict[str, int] = dict.fromkeys(_LIVE_STATES, 0)
+        self.registrations = Counter(
+            "edgerm_agent_registrations_total",
+            "Agent registrations; kind=new for an agent the master did not hold, re for a re-registration.",
+            ("kind",),
+        )
+        self.agents_lost = Counter("edgerm_agents_lost_total", "Agents declared lost after missing heartbeats.")
+        self.lateness = Histogram(
+            "edgerm_heartbeat_lateness_seconds",
+            "How late each heartbeat arrived past the agent's interval (0 when on time), by transport.",
+            ("transport",),
+            SLOW_BUCKETS,
+        )
+        self.launched = Counter("edgerm_tasks_launched_total", "Tasks launched, by executor.", ("executor",))
+        self.outcomes = Counter(
+            "edgerm_task_outcomes_total", "Tasks that ended, by terminal state and reason.", ("state", "reason")
+        )
+        self.offers = Counter(
+            "edgerm_offers_total",
+            "Offers by framework and outcome: sent, accepted, declined, rescinded, expired.",
+            ("framework_id", "outcome"),
+        )
+        self.framework_names: dict[FrameworkId, str] = {}
+        self.subscriptions = Counter("edgerm_framework_subscriptions_total", "Framework SUBSCRIBE calls taken.")
+        self.teardowns = Counter("edgerm_framework_teardowns_total", "Frameworks torn down.")
+        self.core_seconds = Histogram(
+            "edgerm_core_event_seconds",
+            "Time the core took to handle one event (not counting carrying out its actions), by event.",
+            ("event",),
+        )
+        self.allocation_seconds = Histogram(
+            "edgerm_allocation_cycle_seconds",
+            "Duration of one periodic allocation cycle (offer expiry, agent timeouts, allocation) in the core.",
+        )
+        self.requests = Histogram(
+            "edgerm_request_seconds",
+            "Latency of agent and scheduler calls in the handler table, by API, call type and transport.",
+            ("api", "type", "transport"),
+        )
+        self.loop_lag = Histogram(
+            "edgerm_event_loop_lag_seconds",
+            "How much later than asked the master's periodic tick woke up.",
+            (),
+            LATENCY_BUCKETS,
+        )
+        self.last_loop_lag = 0.0
 
-    def metric(self, name: str, kind: str, help_text: str, samples: Iterable[tuple[str, float]]) -> None:
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            self.lines.append(f"{name}{labels} {_fmt(value)}")
+    # -- from the handler table --------------------------------------------------
 
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
+    def call(self, api: str, kind: str) -> None:
+        key = (api, kind)
+        self.calls[key] = self.calls.get(key, 0) + 1
+
+    def error(self, code: str) -> None:
+        self.errors[code] = self.errors.get(code, 0) + 1
+
+    def request(self, api: str, kind: str, transport: str, seconds: float) -> None:
+        self.requests.observe(seconds, api, kind, transport)
+
+    def lag(self, seconds: float) -> None:
+        self.last_loop_lag = max(0.0, seconds)
+        self.loop_lag.observe(self.last_loop_lag)
+
+    # -- from the service --------------------------------------------------------------
+
+    def observe(
+        self,
+        event: ev.MasterEvent,
+        actions: Iterable[MasterAction],
+        changes: Iterable[TaskChange],
+        now: float,
+        seconds: float,
+    ) -> None:
+        """One core event taken in: what it was, what the core ordered, which tasks changed."""
+        kind = type(event).__name__
+        self.core_seconds.observe(seconds, kind)
+        match event:
+            case ev.Tick():
+                self.allocation_seconds.observe(seconds)
+            case ev.HeartbeatReceived():
+                seen = self._agents.get(event.agent_id)
+                if seen is not None:
+                    late = max(0.0, now - seen.last_seen - seen.interval)
+                    self.lateness.observe(late, self.agent_transport.get(event.agent_id, "http"))
+                    seen.last_seen = now
+            case ev.AgentRegistered():
+                agent = event.agent
+                self.registrations.inc("re" if agent.id in self._agents else "new")
+                interval = agent.heartbeat_interval if agent.heartbeat_interval > 0 else 1.0
+                self._agents[agent.id] = _AgentSeen(interval, now)
+            case ev.FrameworkSubscribed():
+                self.subscriptions.inc()
+                self.framework_names[event.framework.id] = event.framework.name
+                self._drop_offers_of(event.framework.id)
+            case ev.FrameworkDisconnected():
+                self._drop_offers_of(event.framework_id)
+            case m.Accept():
+                outcome = "accepted" if event.tasks else "declined"
+                for offer_id in event.offer_ids:
+                    if self._offers.pop(offer_id, None) is not None:
+                        self.offers.inc(event.framework_id, outcome)
+                for task in event.tasks:
+                    self.launched.inc(task.executor)
+            case m.Decline():
+                for offer_id in event.offer_ids:
+                    if self._offers.pop(offer_id, None) is not None:
+                        self.offers.inc(event.framework_id, "declined")
+            case m.Teardown():
+                self.teardowns.inc()
+                self._drop_offers_of(event.framework_id, count=False)
+                for outcome in ("sent", "accepted", "declined", "rescinded", "expired"):
+                    self.offers.forget(event.framework_id, outcome)
+                self.framework_names.pop(event.framework_id, None)
+            case _:
+                pass
+        expiring = isinstance(event, ev.Tick)
+        for action in actions:
+            if isinstance(action, SendEvent):
+                self._event_sent(action.framework_id, action.event, now, expiring)
+            elif isinstance(action, DropAgent):
+                self.agents_lost.inc()
+                self._agents.pop(action.agent_id, None)
+                self.agent_transport.pop(action.agent_id, None)
+        for change in changes:
+            self._task_changed(change)
+
+    def _event_sent(self, framework_id: FrameworkId, event: m.SchedulerEvent, now: float, expiring: bool) -> None:
+        if isinstance(event, m.Offers):
+            for offer in event.offers:
+                self._offers[offer.id] = (framework_id, offer.expires_at)
+                self.offers.inc(framework_id, "sent")
+        elif isinstance(event, m.Rescind):
+            held = self._offers.pop(event.offer_id, None)
+            if held is not None:
+                expired = expiring and now >= held[1]
+                self.offers.inc(framework_id, "expired" if expired else "rescinded")
+
+    def _drop_offers_of(self, framework_id: FrameworkId, count: bool = True) -> None:
+        gone = [o for o, (fid, _) in self._offers.items() if fid == framework_id]
+        for offer_id in gone:
+            del self._offers[offer_id]
+            if count:
+                self.offers.inc(framework_id, "rescinded")
+
+    def _task_changed(self, change: TaskChange) -> None:
+        before = change.before
+        after = change.after.status
+        if before is not None and not before.state.terminal:
+            self._live[before.state.value] -= 1
+        if after.state.terminal:
+            if before is None or not before.state.terminal:
+                self.outcomes.inc(after.state.value, after.reason.value)
+        else:
+            self._live[after.state.value] = self._live.get(after.state.value, 0) + 1
+
+    def offers_outstanding(self) -> int:
+        """Offers sent and not yet accepted, declined, rescinded or expired."""
+        return len(self._offers)
+
+    def live_tasks(self) -> dict[str, int]:
+        """Live tasks by state, kept from the core's status changes."""
+        return dict(self._live)
 
 
-def _items(snapshot: Mapping[str, object], key: str) -> list[Mapping[str, object]]:
-    items = snapshot.get(key)
-    if not isinstance(items, list):
-        return []
-    return [i for i in items if isinstance(i, Mapping)]
+# -- rendering ---------------------------------------------------------------------------
 
 
-def cluster_figures(snapshot: Mapping[str, object]) -> tuple[int, int, dict[str, int], int]:
-    """(agents, frameworks, tasks by state, offers outstanding) from a core snapshot."""
-    agents = _items(snapshot, "agents")
-    frameworks = _items(snapshot, "frameworks")
-    by_state = {state.value: 0 for state in TaskState}
-    for task in _items(snapshot, "tasks"):
-        state = str(task.get("state", "UNKNOWN")).removeprefix("TASK_")
-        by_state[state] = by_state.get(state, 0) + 1
-    master = snapshot.get("master")
-    outstanding = master.get("outstanding_offers") if isinstance(master, Mapping) else None
-    if isinstance(outstanding, int):
-        offers = outstanding
-    else:  # count them per framework
-        offers = 0
-        for framework in frameworks:
-            held = framework.get("offers")
-            offers += len(held) if isinstance(held, list) else 0
-    return len(agents), len(frameworks), by_state, offers
+def _resource_samples(res: Resources) -> Iterable[tuple[str, float]]:
+    for name in ("cpus", "mem", "disk"):
+        yield name, res.get(name)
+    for name, amount in sorted(res.scalars.items()):
+        if name not in ("cpus", "mem", "disk"):
+            yield name, amount
+    yield "devices", float(len(res.devices))
+    if res.ranges:
+        yield "ports", float(sum(len(r) for ranges in res.ranges.values() for r in ranges))
 
 
-def render_metrics(metrics: MasterMetrics, snapshot: Mapping[str, object], gauges: Mapping[str, float]) -> str:
-    """The Prometheus text exposition of every figure."""
-    agents, frameworks, by_state, offers = cluster_figures(snapshot)
-    w = _Writer()
-    w.metric("edgerm_agents", "gauge", "Agents registered.", [("", agents)])
-    w.metric("edgerm_frameworks", "gauge", "Frameworks known.", [("", frameworks)])
-    w.metric(
-        "edgerm_tasks",
-        "gauge",
-        "Tasks the master knows, by state.",
-        [(_labels([("state", s)]), n) for s, n in sorted(by_state.items())],
+def render_metrics(
+    metrics: MasterMetrics, core: MasterCore, gauges: Mapping[str, float], now: float, lost_recently: int = 0
+) -> str:
+    """The Prometheus text exposition of every figure of the master."""
+    w = Writer()
+    agents = sorted(core.agent_records(), key=lambda a: a.info.id)
+    per_agent: list[tuple[tuple[str, ...], float]] = []
+    cluster: dict[tuple[str, str], float] = {}
+    info: list[tuple[tuple[str, ...], float]] = []
+    states = {"active": 0, "silent": 0}
+    for agent in agents:
+        aid = agent.info.id
+        interval = agent.info.heartbeat_interval if agent.info.heartbeat_interval > 0 else 1.0
+        state = "silent" if now - agent.last_seen > SILENT_AFTER_INTERVALS * interval else "active"
+        states[state] += 1
+        info.append(((aid, agent.info.hostname, metrics.agent_transport.get(aid, "http"), state), 1))
+        held = (("total", agent.info.resources), ("used", core.used_on(aid)), ("offered", core.offered_on(aid)))
+        for kind, res in held:
+            for name, amount in _resource_samples(res):
+                per_agent.append(((aid, name, kind), amount))
+                cluster[(name, kind)] = cluster.get((name, kind), 0.0) + amount
+    states["lost"] = lost_recently
+    w.gauge(
+        "edgerm_agents",
+        "Agents by state: active, silent (a heartbeat is overdue), lost (departed, remembered for a while).",
+        [((s,), n) for s, n in states.items()],
+        ("state",),
     )
-    w.metric("edgerm_offers_outstanding", "gauge", "Offers made and not yet answered.", [("", offers)])
-    w.metric(
+    w.gauge(
+        "edgerm_agent_info",
+        "One series per registered agent naming its host, transport and state (always 1).",
+        info,
+        ("agent_id", "hostname", "transport", "state"),
+    )
+    w.gauge(
+        "edgerm_cluster_resources",
+        "Resources of all registered agents: total, used by live tasks, offered (cpus in cores, mem/disk in MiB).",
+        [((name, kind), v) for (name, kind), v in sorted(cluster.items())],
+        ("resource", "kind"),
+    )
+    w.gauge(
+        "edgerm_agent_resources",
+        "Resources per agent: total, used by live tasks, offered (cpus in cores, mem/disk in MiB).",
+        per_agent,
+        ("agent_id", "resource", "kind"),
+    )
+    w.counter(metrics.registrations)
+    w.counter(metrics.agents_lost)
+    w.histogram(metrics.lateness)
+    frameworks = sorted(core.framework_records(), key=lambda f: f.info.id)
+    w.gauge(
+        "edgerm_frameworks",
+        "Frameworks known, by whether their event stream is open.",
+        [(("active",), sum(1 for f in frameworks if f.active)), (("inactive",), sum(not f.active for f in frameworks))],
+        ("state",),
+    )
+    w.gauge(
+        "edgerm_framework_info",
+        "One series per framework naming it (always 1).",
+        [((f.info.id, f.info.name, str(f.active).lower(), str(f.suppressed).lower()), 1) for f in frameworks],
+        ("framework_id", "name", "active", "suppressed"),
+    )
+    totals = {name: v for (name, kind), v in cluster.items() if kind == "total" and name not in ("devices", "ports")}
+    shares = core.dominant_shares(Resources.scalar(**totals))
+    w.gauge(
+        "edgerm_framework_dominant_share",
+        "DRF dominant share of each framework (largest fraction of any cluster resource it holds or is offered).",
+        [((fid,), share) for fid, share in sorted(shares.items())],
+        ("framework_id",),
+    )
+    w.counter(metrics.offers)
+    w.gauge(
+        "edgerm_offers_outstanding", "Offers made and not yet answered.", [((), float(metrics.offers_outstanding()))]
+    )
+    w.counter(metrics.subscriptions)
+    w.counter(metrics.teardowns)
+    w.gauge("edgerm_tasks", "Live tasks, by state.", [((s,), n) for s, n in metrics.live_tasks().items()], ("state",))
+    w.counter(metrics.launched)
+    w.counter(metrics.outcomes)
+    w.counter_samples(
         "edgerm_calls_total",
-        "counter",
         "Calls received, by API and call type.",
-        [(_labels([("api", api), ("type", kind)]), n) for (api, kind), n in sorted(metrics.calls.items())],
+        [((api, kind), n) for (api, kind), n in sorted(metrics.calls.items())],
+        ("api", "type"),
     )
-    w.metric(
+    w.counter_samples(
         "edgerm_errors_total",
-        "counter",
         "Typed error replies, by Error.Code.",
-        [(_labels([("code", code)]), n) for code, n in sorted(metrics.errors.items())],
+        [((code,), n) for code, n in sorted(metrics.errors.items())],
+        ("code",),
     )
-    w.metric("edgerm_heartbeats_received_total", "counter", "Agent heartbeats received.", [("", metrics.heartbeats)])
-    w.metric(
-        "edgerm_framework_events_sent_total", "counter", "Events queued to frameworks.", [("", metrics.events_sent)]
-    )
-    w.metric(
+    w.counter_samples("edgerm_heartbeats_received_total", "Agent heartbeats received.", [((), metrics.heartbeats)])
+    w.counter_samples("edgerm_framework_events_sent_total", "Events queued to frameworks.", [((), metrics.events_sent)])
+    w.counter_samples(
         "edgerm_framework_events_dropped_total",
-        "counter",
         "Events for frameworks without a (readable) stream.",
-        [("", metrics.events_dropped)],
+        [((), metrics.events_dropped)],
     )
+    w.histogram(metrics.requests)
+    w.histogram(metrics.core_seconds)
+    w.histogram(metrics.allocation_seconds)
+    w.histogram(metrics.loop_lag)
+    w.value("edgerm_event_loop_lag_last_seconds", "Lag of the latest periodic tick.", metrics.last_loop_lag)
     for name, value in sorted(gauges.items()):
-        w.metric(name, "gauge", _GAUGE_HELP.get(name, name.replace("_", " ") + "."), [("", value)])
+        w.value(name, _GAUGE_HELP.get(name, name.replace("_", " ") + "."), value)
+    process_figures(w, "edgerm_master", edgerm.__version__)
     return w.text()

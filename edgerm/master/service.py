@@ -39,8 +39,9 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from edgerm import messages as m
 from edgerm.errors import NotSubscribed, Unavailable, UnknownAgent, WireError
@@ -48,16 +49,18 @@ from edgerm.ids import AgentId, FrameworkId, new_id
 from edgerm.master.actions import DropAgent, KillTask, LaunchTask, MasterAction, Persist, SendEvent
 from edgerm.master.eventlog import EventLog
 from edgerm.master.events import FrameworkDisconnected, FrameworkSubscribed, MasterEvent, Tick
+from edgerm.master.history import ClusterHistory
 from edgerm.master.metrics import MasterMetrics
 from edgerm.master.state import MasterConfig, MasterCore
 from edgerm.master.store import MemoryStore, StateStore
+from edgerm.master.tasks import TaskChange
 from edgerm.master.writer import GroupWriter
 from edgerm.model import FrameworkInfo, TaskInfo, WasmSpec
 
 log = logging.getLogger(__name__)
 
 #: A command pushed to an agent.
-AgentCommand = m.LaunchCommand | m.KillCommand
+AgentCommand = m.LaunchCommand | m.KillCommand | m.SendLogsCommand
 
 MiB = 1024 * 1024
 DEFAULT_MODULE_STORE_BYTES = 256 * MiB
@@ -357,6 +360,23 @@ class CommandStream:
 # -- the service ----------------------------------------------------------------------
 
 
+class Observer(Protocol):
+    """Told of every core event the service ran: the read side (metrics, dashboard history).
+
+    Called on the event loop right after the core returned, before the
+    actions are carried out; it must only update its own bookkeeping.
+    """
+
+    def observe(
+        self,
+        event: MasterEvent,
+        actions: Iterable[MasterAction],
+        changes: Iterable[TaskChange],
+        now: float,
+        seconds: float,
+    ) -> None: ...
+
+
 class MasterService:
     """Runs the master core on the event loop and carries out its actions."""
 
@@ -381,6 +401,10 @@ class MasterService:
         self._durable_seq = 0
         self._write_failed: BaseException | None = None
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        #: What the core forgets but the dashboard shows (departed agents, status histories, dataflows).
+        self.history = ClusterHistory()
+        #: Told of every core event (metrics first); add read-side observers before start().
+        self.observers: list[Observer] = [self.metrics, self.history]
         self._clock = clock
         self._streams: dict[FrameworkId, EventStream] = {}
         self._outboxes: dict[AgentId, CommandOutbox] = {}
@@ -436,8 +460,11 @@ class MasterService:
 
     async def _tick_loop(self) -> None:
         interval = self.options.allocation_interval
+        loop = asyncio.get_running_loop()
         while True:
+            asleep = loop.time()
             await asyncio.sleep(interval)
+            self.metrics.lag(loop.time() - asleep - interval)
             try:
                 self.handle(Tick())
             except WireError as e:
@@ -457,7 +484,7 @@ class MasterService:
         """
         if not self.running:
             raise Unavailable("the master is not running")
-        actions = self.core.handle(event, self._clock())
+        actions = self._take(event, self._clock())
         self._execute(actions)
         self.eventlog.record(event, actions)
         return actions
@@ -494,6 +521,16 @@ class MasterService:
             if not waiter.done():
                 waiter.set_exception(Unavailable(f"the master cannot write its registry: {error}"))
         self._waiters.clear()
+
+    def _take(self, event: MasterEvent, now: float) -> list[MasterAction]:
+        """Run one event through the core and tell the observers (the one place the core is called)."""
+        started = time.perf_counter()
+        actions = self.core.handle(event, now)
+        seconds = time.perf_counter() - started
+        changes = self.core.take_task_changes()
+        for observer in self.observers:
+            observer.observe(event, actions, changes, now, seconds)
+        return actions
 
     def _execute(self, actions: list[MasterAction]) -> None:
         """Carry out the core's actions, after their ``Persist`` (and every earlier one) is durable."""
@@ -536,7 +573,7 @@ class MasterService:
             stream = self._overflowed.popleft()
             if self.core.framework_known(stream.framework_id):
                 disconnected = FrameworkDisconnected(stream.framework_id)
-                self._execute(actions := self.core.handle(disconnected, self._clock()))
+                self._execute(actions := self._take(disconnected, self._clock()))
                 self.eventlog.record(disconnected, actions)
 
     def _send(self, framework_id: FrameworkId, event: m.SchedulerEvent) -> None:
@@ -578,7 +615,7 @@ class MasterService:
             raise Unavailable("the master is not running")
         fid = framework.id or FrameworkId(new_id())
         subscribed = FrameworkSubscribed(replace(framework, id=fid))
-        actions = self.core.handle(subscribed, self._clock())
+        actions = self._take(subscribed, self._clock())
         old = self._streams.pop(fid, None)
         if old is not None:
             old.close()  # its transport's aclose() no longer reports: it is not current
@@ -622,11 +659,27 @@ class MasterService:
             raise UnknownAgent(f"agent {agent_id!r} is not registered")
         return self._outbox(agent_id).attach()
 
+    def push_command(self, agent_id: AgentId, command: AgentCommand) -> None:
+        """Queue a command the core does not order (a log request) for a registered agent."""
+        if not self.running:
+            raise Unavailable("the master is not running")
+        if not self.core.agent_known(agent_id):
+            raise UnknownAgent(f"agent {agent_id!r} is not registered")
+        self._outbox(agent_id).put(command)
+
     def commands_pending(self, agent_id: AgentId) -> bool:
         outbox = self._outboxes.get(agent_id)
         return outbox is not None and outbox.pending
 
     # -- figures ---------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The service's clock (the time the core is given)."""
+        return self._clock()
+
+    def lost_recently(self) -> int:
+        """Agents lost within the history's memory window."""
+        return self.history.lost_recently(self._clock())
 
     def gauges(self) -> dict[str, float]:
         """The service's own gauges, by Prometheus metric name (see metrics.py)."""

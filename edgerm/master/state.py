@@ -64,7 +64,7 @@ from edgerm.master.actions import DropAgent, KillTask, LaunchTask, MasterAction,
 from edgerm.master.allocator import DRFSorter, Sorter, allocate, offerable
 from edgerm.master.offers import OfferBook
 from edgerm.master.registry import AgentRow, Changes, FrameworkRow, Registry, TaskRow, strip_module
-from edgerm.master.tasks import TaskRecord, TaskTable, UpdateOutbox, may_follow
+from edgerm.master.tasks import TaskChange, TaskRecord, TaskTable, UpdateOutbox, may_follow
 from edgerm.master.validation import check_accept, check_offers, require_subscribed
 from edgerm.model import AgentInfo, FrameworkInfo, Offer, Reason, Source, TaskState, TaskStatus, WasmSpec
 from edgerm.resources import EMPTY, Resources
@@ -273,6 +273,40 @@ class MasterCore:
 
     def offers_of(self, framework_id: FrameworkId) -> list[Offer]:
         return self._offers.of_framework(framework_id)
+
+    # Read views for the service's metrics and dashboard (read only, no copies of state kept).
+
+    def take_task_changes(self) -> list[TaskChange]:
+        """Task status changes since the last call, oldest first (see :mod:`edgerm.master.tasks`)."""
+        return self._tasks.take_changes()
+
+    def agent_records(self) -> list[AgentRecord]:
+        return list(self._agents.values())
+
+    def framework_records(self) -> list[FrameworkRecord]:
+        return list(self._frameworks.values())
+
+    def tasks(self) -> list[TaskRecord]:
+        """Every task the master remembers (live, and the last ended ones)."""
+        return list(self._tasks)
+
+    def used_on(self, agent_id: AgentId) -> Resources:
+        return self._tasks.used_on(agent_id)
+
+    def offered_on(self, agent_id: AgentId) -> Resources:
+        return self._offers.offered_on(agent_id)
+
+    def dominant_shares(self, total: Resources | None = None) -> dict[FrameworkId, float]:
+        """Each framework's DRF dominant share of the cluster ``total`` (held and offered); empty unless DRF.
+
+        ``total``: the agents' summed resources when the caller has them already (else summed here)."""
+        if not isinstance(self._sorter, DRFSorter):
+            return {}
+        if total is None:
+            total = EMPTY
+            for agent in self._agents.values():
+                total = total + agent.info.resources
+        return {fid: self._sorter.share(fid, total) for fid in self._frameworks}
 
     def free(self, agent_id: AgentId) -> Resources:
         """An agent's total minus its live tasks minus its offers. Unknown agent: UnknownAgent."""

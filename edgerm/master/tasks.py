@@ -15,6 +15,10 @@ Rules:
 - Terminal tasks are remembered (to answer reconciliation and to recognise
   late reports) up to a limit; the oldest are then forgotten unless an
   update about them still waits for the framework's acknowledgement.
+- Every change of a task's status is also appended to a bounded change
+  journal (:meth:`TaskTable.take_changes`), which the service drains after
+  each event for its read side (metrics, status history); the core itself
+  never reads it.
 - The :class:`UpdateOutbox` holds, per framework, the updates sent but not
   yet acknowledged, at most one per task (a newer update supersedes an
   older one: the framework needs the latest state, as in Mesos' status
@@ -33,6 +37,8 @@ from edgerm.model import TERMINAL_STATES, TaskInfo, TaskState, TaskStatus
 from edgerm.resources import EMPTY, Resources
 
 STATUS_RETRY_CAP = 30.0
+#: Status changes kept for the service between two drains (one event changes far fewer).
+CHANGE_JOURNAL_LIMIT = 100_000
 
 _S = TaskState
 TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
@@ -90,6 +96,14 @@ class TaskRecord:
         return not self.status.state.terminal
 
 
+@dataclass(frozen=True, slots=True)
+class TaskChange:
+    """A task's status changed from ``before`` (None: a new task) to ``after.status``."""
+
+    before: TaskStatus | None
+    after: TaskRecord
+
+
 class TaskTable:
     """All known tasks, with a per-agent index of live ones.
 
@@ -97,7 +111,7 @@ class TaskTable:
     last took it (for the registry).
     """
 
-    __slots__ = ("_completed", "_ended_at", "_live_by_agent", "_records", "changed", "now")
+    __slots__ = ("_changes", "_completed", "_ended_at", "_live_by_agent", "_records", "changed", "now")
 
     def __init__(self) -> None:
         self._records: dict[TaskId, TaskRecord] = {}
@@ -106,6 +120,7 @@ class TaskTable:
         self._ended_at: dict[TaskId, float] = {}  # master time a task became terminal
         self.changed: set[TaskId] = set()
         self.now = 0.0  # set by the core before each event: when ``put`` happens
+        self._changes: deque[TaskChange] = deque(maxlen=CHANGE_JOURNAL_LIMIT)
 
     def get(self, task_id: TaskId) -> TaskRecord | None:
         return self._records.get(task_id)
@@ -124,6 +139,8 @@ class TaskTable:
         old = self._records.get(record.task_id)
         self._records[record.task_id] = record
         self.changed.add(record.task_id)
+        if old is None or old.status != record.status:
+            self._changes.append(TaskChange(old.status if old is not None else None, record))
         if old is not None and old.live and (not record.live or old.agent_id != record.agent_id):
             self._unindex(old)
         if record.live:
@@ -131,6 +148,12 @@ class TaskTable:
         elif old is None or old.live:
             self._completed.append(record.task_id)
             self._ended_at[record.task_id] = self.now
+
+    def take_changes(self) -> list[TaskChange]:
+        """The status changes since the last call, oldest first (then forgotten)."""
+        changes = list(self._changes)
+        self._changes.clear()
+        return changes
 
     def _unindex(self, record: TaskRecord) -> None:
         live = self._live_by_agent.get(record.agent_id)

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AgentCall(_message.Message):
-    __slots__ = ("agent_id", "type", "register", "heartbeat", "update")
+    __slots__ = ("agent_id", "type", "register", "heartbeat", "update", "logs")
     class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         TYPE_UNSPECIFIED: _ClassVar[AgentCall.Type]
@@ -17,11 +17,13 @@ class AgentCall(_message.Message):
         HEARTBEAT: _ClassVar[AgentCall.Type]
         UPDATE: _ClassVar[AgentCall.Type]
         SUBSCRIBE: _ClassVar[AgentCall.Type]
+        LOGS: _ClassVar[AgentCall.Type]
     TYPE_UNSPECIFIED: AgentCall.Type
     REGISTER: AgentCall.Type
     HEARTBEAT: AgentCall.Type
     UPDATE: AgentCall.Type
     SUBSCRIBE: AgentCall.Type
+    LOGS: AgentCall.Type
     class Register(_message.Message):
         __slots__ = ("agent", "tasks", "instance_id")
         AGENT_FIELD_NUMBER: _ClassVar[int]
@@ -41,20 +43,39 @@ class AgentCall(_message.Message):
         STATUS_FIELD_NUMBER: _ClassVar[int]
         status: _common_pb2.TaskStatus
         def __init__(self, status: _Optional[_Union[_common_pb2.TaskStatus, _Mapping]] = ...) -> None: ...
+    class Logs(_message.Message):
+        __slots__ = ("request_id", "task_id", "stream", "offset", "data", "size", "error")
+        REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+        TASK_ID_FIELD_NUMBER: _ClassVar[int]
+        STREAM_FIELD_NUMBER: _ClassVar[int]
+        OFFSET_FIELD_NUMBER: _ClassVar[int]
+        DATA_FIELD_NUMBER: _ClassVar[int]
+        SIZE_FIELD_NUMBER: _ClassVar[int]
+        ERROR_FIELD_NUMBER: _ClassVar[int]
+        request_id: str
+        task_id: str
+        stream: str
+        offset: int
+        data: bytes
+        size: int
+        error: str
+        def __init__(self, request_id: _Optional[str] = ..., task_id: _Optional[str] = ..., stream: _Optional[str] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., size: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     REGISTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     UPDATE_FIELD_NUMBER: _ClassVar[int]
+    LOGS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     type: AgentCall.Type
     register: AgentCall.Register
     heartbeat: AgentCall.Heartbeat
     update: AgentCall.Update
-    def __init__(self, agent_id: _Optional[str] = ..., type: _Optional[_Union[AgentCall.Type, str]] = ..., register: _Optional[_Union[AgentCall.Register, _Mapping]] = ..., heartbeat: _Optional[_Union[AgentCall.Heartbeat, _Mapping]] = ..., update: _Optional[_Union[AgentCall.Update, _Mapping]] = ...) -> None: ...
+    logs: AgentCall.Logs
+    def __init__(self, agent_id: _Optional[str] = ..., type: _Optional[_Union[AgentCall.Type, str]] = ..., register: _Optional[_Union[AgentCall.Register, _Mapping]] = ..., heartbeat: _Optional[_Union[AgentCall.Heartbeat, _Mapping]] = ..., update: _Optional[_Union[AgentCall.Update, _Mapping]] = ..., logs: _Optional[_Union[AgentCall.Logs, _Mapping]] = ...) -> None: ...
 
 class AgentEvent(_message.Message):
-    __slots__ = ("type", "registered", "heartbeat_ack", "acknowledged", "launch", "kill", "error")
+    __slots__ = ("type", "registered", "heartbeat_ack", "acknowledged", "launch", "kill", "error", "send_logs", "logs_received")
     class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         TYPE_UNSPECIFIED: _ClassVar[AgentEvent.Type]
@@ -64,6 +85,8 @@ class AgentEvent(_message.Message):
         LAUNCH: _ClassVar[AgentEvent.Type]
         KILL: _ClassVar[AgentEvent.Type]
         ERROR: _ClassVar[AgentEvent.Type]
+        SEND_LOGS: _ClassVar[AgentEvent.Type]
+        LOGS_RECEIVED: _ClassVar[AgentEvent.Type]
     TYPE_UNSPECIFIED: AgentEvent.Type
     REGISTERED: AgentEvent.Type
     HEARTBEAT_ACK: AgentEvent.Type
@@ -71,6 +94,8 @@ class AgentEvent(_message.Message):
     LAUNCH: AgentEvent.Type
     KILL: AgentEvent.Type
     ERROR: AgentEvent.Type
+    SEND_LOGS: AgentEvent.Type
+    LOGS_RECEIVED: AgentEvent.Type
     class Registered(_message.Message):
         __slots__ = ("agent_id", "master_id", "broker_url")
         AGENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +129,22 @@ class AgentEvent(_message.Message):
         task_id: str
         grace_seconds: float
         def __init__(self, task_id: _Optional[str] = ..., grace_seconds: _Optional[float] = ...) -> None: ...
+    class SendLogs(_message.Message):
+        __slots__ = ("request_id", "task_id", "stream", "offset", "limit")
+        REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+        TASK_ID_FIELD_NUMBER: _ClassVar[int]
+        STREAM_FIELD_NUMBER: _ClassVar[int]
+        OFFSET_FIELD_NUMBER: _ClassVar[int]
+        LIMIT_FIELD_NUMBER: _ClassVar[int]
+        request_id: str
+        task_id: str
+        stream: str
+        offset: int
+        limit: int
+        def __init__(self, request_id: _Optional[str] = ..., task_id: _Optional[str] = ..., stream: _Optional[str] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+    class LogsReceived(_message.Message):
+        __slots__ = ()
+        def __init__(self) -> None: ...
     TYPE_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_ACK_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +152,8 @@ class AgentEvent(_message.Message):
     LAUNCH_FIELD_NUMBER: _ClassVar[int]
     KILL_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    SEND_LOGS_FIELD_NUMBER: _ClassVar[int]
+    LOGS_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     type: AgentEvent.Type
     registered: AgentEvent.Registered
     heartbeat_ack: AgentEvent.HeartbeatAck
@@ -118,4 +161,6 @@ class AgentEvent(_message.Message):
     launch: AgentEvent.Launch
     kill: AgentEvent.Kill
     error: _common_pb2.Error
-    def __init__(self, type: _Optional[_Union[AgentEvent.Type, str]] = ..., registered: _Optional[_Union[AgentEvent.Registered, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[AgentEvent.HeartbeatAck, _Mapping]] = ..., acknowledged: _Optional[_Union[AgentEvent.Acknowledged, _Mapping]] = ..., launch: _Optional[_Union[AgentEvent.Launch, _Mapping]] = ..., kill: _Optional[_Union[AgentEvent.Kill, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ...) -> None: ...
+    send_logs: AgentEvent.SendLogs
+    logs_received: AgentEvent.LogsReceived
+    def __init__(self, type: _Optional[_Union[AgentEvent.Type, str]] = ..., registered: _Optional[_Union[AgentEvent.Registered, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[AgentEvent.HeartbeatAck, _Mapping]] = ..., acknowledged: _Optional[_Union[AgentEvent.Acknowledged, _Mapping]] = ..., launch: _Optional[_Union[AgentEvent.Launch, _Mapping]] = ..., kill: _Optional[_Union[AgentEvent.Kill, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.Error, _Mapping]] = ..., send_logs: _Optional[_Union[AgentEvent.SendLogs, _Mapping]] = ..., logs_received: _Optional[_Union[AgentEvent.LogsReceived, _Mapping]] = ...) -> None: ...

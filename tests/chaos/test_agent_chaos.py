@@ -108,21 +108,23 @@ async def test_kill_9_of_the_agent_process_then_restart(
         await first.kill9()  # no clean-up of any kind: the WebAssembly tasks die with it
         second = await procs.agent(master.url, work, config)
         await eventually(lambda: fw.latest("never") is TaskState.FAILED, BOUND, "'never' reported FAILED")
-        await eventually(lambda: len(fw.states("again")) == 2, BOUND, "'again' RUNNING again")
-        [_, failed] = fw.of("never")
+        # While the restarted agent waits out the master's one-live-instance rule, the master may see
+        # it silent long enough to report its tasks UNREACHABLE first: a partition, not a death.
+        await eventually(lambda: _seen(fw, "again")[1:] == [TaskState.RUNNING], BOUND, "'again' RUNNING again")
+        failed = fw.of("never")[-1]
         assert failed.reason is Reason.AGENT_RESTARTED
-        [_, relaunched] = fw.of("again")
+        relaunched = [s for s in fw.of("again") if s.state is TaskState.RUNNING][-1]
         assert (relaunched.state, relaunched.reason) == (TaskState.RUNNING, Reason.AGENT_RESTARTED)
         # Kill what still runs through the framework; each ends once.
         live = ["again", *(["box"] if with_docker else [])]
         for name in live:
             await driver.kill(TaskId(name), AgentId(agent_id))
         await eventually(lambda: fw.all_in(live, TaskState.KILLED), BOUND, "the live tasks KILLED")
-        assert fw.states("never") == [TaskState.RUNNING, TaskState.FAILED]
-        assert fw.states("again") == [TaskState.RUNNING, TaskState.RUNNING, TaskState.KILLED]
+        assert _seen(fw, "never") == [TaskState.RUNNING, TaskState.FAILED]
+        assert _seen(fw, "again") == [TaskState.RUNNING, TaskState.RUNNING, TaskState.KILLED]
         if with_docker:
             # Re-attached, not restarted: no second RUNNING.
-            assert fw.states("box") == [TaskState.RUNNING, TaskState.KILLED]
+            assert _seen(fw, "box") == [TaskState.RUNNING, TaskState.KILLED]
         terminal = [s for s in fw.statuses if s.state.terminal]
         assert len({(s.task_id, s.uuid) for s in terminal}) == len(names)  # one end per task
         assert await second.terminate() == 0
@@ -132,6 +134,11 @@ async def test_kill_9_of_the_agent_process_then_restart(
         await asyncio.gather(runner, return_exceptions=True)
         if with_docker and agent_id:
             await asyncio.to_thread(_remove_containers, agent_id)
+
+
+def _seen(fw: Recorder, task_id: str) -> list[TaskState]:
+    """The task's states at the framework, without UNREACHABLE (see the test)."""
+    return [s for s in fw.states(task_id) if s is not TaskState.UNREACHABLE]
 
 
 def _remove_containers(agent_id: str) -> None:

@@ -139,6 +139,17 @@ agent_calls = st.one_of(
     st.builds(m.AgentHeartbeat, ids.map(AgentId), st.lists(ids.map(TaskId), max_size=3).map(tuple)),
     st.builds(m.StatusUpdate, ids.map(AgentId), statuses),
     st.builds(m.SubscribeAgent, ids.map(AgentId)),
+    st.builds(
+        m.TaskLogs,
+        ids.map(AgentId),
+        ids,
+        ids.map(TaskId),
+        st.sampled_from(m.LOG_STREAMS),
+        st.integers(0, 2**40),
+        st.binary(max_size=256),
+        st.integers(0, 2**40),
+        text,
+    ),
 )
 agent_events = st.one_of(
     st.builds(m.AgentRegistered, ids.map(AgentId), text, text),
@@ -146,6 +157,15 @@ agent_events = st.one_of(
     st.builds(m.StatusAcknowledged, ids.map(TaskId), ids),
     st.builds(m.LaunchCommand, tasks),
     st.builds(m.KillCommand, ids.map(TaskId), amounts),
+    st.builds(
+        m.SendLogsCommand,
+        ids,
+        ids.map(TaskId),
+        st.sampled_from(m.LOG_STREAMS),
+        st.integers(-(2**40), 2**40),
+        st.integers(1, m.MAX_LOG_CHUNK),
+    ),
+    st.just(m.LogsReceived()),
     st.builds(m.ErrorEvent, error_codes, text),
 )
 

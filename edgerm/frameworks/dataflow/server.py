@@ -9,6 +9,7 @@
     GET    /dags        -> 200 [{"id", "name", "phase"}]
     GET    /dags/{id}   -> 200 the run's status (as `run` shows it, in JSON); 404 if unknown
     DELETE /dags/{id}   -> 200 the final status, after every task of the DAG was stopped
+    GET    /metrics     -> 200 every DAG's figures, Prometheus text (edgerm.frameworks.dataflow.metrics)
 
 Each DAG runs as its own framework (``dataflow:<name>``) through
 :class:`~edgerm.frameworks.dataflow.runner.DataflowRun`. A run whose DAG
@@ -27,8 +28,10 @@ from typing import Any
 from aiohttp import web
 
 from edgerm.errors import WireError
+from edgerm.frameworks.dataflow.metrics import render_dataflow_metrics
 from edgerm.frameworks.dataflow.runner import DataflowRun, RunOptions
 from edgerm.frameworks.dataflow.validate import DagError, detect_format, loads, problems_json
+from edgerm.promtext import CONTENT_TYPE
 
 MAX_DAG_BYTES = 1024 * 1024
 
@@ -111,10 +114,14 @@ def make_app(service: DagService) -> web.Application:
             return web.json_response({"error": f"no DAG {run_id!r}"}, status=404)
         return web.json_response(await service.delete(run_id))
 
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=render_dataflow_metrics(service.runs).encode(), headers={"Content-Type": CONTENT_TYPE})
+
     app.router.add_post("/dags", post)
     app.router.add_get("/dags", index)
     app.router.add_get("/dags/{id}", get)
     app.router.add_delete("/dags/{id}", delete)
+    app.router.add_get("/metrics", metrics)
     return app
 
 

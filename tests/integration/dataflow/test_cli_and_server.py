@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from edgerm.auth.client import resolve_token
 from edgerm.auth.principal import Role
@@ -155,6 +156,21 @@ async def test_serve_accepts_reports_and_deletes_dags(embedded_cluster: Cluster)
                 "average#0",
                 "report#0",
             }
+            async with http.get(server.url + "/metrics") as resp:
+                assert resp.status == 200
+                samples = {
+                    (s.name, tuple(sorted(s.labels.items()))): s.value
+                    for f in text_string_to_metric_families(await resp.text())
+                    for s in f.samples
+                }
+            assert (
+                samples[("edgerm_dataflow_phase", (("dag", "temperature"), ("phase", "running"), ("run", run_id)))] == 1
+            )
+            assert samples[("edgerm_dataflow_instances", (("dag", "temperature"), ("state", "RUNNING")))] == 4
+            assert samples[("edgerm_dataflow_moves_total", (("dag", "temperature"),))] == 0
+            assert samples[("edgerm_dataflow_sink_records_total", (("dag", "temperature"),))] > 0
+            assert ("edgerm_dataflow_operator_dropped_total", (("dag", "temperature"), ("operator", "read"))) in samples
+            assert any(name == "edgerm_dataflow_operator_records_per_second" for name, _ in samples)
             async with http.post(server.url + "/dags", data=TEMPERATURE.read_bytes()) as resp:
                 assert resp.status == 409
             async with http.post(server.url + "/dags", data=b"name: x\noperators:\n  a: {kind: nope}\n") as resp:

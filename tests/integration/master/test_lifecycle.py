@@ -108,8 +108,8 @@ async def test_wasm_task_lifecycle(
     assert 'edgerm_calls_total{api="agent",type="UPDATE"} 2' in text
     assert 'edgerm_calls_total{api="scheduler",type="ACCEPT"} 1' in text
     assert "edgerm_heartbeats_received_total 1" in text
-    assert 'edgerm_tasks{state="FINISHED"} 1' in text
-    assert "edgerm_agents 1" in text
+    assert 'edgerm_task_outcomes_total{state="FINISHED",reason="UNSPECIFIED"} 1' in text
+    assert 'edgerm_agents{state="active"} 1' in text
 
 
 async def test_update_is_resent_until_acknowledged_and_on_resubscribe(

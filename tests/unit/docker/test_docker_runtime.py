@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from edgerm.agent.docker_engine import (
     ContainerState,
     EngineEvent,
     ImageUnavailable,
+    PullCallback,
 )
 from edgerm.agent.docker_spec import LABEL_AGENT, LABEL_TASK, ContainerSpec
 from edgerm.agent.runtime import RecoveredTask, RuntimeReport, TaskEnded, TaskStarted
@@ -85,6 +87,9 @@ class FakeEngine:
     after_start: Callable[[_Box], None] | None = None
     after_list: Callable[[], None] | None = None
     pull_gate: threading.Event | None = None
+    #: image -> recorded pull events replayed to the progress callback (the image is present afterwards)
+    pullable: dict[str, list[dict[str, object]]] = field(default_factory=dict)
+    pull_event_delay: float = 0.0
     subscriptions: int = 0
     _ids: Iterator[int] = field(default_factory=itertools.count)
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -120,9 +125,16 @@ class FakeEngine:
     def close(self) -> None:
         return None
 
-    def ensure_image(self, image: str, policy: PullPolicy) -> None:
+    def ensure_image(self, image: str, policy: PullPolicy, progress: PullCallback | None = None) -> None:
         if self.pull_gate is not None:
             assert self.pull_gate.wait(WAIT)
+        if image in self.pullable and (image not in self.images or policy is PullPolicy.ALWAYS):
+            for event in self.pullable[image]:
+                if progress is not None:
+                    progress(event)
+                if self.pull_event_delay:
+                    time.sleep(self.pull_event_delay)  # the worker thread, as a slow registry would hold it
+            self.images.add(image)
         if image not in self.images:
             raise ImageUnavailable(f"image {image!r} is not present and could not be pulled")
 
@@ -159,6 +171,12 @@ class FakeEngine:
 
     def logs_tail(self, container_id: str, lines: int) -> str:
         return "\n".join(self.boxes[container_id].log.splitlines()[-lines:])
+
+    def logs(self, container_id: str, stream: str) -> bytes:
+        box = self.boxes.get(container_id)
+        if box is None:
+            raise ContainerGone(f"no such container {container_id}")
+        return box.log.encode() if stream == "stdout" else b""
 
     def remove(self, container_id: str) -> None:
         with self._lock:
@@ -364,3 +382,44 @@ async def test_cleanup_and_kill_all(fake: FakeEngine, runtime: DockerRuntime) ->
     assert await runtime.kill_all() == 1
     assert (await rec.ended(TaskId("y"))).state is TaskState.KILLED
     assert fake.boxes == {}
+
+
+async def test_a_pull_reports_its_progress_at_most_once_a_second(fake: FakeEngine, runtime: DockerRuntime) -> None:
+    from edgerm.agent.runtime import TaskProgress
+    from tests.unit.agent.pull_events import TWO_LAYERS
+
+    fake.pullable["big:1.0"] = TWO_LAYERS
+    fake.pull_event_delay = 0.1  # about 2.4 s of pulling
+    rec = Recorder()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await runtime.launch(_task("pulled", image="big:1.0"), Path("/tmp"), rec)
+
+    async def running() -> bool:
+        return any(isinstance(r, TaskStarted) for r in rec.reports)
+
+    async with asyncio.timeout(WAIT):
+        while not await running():
+            rec.changed.clear()
+            await rec.changed.wait()
+    took = loop.time() - started
+    progress = [r for r in rec.reports if isinstance(r, TaskProgress)]
+    assert 2 <= len(progress) <= took + 1, (len(progress), took)
+    assert progress[0].message.startswith("pulling big:1.0")
+    assert any("layers" in p.message and "MB" in p.message for p in progress)
+    first_started = next(i for i, r in enumerate(rec.reports) if isinstance(r, TaskStarted))
+    assert all(i < first_started for i, r in enumerate(rec.reports) if isinstance(r, TaskProgress))
+    assert runtime.pull_seconds.count("ok") == 1
+
+
+async def test_read_log_slices_a_containers_output(fake: FakeEngine, runtime: DockerRuntime) -> None:
+    rec = Recorder()
+    await runtime.launch(_task("talk"), Path("/tmp"), rec)
+    box = fake.box_of(TaskId("talk"))
+    box.log = "one\ntwo\nthree\n"
+    assert await runtime.read_log(TaskId("talk"), "stdout", 0, 100) == (0, b"one\ntwo\nthree\n", 14)
+    assert await runtime.read_log(TaskId("talk"), "stdout", -6, 100) == (8, b"three\n", 14)
+    assert await runtime.read_log(TaskId("talk"), "stdout", 4, 3) == (4, b"two", 14)
+    assert await runtime.read_log(TaskId("talk"), "stdout", 99, 10) == (14, b"", 14)
+    assert await runtime.read_log(TaskId("talk"), "stderr", 0, 10) == (0, b"", 0)
+    assert await runtime.read_log(TaskId("other"), "stdout", 0, 10) is None

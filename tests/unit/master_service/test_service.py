@@ -15,7 +15,6 @@ from edgerm.errors import MalformedMessage, NotSubscribed, Unavailable, UnknownA
 from edgerm.ids import AgentId, FrameworkId, TaskId
 from edgerm.master.events import Tick
 from edgerm.master.handlers import Handlers
-from edgerm.master.metrics import MasterMetrics, render_metrics
 from edgerm.master.service import EventStream, MasterService, ServiceOptions
 from edgerm.master.state import MasterConfig
 from edgerm.model import AgentInfo, FrameworkInfo, TaskInfo, TaskState, TaskStatus, WasmSpec
@@ -245,20 +244,7 @@ async def test_metrics_count_calls_errors_and_cluster_figures(handlers: Handlers
     assert 'edgerm_calls_total{api="scheduler",type="SUBSCRIBE"} 1' in text
     assert 'edgerm_errors_total{code="UNKNOWN_AGENT"} 1' in text
     assert "edgerm_heartbeats_received_total 1" in text
-    assert "edgerm_agents 1\n" in text and "edgerm_frameworks 1\n" in text
+    assert 'edgerm_agents{state="active"} 1\n' in text and 'edgerm_frameworks{state="active"} 1\n' in text
     assert "edgerm_offers_outstanding 1\n" in text
     assert "edgerm_framework_streams 1\n" in text
     assert "# TYPE edgerm_calls_total counter" in text
-
-
-def test_metrics_render_from_a_snapshot_alone() -> None:
-    snapshot = {
-        "master": {},
-        "agents": [{"id": "a"}],
-        "frameworks": [{"id": "f", "offers": [{"id": "o1"}, {"id": "o2"}]}],
-        "tasks": [{"id": "t", "state": "RUNNING"}, {"id": "u", "state": "RUNNING"}],
-    }
-    text = render_metrics(MasterMetrics(), snapshot, {"edgerm_framework_streams": 0})
-    assert 'edgerm_tasks{state="RUNNING"} 2' in text
-    assert "edgerm_offers_outstanding 2\n" in text
-    assert text.endswith("\n")
