@@ -24,7 +24,8 @@ what idle push channels cost the master. Reported per transport and N:
 p50/p99/p999 heartbeat latency (measurement window), false losses (agents
 the master forgot or whose stream/observation it ended, and agents missing
 from ``/api/v1/state`` at the end), master CPU % (busy and idle windows),
-RSS per agent ((RSS with the fleet - RSS before) / N), and the same fleet's
+RSS per agent ((RSS with the fleet - RSS before) / N), server CPU per
+answered heartbeat (robust to a loaded machine, unlike latency), and the same fleet's
 heartbeats against a bare aiohttp / aiocoap echo server (bench/_echo_*.py)
 measured in the same run. Results: bench/results/scale.json.
 
@@ -507,12 +508,15 @@ def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dic
         procs.append(p)
     print(f"  {tag}: {n} agents in {len(plans)} workers, ramp {ramp:.0f}s, measuring {args.duration:.0f}s", flush=True)
     time.sleep(max(0.0, t_measure - time.time()))
+    loaders = [psutil.Process(p.pid) for p in procs]
+    load0 = sum(_cpu(x) for x in loaders)
     cpu0, w0 = _cpu(proc), time.monotonic()
     rss_samples = []
     while time.time() < t_idle:
         time.sleep(min(1.0, max(0.0, t_idle - time.time())))
         rss_samples.append(_rss(proc))
     cpu1, w1 = _cpu(proc), time.monotonic()
+    load1 = sum(_cpu(x) for x in loaders)
     time.sleep(max(0.0, t_idle + 1 - time.time()))  # in-flight heartbeats finish
     cpu2, w2 = _cpu(proc), time.monotonic()
     time.sleep(max(0.0, t_end - 1 - time.time()))
@@ -559,11 +563,17 @@ def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dic
         "false_losses": {
             "forgotten": sum(r.forgotten for r in reports),
             "channel_ended": sum(r.channel_ended for r in reports),
-            "missing_from_state": (registered - known) if known is not None else None,
+            # registered by the workers and not known to the master (a REGISTER whose reply timed
+            # out may still have been taken in: the master can know more agents, never fewer)
+            "missing_from_state": max(0, registered - known) if known is not None else None,
         },
         "errors": errors,
         "master_cpu_percent": round(100 * (cpu1 - cpu0) / max(1e-9, w1 - w0), 1),
+        # CPU per answered heartbeat in the window (includes the tick and everything else the server did)
+        "cpu_us_per_heartbeat": round(1e6 * (cpu1 - cpu0) / max(1, len(lat)), 1),
         "idle_cpu_percent": round(100 * (cpu3 - cpu2) / max(1e-9, w3 - w2), 1),
+        "load_generator_cpu_percent": round(100 * (load1 - load0) / max(1e-9, w1 - w0), 1),
+        "machine_load_average": round(os.getloadavg()[0], 1),
         "rss_mib": round(rss_fleet / 2**20, 1),
         "rss_before_mib": round(rss_before / 2**20, 1),
         "rss_per_agent_kib": round((rss_fleet - rss_before) / max(1, n) / 1024, 2),

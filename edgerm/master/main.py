@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -49,6 +50,8 @@ from edgerm.master.service import DEFAULT_MODULE_STORE_BYTES, MasterService, Ser
 from edgerm.master.state import MasterConfig
 
 log = logging.getLogger("edgerm.master")
+
+LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 
 
 class RunningMaster:
@@ -216,7 +219,10 @@ async def _start_serving(
     coap: CoapServer | None = None
     try:
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        # A fleet reconnecting at once (a master restart, a network back) must not
+        # overflow aiohttp's default listen backlog of 128: SYNs dropped there
+        # cost the agents 1-3 s of retransmission each (bench/scale.py).
+        site = web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG)
         await site.start()
         if coap_options.port is not None:
             coap = await start_coap_server(handlers, host, coap_options.port, tcp=coap_options.tcp, max_body=max_body)
@@ -318,6 +324,10 @@ async def _serve(args: argparse.Namespace) -> None:
             broker=None if args.no_broker else (args.broker or EMBEDDED),
             broker_port=args.broker_port,
         ) as master:
+            # Everything loaded so far (modules, the app) lives as long as the
+            # process: keep it out of the cyclic GC's full collections, whose
+            # pauses otherwise grow with the import graph (bench/scale.py).
+            gc.freeze()
             print(f"edgerm-master listening on {master.url}", flush=True)
             for url in (master.coap_url, master.coap_tcp_url):
                 if url:
