@@ -59,7 +59,7 @@ from typing import Any
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, pct, save, stop
+from _common import free_port, pct, save
 
 from edgerm import messages as m
 from edgerm import wire
@@ -437,6 +437,16 @@ def _wait_http(url: str, proc: psutil.Popen, timeout: float = 30.0) -> None:
     raise RuntimeError(f"no answer at {url}")
 
 
+def _stop(proc: psutil.Popen) -> None:
+    """SIGTERM, then SIGKILL: a master ending thousands of observations may take a while."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except psutil.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def _rss(proc: psutil.Popen) -> int:
     return int(proc.memory_info().rss)
 
@@ -537,7 +547,7 @@ def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dic
         if p.is_alive():
             p.terminate()
     master_log = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-    stop(proc)  # type: ignore[arg-type]
+    _stop(proc)
     lat = [x for r in reports for x in r.latencies]
     errors: dict[str, int] = {}
     for r in reports:
@@ -597,23 +607,22 @@ def main() -> None:
     p.add_argument("--out", default="scale", help="result name under bench/results/")
     args = p.parse_args()
     hard = _raise_fd_limit()
-    runs = []
+    runs: list[dict[str, Any]] = []
     for transport in args.transport.split(","):
         for n in (int(x) for x in args.agents.split(",")):
-            runs.append(run_one(transport, n, args, echo=False))
-            if not args.no_echo:
-                runs.append(run_one(transport, n, args, echo=True))
-    path = save(
-        args.out,
-        {
-            "command": " ".join(sys.argv),
-            "interval_s": args.interval,
-            "duration_s": args.duration,
-            "http_heartbeats": args.http_heartbeats,
-            "fd_limit": hard,
-            "runs": runs,
-        },
-    )
+            for echo in (False, True) if not args.no_echo else (False,):
+                runs.append(run_one(transport, n, args, echo=echo))
+                path = save(  # after every run: a long run interrupted still leaves its figures
+                    args.out,
+                    {
+                        "command": " ".join(sys.argv),
+                        "interval_s": args.interval,
+                        "duration_s": args.duration,
+                        "http_heartbeats": args.http_heartbeats,
+                        "fd_limit": hard,
+                        "runs": runs,
+                    },
+                )
     print(f"saved {path}")
 
 
