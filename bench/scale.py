@@ -328,12 +328,25 @@ class _CoapAgent(asyncio.DatagramProtocol):
             self.waiting.pop(token, None)
 
 
+async def _coap_observe(agent: _CoapAgent, agent_id: str, report: Report) -> None:
+    try:
+        code = await agent.call(_GET, ("agents", agent_id, "commands"), observe=True)
+    except TimeoutError:
+        report.error("observe: timeout")
+        return
+    if code == 0x45:  # 2.05
+        report.channels += 1
+    else:
+        report.error(f"observe: CoAP {code >> 5}.{code & 31:02d}")
+
+
 async def _coap_agent(plan: Plan, index: int, report: Report, stopping: asyncio.Event) -> None:
     agent_id = f"bench-{plan.transport}-{index}"
     register, heartbeat, _ = _bodies(agent_id, plan.interval)
     rng = random.Random(plan.seed + index)
     await _sleep_until(plan.t_start + (index / RAMP_PER_SECOND))
     loop = asyncio.get_running_loop()
+    observing: asyncio.Task[None] | None = None
     try:
         transport, agent = await loop.create_datagram_endpoint(
             lambda: _CoapAgent(report),
@@ -353,15 +366,8 @@ async def _coap_agent(plan: Plan, index: int, report: Report, stopping: asyncio.
             report.error(f"register: CoAP {code >> 5}.{code & 31:02d}")
             return
         report.registered += 1
-        if not plan.echo:
-            try:
-                code = await agent.call(_GET, ("agents", agent_id, "commands"), observe=True)
-                if code == 0x45:  # 2.05
-                    report.channels += 1
-                else:
-                    report.error(f"observe: CoAP {code >> 5}.{code & 31:02d}")
-            except TimeoutError:
-                report.error("observe: timeout")
+        if not plan.echo:  # observed beside the heartbeats, as the real agent does
+            observing = asyncio.create_task(_coap_observe(agent, agent_id, report))
         await asyncio.sleep(rng.uniform(0, plan.interval))
         while time.time() < plan.t_end and not stopping.is_set():
             now = time.time()
@@ -382,6 +388,8 @@ async def _coap_agent(plan: Plan, index: int, report: Report, stopping: asyncio.
                         report.latencies.append(elapsed)
             await asyncio.sleep(plan.interval)
     finally:
+        if observing is not None:
+            observing.cancel()
         transport.close()
 
 
