@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import resource
 import signal
 import sys
 from collections.abc import Sequence
@@ -343,9 +344,21 @@ async def _serve(args: argparse.Namespace) -> None:
             loop.remove_signal_handler(sig)
 
 
+def _raise_open_files_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit: every HTTP agent holds a connection (its push stream)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    limit = _raise_open_files_limit()
+    log.info(
+        "up to %d open files (about %d HTTP agents: a push stream and a keep-alive connection each)", limit, limit // 2
+    )
     try:
         asyncio.run(_serve(args))
     except OSError as e:  # e.g. the port is taken
