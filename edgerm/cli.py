@@ -468,6 +468,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     t.add_argument("task_id", metavar="ID", help="task id (a unique prefix or the task's name will do)")
     t.add_argument("--wait", metavar="STATE", help="wait until the task is in STATE (e.g. KILLED, FINISHED)")
     t.add_argument("--wait-timeout", type=float, default=10.0, metavar="S", help="seconds --wait waits")
+    t.add_argument("--lines", type=int, default=10, metavar="N", help="log tail: the last N lines of stdout/stderr")
     k = command("kill", "kill a task, on behalf of its framework")
     k.add_argument("task_id", metavar="ID", help="task id (a unique prefix or the task's name will do)")
     d = command("dataflows", "the DAGs running now, from their tasks")
@@ -558,10 +559,18 @@ def _command(args: argparse.Namespace, fetch: Callable[[str, float], Mapping[str
         if not args.wait or str(task.get("state")) == args.wait.upper() or time.monotonic() > deadline:
             break
         time.sleep(0.1)
+    task = _with_history(args, task)
     if args.output == "json":
         print(json.dumps(task, indent=2, sort_keys=True))
     else:
         print(render_task(task, state))
+        if args.lines > 0:
+            from edgerm import cli_logs  # the tail comes from the task's agent, through the master
+
+            try:
+                print(cli_logs.log_tail(args.master, str(task["id"]), args.lines, args.timeout))
+            except EdgermError as e:
+                print(f"--- output: not available: {e}")
     if args.wait and str(task.get("state")) != args.wait.upper():
         print(
             f"edgerm: task {task.get('id')} is {task.get('state')}, not {args.wait.upper()},"
@@ -570,6 +579,16 @@ def _command(args: argparse.Namespace, fetch: Callable[[str, float], Mapping[str
         )
         return 1
     return 0
+
+
+def _with_history(args: argparse.Namespace, task: Mapping[str, object]) -> Mapping[str, object]:
+    """The task with its status history (``GET /api/v1/tasks/{id}``), when the master has one."""
+    url = f"{args.master.rstrip('/')}/api/v1/tasks/{urllib.parse.quote(str(task['id']), safe='')}"
+    try:
+        detail = fetch_json(url, args.timeout)
+    except StateUnavailable:
+        return task
+    return {**task, **detail} if isinstance(detail, Mapping) else task
 
 
 def _dataflows(args: argparse.Namespace, fetch: Callable[[str, float], Mapping[str, object]]) -> int:

@@ -344,15 +344,35 @@ def _free_tcp_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def _udp_port(context: Any) -> int:
-    """The UDP port an aiocoap server context is bound to."""
+def _udp_socket(context: Any) -> Any:
+    """The UDP socket of an aiocoap server context."""
     for interface in context.request_interfaces:
         transport = getattr(
             getattr(getattr(interface, "token_interface", None), "message_interface", None), "transport", None
         )
         if transport is not None:
-            return int(transport.get_extra_info("socket").getsockname()[1])
+            return transport.get_extra_info("socket")
     raise RuntimeError("the CoAP server context has no UDP socket")
+
+
+def _udp_port(context: Any) -> int:
+    """The UDP port an aiocoap server context is bound to."""
+    return int(_udp_socket(context).getsockname()[1])
+
+
+#: The UDP receive buffer asked for (the kernel caps it at net.core.rmem_max). The
+#: default (~208 KiB, ~150 small datagrams) overflows when thousands of agents
+#: send while the loop is busy for a moment; every datagram dropped there costs
+#: its agent a retransmission 1-2 s later.
+UDP_RECEIVE_BUFFER = 8 * 1024 * 1024
+
+
+def _grow_receive_buffer(context: Any) -> None:
+    sock = _udp_socket(context)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
+    except OSError as e:  # not fatal: the default buffer still works, with more retransmissions
+        log.warning("could not enlarge the CoAP receive buffer: %s", e)
 
 
 async def start_coap_server(
@@ -379,6 +399,7 @@ async def start_coap_server(
         udp = await aiocoap.Context.create_server_context(site, bind=(host, port), transports=["udp6"])
         contexts.append(udp)
         bound_server_state(udp)  # bounded deduplication, none for idempotent calls (coap_state.py)
+        _grow_receive_buffer(udp)
         bound = _udp_port(udp)
         tcp_port: int | None = None
         if tcp:

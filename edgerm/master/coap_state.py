@@ -45,6 +45,7 @@ from typing import Any
 
 import aiocoap
 from aiocoap import blockwise
+from aiocoap.message import Direction
 from aiocoap.messagemanager import MessageManager
 from aiocoap.numbers.constants import TransportTuning
 from aiocoap.numbers.types import CON
@@ -149,7 +150,9 @@ class _BoundedMessageManager(MessageManager):  # type: ignore[misc]  # aiocoap s
             cache.add(key)
             return False
         if message.mtype is CON and entry.raw is not None:
-            self._send_initially(aiocoap.Message.decode(entry.raw, entry.remote))
+            again = aiocoap.Message.decode(entry.raw, entry.remote)
+            again.direction = Direction.OUTGOING
+            self._send_via_transport(again)
         return True
 
     def _store_response_for_duplicates(self, message: aiocoap.Message) -> None:
@@ -157,7 +160,8 @@ class _BoundedMessageManager(MessageManager):  # type: ignore[misc]  # aiocoap s
             return
         cache = self._edgerm_dedup
         key = (message.remote, message.mid)
-        if cache.get(key) is not None:
+        entry = cache.get(key)
+        if entry is not None and entry.raw is None:
             cache.store(key, message.encode(), message.remote)
 
 

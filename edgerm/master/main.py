@@ -39,10 +39,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import gc
 import importlib.util
 import logging
 import math
 import os
+import resource
 import signal
 import ssl
 import sys
@@ -125,6 +127,10 @@ class PortInUse(OSError):
 
 def _busy(e: OSError) -> bool:
     return e.errno == errno.EADDRINUSE or "address already in use" in str(e).lower()
+
+
+LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
+GC_THRESHOLDS = (20_000, 50, 100)  # CPython's default is (700, 10, 10); see _serve
 
 
 class RunningMaster:
@@ -401,7 +407,10 @@ async def _start_serving(
     coap: CoapServer | None = None
     try:
         await runner.setup()
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+        # A fleet reconnecting at once (a master restart, a network back) must not
+        # overflow aiohttp's default listen backlog of 128: SYNs dropped there
+        # cost the agents 1-3 s of retransmission each (bench/scale.py).
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=LISTEN_BACKLOG)
         try:
             await site.start()
         except OSError as e:
@@ -637,6 +646,14 @@ async def _serve(args: argparse.Namespace) -> None:
         ) as master:
             loop.add_signal_handler(signal.SIGHUP, master.reload_credentials)
             pid_file = write_pid(store.path.parent) if store is not None and store.path is not None else None
+            # The cyclic GC's full collections stop the loop for as long as it
+            # takes to scan every object: 0.3-2 s with thousands of agents
+            # (bench/scale.py). Everything loaded so far (modules, the app)
+            # lives as long as the process, so it leaves the scans; and a larger
+            # young generation lets a request's short-lived objects die young
+            # instead of piling up in the old one and triggering full passes.
+            gc.freeze()
+            gc.set_threshold(*GC_THRESHOLDS)
             print(f"edgerm-master listening on {master.url}", flush=True)
             for url in (master.coap_url, master.coap_tcp_url):
                 if url:
@@ -663,6 +680,14 @@ class _NoBrokerTraceback(logging.Filter):
         return not (record.name.startswith("amqtt") and record.getMessage() == "Broker startup failed")
 
 
+def _raise_open_files_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit: every HTTP agent holds a connection (its push stream)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["init"]:
@@ -671,6 +696,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return init_main(argv[1:])
     args = parse_args(argv)
     configure_logging(args.log_level, args.log_format).addFilter(_NoBrokerTraceback())
+    limit = _raise_open_files_limit()
+    log.info(
+        "up to %d open files (about %d HTTP agents: a push stream and a keep-alive connection each)", limit, limit // 2
+    )
     try:
         asyncio.run(_serve(args))
     except PortInUse as e:  # expected: one line naming the port and the flag, no traceback

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,11 @@ from edgerm.agent.main import RunningAgent, start_agent
 from edgerm.frameworks import HttpDriver
 from edgerm.frameworks.dataflow import DataflowRun, RunOptions, load
 from edgerm.master.main import RunningMaster, start_master
+from edgerm.master.state import MasterConfig
 from edgerm.model import Offer, TaskState
 from tests.integration.agent.test_agent_with_master import WASM_DIR, Launcher, one_task
 from tests.integration.ops.browser import Browser, Tab, require_chromium
-from tests.support import eventually
+from tests.support import admin_headers, eventually
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +89,9 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 async def view(url: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as http, http.get(url, headers={"Accept": "application/json"}) as r:
+    base = "{0.scheme}://{0.netloc}".format(urllib.parse.urlsplit(url))
+    headers = {"Accept": "application/json", **admin_headers(base)}
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as r:
         assert r.status == 200, await r.text()
         data: dict[str, Any] = await r.json()
         return data
@@ -101,7 +105,10 @@ async def wait_text(tab: Tab, expression: str, expected: str, what: str) -> None
 
 
 async def test_a_person_sees_the_cluster(browser: Browser, tmp_path: Path) -> None:
-    async with start_master(broker="embedded", allocation_interval=0.05, framework_heartbeat=0.5) as master:
+    config = MasterConfig(unreachable_timeout=1.0)  # a stopped agent is UNREACHABLE, then LOST a second later
+    async with start_master(
+        broker="embedded", allocation_interval=0.05, framework_heartbeat=0.5, config=config
+    ) as master:
         fleet = Fleet(master, tmp_path)
         run: DataflowRun | None = None
         driver: HttpDriver | None = None
@@ -142,7 +149,8 @@ async def test_a_person_sees_the_cluster(browser: Browser, tmp_path: Path) -> No
 
             # Home, left open: the cloud agent dies, the page counts it lost without a reload.
             tab = await browser.tab()
-            await tab.goto(master.url + "/")
+            token = admin_headers(master.url)["Authorization"].removeprefix("Bearer ")
+            await tab.goto(master.url + "/?token=" + token)  # signs the browser in (a session cookie)
             assert await tab.js("document.querySelector('[data-k=\"totals.agents_lost\"]').textContent") == "0"
             await tab.js("window.stillTheSamePage = true")
             cloud_id = await fleet.stop("cloud-1")
@@ -238,7 +246,7 @@ async def test_pages_render_without_javascript_and_escape_everything(tmp_path: P
         fleet = Fleet(master, tmp_path)
         try:
             await fleet.agent(EVIL)
-            async with aiohttp.ClientSession() as http:
+            async with aiohttp.ClientSession(headers=admin_headers(master.url)) as http:
                 for path in ("/", "/ui/agents"):
                     async with http.get(master.url + path) as r:
                         assert r.status == 200 and r.content_type == "text/html"

@@ -22,6 +22,7 @@ from tests.integration.docker_cluster.conftest import (  # fixtures, used by nam
     eventually,
     scheduler,
 )
+from tests.support import admin_headers
 
 __all__ = ["cluster", "docker_required", "scheduler"]
 
@@ -37,7 +38,7 @@ async def test_a_running_containers_output_comes_through_the_master(cluster: Clu
     await scheduler.launch(offer, task)
     await scheduler.status(task.task_id, TaskState.RUNNING)
     await eventually(lambda: "ready" in container_log(agent.agent_id, task.task_id), "the container's first line")
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers=admin_headers(cluster.master.url)) as http:
         url = f"{cluster.master.url}/api/v1/tasks/{task.task_id}/logs"
         async with http.get(url, params={"stream": "stdout"}) as r:
             assert r.status == 200, await r.text()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from edgerm.ids import TaskId
 from edgerm.master.main import start_master
 from edgerm.model import Offer, TaskState
 from tests.integration.agent.test_agent_with_master import Launcher
+from tests.support import admin_headers
 from tests.unit.agent.pull_events import TWO_LAYERS
 from tests.unit.docker.test_docker_runtime import FakeEngine
 
@@ -58,7 +60,10 @@ async def test_the_framework_sees_the_pull_progress_then_running(tmp_path: Path)
             assert any("layers" in s.message and "MB" in s.message for s in starting)
             assert fw.states("big-1")[-1] is TaskState.RUNNING
 
-            async with aiohttp.ClientSession() as http, http.get(f"{master.url}/api/v1/tasks/big-1") as r:
+            async with (
+                aiohttp.ClientSession(headers=admin_headers(master.url)) as http,
+                http.get(f"{master.url}/api/v1/tasks/big-1") as r,
+            ):
                 task = await r.json()
             messages = [h["message"] for h in task["history"] if h["state"] == "STARTING"]
             assert messages and messages == [s.message for s in reversed(starting)][: len(messages)]
@@ -73,6 +78,7 @@ async def test_the_framework_sees_the_pull_progress_then_running(tmp_path: Path)
                 "big-1",
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, "EDGERM_TOKEN": admin_headers(master.url)["Authorization"].removeprefix("Bearer ")},
             )
             out, _ = await asyncio.wait_for(proc.communicate(), 30)
             assert proc.returncode == 0 and "pulling big:1.0" in out.decode()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,9 +23,10 @@ from edgerm.agent.config import AgentConfig, ResourceCaps
 from edgerm.agent.main import start_agent
 from edgerm.frameworks import HttpDriver
 from edgerm.master.main import RunningMaster, start_master
+from edgerm.master.state import MasterConfig
 from edgerm.model import Offer, TaskState
 from tests.integration.agent.test_agent_with_master import WASM_DIR, Launcher, one_task
-from tests.support import eventually
+from tests.support import admin_headers, eventually
 
 FAST = AgentConfig(heartbeat_interval=0.2, executors=frozenset({"wasm"}), resources=ResourceCaps(cpus=2, mem=1024))
 
@@ -42,7 +44,7 @@ async def framework(master: RunningMaster, fw: Launcher) -> AsyncIterator[HttpDr
 
 async def logs(master: RunningMaster, task_id: str, **query: Any) -> tuple[int, dict[str, Any]]:
     async with (
-        aiohttp.ClientSession() as http,
+        aiohttp.ClientSession(headers=admin_headers(master.url)) as http,
         http.get(f"{master.url}/api/v1/tasks/{task_id}/logs", params={k: str(v) for k, v in query.items()}) as r,
     ):
         assert r.content_type == "application/json"
@@ -88,7 +90,8 @@ async def test_a_tasks_output_comes_through_the_master(transport: str, tmp_path:
 
 async def test_a_silent_agent_times_out_and_a_lost_one_is_unavailable(tmp_path: Path) -> None:
     slow = AgentConfig(heartbeat_interval=1.0, executors=frozenset({"wasm"}), resources=ResourceCaps(cpus=2, mem=1024))
-    async with start_master(allocation_interval=0.05) as master:
+    config = MasterConfig(unreachable_timeout=1.0)  # silent: UNREACHABLE after 3 s, then LOST a second later
+    async with start_master(allocation_interval=0.05, config=config) as master:
         master.handlers.logs.timeout = 0.5  # the test does not wait the default 5 s
         fw = Launcher(echo("echo-2", "bye"))
         agent = await start_agent(master.url, slow, tmp_path)
@@ -109,8 +112,15 @@ async def test_a_silent_agent_times_out_and_a_lost_one_is_unavailable(tmp_path: 
 
 
 async def edgerm_cli(*args: str, within: float = 30.0) -> tuple[int, str, str]:
+    env = {**os.environ, "EDGERM_TOKEN": _admin_token(args)}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "edgerm.cli", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        sys.executable,
+        "-m",
+        "edgerm.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
     )
     try:
         async with asyncio.timeout(within):
@@ -155,3 +165,9 @@ async def test_edgerm_logs_and_task_print_output_and_follow_until_the_end(tmp_pa
             assert code == 1 and "does not know a task 'nope'" in err
         code, _, err = await edgerm_cli("--master", "http://127.0.0.1:9", "logs", "echo-3")
         assert code == 2 and "cannot reach the master" in err
+
+
+def _admin_token(args: tuple[str, ...] | list[str]) -> str:
+    """The admin token the in-process master (named by ``--master URL`` in ``args``) provisioned."""
+    url = args[list(args).index("--master") + 1]
+    return admin_headers(url).get("Authorization", "").removeprefix("Bearer ")

@@ -6,6 +6,7 @@ No sockets, no sleeps: every wait here is for an item already queued.
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import pytest
 
@@ -116,3 +117,13 @@ async def test_a_closed_event_stream_discards_what_was_queued() -> None:
     assert len(stream) == 0 and stream.closed
     with pytest.raises(StopAsyncIteration):
         await anext(stream)
+
+
+def test_a_full_outbox_logs_once_per_burst_not_once_per_command(caplog: pytest.LogCaptureFixture) -> None:
+
+    outbox = CommandOutbox(AgentId("a1"), limit=10)
+    with caplog.at_level(logging.WARNING, logger="edgerm.master.service"):
+        for i in range(2_010):
+            outbox.put(m.KillCommand(TaskId(f"t{i}"), 1.0))
+    assert len(outbox) == 10 and outbox.dropped == 2_000
+    assert len(caplog.records) == 3  # the first drop, the 1000th and the 2000th

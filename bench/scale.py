@@ -1,0 +1,638 @@
+"""A fleet against one master: N emulated agents at 0.1 Hz over the real protocols, per transport.
+
+    python bench/scale.py [--transport http,coap] [--agents 1000,5000,10000] [--duration 30]
+                          [--interval 10] [--workers 0] [--http-heartbeats keepalive|close] [--no-echo]
+
+A real ``edgerm-master`` runs as its own process. The load comes from worker
+processes (multiprocessing), each running many light emulated agents on one
+event loop; they speak the real wire protocol, written by hand so that the
+generator stays cheap:
+
+- HTTP agent: REGISTER, then a SUBSCRIBE push stream held open on its own
+  connection for the whole run, then one HEARTBEAT every ``--interval``
+  seconds (random phase) on a second keep-alive connection, as the real
+  agent does (``--http-heartbeats close`` opens one connection per
+  heartbeat instead, halving the master's connections).
+- CoAP agent: its own UDP socket; REGISTER and HEARTBEAT as CON POSTs
+  (retransmitted after 2 s, as RFC 7252), and an Observe registration of its
+  command resource kept for the whole run.
+
+Agents join over a ramp (500 per second), heartbeat for one interval of
+warm-up, then for ``--duration`` seconds of measurement, then pause their
+heartbeats for one interval (streams and observations stay open) to measure
+what idle push channels cost the master. Reported per transport and N:
+p50/p99/p999 heartbeat latency (measurement window), false losses (agents
+the master forgot or whose stream/observation it ended, and agents missing
+from ``/api/v1/state`` at the end), master CPU % (busy and idle windows),
+RSS per agent ((RSS with the fleet - RSS before) / N), server CPU per
+answered heartbeat (robust to a loaded machine, unlike latency), and the same fleet's
+heartbeats against a bare aiohttp / aiocoap echo server (bench/_echo_*.py)
+measured in the same run. Results: bench/results/scale.json.
+
+File descriptors: each process may hold at most RLIMIT_NOFILE sockets (the
+script raises the soft limit to the hard one). HTTP needs one connection
+per agent for its stream and, with keep-alive heartbeats, a second one, so
+the master's hard fd limit caps the HTTP fleet (see the JSON's ``fd_limit``).
+Client sockets are spread over 127.0.0.2-127.0.0.65 so ephemeral ports do
+not run out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import random
+import resource
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import free_port, pct, save
+
+from edgerm import messages as m
+from edgerm import wire
+from edgerm.ids import AgentId
+from edgerm.model import AgentInfo
+from edgerm.resources import Resources
+
+HERE = Path(__file__).resolve().parent
+RAMP_PER_SECOND = 500
+SOURCE_ADDRESSES = [f"127.0.0.{i}" for i in range(2, 66)]
+REQUEST_TIMEOUT = 20.0
+
+
+def _raise_fd_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def _bodies(agent_id: str, interval: float) -> tuple[bytes, bytes, bytes]:
+    aid = AgentId(agent_id)
+    info = AgentInfo(
+        aid,
+        f"{agent_id}.bench",
+        Resources.parse("cpus:4;mem:4096"),
+        {"os": "linux", "executors": frozenset({"wasm"})},
+        heartbeat_interval=interval,
+    )
+    return (
+        wire.encode_agent_call(m.RegisterAgent(info)),
+        wire.encode_agent_call(m.AgentHeartbeat(aid)),
+        wire.encode_agent_call(m.SubscribeAgent(aid)),
+    )
+
+
+# -- what a worker reports ------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    latencies: list[float] = field(default_factory=list)
+    registered: int = 0
+    channels: int = 0  # streams / observations open
+    heartbeats: int = 0
+    forgotten: int = 0  # heartbeat answered UNKNOWN_AGENT: the master lost the agent
+    channel_ended: int = 0  # the master ended a stream or observation
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    transport: str
+    host: str
+    port: int
+    first: int
+    count: int
+    interval: float
+    t_start: float  # wall clock: agent 0 joins
+    t_measure: float  # measurement window [t_measure, t_idle)
+    t_idle: float  # heartbeats pause [t_idle, t_end)
+    t_end: float
+    echo: bool  # against the echo server: no push channel
+    http_close: bool
+    seed: int
+
+
+# -- HTTP ---------------------------------------------------------------------------------------
+
+
+async def _http_request(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes, close: bool = False
+) -> tuple[int, bytes | None]:
+    head = (
+        b"POST /api/v1/agent HTTP/1.1\r\nHost: bench\r\nContent-Type: application/x-protobuf\r\n"
+        b"Content-Length: %d\r\n%s\r\n" % (len(body), b"Connection: close\r\n" if close else b"")
+    )
+    writer.write(head + body)
+    status = int((await reader.readuntil(b"\r\n")).split()[1])
+    length = None
+    while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if length is None:
+        return status, None  # a stream
+    return status, await reader.readexactly(length)
+
+
+async def _http_agent(plan: Plan, index: int, report: Report, stopping: asyncio.Event) -> None:
+    agent_id = f"bench-{plan.transport}-{index}"
+    register, heartbeat, subscribe = _bodies(agent_id, plan.interval)
+    local = (SOURCE_ADDRESSES[index % len(SOURCE_ADDRESSES)], 0)
+    rng = random.Random(plan.seed + index)
+    await _sleep_until(plan.t_start + (index / RAMP_PER_SECOND))
+    try:
+        reader, writer = await asyncio.open_connection(plan.host, plan.port, local_addr=local)
+        status, _ = await asyncio.wait_for(_http_request(reader, writer, register), REQUEST_TIMEOUT)
+    except (OSError, TimeoutError, asyncio.IncompleteReadError) as e:
+        report.error(f"register: {type(e).__name__}")
+        return
+    if status != 200:
+        report.error(f"register: HTTP {status}")
+        return
+    report.registered += 1
+    stream_task = None
+    if not plan.echo:
+        stream_task = asyncio.create_task(_http_stream(plan, local, subscribe, report, stopping))
+    if plan.http_close:
+        writer.close()
+    await asyncio.sleep(rng.uniform(0, plan.interval))
+    try:
+        while time.time() < plan.t_end and not stopping.is_set():
+            now = time.time()
+            if not plan.t_idle <= now < plan.t_end:
+                try:
+                    if plan.http_close:
+                        reader, writer = await asyncio.open_connection(plan.host, plan.port, local_addr=local)
+                    t0 = time.perf_counter()
+                    status, _ = await asyncio.wait_for(
+                        _http_request(reader, writer, heartbeat, close=plan.http_close), REQUEST_TIMEOUT
+                    )
+                    elapsed = time.perf_counter() - t0
+                    if plan.http_close:
+                        writer.close()
+                except (OSError, TimeoutError, asyncio.IncompleteReadError) as e:
+                    report.error(f"heartbeat: {type(e).__name__}")
+                    with contextlib.suppress(OSError, TimeoutError):
+                        reader, writer = await asyncio.wait_for(
+                            asyncio.open_connection(plan.host, plan.port, local_addr=local), REQUEST_TIMEOUT
+                        )
+                else:
+                    report.heartbeats += 1
+                    if status == 404:
+                        report.forgotten += 1
+                    elif status != 200:
+                        report.error(f"heartbeat: HTTP {status}")
+                    elif plan.t_measure <= now < plan.t_idle:
+                        report.latencies.append(elapsed)
+            await asyncio.sleep(plan.interval)
+    finally:
+        if not plan.http_close:
+            writer.close()
+        if stream_task is not None:
+            stream_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stream_task
+
+
+async def _http_stream(
+    plan: Plan, local: tuple[str, int], body: bytes, report: Report, stopping: asyncio.Event
+) -> None:
+    try:
+        reader, writer = await asyncio.open_connection(plan.host, plan.port, local_addr=local)
+        status, _ = await asyncio.wait_for(_http_request(reader, writer, body), REQUEST_TIMEOUT)
+    except (OSError, TimeoutError, asyncio.IncompleteReadError) as e:
+        report.error(f"stream: {type(e).__name__}")
+        return
+    if status != 200:
+        report.error(f"stream: HTTP {status}")
+        writer.close()
+        return
+    report.channels += 1
+    try:
+        while await reader.read(65536):
+            pass  # commands (none are sent in this benchmark)
+        if not stopping.is_set() and time.time() < plan.t_end:
+            report.channel_ended += 1
+    except OSError:
+        if not stopping.is_set():
+            report.channel_ended += 1
+    finally:
+        writer.close()
+
+
+# -- CoAP ---------------------------------------------------------------------------------------
+
+_CON, _ACK = 0, 2
+_POST, _GET = 2, 1
+
+
+def _opt(number: int, value: bytes, last: int) -> tuple[bytes, int]:
+    delta = number - last
+
+    def nibble(n: int) -> tuple[int, bytes]:
+        if n < 13:
+            return n, b""
+        if n < 269:
+            return 13, bytes([n - 13])
+        return 14, struct.pack(">H", n - 269)
+
+    d, dx = nibble(delta)
+    ln, lx = nibble(len(value))
+    return bytes([d << 4 | ln]) + dx + lx + value, number
+
+
+def _coap(
+    code: int, mid: int, token: bytes, path: tuple[str, ...], payload: bytes = b"", observe: bool = False
+) -> bytes:
+    out = bytes([0x40 | (_CON << 4) | len(token), code]) + struct.pack(">H", mid) + token
+    last = 0
+    if observe:
+        data, last = _opt(6, b"", last)  # Observe: 0 (empty uint)
+        out += data
+    for segment in path:
+        data, last = _opt(11, segment.encode(), last)
+        out += data
+    if payload:
+        out += b"\xff" + payload
+    return out
+
+
+class _CoapAgent(asyncio.DatagramProtocol):
+    def __init__(self, report: Report) -> None:
+        self.report = report
+        self.transport: Any = None
+        self.waiting: dict[bytes, asyncio.Future[tuple[int, bytes]]] = {}
+        self.observe_token = b""
+        self.mid = random.randrange(0x10000)
+        self.token = random.randrange(1 << 30)
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if len(data) < 4:
+            return
+        kind = (data[0] >> 4) & 3
+        tkl = data[0] & 0xF
+        code = data[1]
+        mid = data[2:4]
+        token = data[4 : 4 + tkl]
+        if kind == _CON:  # a notification or separate response: acknowledge it
+            self.transport.sendto(bytes([0x60, 0]) + mid)
+        if code == 0:
+            return
+        future = self.waiting.pop(token, None)
+        if future is not None and not future.done():
+            future.set_result((code, data))
+        elif token == self.observe_token and code >= 0x80:  # 4.xx/5.xx: the observation ended
+            self.report.channel_ended += 1
+
+    async def call(self, code: int, path: tuple[str, ...], payload: bytes = b"", observe: bool = False) -> int:
+        self.mid = (self.mid + 1) & 0xFFFF
+        self.token += 1
+        token = struct.pack(">I", self.token)
+        datagram = _coap(code, self.mid, token, path, payload, observe)
+        future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        self.waiting[token] = future
+        if observe:
+            self.observe_token = token
+        timeout = 2.0
+        try:
+            for _ in range(5):  # CON: retransmitted with the same message id, doubling the wait
+                self.transport.sendto(datagram)
+                try:
+                    got, _ = await asyncio.wait_for(asyncio.shield(future), timeout)
+                    return got
+                except TimeoutError:
+                    timeout *= 2
+            raise TimeoutError
+        finally:
+            self.waiting.pop(token, None)
+
+
+async def _coap_observe(agent: _CoapAgent, agent_id: str, report: Report) -> None:
+    try:
+        code = await agent.call(_GET, ("agents", agent_id, "commands"), observe=True)
+    except TimeoutError:
+        report.error("observe: timeout")
+        return
+    if code == 0x45:  # 2.05
+        report.channels += 1
+    else:
+        report.error(f"observe: CoAP {code >> 5}.{code & 31:02d}")
+
+
+async def _coap_agent(plan: Plan, index: int, report: Report, stopping: asyncio.Event) -> None:
+    agent_id = f"bench-{plan.transport}-{index}"
+    register, heartbeat, _ = _bodies(agent_id, plan.interval)
+    rng = random.Random(plan.seed + index)
+    await _sleep_until(plan.t_start + (index / RAMP_PER_SECOND))
+    loop = asyncio.get_running_loop()
+    observing: asyncio.Task[None] | None = None
+    try:
+        transport, agent = await loop.create_datagram_endpoint(
+            lambda: _CoapAgent(report),
+            local_addr=(SOURCE_ADDRESSES[index % len(SOURCE_ADDRESSES)], 0),
+            remote_addr=(plan.host, plan.port),
+        )
+    except OSError as e:
+        report.error(f"socket: {type(e).__name__}")
+        return
+    try:
+        try:
+            code = await agent.call(_POST, ("agent",), register)
+        except TimeoutError:
+            report.error("register: timeout")
+            return
+        if code != 0x44:  # 2.04
+            report.error(f"register: CoAP {code >> 5}.{code & 31:02d}")
+            return
+        report.registered += 1
+        if not plan.echo:  # observed beside the heartbeats, as the real agent does
+            observing = asyncio.create_task(_coap_observe(agent, agent_id, report))
+        await asyncio.sleep(rng.uniform(0, plan.interval))
+        while time.time() < plan.t_end and not stopping.is_set():
+            now = time.time()
+            if not plan.t_idle <= now < plan.t_end:
+                t0 = time.perf_counter()
+                try:
+                    code = await agent.call(_POST, ("agent",), heartbeat)
+                except TimeoutError:
+                    report.error("heartbeat: timeout")
+                else:
+                    elapsed = time.perf_counter() - t0
+                    report.heartbeats += 1
+                    if code == 0x84:  # 4.04
+                        report.forgotten += 1
+                    elif code != 0x44:
+                        report.error(f"heartbeat: CoAP {code >> 5}.{code & 31:02d}")
+                    elif plan.t_measure <= now < plan.t_idle:
+                        report.latencies.append(elapsed)
+            await asyncio.sleep(plan.interval)
+    finally:
+        if observing is not None:
+            observing.cancel()
+        transport.close()
+
+
+# -- workers and the driver ----------------------------------------------------------------------
+
+
+async def _sleep_until(t: float) -> None:
+    delay = t - time.time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def _run_worker(plan: Plan) -> Report:
+    report = Report()
+    stopping = asyncio.Event()
+    run = _http_agent if plan.transport == "http" else _coap_agent
+    tasks = [asyncio.create_task(run(plan, plan.first + i, report, stopping)) for i in range(plan.count)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*tasks), plan.t_end - time.time() + 2 * plan.interval + 30)
+    except TimeoutError:
+        report.error("worker: agents still running at the end")
+    stopping.set()
+    return report
+
+
+def _worker(plan: Plan, out: Any) -> None:
+    _raise_fd_limit()
+    report = asyncio.run(_run_worker(plan))
+    out.send(report)
+    out.close()
+
+
+def _spawn_server(args: list[str], log: Path) -> psutil.Popen:
+    def limits() -> None:
+        _raise_fd_limit()
+
+    with log.open("wb") as f:
+        return psutil.Popen(args, stdout=subprocess.DEVNULL, stderr=f, preexec_fn=limits)
+
+
+def _wait_http(url: str, proc: psutil.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except OSError as e:
+            if hasattr(e, "code"):
+                return
+            time.sleep(0.1)
+    raise RuntimeError(f"no answer at {url}")
+
+
+def _stop(proc: psutil.Popen) -> None:
+    """SIGTERM, then SIGKILL: a master ending thousands of observations may take a while."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except psutil.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def _rss(proc: psutil.Popen) -> int:
+    return int(proc.memory_info().rss)
+
+
+def _cpu(proc: psutil.Popen) -> float:
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
+def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dict[str, Any]:
+    http_port = free_port()
+    coap_port = free_port(2)  # SOCK_DGRAM
+    tag = f"{transport}-{n}{'-echo' if echo else ''}"
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"edgerm-scale-{tag}.log"
+    py = sys.executable
+    if echo:
+        script = "_echo_http.py" if transport == "http" else "_echo_coap.py"
+        port = http_port if transport == "http" else coap_port
+        proc = _spawn_server([py, str(HERE / script), "--port", str(port)], log)
+        if transport == "http":
+            _wait_http(f"http://127.0.0.1:{http_port}/", proc)
+        else:
+            time.sleep(1.5)
+    else:
+        cmd = [py, "-m", "edgerm.master.main", "--port", str(http_port), "--no-broker", "--log-level", "WARNING"]
+        cmd += ["--coap-port", str(coap_port)] if transport == "coap" else ["--no-coap"]
+        proc = _spawn_server(cmd, log)
+        _wait_http(f"http://127.0.0.1:{http_port}/metrics", proc)
+        port = http_port if transport == "http" else coap_port
+    time.sleep(0.5)
+    rss_before = _rss(proc)
+    fds_per_agent = (1 if echo else 2) if transport == "http" else 1
+    workers = args.workers or max(2, -(-n * fds_per_agent // 15000))
+    ramp = n / RAMP_PER_SECOND
+    t_start = time.time() + 2.0
+    t_measure = t_start + ramp + args.interval + 2
+    t_idle = t_measure + args.duration
+    t_end = t_idle + args.interval
+    plans = []
+    per = -(-n // workers)
+    for w in range(workers):
+        first, count = w * per, min(per, n - w * per)
+        if count > 0:
+            plans.append(
+                Plan(
+                    transport,
+                    "127.0.0.1",
+                    port,
+                    first,
+                    count,
+                    args.interval,
+                    t_start,
+                    t_measure,
+                    t_idle,
+                    t_end,
+                    echo,
+                    args.http_heartbeats == "close",
+                    args.seed,
+                )
+            )
+    ctx = mp.get_context("fork")
+    pipes, procs = [], []
+    for plan in plans:
+        parent, child = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_worker, args=(plan, child), daemon=True)
+        p.start()
+        child.close()
+        pipes.append(parent)
+        procs.append(p)
+    print(f"  {tag}: {n} agents in {len(plans)} workers, ramp {ramp:.0f}s, measuring {args.duration:.0f}s", flush=True)
+    time.sleep(max(0.0, t_measure - time.time()))
+    loaders = [psutil.Process(p.pid) for p in procs]
+    load0 = sum(_cpu(x) for x in loaders)
+    cpu0, w0 = _cpu(proc), time.monotonic()
+    rss_samples = []
+    while time.time() < t_idle:
+        time.sleep(min(1.0, max(0.0, t_idle - time.time())))
+        rss_samples.append(_rss(proc))
+    cpu1, w1 = _cpu(proc), time.monotonic()
+    load1 = sum(_cpu(x) for x in loaders)
+    time.sleep(max(0.0, t_idle + 1 - time.time()))  # in-flight heartbeats finish
+    cpu2, w2 = _cpu(proc), time.monotonic()
+    time.sleep(max(0.0, t_end - 1 - time.time()))
+    cpu3, w3 = _cpu(proc), time.monotonic()
+    known = None
+    if not echo:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/api/v1/state", timeout=60) as r:
+                state = json.load(r)
+            known = sum(1 for a in state.get("agents", []) if str(a.get("id", "")).startswith(f"bench-{transport}-"))
+        except OSError as e:
+            print(f"  state: {e}", flush=True)
+    reports: list[Report] = []
+    for pipe, p in zip(pipes, procs, strict=True):
+        if pipe.poll(t_end - time.time() + 2 * args.interval + 60):
+            reports.append(pipe.recv())
+        p.join(timeout=10)
+        if p.is_alive():
+            p.terminate()
+    master_log = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+    _stop(proc)
+    lat = [x for r in reports for x in r.latencies]
+    errors: dict[str, int] = {}
+    for r in reports:
+        for k, v in r.errors.items():
+            errors[k] = errors.get(k, 0) + v
+    registered = sum(r.registered for r in reports)
+    rss_fleet = max(rss_samples) if rss_samples else _rss(proc)
+    result: dict[str, Any] = {
+        "transport": transport,
+        "agents": n,
+        "server": f"echo ({'aiohttp' if transport == 'http' else 'aiocoap'})" if echo else "edgerm-master",
+        "workers": len(plans),
+        "registered": registered,
+        "channels": sum(r.channels for r in reports),
+        "heartbeats": sum(r.heartbeats for r in reports),
+        "latency_ms": {
+            "n": len(lat),
+            "p50": round(pct(lat, 50) * 1000, 2),
+            "p99": round(pct(lat, 99) * 1000, 2),
+            "p999": round(pct(lat, 99.9) * 1000, 2),
+            "max": round(max(lat) * 1000, 2) if lat else None,
+        },
+        "false_losses": {
+            "forgotten": sum(r.forgotten for r in reports),
+            "channel_ended": sum(r.channel_ended for r in reports),
+            # registered by the workers and not known to the master (a REGISTER whose reply timed
+            # out may still have been taken in: the master can know more agents, never fewer)
+            "missing_from_state": max(0, registered - known) if known is not None else None,
+        },
+        "errors": errors,
+        "master_cpu_percent": round(100 * (cpu1 - cpu0) / max(1e-9, w1 - w0), 1),
+        # CPU per answered heartbeat in the window (includes the tick and everything else the server did)
+        "cpu_us_per_heartbeat": round(1e6 * (cpu1 - cpu0) / max(1, len(lat)), 1),
+        "idle_cpu_percent": round(100 * (cpu3 - cpu2) / max(1e-9, w3 - w2), 1),
+        "load_generator_cpu_percent": round(100 * (load1 - load0) / max(1e-9, w1 - w0), 1),
+        "machine_load_average": round(os.getloadavg()[0], 1),
+        "rss_mib": round(rss_fleet / 2**20, 1),
+        "rss_before_mib": round(rss_before / 2**20, 1),
+        "rss_per_agent_kib": round((rss_fleet - rss_before) / max(1, n) / 1024, 2),
+    }
+    if errors or not registered:
+        result["server_log_tail"] = master_log[-600:]
+    print("  " + json.dumps({k: v for k, v in result.items() if k != "server_log_tail"}), flush=True)
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--transport", default="http,coap")
+    p.add_argument("--agents", default="1000,5000,10000", help="comma-separated fleet sizes")
+    p.add_argument("--duration", type=float, default=30.0, help="seconds of measurement per size")
+    p.add_argument("--interval", type=float, default=10.0, help="heartbeat interval (0.1 Hz)")
+    p.add_argument("--workers", type=int, default=0, help="load processes (0: enough for the fd limit)")
+    p.add_argument("--http-heartbeats", choices=["keepalive", "close"], default="keepalive")
+    p.add_argument("--no-echo", action="store_true", help="skip the echo baselines")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", default="scale", help="result name under bench/results/")
+    args = p.parse_args()
+    hard = _raise_fd_limit()
+    runs: list[dict[str, Any]] = []
+    for transport in args.transport.split(","):
+        for n in (int(x) for x in args.agents.split(",")):
+            for echo in (False, True) if not args.no_echo else (False,):
+                runs.append(run_one(transport, n, args, echo=echo))
+                path = save(  # after every run: a long run interrupted still leaves its figures
+                    args.out,
+                    {
+                        "command": " ".join(sys.argv),
+                        "interval_s": args.interval,
+                        "duration_s": args.duration,
+                        "http_heartbeats": args.http_heartbeats,
+                        "fd_limit": hard,
+                        "runs": runs,
+                    },
+                )
+    print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()
