@@ -100,6 +100,13 @@ LAYERS: dict[str, list[str]] = {
         "edgerm.agent.tasklog",
         "edgerm.agent.journal",  # the agent's durable update log
         "edgerm.logs",  # log formatting, shared by services and entry points
+        "edgerm.promtext",  # Prometheus text, shared by the master, agents and the dataflow server
+        "edgerm.master.history",
+        "edgerm.master.dataflow_stats",
+        "edgerm.master.logs",
+        "edgerm.master.views",
+        "edgerm.agent.logs",
+        "edgerm.agent.metrics",
     ],
 }
 MAY_LOAD: dict[str, set[str]] = {
