@@ -50,3 +50,8 @@ def stats_topic(dag: str, operator: str, index: int) -> str:
 def state_topic(dag: str, operator: str, index: int) -> str:
     """The topic one instance checkpoints its state to (QoS 1, retained; its replacement starts from it)."""
     return f"{TOPIC_ROOT}/{dag}/{operator}/state/{index}"
+
+
+def claim_topic(dag: str, operator: str, index: int) -> str:
+    """The topic an instance claims its slot on (QoS 1, retained): an older instance seeing a newer claim stops."""
+    return f"{TOPIC_ROOT}/{dag}/{operator}/claim/{index}"

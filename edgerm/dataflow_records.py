@@ -237,7 +237,7 @@ def decode_batch(payload: bytes) -> Decoded:
         return Decoded(_decode_binary(payload))
     records: list[Record] = []
     bad = 0
-    for line in payload.decode("utf-8", "replace").splitlines():
+    for line in payload.decode("utf-8", "replace").split("\n"):
         if not line.strip():
             continue
         try:

@@ -36,6 +36,7 @@ from edgerm.dataflow_keys import (
     ROLE,
     RUN,
     SINK,
+    claim_topic,
     state_topic,
     stats_topic,
 )
@@ -122,6 +123,15 @@ class OperatorConfig:
     @property
     def state_topic(self) -> str:
         return state_topic(self.dag, self.operator, self.index)
+
+    @property
+    def claim_topic(self) -> str:
+        return claim_topic(self.dag, self.operator, self.index)
+
+    @property
+    def probe_topic(self) -> str:
+        """Where an instance's reader sends itself the probe that ends a read of retained messages."""
+        return f"{claim_topic(self.dag, self.operator, self.index)}/probe"
 
     @property
     def source_id(self) -> str:

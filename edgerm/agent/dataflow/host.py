@@ -119,6 +119,9 @@ class OperatorHost:
         self._dedup = Deduper() if config.role is Role.SINK else None
         self._seq = 0  # a source's next seq
         self.started_from = ""  # the task whose checkpoint this instance started from, if any
+        self._started = time.time()
+        self._claim = json.dumps({"task": task.task_id, "t": self._started, "run": config.run}).encode()
+        self._yielded = False  # a later instance took the slot over
         self._last_checkpoint = b""
         self._state_files: dict[str, bytes] = {}
         # Made here, not in run(): a stop() that comes before run() starts must not be lost.
@@ -150,6 +153,11 @@ class OperatorHost:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def yielded(self) -> bool:
+        """Whether a later instance took this one's slot over (it then processes nothing more)."""
+        return self._yielded
 
     @property
     def restored(self) -> bool:
@@ -206,16 +214,27 @@ class OperatorHost:
     # -- MQTT -------------------------------------------------------------------------
 
     async def _connection_loop(self) -> None:
-        """Hold the slot's session (and its subscriptions); reconnect when it drops."""
+        """Hold the slot's session (and its subscriptions); reconnect when it drops; give the slot up to a
+        later instance (make-before-break, or an instance whose agent came back after it was replaced)."""
         backoff = 0.1
         while True:
             client = mqtt.client(self.config.broker, self.config.client_id)
             try:
-                if not self._restored.is_set():
-                    self._start_from(await self._find_checkpoint())
+                if self._restored.is_set():  # a reconnection: was the slot taken over meanwhile?
+                    claim, _ = await self._read_slot(state=False)
+                    if self._taken_by(claim):
+                        return
                 async with client:
                     self._acks.connected()
                     self._lost = asyncio.get_running_loop().create_future()
+                    if not self._restored.is_set():
+                        # The session is ours now (an instance it was taken from can no longer acknowledge),
+                        # so the checkpoint read next is the last one that counts.
+                        await client.publish(self.config.claim_topic, self._claim, qos=1, retain=True)
+                        claim, found = await self._read_slot(state=True)
+                        if self._taken_by(claim):
+                            return
+                        self._start_from(found)
                     for topic in self.config.inputs:
                         await client.subscribe(topic, qos=1)
                     self._client = client
@@ -242,6 +261,23 @@ class OperatorHost:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, RECONNECT_MAX)
 
+    def _taken_by(self, claim: tuple[str, float] | None) -> bool:
+        """Whether ``claim`` (the slot's retained claim) is a later instance's; if so, give the slot up."""
+        if claim is None:
+            return False
+        task, started = claim
+        if task == self.task.task_id or (started, task) < (self._started, self.task.task_id):
+            return False
+        self._yielded = True
+        self._ready.set()  # the worker sees it and stops
+        log.info(
+            "dataflow task %s: slot %s taken over by task %s; this instance stops processing",
+            self.task.task_id,
+            self.config.client_id,
+            task,
+        )
+        return True
+
     def _on_message(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         payload = message.payload
         if not isinstance(payload, bytes | bytearray):
@@ -256,35 +292,53 @@ class OperatorHost:
         self.counters.received += len(chosen.batch)
         self._enqueue(chosen.batch)
 
-    async def _find_checkpoint(self) -> Checkpoint | None:
-        """The retained checkpoint on the state topic, read on a connection of its own.
+    async def _read_slot(self, *, state: bool) -> tuple[tuple[str, float] | None, Checkpoint | None]:
+        """The slot's retained claim and (with ``state``) checkpoint, read on a connection of its own.
 
         Its own: the slot's session may hold a full window of unacknowledged inputs, behind which the broker
-        would queue the probe. The probe (published after subscribing) comes back after any retained message,
-        so its arrival means "there is none" when nothing came before it.
+        would queue these. A probe published after subscribing comes back after the retained messages, so
+        its arrival means "that is all".
         """
+        claim: tuple[str, float] | None = None
         found: Checkpoint | None = None
         probe = _PROBE + self.task.task_id.encode()
         reader = mqtt.client(self.config.broker, f"{self.config.client_id}-r", persistent=False, manual_ack=False)
         try:
             async with reader, asyncio.timeout(RESTORE_WAIT):
-                await reader.subscribe(self.config.state_topic, qos=1)
-                await reader.publish(self.config.state_topic, probe, qos=1)
+                await reader.subscribe(self.config.claim_topic, qos=1)
+                if state:
+                    await reader.subscribe(self.config.state_topic, qos=1)
+                await reader.subscribe(self.config.probe_topic, qos=1)
+                await reader.publish(self.config.probe_topic, probe, qos=1)
                 async for message in reader.messages:
-                    data = message.payload if isinstance(message.payload, bytes | bytearray) else b""
-                    if bytes(data) == probe:
+                    payload = message.payload
+                    data = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
+                    topic = str(message.topic)
+                    if topic == self.config.probe_topic and data == probe:
                         break
-                    if not message.retain or not data or data.startswith(_PROBE):
+                    if not message.retain:
                         continue
-                    try:
-                        candidate = decode_checkpoint(bytes(data))
-                    except (MalformedMessage, MessageTooLarge) as e:
-                        log.warning("dataflow task %s: the state checkpoint is not usable: %s", self.task.task_id, e)
-                        continue
-                    found = candidate if candidate.run == self.config.run else None
+                    if topic == self.config.claim_topic:
+                        claim = self._parse_claim(data) or claim
+                    elif topic == self.config.state_topic and data.startswith(b'{"v":'):
+                        try:
+                            candidate = decode_checkpoint(data)
+                        except (MalformedMessage, MessageTooLarge) as e:
+                            log.warning("dataflow task %s: the checkpoint is not usable: %s", self.task.task_id, e)
+                            continue
+                        found = candidate if candidate.run == self.config.run else None
         except TimeoutError:
-            log.warning("dataflow task %s: no answer on the state topic; starting afresh", self.task.task_id)
-        return found
+            log.warning("dataflow task %s: no answer from the broker's retained messages; going on", self.task.task_id)
+        return claim, found
+
+    def _parse_claim(self, data: bytes) -> tuple[str, float] | None:
+        try:
+            body = json.loads(data)
+            if str(body.get("run", "")) != self.config.run:
+                return None
+            return str(body["task"]), float(body["t"])
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None
 
     def _start_from(self, found: Checkpoint | None) -> None:
         """Take the checkpoint (if any) and let the worker and the source begin."""
@@ -293,7 +347,7 @@ class OperatorHost:
             self._state_files = dict(found.files)
             if found.seq is not None:
                 self._seq = max(self._seq, found.seq)
-            if self._dedup is not None:
+            if found.marks or self._dedup is not None:  # a sink, or a stateful operator
                 self._dedup = Deduper(found.marks)
             self._last_checkpoint = self._checkpoint().encode()
             self.started_from = found.task
@@ -387,7 +441,7 @@ class OperatorHost:
 
     async def _worker(self) -> None:
         await self._restored.wait()
-        while not self._end.done():
+        while not self._end.done() and not self._yielded:
             batch = self.queue.take(self.config.batch)
             if batch is None:
                 self._ready.clear()
@@ -402,6 +456,11 @@ class OperatorHost:
             if not batch:
                 return
             output, files = await self._run_module(batch)
+            if files and self._dedup is None:
+                # An operator with state: from now on it drops inputs its state already holds (a redelivery
+                # after a move), so its checkpoint says which records it covers.
+                self._dedup = Deduper()
+                self._drop_duplicates(batch)
             if self.config.role is Role.SINK and self._sink is not None:
                 if output:
                     await self._sink.deliver(output.payload)

@@ -85,7 +85,7 @@ class Batch:
     @property
     def lines(self) -> tuple[str, ...]:
         """A text batch's lines (for tests and the console)."""
-        return tuple(line for line in self.payload.decode("utf-8", "replace").splitlines() if line)
+        return tuple(line for line in self.payload.decode("utf-8", "replace").split("\n") if line)
 
     def decoded(self) -> list[Record]:
         return decode_batch(self.payload).records

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,7 +23,10 @@ from tests.integration.agent.helpers import eventually
 from tests.integration.dataflow_plane.brokers import Watcher
 from tests.integration.dataflow_plane.conftest import Reports, df_task, topic, watch
 
-RUN = {"EDGERM_DF_RUN": "run-1"}
+
+def fresh_run() -> dict[str, str]:
+    """A run of its own for each test: module-scoped brokers keep earlier tests' retained checkpoints."""
+    return {"EDGERM_DF_RUN": f"run-{uuid.uuid4().hex[:8]}"}
 
 
 @pytest.fixture
@@ -68,8 +72,9 @@ async def move(
     *args: str,
 ) -> tuple[int, int]:
     """Run ``operator`` on ``old_rt``, kill it under load, start its replacement on ``new_rt``; (sent, last)."""
-    old = df_task(f"{operator}-a", operator, "operator", module, url, *args, inputs=(topic("in"),), **RUN)
-    new = df_task(f"{operator}-b", operator, "operator", module, url, *args, inputs=(topic("in"),), **RUN)
+    run = fresh_run()
+    old = df_task(f"{operator}-a", operator, "operator", module, url, *args, inputs=(topic("in"),), **run)
+    new = df_task(f"{operator}-b", operator, "operator", module, url, *args, inputs=(topic("in"),), **run)
     await old_rt.launch(old, work / "a", reports)
     await eventually(lambda: (h := old_rt.host(old.task_id)) is not None and h.connected and h.restored)
     stop, sent = asyncio.Event(), list[int]()
@@ -151,7 +156,7 @@ async def test_a_sink_drops_duplicates_by_src_and_seq(
     mosquitto_url: str, runtime: DataflowRuntime, reports: Reports, watcher_factory: list[Watcher], tmp_path: Path
 ) -> None:
     w = await watch(watcher_factory, mosquitto_url, topic("k"))
-    task = df_task("k-0", "k", "sink", "sink", mosquitto_url, inputs=(topic("in"),), **RUN)
+    task = df_task("k-0", "k", "sink", "sink", mosquitto_url, inputs=(topic("in"),), **fresh_run())
     await runtime.launch(task, tmp_path / "k", reports)
     await eventually(lambda: (h := runtime.host(task.task_id)) is not None and h.connected and h.restored)
     first = batch(0, 4, t=1000.0)
@@ -163,3 +168,47 @@ async def test_a_sink_drops_duplicates_by_src_and_seq(
     host = runtime.host(task.task_id)
     assert host is not None and host.counters.duplicates == 6
     await runtime.kill(task.task_id, 1.0)
+
+
+async def test_an_overlapping_replacement_takes_the_slot_over_and_the_window_stays_right(
+    broker_url: str,
+    request: pytest.FixtureRequest,
+    runtime: DataflowRuntime,
+    second_runtime: DataflowRuntime,
+    reports: Reports,
+    watcher_factory: list[Watcher],
+    tmp_path: Path,
+) -> None:
+    """Make-before-break: the replacement starts while the old instance still runs (same slot, same id)."""
+    url, broker = broker_url, request.node.callspec.params["broker_url"]
+    w = await watch(watcher_factory, url, topic("avg"))
+    args = ("--window", "5", "--agg", "sum")
+    run = fresh_run()
+    old = df_task("avg-a", "avg", "operator", "aggregate", url, *args, inputs=(topic("in"),), **run)
+    new = df_task("avg-b", "avg", "operator", "aggregate", url, *args, inputs=(topic("in"),), **run)
+    await runtime.launch(old, tmp_path / "a", reports)
+    await eventually(lambda: (h := runtime.host(old.task_id)) is not None and h.connected and h.restored)
+    stop, sent = asyncio.Event(), list[int]()
+    producer = asyncio.create_task(produce(w, stop, sent))
+    try:
+        await eventually(lambda: len(seqs(w, "avg")) >= 4, what="windows before the replacement")
+        await second_runtime.launch(new, tmp_path / "b", reports)
+        old_host = runtime.host(old.task_id)
+        assert old_host is not None
+        await eventually(lambda: old_host.yielded, what="the old instance gives the slot up")
+        await asyncio.sleep(0.3)
+    finally:
+        stop.set()
+        await producer
+    await runtime.kill(old.task_id, 1.0)
+    windows = (sent[-1] + 1) // 5
+    if broker == "mosquitto":
+        try:
+            await eventually(lambda: set(seqs(w, "avg")) >= set(range(windows)))
+        except AssertionError:
+            raise AssertionError(f"windows missing: {sorted(set(range(windows)) - set(seqs(w, 'avg')))}") from None
+        got: dict[int, float] = {}
+        for f in w.records(topic("avg")):
+            got.setdefault(int(f[1]), float(f[3]))
+        assert all(got[k] == sum(range(5 * k, 5 * k + 5)) for k in range(windows)), got
+    await second_runtime.kill(new.task_id, 1.0)
