@@ -53,7 +53,7 @@ import aiomqtt
 
 from edgerm.agent.dataflow import mqtt
 from edgerm.agent.dataflow.contract import OperatorConfig, Role
-from edgerm.agent.dataflow.delivery import MAX_STATE_BYTES, AckTracker, Checkpoint, Deduper, decode_checkpoint
+from edgerm.agent.dataflow.delivery import MAX_STATE_BYTES, Ack, AckTracker, Checkpoint, Deduper, decode_checkpoint
 from edgerm.agent.dataflow.executor import BatchExecutor, BatchFailed
 from edgerm.agent.dataflow.readers import Blob, readings, value_of
 from edgerm.agent.dataflow.records import Batch, BatchQueue, format_record, module_input, module_output, select, split
@@ -226,6 +226,9 @@ class OperatorHost:
                         return
                 async with client:
                     self._acks.connected()
+                    if client.session_present:
+                        # The broker sends again what was not acknowledged: queued copies would be duplicates.
+                        self.queue.drop_acked_by(self._stale_ack)
                     self._lost = asyncio.get_running_loop().create_future()
                     if not self._restored.is_set():
                         # The session is ours now (an instance it was taken from can no longer acknowledge),
@@ -260,6 +263,9 @@ class OperatorHost:
                     self._lost.set_result(None)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, RECONNECT_MAX)
+
+    def _stale_ack(self, token: object) -> bool:
+        return isinstance(token, Ack) and token.generation != self._acks.generation
 
     def _taken_by(self, claim: tuple[str, float] | None) -> bool:
         """Whether ``claim`` (the slot's retained claim) is a later instance's; if so, give the slot up."""

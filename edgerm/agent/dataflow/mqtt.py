@@ -14,8 +14,10 @@ here and nowhere else. Rules:
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as paho
 
 from edgerm.agent.dataflow.contract import Broker
 
@@ -27,9 +29,26 @@ MAX_INFLIGHT = 32
 _log = logging.getLogger("edgerm.agent.dataflow.mqtt")
 
 
-def client(broker: Broker, client_id: str, *, persistent: bool = True, manual_ack: bool = True) -> aiomqtt.Client:
+class Client(aiomqtt.Client):
+    """aiomqtt's client, remembering whether the broker still held the session (CONNACK's flag)."""
+
+    session_present = False
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason_code: Any,
+        properties: Any = None,
+    ) -> None:
+        self.session_present = bool(flags.session_present)
+        super()._on_connect(client, userdata, flags, reason_code, properties)
+
+
+def client(broker: Broker, client_id: str, *, persistent: bool = True, manual_ack: bool = True) -> Client:
     """An unconnected client for ``broker`` (enter it with ``async with``)."""
-    made = aiomqtt.Client(
+    made = Client(
         broker.host,
         broker.port,
         identifier=client_id,

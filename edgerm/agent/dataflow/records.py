@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from edgerm.dataflow_records import (
@@ -313,6 +313,20 @@ class BatchQueue:
         self._records -= first.records
         self._bytes -= first.nbytes
         return first.batch()
+
+    def drop_acked_by(self, stale: Callable[[object], bool]) -> int:
+        """Remove the batches whose every ack is ``stale`` (the broker sends them again); records removed."""
+        kept: deque[_Item] = deque()
+        removed = 0
+        for item in self._items:
+            if item.acks and all(stale(a) for a in item.acks):
+                removed += item.records
+                self._records -= item.records
+                self._bytes -= item.nbytes
+            else:
+                kept.append(item)
+        self._items = kept
+        return removed
 
     def clear(self) -> list[Batch]:
         """Empty the queue; return what it held."""

@@ -156,3 +156,12 @@ def test_readings_values_and_handles() -> None:
     for bad in ("sim:cosine", "file:rel", "cmd: ", "/dev/video0", "dir:rel", "cmd+bytes:"):
         with pytest.raises(ConfigError):
             check_handle(bad)
+
+
+def test_batches_the_broker_will_send_again_can_be_dropped() -> None:
+    q = BatchQueue(8)
+    q.put(Batch.of(["a 0 1 1"], ("old",)))
+    q.put(Batch.of(["a 1 1 1"], ()))  # a source's readings owe no ack: kept
+    q.put(Batch.of(["a 2 1 1"], ("new",)))
+    assert q.drop_acked_by(lambda ack: ack == "old") == 1
+    assert [b.acks for b in q.clear()] == [(), ("new",)]
