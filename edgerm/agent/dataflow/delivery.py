@@ -21,12 +21,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from edgerm.dataflow_records import Record
 from edgerm.errors import MalformedMessage, MessageTooLarge
+
+_FIELDS = re.compile(rb"^[ \t]*(\S+)[ \t]+(\S+)[ \t]+(\S+)[ \t]", re.MULTILINE)
 
 #: The largest checkpoint (encoded): module state plus host state.
 MAX_STATE_BYTES = 64 * 1024
@@ -99,7 +102,34 @@ class Deduper:
         return True
 
     def filter_text(self, payload: bytes) -> tuple[bytes, int]:
-        """The lines of a text batch that are not duplicates, and how many there are."""
+        """The lines of a text batch that are not duplicates, and how many there are.
+
+        The common case, a batch with no duplicate, is checked on fields a regex picks out (C) and passed
+        on as it is; only a batch holding a duplicate is cut line by line.
+        """
+        seen: dict[str, tuple[int, float]] = {}
+        marks = self._marks
+        n = 0
+        try:
+            for src_b, seq_b, t_b in _FIELDS.findall(payload):
+                src, seq, t = src_b.decode(), int(seq_b), float(t_b)
+                mark = seen.get(src) or marks.get(src)
+                if mark is not None and seq <= mark[0] and t <= mark[1]:
+                    break
+                seen[src] = (seq, t)
+                n += 1
+            else:
+                for src, mark in seen.items():
+                    marks[src] = mark
+                    marks.move_to_end(src)
+                while len(marks) > self._size:
+                    marks.popitem(last=False)
+                return payload, n
+        except ValueError:
+            pass
+        return self._filter_lines(payload)
+
+    def _filter_lines(self, payload: bytes) -> tuple[bytes, int]:
         kept: list[bytes] = []
         for line in payload.split(b"\n"):
             parts = line.split(None, 3)

@@ -106,3 +106,16 @@ def test_checkpoints_round_trip_and_are_bounded() -> None:
     for bad in (b"{", b'{"v": 2}', b'{"v": 1, "files": {"../x": ""}}', b'{"v": 1, "files": {"a": "!!"}}'):
         with pytest.raises(MalformedMessage):
             decode_checkpoint(bad)
+
+
+@given(st.lists(st.lists(st.tuples(st.sampled_from(["a.0", "b.0"]), st.integers(0, 6), st.integers(0, 3)), max_size=6)))
+def test_the_deduper_fast_path_drops_exactly_what_a_record_by_record_check_drops(
+    batches: list[list[tuple[str, int, int]]],
+) -> None:
+    fast, slow = Deduper(), Deduper()
+    for batch in batches:
+        payload = b"".join(f"{s} {q} {t}.0 1\n".encode() for s, q, t in batch)
+        kept = [f"{s} {q} {t}.0 1\n".encode() for s, q, t in batch if slow.keep(s, q, float(t))]
+        body, n = fast.filter_text(payload)
+        assert (body, n) == (b"".join(kept), len(kept))
+    assert fast.marks() == slow.marks()
