@@ -45,7 +45,7 @@ from edgerm.model import TaskInfo
 from edgerm.resources import Resources
 
 DEFAULT_PERIOD = 0.1  # seconds between readings
-DEFAULT_BATCH = 100  # records per micro-batch
+DEFAULT_BATCH = 1000  # records per micro-batch at most (adaptive batching: only what piles up)
 DEFAULT_BATCH_MS = 50.0  # longest wait before a partial batch is flushed
 DEFAULT_QUEUE = 64  # input queue bound, in batches
 MQTT_SCHEMES = {"mqtt": 1883}
