@@ -20,9 +20,11 @@ Rules:
   them it publishes a new one (QoS 1, retained, at most 64 KiB).
 - **Adaptive batching.** Nothing waits for a timer: a record goes on as soon as the worker is free; what
   arrives while it is busy piles up and goes together (up to ``EDGERM_DF_BATCH`` records, 64 KiB of text).
-- **Bounded.** The only buffer is the :class:`BatchQueue` (``EDGERM_DF_QUEUE`` batches, 64 MiB); the broker
-  sends at most its in-flight window of unacknowledged messages, so it rarely fills. When it does, the
-  oldest batch is dropped, counted and acknowledged.
+- **Bounded.** The only buffer is the :class:`BatchQueue` (``EDGERM_DF_QUEUE`` batches, 64 MiB). When it is
+  full the receive loop waits for room (the broker and aiomqtt hold the rest: a session's backlog after a
+  move comes all at once, and must not be dropped), up to :data:`WAITING_MAX` waiting messages; past that
+  the instance is overloaded and the queue drops its oldest batch (counted, acknowledged). A source, which
+  cannot make its device wait, drops the oldest batch and counts it.
 - **Order per source.** One worker takes batches in order, runs the module and publishes (one at a time)
   before taking the next.
 - **Off the loop.** The module runs in a worker thread; a per-batch time limit and a kill both interrupt it
@@ -69,6 +71,7 @@ log = logging.getLogger(__name__)
 MAX_CONSECUTIVE_FAILURES = 10
 STATS_INTERVAL = 1.0
 RECONNECT_MAX = 5.0
+WAITING_MAX = 1000  # messages waiting in aiomqtt while the input queue is full, before the queue drops
 RESTORE_WAIT = 5.0  # seconds to wait for the state probe to come back before starting without a checkpoint
 _PROBE = b"\x00probe "
 
@@ -111,6 +114,7 @@ class OperatorHost:
         self._sink = sink
         self._batch_time_limit = batch_time_limit
         self._ready = asyncio.Event()
+        self._space = asyncio.Event()  # the input queue has room again
         self._connected = asyncio.Event()
         self._restored = asyncio.Event()
         self._client: aiomqtt.Client | None = None
@@ -252,6 +256,12 @@ class OperatorHost:
                     backoff = 0.1
                     async for message in client.messages:
                         self._on_message(client, message)
+                        if self.queue.full and len(client.messages) < WAITING_MAX:
+                            # Backpressure, not drops: the broker's queue (and aiomqtt's) hold the rest; a
+                            # session's backlog after a move arrives all at once. Past WAITING_MAX waiting
+                            # messages the instance is overloaded: the queue drops its oldest (counted).
+                            self._space.clear()
+                            await self._space.wait()
             except aiomqtt.MqttError as e:
                 if not self._broker_down_logged:
                     log.warning("dataflow task %s: broker %s: %s", self.task.task_id, self.config.broker.url, e)
@@ -449,6 +459,7 @@ class OperatorHost:
         await self._restored.wait()
         while not self._end.done() and not self._yielded:
             batch = self.queue.take(self.config.batch)
+            self._space.set()
             if batch is None:
                 self._ready.clear()
                 await self._ready.wait()

@@ -269,6 +269,11 @@ class BatchQueue:
     def nbytes(self) -> int:
         return self._bytes
 
+    @property
+    def full(self) -> bool:
+        """Whether one more batch would make the queue drop one."""
+        return len(self._items) >= self.bound or self._bytes >= self.max_bytes
+
     def put(self, batch: Batch) -> list[Batch]:
         """Append ``batch``; return the batches dropped to make room (the oldest), if any."""
         self._items.append(_Item([batch.payload], batch.records, batch.nbytes, batch.binary, list(batch.acks)))

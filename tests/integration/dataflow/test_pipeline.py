@@ -3,12 +3,12 @@ real agents running wasmtime operators, and the framework placing, running and m
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
 from edgerm.frameworks.dataflow import MoveKind, Phase, load
+from edgerm.frameworks.dataflow.watch import InstanceStats
 from edgerm.scheduler import Instance
 from tests.integration.dataflow.conftest import Cluster, dag, eventually
 from tests.integration.dataflow_plane.brokers import Watcher
@@ -177,9 +177,7 @@ SLOW_WAT = """(module
 """
 
 
-async def test_a_full_queue_drops_the_oldest_counts_it_and_stays_bounded(
-    embedded_cluster: Cluster, tmp_path: Path
-) -> None:
+async def test_a_slow_sink_holds_a_bounded_queue_and_keeps_going(embedded_cluster: Cluster, tmp_path: Path) -> None:
     cluster = embedded_cluster
     await cluster.agent("sensor-1", sensor="sim:random")
     (tmp_path / "slow.wat").write_text(SLOW_WAT)
@@ -188,12 +186,13 @@ async def test_a_full_queue_drops_the_oldest_counts_it_and_stays_bounded(
     await run.start()
     assert await run.wait_running(15), run.render()
 
-    def slow_dropped() -> int:
-        return next(o.dropped for o in run.watch.view(0).operators if o.operator == "slow")
+    def slow() -> InstanceStats | None:
+        return next((s for s in run.watch.view(0).instances if s.operator == "slow"), None)
 
-    await eventually(lambda: slow_dropped() > 50, what="drops reported by the slow sink's stats")
-    (stats,) = [s for s in run.watch.view(0).instances if s.operator == "slow"]
-    # what came in is processed, dropped, or waiting in a queue of 2 batches of 1 record (+1 running)
+    await eventually(lambda: (s := slow()) is not None and s.batches > 20, what="the slow sink keeps going")
+    stats = slow()
+    assert stats is not None
+    # What came in is processed, dropped, or waiting in a queue of 2 batches of 1 record (+1 running): the
+    # sink takes no more than it can hold; the rest waits at the broker (backpressure, docs/dataflow.md).
     assert stats.received - stats.batches - stats.dropped <= 3, stats
-    assert re.search(r"\| dropped [1-9]", run.render()), run.render()
     await run.stop()
