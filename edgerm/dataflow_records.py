@@ -252,6 +252,36 @@ def decode_batch(payload: bytes) -> Decoded:
     return Decoded(records, bad)
 
 
+def binary_kinds(payload: bytes) -> list[Kind]:
+    """The kinds of a binary batch's records, checking its framing without copying any payload.
+
+    Raises MalformedMessage or MessageTooLarge as :func:`decode_batch` does.
+    """
+    _check_batch(len(payload))
+    view = memoryview(payload)
+    try:
+        magic, version, count = _HEAD.unpack_from(view, 0)
+        if magic != MAGIC or version != VERSION:
+            raise MalformedMessage(f"not an edgerm binary batch (magic {bytes(magic)!r}, version {version})")
+        pos = _HEAD.size
+        kinds: list[Kind] = []
+        for _ in range(count):
+            kind, src_len = _FIXED.unpack_from(view, pos)
+            pos += 2 + src_len
+            seq, _t, type_len = _MID.unpack_from(view, pos)
+            pos += _MID.size + type_len
+            (length,) = _LEN.unpack_from(view, pos)
+            pos += 4 + length
+            if length > MAX_RECORD_BYTES:
+                raise MessageTooLarge(f"record {seq}: a payload of {length} bytes, over the {MAX_RECORD_BYTES} limit")
+            kinds.append(Kind(kind))
+    except (struct.error, ValueError) as e:
+        raise MalformedMessage(f"a binary batch that does not parse: {e}") from None
+    if pos != len(payload):
+        raise MalformedMessage(f"{len(payload) - pos} bytes after (or missing from) the last of {count} records")
+    return kinds
+
+
 def _decode_binary(data: bytes) -> list[Record]:
     view = memoryview(data)
     try:

@@ -518,6 +518,8 @@ class OperatorHost:
 
     def _run_blocking(self, batch: Batch) -> tuple[Batch, dict[str, bytes] | None]:
         given = module_input(batch)
+        if given.passthrough:
+            return Batch(batch.payload, batch.records), None
         output = self.executor.run(given.stdin) if given.records else b""
         files = self.executor.read_state(MAX_STATE_BYTES) if given.records else None
         return module_output(output, given.bypass), files

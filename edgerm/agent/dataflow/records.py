@@ -29,6 +29,7 @@ from edgerm.dataflow_records import (
     TEXT_BATCH_BYTES,
     Kind,
     Record,
+    binary_kinds,
     count_lines,
     decode_batch,
     encode_batch,
@@ -106,13 +107,14 @@ def select(payload: bytes, index: int, replicas: int, acks: tuple[object, ...] =
     """
     if is_binary(payload):
         try:
+            if replicas == 1:  # the framing is checked, no payload copied
+                return Selected(Batch(payload, len(binary_kinds(payload)), acks), 0)
             records = decode_batch(payload).records
         except (MalformedMessage, MessageTooLarge):
             return Selected(Batch(b"", 0, acks), 1)
-        if replicas > 1:
-            kept = [r for r in records if replica_of(r.src, replicas) == index]
-            if len(kept) != len(records):
-                return Selected(Batch(encode_binary(kept) if kept else b"", len(kept), acks), 0)
+        kept = [r for r in records if replica_of(r.src, replicas) == index]
+        if len(kept) != len(records):
+            return Selected(Batch(encode_binary(kept) if kept else b"", len(kept), acks), 0)
         return Selected(Batch(payload, len(records), acks), 0)
     if len(payload) > MAX_BATCH_BYTES:
         return Selected(Batch(b"", 0, acks), 1)
@@ -149,12 +151,15 @@ class ModuleInput:
     stdin: bytes
     records: int
     bypass: tuple[Record, ...] = ()
+    passthrough: bool = False  # only bytes records: the batch itself is the output
 
 
 def module_input(batch: Batch) -> ModuleInput:
     """A batch as a module reads it: text as it is; a binary batch's numbers and JSON as lines, bytes aside."""
     if not batch.binary:
         return ModuleInput(batch.payload, batch.records)
+    if all(kind is Kind.BYTES for kind in binary_kinds(batch.payload)):
+        return ModuleInput(b"", 0, passthrough=True)  # nothing for the module: the batch goes on as it is
     records = batch.decoded()
     text = [r for r in records if r.kind is not Kind.BYTES]
     raw = tuple(r for r in records if r.kind is Kind.BYTES)

@@ -119,3 +119,13 @@ def test_the_deduper_fast_path_drops_exactly_what_a_record_by_record_check_drops
         body, n = fast.filter_text(payload)
         assert (body, n) == (b"".join(kept), len(kept))
     assert fast.marks() == slow.marks()
+
+
+def test_binary_kinds_walks_the_framing_without_copying() -> None:
+    from edgerm.dataflow_records import binary_kinds
+
+    data = encode_binary([Record("a.0", 0, 1.0, b"x" * 100), Record("a.0", 1, 1.0, 2.5)])
+    assert binary_kinds(data) == [Kind.BYTES, Kind.NUMBER]
+    for bad in (data[:-1], data + b"x", data[:5] + b"\x00\x00\x00\x09" + data[9:]):
+        with pytest.raises(MalformedMessage):
+            binary_kinds(bad)
