@@ -252,8 +252,18 @@ def decode_batch(payload: bytes) -> Decoded:
     return Decoded(records, bad)
 
 
-def binary_kinds(payload: bytes) -> list[Kind]:
-    """The kinds of a binary batch's records, checking its framing without copying any payload.
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A binary record's header: everything but its payload."""
+
+    kind: Kind
+    src: str
+    seq: int
+    t: float
+
+
+def binary_heads(payload: bytes) -> list[Head]:
+    """The headers of a binary batch's records, checking its framing without copying any payload.
 
     Raises MalformedMessage or MessageTooLarge as :func:`decode_batch` does.
     """
@@ -264,22 +274,27 @@ def binary_kinds(payload: bytes) -> list[Kind]:
         if magic != MAGIC or version != VERSION:
             raise MalformedMessage(f"not an edgerm binary batch (magic {bytes(magic)!r}, version {version})")
         pos = _HEAD.size
-        kinds: list[Kind] = []
+        heads: list[Head] = []
         for _ in range(count):
             kind, src_len = _FIXED.unpack_from(view, pos)
+            src = bytes(view[pos + 2 : pos + 2 + src_len]).decode()
             pos += 2 + src_len
-            seq, _t, type_len = _MID.unpack_from(view, pos)
+            seq, t, type_len = _MID.unpack_from(view, pos)
             pos += _MID.size + type_len
             (length,) = _LEN.unpack_from(view, pos)
             pos += 4 + length
-            if length > MAX_RECORD_BYTES:
-                raise MessageTooLarge(f"record {seq}: a payload of {length} bytes, over the {MAX_RECORD_BYTES} limit")
-            kinds.append(Kind(kind))
+            _check_record(src, seq, length)
+            heads.append(Head(Kind(kind), src, seq, t))
     except (struct.error, ValueError) as e:
         raise MalformedMessage(f"a binary batch that does not parse: {e}") from None
     if pos != len(payload):
         raise MalformedMessage(f"{len(payload) - pos} bytes after (or missing from) the last of {count} records")
-    return kinds
+    return heads
+
+
+def binary_kinds(payload: bytes) -> list[Kind]:
+    """The kinds of a binary batch's records (see :func:`binary_heads`)."""
+    return [h.kind for h in binary_heads(payload)]
 
 
 def _decode_binary(data: bytes) -> list[Record]:

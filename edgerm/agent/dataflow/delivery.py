@@ -26,7 +26,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from edgerm.dataflow_records import Record
+from edgerm.dataflow_records import Record, binary_heads, decode_batch, encode_binary
 from edgerm.errors import MalformedMessage, MessageTooLarge
 
 _FIELDS = re.compile(rb"^[ \t]*(\S+)[ \t]+(\S+)[ \t]+(\S+)[ \t]", re.MULTILINE)
@@ -142,6 +142,24 @@ class Deduper:
             if fresh:
                 kept.append(line)
         return b"".join(line + b"\n" for line in kept), len(kept)
+
+    def filter_binary(self, payload: bytes) -> tuple[bytes, int]:
+        """A binary batch without its duplicates: as it is when it has none (checked on the headers alone)."""
+        seen: dict[str, tuple[int, float]] = {}
+        marks = self._marks
+        heads = binary_heads(payload)
+        for h in heads:
+            mark = seen.get(h.src) or marks.get(h.src)
+            if mark is not None and h.seq <= mark[0] and h.t <= mark[1]:
+                kept = self.filter_records(decode_batch(payload).records)
+                return (encode_binary(kept) if kept else b""), len(kept)
+            seen[h.src] = (h.seq, h.t)
+        for src, mark in seen.items():
+            marks[src] = mark
+            marks.move_to_end(src)
+        while len(marks) > self._size:
+            marks.popitem(last=False)
+        return payload, len(heads)
 
     def filter_records(self, records: Iterable[Record]) -> list[Record]:
         return [r for r in records if self.keep(r.src, r.seq, r.t)]

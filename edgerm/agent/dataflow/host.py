@@ -540,8 +540,8 @@ class OperatorHost:
             return batch
         before = self._dedup.duplicates
         if batch.binary:
-            kept = self._dedup.filter_records(batch.decoded())
-            out = Batch(encode_binary(kept) if kept else b"", len(kept), batch.acks)
+            body, n = self._dedup.filter_binary(batch.payload)
+            out = Batch(body, n, batch.acks)
         else:
             body, n = self._dedup.filter_text(batch.payload)
             out = Batch(body, n, batch.acks)

@@ -189,7 +189,7 @@ def split(batch: Batch, max_records: int, max_bytes: int = TEXT_BATCH_BYTES) -> 
     A text batch that fits is returned as it is (no copy); a single record over ``max_bytes`` still makes a
     batch of its own. Binary batches are cut by records, each part at most :data:`MAX_BATCH_BYTES`.
     """
-    if batch.records <= max_records and batch.nbytes <= max_bytes:
+    if batch.records <= max_records and batch.nbytes <= (MAX_BATCH_BYTES if batch.binary else max_bytes):
         return [batch]
     if batch.binary:
         out: list[Batch] = []

@@ -129,3 +129,13 @@ def test_binary_kinds_walks_the_framing_without_copying() -> None:
     for bad in (data[:-1], data + b"x", data[:5] + b"\x00\x00\x00\x09" + data[9:]):
         with pytest.raises(MalformedMessage):
             binary_kinds(bad)
+
+
+def test_the_deduper_passes_a_binary_batch_without_duplicates_as_it_is() -> None:
+    d = Deduper()
+    first = encode_binary([Record("cam.0", 0, 1.0, b"a"), Record("cam.0", 1, 2.0, b"b")])
+    assert d.filter_binary(first) == (first, 2)
+    again = encode_binary([Record("cam.0", 1, 2.0, b"b"), Record("cam.0", 2, 3.0, b"c")])
+    body, n = d.filter_binary(again)
+    assert n == 1 and decode_batch(body).records == [Record("cam.0", 2, 3.0, b"c")]
+    assert d.filter_binary(first) == (b"", 0) and d.duplicates == 3
