@@ -76,14 +76,6 @@ RESTORE_WAIT = 5.0  # seconds to wait for the state probe to come back before st
 _PROBE = b"\x00probe "
 
 
-@dataclass(frozen=True, slots=True)
-class _Ran:
-    """A batch's module output, and the checkpoint to publish after it (None: nothing to checkpoint)."""
-
-    output: Batch
-    checkpoint: Checkpoint | None
-
-
 @dataclass(slots=True)
 class Counters:
     """Cumulative counts of one instance, as published in its stats."""
@@ -464,54 +456,28 @@ class OperatorHost:
                 self._ready.set()
 
     async def _worker(self) -> None:
-        """Take, run, emit: batch n+1's module runs while batch n is published; emits go one at a time, in order."""
         await self._restored.wait()
-        emitting: asyncio.Future[None] | None = None
-        try:
-            while not self._end.done() and not self._yielded:
-                batch = self.queue.take(self.config.batch)
-                self._space.set()
-                if batch is None:
-                    self._ready.clear()
-                    await self._ready.wait()
-                    continue
-                ran = await self._run(batch)
-                if emitting is not None:
-                    await emitting
-                emitting = asyncio.ensure_future(self._emit(batch, ran))
-            if emitting is not None:
-                await emitting
-        finally:
-            if emitting is not None and not emitting.done():
-                emitting.cancel()
+        while not self._end.done() and not self._yielded:
+            batch = self.queue.take(self.config.batch)
+            self._space.set()
+            if batch is None:
+                self._ready.clear()
+                await self._ready.wait()
+                continue
+            await self._process(batch)
+            self._done(batch.acks)
 
-    async def _run(self, batch: Batch) -> _Ran | None:
-        """Drop duplicates and run the module; None when the batch failed (counted) or held nothing new."""
+    async def _process(self, batch: Batch) -> None:
         try:
-            fresh = self._drop_duplicates(batch)
-            if not fresh:
-                return None
-            output, files = await self._run_module(fresh)
+            batch = self._drop_duplicates(batch)
+            if not batch:
+                return
+            output, files = await self._run_module(batch)
             if files and self._dedup is None:
                 # An operator with state: from now on it drops inputs its state already holds (a redelivery
                 # after a move), so its checkpoint says which records it covers.
                 self._dedup = Deduper()
-                self._drop_duplicates(fresh)
-        except (BatchFailed, MalformedMessage, MessageTooLarge) as e:
-            self._batch_failed(batch, e)
-            return None
-        if files is not None:
-            self._state_files = files
-        # The checkpoint is taken now: by the time it is published, the next batch may have moved the marks.
-        checkpoint = None if files is None and self.config.role is Role.OPERATOR else self._checkpoint()
-        return _Ran(output, checkpoint)
-
-    async def _emit(self, batch: Batch, ran: _Ran | None) -> None:
-        """Publish (or deliver) a batch's output, then its checkpoint, then acknowledge its inputs."""
-        try:
-            if ran is None:
-                return
-            output = ran.output
+                self._drop_duplicates(batch)
             if self.config.role is Role.SINK and self._sink is not None:
                 if output:
                     await self._sink.deliver(output.payload)
@@ -519,21 +485,14 @@ class OperatorHost:
                 for part in split(output, self.config.batch):
                     await self._publish(self.config.output, part.payload)
             self.counters.sent += len(output)
-            if ran.checkpoint is not None:
-                await self._save_state(ran.checkpoint)
-            self.counters.batches += 1
-            self._failures = 0
-        except (DeliveryFailed, MessageTooLarge) as e:
-            self._batch_failed(batch, e)
-        finally:
-            self._done(batch.acks)
-
-    def _batch_failed(
-        self, batch: Batch, error: BatchFailed | DeliveryFailed | MalformedMessage | MessageTooLarge
-    ) -> None:
-        self.counters.errors += 1
-        self.counters.dropped += len(batch)
-        self._failed(error)
+            await self._save_state(files)
+        except (BatchFailed, DeliveryFailed, MalformedMessage, MessageTooLarge) as e:
+            self.counters.errors += 1
+            self.counters.dropped += len(batch)
+            self._failed(e)
+            return
+        self.counters.batches += 1
+        self._failures = 0
 
     def _drop_duplicates(self, batch: Batch) -> Batch:
         if self._dedup is None:
@@ -574,8 +533,13 @@ class OperatorHost:
             self._dedup.marks() if self._dedup is not None else {},
         )
 
-    async def _save_state(self, checkpoint: Checkpoint) -> None:
-        """Publish a checkpoint when it changed (a stateless operator never has one)."""
+    async def _save_state(self, files: dict[str, bytes] | None) -> None:
+        """Checkpoint after a batch when the state changed (a stateless operator never publishes one)."""
+        if files is None and self.config.role is Role.OPERATOR:
+            return
+        if files is not None:
+            self._state_files = files
+        checkpoint = self._checkpoint()
         if checkpoint.empty and not self._last_checkpoint:
             return
         data = checkpoint.encode()
