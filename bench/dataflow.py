@@ -193,6 +193,8 @@ class Tap:
         self.arrivals: list[tuple[float, float, int, str]] = []
         self.records = 0
         self.payload_bytes = 0
+        self.reconnections = 0
+        self.url = url
         self._job: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Tap:
@@ -208,6 +210,20 @@ class Tap:
         await self.client.__aexit__(None, None, None)
 
     async def _collect(self) -> None:
+        while True:
+            try:
+                await self._take()
+            except aiomqtt.MqttError:  # the broker dropped the tap (amqtt under a flood): counted, connect again
+                self.reconnections += 1
+                with contextlib.suppress(Exception):
+                    await self.client.__aexit__(None, None, None)
+                host, port = _host_port(self.url)
+                self.client = aiomqtt.Client(host, port, max_queued_incoming_messages=0)
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await self.client.__aenter__()
+                    await self.client.subscribe(OUT, qos=1)
+
+    async def _take(self) -> None:
         async for message in self.client.messages:
             now = time.time()
             payload = message.payload
@@ -284,7 +300,8 @@ async def flood(c: Cluster, kind: str, seconds: float, window: int) -> dict[str,
     per_batch = {"float": 1000, "json": 800, "binary": 1}[kind]
     frame = os.urandom(MIB) if kind == "binary" else b""
     host, port = _host_port(c.broker)
-    async with Tap(c.broker, detail=False) as tap, aiomqtt.Client(host, port, timeout=30) as feed:
+    feed_errors: list[str] = []
+    async with Tap(c.broker, detail=False) as tap:
         # The framework watches the sink's topic only (--watch sinks): watching every edge would pull each
         # record of every hop into this process too, which is the framework's cost, not the data plane's.
         run = await start_run(c, pipeline(device="feed", period=1.0, worker=False, field=field), watch_all=False)
@@ -295,17 +312,25 @@ async def flood(c: Cluster, kind: str, seconds: float, window: int) -> dict[str,
         async def produce() -> None:
             nonlocal published, seq
             while not stopping.is_set():
-                if published - tap.records >= window * per_batch:
-                    await asyncio.sleep(0.0005)
-                    continue
-                if kind == "binary":
-                    payload = encode_binary([Record("feed.0", seq, time.time(), frame, "application/octet-stream")])
-                    seq += 1
-                else:
-                    payload = (float_batch if kind == "float" else json_batch)(seq, per_batch)
-                    seq += per_batch // 8
-                await feed.publish(FEED, payload, qos=1)
-                published += per_batch
+                try:
+                    async with aiomqtt.Client(host, port, timeout=30) as feed:
+                        while not stopping.is_set():
+                            if published - tap.records >= window * per_batch:
+                                await asyncio.sleep(0.0005)
+                                continue
+                            if kind == "binary":
+                                record = Record("feed.0", seq, time.time(), frame, "application/octet-stream")
+                                payload = encode_binary([record])
+                                seq += 1
+                            else:
+                                payload = (float_batch if kind == "float" else json_batch)(seq, per_batch)
+                                seq += per_batch // 8
+                            await feed.publish(FEED, payload, qos=1)
+                            published += per_batch
+                except aiomqtt.MqttError as e:  # the broker dropped the feed: counted, and connected again
+                    feed_errors.append(str(e))
+                    published = tap.records
+                    await asyncio.sleep(0.1)
 
         producers = [asyncio.create_task(produce())]  # one: records of a source stay in order
         try:
@@ -324,6 +349,8 @@ async def flood(c: Cluster, kind: str, seconds: float, window: int) -> dict[str,
         "records_per_s": round((r1 - r0) / (t1 - t0)),
         "dropped": sum(o.dropped for o in view.operators),
         "errors": sum(o.errors for o in view.operators),
+        "feed_disconnections": len(feed_errors),
+        "tap_reconnections": tap.reconnections,
     }
     if kind == "binary":
         out["record_bytes"] = MIB
@@ -383,7 +410,7 @@ async def scenario(
             c, args.seconds, 4 * rtt["p50_ms"] + module_floor[0], 4 * rtt_paced["p50_ms"] + module_floor[1]
         )
         for kind in ("float", "json", "binary"):
-            out[f"flood_{kind}"] = await flood(c, kind, args.seconds, 16 if kind == "binary" else args.window)
+            out[f"flood_{kind}"] = await flood(c, kind, args.seconds, 4 if kind == "binary" else args.window)
         c.agent("worker-1", "edge", role="worker")
         c.agent("worker-2", "edge", role="worker")
         await c.registered(4)
@@ -438,8 +465,9 @@ def report(result: dict[str, Any]) -> None:
             f = s[f"flood_{kind}"]
             extra = f", {f['mb_per_s']} MB/s" if "mb_per_s" in f else ""
             print(
-                f"[{b}] flood {kind}: {f['records_per_s']} records/s at the sink{extra}, "
-                f"dropped {f['dropped']}, errors {f['errors']}"
+                f"[{b}] flood {kind}: {f['records_per_s']} records/s at the sink{extra}, dropped {f['dropped']}, "
+                f"errors {f['errors']}, broker dropped the feed {f['feed_disconnections']}x and the tap "
+                f"{f['tap_reconnections']}x"
             )
         m = s["move"]
         print(
