@@ -267,6 +267,7 @@ class OperatorHost:
                     log.warning("dataflow task %s: broker %s: %s", self.task.task_id, self.config.broker.url, e)
                     self._broker_down_logged = True
             finally:
+                mqtt.settle(client)
                 self._client = None
                 self._connected.clear()
                 if not self._lost.done():
@@ -345,6 +346,8 @@ class OperatorHost:
                         found = candidate if candidate.run == self.config.run else None
         except TimeoutError:
             log.warning("dataflow task %s: no answer from the broker's retained messages; going on", self.task.task_id)
+        finally:
+            mqtt.settle(reader)
         return claim, found
 
     def _parse_claim(self, data: bytes) -> tuple[str, float] | None:

@@ -66,3 +66,11 @@ def client(broker: Broker, client_id: str, *, persistent: bool = True, manual_ac
 def ack(connection: aiomqtt.Client, mid: int) -> None:
     """Acknowledge one QoS 1 message received on ``connection`` (sends its PUBACK)."""
     connection._client.ack(mid, 1)
+
+
+def settle(connection: aiomqtt.Client) -> None:
+    """Take note of how a finished connection ended, so an unexpected drop is not logged as an unretrieved
+    future ("Future exception was never retrieved") when nothing was iterating its messages at the time."""
+    ended = connection._disconnected
+    if ended.done() and not ended.cancelled():
+        ended.exception()
