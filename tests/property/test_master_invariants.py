@@ -420,6 +420,7 @@ SETTINGS = settings(
 )
 
 
+@pytest.mark.timeout(600)  # 60 examples of 40 steps, restarts included: about 15 s each on a quiet machine
 @pytest.mark.parametrize("machine", [MasterMachine, RoundRobinMasterMachine], ids=lambda c: c.sorter.__name__)
 def test_master_invariants(machine: type[MasterMachine]) -> None:
     run_state_machine_as_test(machine, settings=SETTINGS)

@@ -8,6 +8,8 @@ from typing import Any
 import aiohttp
 
 from edgerm import limits, wire
+from edgerm.auth.principal import Role
+from edgerm.ids import AgentId
 from edgerm.master.main import RunningMaster
 from edgerm.v1 import agent_pb2, common_pb2
 
@@ -15,8 +17,13 @@ PB = {"Content-Type": "application/x-protobuf"}
 AC = agent_pb2.AgentCall
 
 
-async def _post(session: aiohttp.ClientSession, url: str, body: bytes) -> tuple[int, bytes]:
-    async with session.post(url, data=body, headers=PB) as r:
+def _token(master: RunningMaster, agent_id: str) -> str:
+    """A credential of the agent ``agent_id`` (only that agent may speak for its id)."""
+    return master.issue_token(Role.AGENT, f"limits-{agent_id}", agent_id=AgentId(agent_id))
+
+
+async def _post(session: aiohttp.ClientSession, url: str, body: bytes, token: str) -> tuple[int, bytes]:
+    async with session.post(url, data=body, headers={**PB, "Authorization": f"Bearer {token}"}) as r:
         return r.status, await r.read()
 
 
@@ -28,7 +35,7 @@ async def test_a_heartbeat_listing_too_many_task_ids_is_refused_before_any_work(
     before = master.handlers.state()
     ids = [f"t{i}" for i in range(limits.MAX_TASKS_PER_AGENT_CALL + 1)]
     body = AC(agent_id="edge-1", type=AC.HEARTBEAT, heartbeat=AC.Heartbeat(task_ids=ids)).SerializeToString()
-    status, reply = await _post(session, master.url + "/api/v1/agent", body)
+    status, reply = await _post(session, master.url + "/api/v1/agent", body, _token(master, "edge-1"))
     assert status == 413 and wire.decode_error(reply).code == "TOO_LARGE"
     assert master.handlers.state() == before
     assert master.service.gauges()["edgerm_agent_commands_queued"] == 0  # no kill was queued
@@ -45,9 +52,9 @@ async def test_an_infinite_resource_is_refused_and_state_and_metrics_keep_answer
         resources=[R(name="cpus", type=R.SCALAR, scalar=float("inf"))],
     )
     body = AC(agent_id="edge-inf", type=AC.REGISTER, register=AC.Register(agent=info)).SerializeToString()
-    status, reply = await _post(session, master.url + "/api/v1/agent", body)
+    status, reply = await _post(session, master.url + "/api/v1/agent", body, _token(master, "edge-inf"))
     assert status == 400 and wire.decode_error(reply).code == "MALFORMED"
     for path in ("/api/v1/state", "/metrics"):
-        async with session.get(master.url + path) as r:
+        async with session.get(master.url + path, headers=master.auth_headers()) as r:
             assert r.status == 200
     assert not master.service.core.agent_known("edge-inf")  # type: ignore[arg-type]
