@@ -54,6 +54,11 @@ def test_throttle_says_yes_at_most_once_a_second() -> None:
     assert [t.ready(x) for x in times] == [True, False, False, True, False, True, False, True]
 
 
+def _sends(actions: list[object]) -> list[SendStatus]:
+    """What goes to the master (the journal's KeepStatus/ForgetStatus are the agent's own)."""
+    return [a for a in actions if isinstance(a, SendStatus)]
+
+
 def _core() -> tuple[AgentCore, TaskId]:
     core = AgentCore(AgentId("a1"), frozenset({"docker"}))
     core.handle(Registered(), 0.0)
@@ -64,17 +69,17 @@ def _core() -> tuple[AgentCore, TaskId]:
 
 def test_progress_becomes_starting_updates_and_a_newer_one_replaces_a_queued_one() -> None:
     core, tid = _core()
-    [first] = core.handle(RuntimeReported(TaskProgress(tid, "pulling: 0/2"), Stamp("u1", 2.0)), 1.0)
+    [first] = _sends(core.handle(RuntimeReported(TaskProgress(tid, "pulling: 0/2"), Stamp("u1", 2.0)), 1.0))
     assert isinstance(first, SendStatus)
     assert (first.status.state, first.status.message, first.status.uuid) == (TaskState.STARTING, "pulling: 0/2", "u1")
     # u1 is in flight: u2 queues behind it, u3 replaces u2 (never sent)
-    assert core.handle(RuntimeReported(TaskProgress(tid, "pulling: 1/2"), Stamp("u2", 3.0)), 2.0) == []
-    assert core.handle(RuntimeReported(TaskProgress(tid, "pulling: 2/2"), Stamp("u3", 4.0)), 3.0) == []
-    [nxt] = core.handle(StatusAcked(tid, "u1"), 3.5)
+    assert _sends(core.handle(RuntimeReported(TaskProgress(tid, "pulling: 1/2"), Stamp("u2", 3.0)), 2.0)) == []
+    assert _sends(core.handle(RuntimeReported(TaskProgress(tid, "pulling: 2/2"), Stamp("u3", 4.0)), 3.0)) == []
+    [nxt] = _sends(core.handle(StatusAcked(tid, "u1"), 3.5))
     assert isinstance(nxt, SendStatus) and nxt.status.uuid == "u3" and nxt.status.message == "pulling: 2/2"
     assert core.unacknowledged() == 1
     # once RUNNING, a late progress report changes nothing
     core.handle(StatusAcked(tid, "u3"), 4.0)
-    [running] = core.handle(RuntimeReported(TaskStarted(tid), Stamp("u4", 5.0)), 4.5)
+    [running] = _sends(core.handle(RuntimeReported(TaskStarted(tid), Stamp("u4", 5.0)), 4.5))
     assert isinstance(running, SendStatus) and running.status.state is TaskState.RUNNING
     assert core.handle(RuntimeReported(TaskProgress(tid, "late"), Stamp("u5", 6.0)), 5.0) == []
