@@ -8,11 +8,11 @@ every other ``b`` record. ``a.0`` and ``b.0`` hash to different map replicas.
 
 from __future__ import annotations
 
-import pytest
-
 import math
 from collections import defaultdict
 from pathlib import Path
+
+import pytest
 
 from edgerm.agent.dataflow.records import replica_of
 from edgerm.agent.dataflow.runtime import DataflowRuntime
