@@ -623,6 +623,8 @@ class MasterCore:
             event = "framework_failed_over"
             actions.append(Notice(f"framework removed: framework_id={fid}: {message}", framework_id=fid, event=event))
         for record in self._tasks.of_framework(fid):
+            if self._outbox.has(fid, record.task_id):
+                self._tasks.changed.add(record.task_id)  # persisted as acknowledged: nobody is left to ack it
             if not record.live:
                 continue
             if record.state is not TaskState.KILLING:
