@@ -144,7 +144,7 @@ def _closing_broker(base: Any) -> Any:
     class ClosingBroker(base):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._subscriptions = _SnapshotDict(self._subscriptions)
+            self._subscriptions: dict[str, Any] = _SnapshotDict(self._subscriptions)
 
         async def stream_connected(self, reader: Any, writer: Any, listener_name: str) -> None:
             try:
