@@ -53,15 +53,24 @@ def sample_batch(records: int, src: str = "read.0") -> bytes:
 
 
 def wasm_batch_cost(
-    records: int = 100, batches: int = 500, operator: str = "map", args: tuple[str, ...] = MAP_ARGS
+    records: int = 100,
+    batches: int = 500,
+    operator: str = "map",
+    args: tuple[str, ...] = MAP_ARGS,
+    gap: float = 0.0,
 ) -> list[float]:
-    """Seconds per batch of one builtin operator, as the agent runs it (first run dropped as warm-up)."""
+    """Seconds per batch of one builtin operator, as the agent runs it (first run dropped as warm-up).
+
+    ``gap``: seconds of sleep between runs (a paced stream: caches and the scheduler as a pipeline sees them).
+    """
     with tempfile.TemporaryDirectory(prefix="edgerm-bench-wasm-") as tmp:
         executor = BatchExecutor(ExecutorSpec(load_builtin(operator), (operator, *args), {}, Path(tmp), 64 * MIB))
         batch = sample_batch(records)
         executor.run(batch)
         out: list[float] = []
         for _ in range(batches):
+            if gap:
+                time.sleep(gap)
             began = time.perf_counter()
             executor.run(batch)
             out.append(time.perf_counter() - began)
@@ -73,8 +82,11 @@ def _host_port(url: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-async def mqtt_round_trip(url: str, messages: int = 500, payload_bytes: int = 1024) -> list[float]:
-    """Seconds from publish (QoS 1) to receipt on a subscription of the same process, one at a time."""
+async def mqtt_round_trip(url: str, messages: int = 500, payload_bytes: int = 1024, gap: float = 0.0) -> list[float]:
+    """Seconds from publish (QoS 1) to receipt on a subscription of the same process, one at a time.
+
+    ``gap``: seconds between round trips (a paced stream, as the pipeline's records are).
+    """
     host, port = _host_port(url)
     topic = f"edgerm/bench/rtt/{time.monotonic_ns()}"
     payload = b"x" * payload_bytes
@@ -85,6 +97,8 @@ async def mqtt_round_trip(url: str, messages: int = 500, payload_bytes: int = 10
         await anext(incoming)
         out: list[float] = []
         for _ in range(messages):
+            if gap:
+                await asyncio.sleep(gap)
             began = time.perf_counter()
             await pub.publish(topic, payload, qos=1)
             await anext(incoming)

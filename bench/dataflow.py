@@ -1,28 +1,35 @@
-"""Dataflow pipeline: records/s and source -> sink latency, and the time from agent loss to the stream resuming.
+"""Dataflow pipeline: latency against its floor, flood throughput (float, JSON, 1 MiB binary), and a move.
 
-    python bench/dataflow.py [--seconds 10] [--sources 4] [--heartbeat 0.5]
+    python bench/dataflow.py [--seconds 5] [--heartbeat 0.5] [--brokers embedded,mosquitto]
 
-A real master (with its embedded broker, or pointed at a mosquitto this script starts) and real agents run as
-their own processes on 127.0.0.1; this process runs the dataflow framework (``DataflowRun``) and a subscriber on
-the sink's topic. The pipeline is three WASM operators across two agents plus a sink::
+A real master (with its embedded amqtt broker, or pointed at a mosquitto this script starts) and real agents
+run as their own processes on 127.0.0.1; this process runs the dataflow framework (``DataflowRun``), a
+subscriber on the sink's topic (the tap) and, for the floods, a feed. The pipeline is four WASM stages on two
+agents::
 
-    read (sensor.wasm, edge, N replicas on a shared simulated sensor) -> scale (map.wasm, edge)
-        -> hot (filter.wasm, cloud) -> out (sink.wasm, cloud; console: published for the framework)
+    read (sensor.wasm, edge) -> scale (map.wasm, edge) -> hot (filter.wasm, cloud) -> out (sink.wasm, cloud)
 
-Scenarios, per broker (embedded amqtt; mosquitto when installed, else embedded only, and the results say so):
+Scenarios, per broker:
 
-- ``paced``: one source at 100 readings/s, batches flushed after 10 ms: latency = arrival at the sink's
-  subscriber minus the reading's time ``t`` (same clock: loopback), p50/p99.
-- ``flood``: ``--sources`` replicas each at the reader's top rate (1000 readings/s, batches of up to 100 records,
-  flushed after 50 ms): records/s at the sink over ``--seconds``, and the latency under that load.
-- ``migration`` (embedded broker): ``scale`` runs on a worker agent; that agent is SIGKILLed. Reported: kill ->
-  the framework has re-placed the operator (the master declares the agent lost after 3 missed heartbeats of
-  ``--heartbeat`` s, so that is the floor), kill -> the first record through the new instance arrives at the
-  sink, and the records the framework counted as lost in the move.
+- ``paced``: the source reads a simulated sensor 100 times a second. Latency = arrival at the tap minus the
+  reading's ``t`` (one clock: loopback), p50/p99, against the **floor measured in the same run**: 4 MQTT QoS 1
+  round trips (read->scale->hot->out->tap) plus one 1-record batch of each of the 4 modules, as the agent runs
+  them. Target: p50 <= 3x the floor. The floor is given twice: back to back (a hot loop), and paced 10 ms
+  apart like the records (what a process that sleeps between records pays to be woken on a busy machine).
+- ``flood_float`` / ``flood_json`` / ``flood_binary``: the feed (this process, standing in for a gateway)
+  publishes micro-batches to the source's output topic (the source itself reads a silent device) as fast as
+  the pipeline takes them: it keeps at most ``--window`` batches between its publish and their arrival at the
+  tap (closed loop, so nothing is dropped for being offered too much). Float: 1000 numbers per batch from 8
+  sources; JSON: 800 ``{"temperature": .., "room": ..}`` objects per batch, ``map``/``filter`` on
+  ``--field temperature``; binary: one 1 MiB bytes record per batch (bytes pass the WASM modules untouched).
+  Records/s (and MB/s) at the tap, over ``--seconds``. The framework watches the sink's topic only here.
+- ``move``: ``scale`` runs on a worker agent, which is SIGKILLed under the paced stream. Reported: kill ->
+  re-placed (the master declares the agent lost after 3 missed heartbeats), kill -> the stream resumed at the
+  tap, and, counted at the tap by (src, seq) between the first and the last record: records lost, and records
+  that arrived more than once.
 
-Baselines measured in the same run (bench/_dataflow_baselines.py): the bare per-batch wasmtime cost of map.wasm on
-a 100-record batch (the pipeline runs 4 modules per record path), and the bare MQTT QoS 1 publish -> receive round
-trip on the same broker (a record crosses 4 topics). Results: bench/results/dataflow.json.
+Baselines in the same run (bench/_dataflow_baselines.py): each module on a 1-record batch, map on a 1000-record
+batch, the MQTT QoS 1 round trip per broker. Results: bench/results/dataflow.json.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -46,43 +54,46 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import free_port, get_state, save, secure_master, spawn, stop, summary_ms
 from _dataflow_baselines import mosquitto, mqtt_round_trip, wasm_batch_cost
 
+from edgerm.dataflow_records import Record, binary_heads, encode_binary
 from edgerm.frameworks.dataflow import DataflowRun, RunOptions, loads
 
 PY = sys.executable
+MIB = 1024 * 1024
+OUT = "edgerm/bench/out/out"
+FEED = "edgerm/bench/read/out"
+STAGES = (("sensor", ()), ("map", ("--scale", "1.8", "--offset", "32")), ("filter", ("--above", "-1000")),
+          ("sink", ()))  # fmt: skip
 
 
-def pipeline(sources: int, period: float, batch_ms: float, worker: bool) -> str:
+def pipeline(*, device: str, period: float, worker: bool, field: str = "") -> str:
     scale_where = "role == worker" if worker else "domain == edge"
+    by_field = f', "--field", "{field}"' if field else ""
     return f"""
 name: bench
 operators:
   read:
     kind: source
     wasm: builtin:sensor
-    devices: [temperature]
-    replicas: {sources}
-    env: {{EDGERM_DF_PERIOD: "{period}", EDGERM_DF_BATCH_MS: "{batch_ms}"}}
+    devices: [{device}]
+    env: {{EDGERM_DF_PERIOD: "{period}"}}
     resources: {{cpus: 0.05, mem: 16}}
     constraints: [domain == edge]
   scale:
     kind: operator
     wasm: builtin:map
-    args: [--scale, "1.8", --offset, "32"]
-    env: {{EDGERM_DF_BATCH_MS: "{batch_ms}"}}
-    resources: {{cpus: 0.1, mem: 32}}
+    args: ["--scale", "1.8", "--offset", "32"{by_field}]
+    resources: {{cpus: 0.1, mem: 64}}
     constraints: [{scale_where}]
   hot:
     kind: operator
     wasm: builtin:filter
-    args: [--above, "-1000"]
-    env: {{EDGERM_DF_BATCH_MS: "{batch_ms}"}}
-    resources: {{cpus: 0.1, mem: 32}}
+    args: ["--above", "-1000"{by_field}]
+    resources: {{cpus: 0.1, mem: 64}}
     constraints: [domain == cloud]
   out:
     kind: sink
     wasm: builtin:sink
-    env: {{EDGERM_DF_BATCH_MS: "{batch_ms}"}}
-    resources: {{cpus: 0.1, mem: 32}}
+    resources: {{cpus: 0.1, mem: 64}}
     constraints: [domain == cloud]
 edges:
   - read -> scale -> hot -> out
@@ -111,7 +122,12 @@ class Cluster:
     def agent(self, name: str, domain: str, *, sensor: bool = False, **attrs: str) -> None:
         cfg = self.tmp / f"{name}.yaml"
         labels = {"domain": domain, **attrs}
-        devices = "devices: [{name: temperature, handle: 'sim:random', shared: true}]\n" if sensor else ""
+        devices = (
+            "devices: [{name: temperature, handle: 'sim:random', shared: true},"
+            " {name: feed, handle: 'cmd:sleep 100000', shared: true}]\n"
+            if sensor
+            else ""
+        )
         cfg.write_text(
             f"name: {name}\nwork_dir: {self.tmp / name}\nheartbeat_interval: {self.heartbeat}\n"
             f"resources: {{cpus: 2, mem: 2048}}\nattributes: {json.dumps(labels)}\nexecutors: [wasm]\n{devices}"
@@ -144,13 +160,11 @@ def _agents(url: str) -> int:
 async def until(check: Callable[[], bool], within: float, step: float = 0.005) -> bool:
     """Poll ``check`` until it holds (True) or ``within`` seconds passed (False)."""
     deadline = time.monotonic() + within
-    for _ in iter(int, 1):
-        if check():
-            return True
+    while not check():
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(step)
-    return False
+    return True
 
 
 @contextlib.asynccontextmanager
@@ -163,19 +177,28 @@ async def cluster(broker: str | None, heartbeat: float) -> AsyncIterator[Cluster
             c.close()
 
 
-class SinkTap:
-    """Subscribes to the sink's topic; keeps (arrival, reading time, seq, src) per record."""
+def _host_port(url: str) -> tuple[str, int]:
+    host, _, port = url.removeprefix("mqtt://").rpartition(":")
+    return host, int(port)
 
-    def __init__(self, url: str, topic: str) -> None:
-        host, _, port = url.removeprefix("mqtt://").rpartition(":")
-        self.client = aiomqtt.Client(host, int(port))
-        self.topic = topic
+
+class Tap:
+    """Subscribes to the sink's topic. ``detail``: keeps (arrival, t, seq, src) per record; else counts."""
+
+    def __init__(self, url: str, *, detail: bool) -> None:
+        host, port = _host_port(url)
+        self.client = aiomqtt.Client(host, port, max_queued_incoming_messages=0)
+        self.detail = detail
         self.arrivals: list[tuple[float, float, int, str]] = []
+        self.records = 0
+        self.payload_bytes = 0
+        self.reconnections = 0
+        self.url = url
         self._job: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> SinkTap:
+    async def __aenter__(self) -> Tap:
         await self.client.__aenter__()
-        await self.client.subscribe(self.topic, qos=1)
+        await self.client.subscribe(OUT, qos=1)
         self._job = asyncio.create_task(self._collect())
         return self
 
@@ -186,62 +209,160 @@ class SinkTap:
         await self.client.__aexit__(None, None, None)
 
     async def _collect(self) -> None:
+        while True:
+            try:
+                await self._take()
+            except aiomqtt.MqttError:  # the broker dropped the tap (amqtt under a flood): counted, connect again
+                self.reconnections += 1
+                with contextlib.suppress(Exception):
+                    await self.client.__aexit__(None, None, None)
+                host, port = _host_port(self.url)
+                self.client = aiomqtt.Client(host, port, max_queued_incoming_messages=0)
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await self.client.__aenter__()
+                    await self.client.subscribe(OUT, qos=1)
+
+    async def _take(self) -> None:
         async for message in self.client.messages:
             now = time.time()
             payload = message.payload
-            if isinstance(payload, bytes | bytearray):
-                for line in bytes(payload).decode().splitlines():
-                    f = line.split()
+            if not isinstance(payload, bytes | bytearray):
+                continue
+            data = bytes(payload)
+            if data[:1] == b"\x00":  # binary: bytes records, counted on their headers (no payload copied)
+                heads = binary_heads(data)
+                self.records += len(heads)
+                self.payload_bytes += len(data)
+                if self.detail:
+                    self.arrivals.extend((now, h.t, h.seq, h.src) for h in heads)
+                continue
+            self.records += data.count(b"\n")
+            if self.detail:
+                for line in data.split(b"\n"):
+                    f = line.split(None, 3)
                     if len(f) == 4:
-                        self.arrivals.append((now, float(f[2]), int(f[1]), f[0]))
+                        self.arrivals.append((now, float(f[2]), int(f[1]), f[0].decode()))
 
     def window(self, start: float, end: float) -> list[tuple[float, float, int, str]]:
         return [a for a in self.arrivals if start <= a[0] < end]
 
 
-async def steady(c: Cluster, *, sources: int, period: float, batch_ms: float, seconds: float) -> dict[str, Any]:
-    dag = loads(pipeline(sources, period, batch_ms, worker=False))
-    run = DataflowRun(dag, c.url, broker_url=c.broker, options=RunOptions(deadline=30, status_interval=0))
-    async with SinkTap(c.broker, "edgerm/bench/out/out") as tap:
-        await run.start()
+async def start_run(c: Cluster, dag_text: str, **options: Any) -> DataflowRun:
+    run = DataflowRun(
+        loads(dag_text), c.url, broker_url=c.broker, options=RunOptions(deadline=30, status_interval=0, **options)
+    )
+    await run.start()
+    if not await run.wait_running(30):
+        await run.stop()
+        raise RuntimeError(run.render())
+    return run
+
+
+async def paced(c: Cluster, seconds: float, floor_ms: float, paced_floor_ms: float) -> dict[str, Any]:
+    async with Tap(c.broker, detail=True) as tap:
+        run = await start_run(c, pipeline(device="temperature", period=0.01, worker=False))
         try:
-            if not await run.wait_running(30):
-                raise RuntimeError(run.render())
-            await asyncio.sleep(2.0)  # warm-up: compiled modules, subscriptions, first batches
+            await asyncio.sleep(2.0)  # warm-up: compiled modules, sessions, first batches
             start = time.time()
             await asyncio.sleep(seconds)
-            end = time.time()
-            got = tap.window(start, end)
-            view = run.watch.view(end)
-            placement = {str(i.instance): i.hostname for i in run.framework.view().instances}
+            got = tap.window(start, time.time())
         finally:
             await run.stop()
-    latencies = [arrival - t for arrival, t, _, _ in got]
-    offered = sources / period
+    latency = summary_ms([arrival - t for arrival, t, _, _ in got])
     return {
-        "sources": sources,
-        "offered_records_per_s": round(offered),
+        "offered_records_per_s": 100,
         "records_per_s": round(len(got) / seconds, 1),
-        "latency": summary_ms(latencies),
-        "dropped": sum(o.dropped for o in view.operators),
-        "lost_or_skipped": view.skipped + view.lost_in_moves,
-        "placement": placement,
+        "latency": latency,
+        "floor_ms": round(floor_ms, 3),
+        "p50_over_floor": round(latency["p50_ms"] / floor_ms, 2) if floor_ms else None,
+        "paced_floor_ms": round(paced_floor_ms, 3),
+        "p50_over_paced_floor": round(latency["p50_ms"] / paced_floor_ms, 2) if paced_floor_ms else None,
     }
 
 
-async def migration(c: Cluster) -> dict[str, Any]:
-    dag = loads(pipeline(1, 0.01, 10, worker=True))
-    run = DataflowRun(
-        dag, c.url, broker_url=c.broker, options=RunOptions(deadline=30, status_interval=0, retry_seconds=0.5)
-    )
-    async with SinkTap(c.broker, "edgerm/bench/out/out") as tap:
-        await run.start()
+def float_batch(seq: int, n: int, sources: int = 8) -> bytes:
+    now = time.time()
+    return "".join(f"feed.{i % sources} {seq + i // sources} {now:.6f} {20 + i % 17}\n" for i in range(n)).encode()
+
+
+def json_batch(seq: int, n: int, sources: int = 8) -> bytes:
+    now = time.time()
+    return "".join(
+        f'feed.{i % sources} {seq + i // sources} {now:.6f} {{"temperature":{20 + i % 17},"room":"r{i % 5}"}}\n'
+        for i in range(n)
+    ).encode()
+
+
+async def flood(c: Cluster, kind: str, seconds: float, window: int) -> dict[str, Any]:
+    """The feed keeps at most ``window`` batches between its publish and the tap (see the module docstring)."""
+    field = "temperature" if kind == "json" else ""
+    per_batch = {"float": 1000, "json": 800, "binary": 1}[kind]
+    frame = os.urandom(MIB) if kind == "binary" else b""
+    host, port = _host_port(c.broker)
+    feed_errors: list[str] = []
+    async with Tap(c.broker, detail=False) as tap:
+        # The framework watches the sink's topic only (--watch sinks): watching every edge would pull each
+        # record of every hop into this process too, which is the framework's cost, not the data plane's.
+        run = await start_run(c, pipeline(device="feed", period=1.0, worker=False, field=field), watch_all=False)
+        published = 0
+        seq = 0
+        stopping = asyncio.Event()
+
+        async def produce() -> None:
+            nonlocal published, seq
+            while not stopping.is_set():
+                try:
+                    async with aiomqtt.Client(host, port, timeout=30) as feed:
+                        while not stopping.is_set():
+                            if published - tap.records >= window * per_batch:
+                                await asyncio.sleep(0.0005)
+                                continue
+                            if kind == "binary":
+                                record = Record("feed.0", seq, time.time(), frame, "application/octet-stream")
+                                payload = encode_binary([record])
+                                seq += 1
+                            else:
+                                payload = (float_batch if kind == "float" else json_batch)(seq, per_batch)
+                                seq += per_batch // 8
+                            await feed.publish(FEED, payload, qos=1)
+                            published += per_batch
+                except aiomqtt.MqttError as e:  # the broker dropped the feed: counted, and connected again
+                    feed_errors.append(str(e))
+                    published = tap.records
+                    await asyncio.sleep(0.1)
+
+        producers = [asyncio.create_task(produce())]  # one: records of a source stay in order
         try:
-            if not await run.wait_running(30):
-                raise RuntimeError(run.render())
+            await asyncio.sleep(3.0)  # warm-up
+            r0, b0, t0 = tap.records, tap.payload_bytes, time.time()
+            await asyncio.sleep(seconds)
+            r1, b1, t1 = tap.records, tap.payload_bytes, time.time()
+            view = run.watch.view(t1)
+        finally:
+            stopping.set()
+            await asyncio.gather(*producers, return_exceptions=True)
+            await run.stop()
+    out: dict[str, Any] = {
+        "records_per_batch": per_batch,
+        "feed_window_batches": window,
+        "records_per_s": round((r1 - r0) / (t1 - t0)),
+        "dropped": sum(o.dropped for o in view.operators),
+        "errors": sum(o.errors for o in view.operators),
+        "feed_disconnections": len(feed_errors),
+        "tap_reconnections": tap.reconnections,
+    }
+    if kind == "binary":
+        out["record_bytes"] = MIB
+        out["mb_per_s"] = round((b1 - b0) / (t1 - t0) / 1e6, 1)
+    return out
+
+
+async def move(c: Cluster) -> dict[str, Any]:
+    async with Tap(c.broker, detail=True) as tap:
+        run = await start_run(c, pipeline(device="temperature", period=0.01, worker=True), retry_seconds=0.5)
+        try:
             await asyncio.sleep(2.0)
-            victim = run.framework.view().instances
-            host = next(i.hostname for i in victim if i.instance.operator == "scale")
+            host = next(i.hostname for i in run.framework.view().instances if i.instance.operator == "scale")
             killed = time.time()
             c.kill(host)
             if not await until(lambda: bool(run.framework.moves), 30):
@@ -250,85 +371,122 @@ async def migration(c: Cluster) -> dict[str, Any]:
             if not await until(lambda: bool(tap.window(replaced, float("inf"))), 30):
                 raise RuntimeError("the stream did not resume: " + run.render())
             resumed = tap.window(replaced, float("inf"))[0][0]
-            await asyncio.sleep(2.0 + run.options.move_grace)
+            await asyncio.sleep(3.0)
             view = run.watch.view(time.time())
-            move = run.framework.moves[0]
+            moved = str(run.framework.moves[0])
         finally:
             await run.stop()
+    seqs = [seq for _, _, seq, src in tap.arrivals if src == "read.0"]
+    distinct = set(seqs)
+    expected = set(range(min(distinct), max(distinct) + 1)) if distinct else set()
     return {
         "killed_agent": host,
         "heartbeat_s": c.heartbeat,
-        "detection_timeout_s": round(3 * c.heartbeat, 3),  # 3 missed heartbeats after the last one
+        "detection_timeout_s": round(3 * c.heartbeat, 3),
         "kill_to_replaced_s": round(replaced - killed, 3),
         "kill_to_stream_resumed_s": round(resumed - killed, 3),
-        "move": str(move),
-        "records_lost_in_move": view.lost_in_moves,
+        "move": moved,
         "offered_records_per_s": 100,
+        "records_seen": len(distinct),
+        "records_lost": len(expected - distinct),
+        "records_duplicated_at_tap": len(seqs) - len(distinct),
+        "framework_lost_in_moves": view.lost_in_moves,
+        "framework_duplicates": view.duplicates,
     }
 
 
-async def scenario(name: str, broker: str | None, args: argparse.Namespace) -> dict[str, Any]:
+async def scenario(
+    name: str, broker: str | None, args: argparse.Namespace, module_floor: tuple[float, float]
+) -> dict[str, Any]:
     async with cluster(broker, args.heartbeat) as c:
         c.agent("edge-1", "edge", sensor=True)
         c.agent("cloud-1", "cloud")
         await c.registered(2)
-        rtt = summary_ms(await mqtt_round_trip(c.broker, 300))
-        paced = await steady(c, sources=1, period=0.01, batch_ms=10, seconds=args.seconds)
-        flood = await steady(c, sources=args.sources, period=0.001, batch_ms=50, seconds=args.seconds)
-        out: dict[str, Any] = {"broker": name, "mqtt_round_trip": rtt, "paced": paced, "flood": flood}
-        if name == "embedded":
-            c.agent("worker-1", "edge", role="worker")
-            c.agent("worker-2", "edge", role="worker")
-            await c.registered(4)
-            out["migration"] = await migration(c)
+        rtt = summary_ms(await mqtt_round_trip(c.broker, 300, payload_bytes=64))
+        rtt_paced = summary_ms(await mqtt_round_trip(c.broker, 300, payload_bytes=64, gap=0.01))
+        out: dict[str, Any] = {"broker": name, "mqtt_round_trip": rtt, "mqtt_round_trip_paced": rtt_paced}
+        out["paced"] = await paced(
+            c, args.seconds, 4 * rtt["p50_ms"] + module_floor[0], 4 * rtt_paced["p50_ms"] + module_floor[1]
+        )
+        for kind in ("float", "json", "binary"):
+            out[f"flood_{kind}"] = await flood(c, kind, args.seconds, 4 if kind == "binary" else args.window)
+        c.agent("worker-1", "edge", role="worker")
+        c.agent("worker-2", "edge", role="worker")
+        await c.registered(4)
+        out["move"] = await move(c)
         return out
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    cost = await asyncio.to_thread(wasm_batch_cost, 100, 300)
+    modules, paced_modules = {}, {}
+    for name, margs in STAGES:
+        modules[name] = summary_ms(await asyncio.to_thread(wasm_batch_cost, 1, 200, name, margs))
+        paced_modules[name] = summary_ms(await asyncio.to_thread(wasm_batch_cost, 1, 100, name, margs, 0.01))
+    big = summary_ms(await asyncio.to_thread(wasm_batch_cost, 1000, 100))
+    module_floor = (sum(m["p50_ms"] for m in modules.values()), sum(m["p50_ms"] for m in paced_modules.values()))
     result: dict[str, Any] = {
         "pipeline": "read(sensor.wasm) -> scale(map.wasm) -> hot(filter.wasm) -> out(sink.wasm), 2 agents",
-        "baseline_wasm_batch_100": summary_ms(cost),
-        "scenarios": [await scenario("embedded", None, args)],
+        "baseline_module_1_record": modules,
+        "baseline_module_1_record_paced": paced_modules,
+        "baseline_map_1000_records": big,
+        "module_floor_ms": round(module_floor[0], 3),
+        "module_floor_paced_ms": round(module_floor[1], 3),
+        "load_average": os.getloadavg(),
+        "scenarios": [],
     }
-    async with mosquitto() as url:
-        if url is None:
-            result["mosquitto"] = "not installed (scripts/setup_mosquitto.sh): embedded broker only"
-        else:
-            result["scenarios"].append(await scenario("mosquitto", url, args))
+    brokers = args.brokers.split(",")
+    if "embedded" in brokers:
+        result["scenarios"].append(await scenario("embedded", None, args, module_floor))
+    if "mosquitto" in brokers:
+        async with mosquitto() as url:
+            if url is None:
+                result["mosquitto"] = "not installed (scripts/setup_mosquitto.sh)"
+            else:
+                result["scenarios"].append(await scenario("mosquitto", url, args, module_floor))
     return result
+
+
+def report(result: dict[str, Any]) -> None:
+    mods = ", ".join(f"{k} {v['p50_ms']}" for k, v in result["baseline_module_1_record"].items())
+    print(f"baseline: 1-record batch p50 ms: {mods} (sum {result['module_floor_ms']} ms)")
+    big = result["baseline_map_1000_records"]
+    print(f"baseline: map on a 1000-record batch p50 {big['p50_ms']} ms; load average {result['load_average']}")
+    for s in result["scenarios"]:
+        b, rtt, p = s["broker"], s["mqtt_round_trip"], s["paced"]
+        print(f"[{b}] baseline MQTT QoS 1 round trip p50 {rtt['p50_ms']} ms, p99 {rtt['p99_ms']} ms")
+        lat = p["latency"]
+        print(
+            f"[{b}] paced 100 rec/s, 4 hops: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms; floor "
+            f"{p['floor_ms']} ms (4 RTT + 4 modules, back to back): p50 = {p['p50_over_floor']}x; paced floor "
+            f"{p['paced_floor_ms']} ms (the same, 10 ms apart): p50 = {p['p50_over_paced_floor']}x"
+        )
+        for kind in ("float", "json", "binary"):
+            f = s[f"flood_{kind}"]
+            extra = f", {f['mb_per_s']} MB/s" if "mb_per_s" in f else ""
+            print(
+                f"[{b}] flood {kind}: {f['records_per_s']} records/s at the sink{extra}, dropped {f['dropped']}, "
+                f"errors {f['errors']}, broker dropped the feed {f['feed_disconnections']}x and the tap "
+                f"{f['tap_reconnections']}x"
+            )
+        m = s["move"]
+        print(
+            f"[{b}] move: kill -> re-placed {m['kill_to_replaced_s']} s (agent timeout {m['detection_timeout_s']} s),"
+            f" kill -> resumed {m['kill_to_stream_resumed_s']} s; {m['records_lost']} lost,"
+            f" {m['records_duplicated_at_tap']} duplicated at the tap (of {m['records_seen']})"
+        )
+    if "mosquitto" in result:
+        print(f"mosquitto: {result['mosquitto']}")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--seconds", type=float, default=10.0, help="measuring window per scenario")
-    p.add_argument("--sources", type=int, default=4, help="source replicas in the flood scenario (1000/s each)")
+    p.add_argument("--seconds", type=float, default=5.0, help="measuring window per scenario")
+    p.add_argument("--window", type=int, default=8, help="flood feed: batches between publish and the tap")
     p.add_argument("--heartbeat", type=float, default=0.5, help="agents' heartbeat interval (s)")
+    p.add_argument("--brokers", default="embedded,mosquitto", help="comma-separated: embedded, mosquitto")
     args = p.parse_args(argv)
     result = asyncio.run(main_async(args))
-    base = result["baseline_wasm_batch_100"]
-    print(f"baseline: map.wasm on a 100-record batch p50 {base['p50_ms']} ms, p99 {base['p99_ms']} ms")
-    for s in result["scenarios"]:
-        rtt = s["mqtt_round_trip"]
-        print(f"[{s['broker']}] baseline MQTT QoS 1 round trip p50 {rtt['p50_ms']} ms, p99 {rtt['p99_ms']} ms")
-        for kind in ("paced", "flood"):
-            r = s[kind]
-            lat = r["latency"]
-            ratio = lat["p50_ms"] / rtt["p50_ms"] if rtt["p50_ms"] else float("nan")
-            print(
-                f"[{s['broker']}] {kind}: {r['records_per_s']} records/s at the sink "
-                f"(offered {r['offered_records_per_s']}), latency p50 {lat['p50_ms']} ms ({ratio:.1f}x RTT), "
-                f"p99 {lat['p99_ms']} ms, dropped {r['dropped']}"
-            )
-        if "migration" in s:
-            m = s["migration"]
-            print(
-                f"[{s['broker']}] migration: kill -> re-placed {m['kill_to_replaced_s']} s "
-                f"(agent timeout {m['detection_timeout_s']} s after its last heartbeat), kill -> stream resumed "
-                f"{m['kill_to_stream_resumed_s']} s, {m['records_lost_in_move']} records lost (counted)"
-            )
-    if "mosquitto" in result:
-        print(f"mosquitto: {result['mosquitto']}")
+    report(result)
     print(f"saved {save('dataflow', result)}")
     return 0
 

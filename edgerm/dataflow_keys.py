@@ -1,12 +1,15 @@
 """The dataflow contract's names and record format, shared by the agent's operator host and the dataflow framework.
 
 They meet only here (docs/dataflow.md states the contract in full): the ``EDGERM_DF_*`` env keys an operator task
-carries, the micro-batch size bound, the topic names, and the record line ``<src> <seq> <t> <value>``. Pure; no I/O.
+carries, the micro-batch size bound and the topic names. The record and its framings are
+:mod:`edgerm.dataflow_records` (re-exported here: ``Record``, ``format_record``, ``parse_record``). Pure; no I/O.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from edgerm.dataflow_records import TEXT_BATCH_BYTES, Record, format_record, parse_record
+
+__all__ = ["Record", "format_record", "parse_record"]
 
 DAG = "EDGERM_DF_DAG"
 OPERATOR = "EDGERM_DF_OPERATOR"
@@ -21,9 +24,14 @@ BATCH_MS = "EDGERM_DF_BATCH_MS"
 QUEUE = "EDGERM_DF_QUEUE"
 SINK = "EDGERM_DF_SINK"
 BROKER = "EDGERM_BROKER"
+#: The run an instance belongs to (the agent fills in the task's framework id): its MQTT session and state
+#: checkpoint are per run, so a new run of a DAG starts afresh while a moved instance takes over its own.
+RUN = "EDGERM_DF_RUN"
+#: ``cmd+bytes:`` sources: the content type of the records they make (application/octet-stream).
+CONTENT_TYPE = "EDGERM_DF_CONTENT_TYPE"
 
-#: A micro-batch never exceeds this many bytes of UTF-8.
-MAX_BATCH_BYTES = 64 * 1024
+#: Text micro-batches are formed up to this many bytes (edgerm.dataflow_records has the hard limits).
+MAX_BATCH_BYTES = TEXT_BATCH_BYTES
 
 #: The first level of every dataflow topic.
 TOPIC_ROOT = "edgerm"
@@ -39,31 +47,11 @@ def stats_topic(dag: str, operator: str, index: int) -> str:
     return f"{TOPIC_ROOT}/{dag}/{operator}/stats/{index}"
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One record: source id, per-source sequence number, reading time (unix), value."""
-
-    src: str
-    seq: int
-    t: float
-    value: float
-
-    def line(self) -> str:
-        return format_record(self.src, self.seq, self.t, self.value)
+def state_topic(dag: str, operator: str, index: int) -> str:
+    """The topic one instance checkpoints its state to (QoS 1, retained; its replacement starts from it)."""
+    return f"{TOPIC_ROOT}/{dag}/{operator}/state/{index}"
 
 
-def format_record(src: str, seq: int, t: float, value: float) -> str:
-    """One record line (no newline); ``t`` to the microsecond, ``value`` to 12 significant digits."""
-    return f"{src} {seq} {t:.6f} {value:.12g}"
-
-
-def parse_record(line: str) -> Record:
-    """Parse one record line; raises ValueError when it is not ``<src> <seq> <t> <value>``."""
-    parts = line.split()
-    if len(parts) != 4:
-        raise ValueError(f"a record has 4 fields, this line has {len(parts)}")
-    src, seq, t, value = parts
-    number = int(seq)
-    if number < 0:
-        raise ValueError("seq must be >= 0")
-    return Record(src, number, float(t), float(value))
+def claim_topic(dag: str, operator: str, index: int) -> str:
+    """The topic an instance claims its slot on (QoS 1, retained): an older instance seeing a newer claim stops."""
+    return f"{TOPIC_ROOT}/{dag}/{operator}/claim/{index}"

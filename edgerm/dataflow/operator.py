@@ -56,7 +56,7 @@ from dataclasses import dataclass
 import aiomqtt
 
 from edgerm.agent.dataflow.contract import OperatorConfig, Role, parse_operator
-from edgerm.agent.dataflow.records import Batch, BatchQueue, Record, parse_record, select, split
+from edgerm.agent.dataflow.records import Batch, BatchQueue, Record, select, split
 from edgerm.errors import ConfigError
 
 log = logging.getLogger("edgerm.dataflow.operator")
@@ -78,12 +78,12 @@ __all__ = ["MAX_CONSECUTIVE_FAILURES", "Counters", "Operator", "Record", "decode
 def decode(payload: bytes, index: int = 0, replicas: int = 1) -> tuple[list[Record], int]:
     """The records of one input micro-batch that belong to this replica, and how many were malformed."""
     chosen = select(payload, index, replicas)
-    return [parse_record(line) for line in chosen.batch.lines], chosen.malformed
+    return chosen.batch.decoded(), chosen.malformed
 
 
 def encode(records: Iterable[Record], max_records: int) -> list[bytes]:
     """Output micro-batches (each within the batch bounds) for ``records``."""
-    return [part.payload() for part in split((r.line() for r in records), max_records)]
+    return [part.payload for part in split(Batch.of_records(list(records)), max_records)]
 
 
 # -- the operator ----------------------------------------------------------------------
@@ -146,14 +146,13 @@ class Operator:
         if not records:
             return
         self.counters.received += len(records)
-        dropped = self.queue.put(Batch.of([r.line() for r in records]))
-        if dropped is not None:
-            self.counters.dropped += len(dropped)
+        dropped = self.queue.put(Batch.of_records(records))  # any payload: numbers, JSON or bytes
+        self.counters.dropped += sum(len(b) for b in dropped)
         self._ready.set()
 
     def apply(self, batch: Batch) -> list[bytes] | None:
         """Run the function over one batch: the payloads to publish, or ``None`` if it failed."""
-        records = [parse_record(line) for line in batch.lines]
+        records = batch.decoded()
         try:
             out = list(self.fn(records))
             if not all(isinstance(r, Record) for r in out):

@@ -106,8 +106,35 @@ class EmbeddedBroker:
             await broker.shutdown()
 
 
+class _SnapshotDict(dict[str, Any]):
+    """A dict whose iteration walks a copy of its keys (or items).
+
+    amqtt 0.12 iterates its subscription table and awaits inside the loop
+    (when a client connects it publishes retained messages per topic; each
+    broadcast awaits topic checks per subscriber). A client subscribing or
+    leaving meanwhile changes the table's size, and the iteration raises
+    ``RuntimeError: dictionary changed size during iteration`` inside the
+    connecting client's handler, which then never gets its messages. Walking
+    a snapshot makes those loops see the table as it was when they began.
+    """
+
+    def __iter__(self) -> Any:
+        return iter(list(super().__iter__()))
+
+    def items(self) -> Any:
+        return list(super().items())
+
+    def keys(self) -> Any:
+        return list(super().keys())
+
+    def values(self) -> Any:
+        return list(super().values())
+
+
 def _closing_broker(base: Any) -> Any:
-    """amqtt's Broker, closing each client's stream when its session ends.
+    """amqtt's Broker, closing each client's stream when its session ends, with
+    a subscription table that is safe to change while amqtt iterates it
+    (:class:`_SnapshotDict`).
 
     amqtt 0.12 leaves the server side of a finished connection for the
     garbage collector (a ResourceWarning each, under ``-X dev``); closing it
@@ -115,6 +142,10 @@ def _closing_broker(base: Any) -> Any:
     """
 
     class ClosingBroker(base):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._subscriptions: dict[str, Any] = _SnapshotDict(self._subscriptions)
+
         async def stream_connected(self, reader: Any, writer: Any, listener_name: str) -> None:
             try:
                 await super().stream_connected(reader, writer, listener_name)

@@ -225,7 +225,10 @@ def run_script(argv: list[str], cwd: Path, env: Mapping[str, str], timeout: floa
         code: int | None = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         code = None
-    leftovers = [c for c in _group_members(pgid)]
+    leftovers = _group_members(pgid)
+    if leftovers:  # a child forked just before the script ended may not have exec'd yet: name it once it has
+        time.sleep(0.5)
+        leftovers = _group_members(pgid) or leftovers
     _kill_group(pgid)
     proc.wait()
     return Result(code, log.read_text(errors="replace"), leftovers)

@@ -48,6 +48,7 @@ LAYERS: dict[str, list[str]] = {
         "edgerm.messages",
         "edgerm.limits",
         "edgerm.dataflow_keys",
+        "edgerm.dataflow_records",  # the record codec, shared by agents, operators and the framework
     ],
     "proto": ["edgerm.v1", "edgerm.v1.*"],
     "wire": ["edgerm.wire"],

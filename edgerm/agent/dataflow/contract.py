@@ -14,6 +14,7 @@ Pure: no I/O, no asyncio; imported by the agent service without loading MQTT.
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -23,6 +24,7 @@ from edgerm.dataflow_keys import (
     BATCH,
     BATCH_MS,
     BROKER,
+    CONTENT_TYPE,
     DAG,
     DEVICE,
     INPUTS,
@@ -32,7 +34,10 @@ from edgerm.dataflow_keys import (
     QUEUE,
     REPLICA,
     ROLE,
+    RUN,
     SINK,
+    claim_topic,
+    state_topic,
     stats_topic,
 )
 from edgerm.errors import ConfigError
@@ -40,13 +45,14 @@ from edgerm.model import TaskInfo
 from edgerm.resources import Resources
 
 DEFAULT_PERIOD = 0.1  # seconds between readings
-DEFAULT_BATCH = 100  # records per micro-batch
+DEFAULT_BATCH = 1000  # records per micro-batch at most (adaptive batching: only what piles up)
 DEFAULT_BATCH_MS = 50.0  # longest wait before a partial batch is flushed
 DEFAULT_QUEUE = 64  # input queue bound, in batches
 MQTT_SCHEMES = {"mqtt": 1883}
 
 #: Topic names: an operator's output, and each instance's stats.
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")  # dag and operator names: no '/', '+', '#' or spaces
+_CLIENT_ID = re.compile(r"[^A-Za-z0-9_.\-]")
 _RESOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")  # as in edgerm.resources
 
 
@@ -99,6 +105,33 @@ class OperatorConfig:
     batch_ms: float = DEFAULT_BATCH_MS
     queue: int = DEFAULT_QUEUE
     sink: SinkSpec = SinkSpec()
+    run: str = ""  # EDGERM_DF_RUN (the framework id): sessions and checkpoints are per run
+    content_type: str = ""  # EDGERM_DF_CONTENT_TYPE: of a cmd+bytes: source's records
+
+    @property
+    def client_id(self) -> str:
+        """The instance slot's MQTT client id: stable across moves, so a replacement takes over the session.
+
+        ``edgerm-<dag>-<operator>.<i>-<hash>``: readable, and the hash of (run, dag, operator, i) keeps slots
+        of different runs apart and an id cut to 64 characters unique.
+        """
+        key = f"{self.run}/{self.dag}/{self.operator}/{self.index}/{self.replicas}"
+        digest = hashlib.blake2s(key.encode(), digest_size=6).hexdigest()
+        readable = _CLIENT_ID.sub("_", f"edgerm-{self.dag}-{self.operator}.{self.index}")[:48]
+        return f"{readable}-{digest}"
+
+    @property
+    def state_topic(self) -> str:
+        return state_topic(self.dag, self.operator, self.index)
+
+    @property
+    def claim_topic(self) -> str:
+        return claim_topic(self.dag, self.operator, self.index)
+
+    @property
+    def probe_topic(self) -> str:
+        """Where an instance's reader sends itself the probe that ends a read of retained messages."""
+        return f"{claim_topic(self.dag, self.operator, self.index)}/probe"
 
     @property
     def source_id(self) -> str:
@@ -132,10 +165,16 @@ def parse_broker(url: str) -> Broker:
 
 
 def with_broker(task: TaskInfo, broker_url: str) -> TaskInfo:
-    """The task with ``EDGERM_BROKER`` filled in, for a dataflow task that does not set it."""
-    if not broker_url or not is_dataflow(task.env) or task.env.get(BROKER):
+    """A dataflow task with ``EDGERM_BROKER`` (the master's broker) and ``EDGERM_DF_RUN`` (its framework id)
+    filled in where the task does not set them; any other task as it is."""
+    if not is_dataflow(task.env):
         return task
-    return replace(task, env={**task.env, BROKER: broker_url})
+    extra: dict[str, str] = {}
+    if broker_url and not task.env.get(BROKER):
+        extra[BROKER] = broker_url
+    if task.framework_id and not task.env.get(RUN):
+        extra[RUN] = task.framework_id
+    return replace(task, env={**task.env, **extra}) if extra else task
 
 
 def parse_operator(env: Mapping[str, str]) -> OperatorConfig:
@@ -179,6 +218,8 @@ def parse_operator(env: Mapping[str, str]) -> OperatorConfig:
         batch_ms=_number(env, BATCH_MS, DEFAULT_BATCH_MS, minimum=0.0),
         queue=int(_number(env, QUEUE, DEFAULT_QUEUE, minimum=1, whole=True)),
         sink=sink,
+        run=env.get(RUN, "").strip(),
+        content_type=env.get(CONTENT_TYPE, "").strip(),
     )
 
 

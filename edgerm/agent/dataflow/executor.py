@@ -168,6 +168,24 @@ class BatchExecutor:
                 store.close()
             return self._stdout.read_bytes()
 
+    def read_state(self, max_bytes: int) -> dict[str, bytes]:
+        """The files in ``/state`` (plain files, not sub-directories), or BatchFailed past ``max_bytes``."""
+        files: dict[str, bytes] = {}
+        total = 0
+        for entry in os.scandir(self.state_dir):
+            if not entry.is_file() or entry.name.endswith(".tmp"):
+                continue
+            total += entry.stat().st_size
+            if total > max_bytes:
+                raise BatchFailed(Reason.RUNTIME_ERROR, f"/state holds over {max_bytes} bytes: not checkpointed")
+            files[entry.name] = Path(entry.path).read_bytes()
+        return files
+
+    def write_state(self, files: Mapping[str, bytes]) -> None:
+        """Put a checkpoint's files in ``/state`` (before the first batch)."""
+        for name, data in files.items():
+            (self.state_dir / name).write_bytes(data)
+
     def _with_stderr(self, message: str) -> str:
         tail = _tail(self._stderr)
         return f"{message}: {tail}" if tail else message

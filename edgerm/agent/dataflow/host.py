@@ -2,32 +2,39 @@
 
 Pipeline::
 
-    source:   device reader ─► records ─► Batcher ─┐
-    operator/                                       ├─► BatchQueue ─► worker ─► module (thread) ─► publish / sink
-    sink:     MQTT inputs ─► select (replica) ─────┘     (bounded,              (per batch)
-                                                          drop oldest)
+    source:   device reader ─► records ───────────────┐ (piled onto the newest queued batch)
+    operator/                                          ├─► BatchQueue ─► worker ─► module (thread) ─► publish / sink
+    sink:     MQTT inputs ─► select (replica) ─────────┘     (bounded)     [sink: drop duplicates first]
+                                       ▲                                    then checkpoint, then ack the inputs
     every 1 s: stats ─► edgerm/<dag>/<operator>/stats/<i>
 
 Rules:
 
-- **Bounded.** The only buffer is the :class:`BatchQueue` (``EDGERM_DF_QUEUE``
-  batches of at most 64 KiB); when it is full the oldest batch is dropped and
-  its records counted in ``dropped``. The MQTT receive loop does no more than
-  parse and enqueue, so aiomqtt's own queue stays short.
-- **Order per source.** One worker takes batches in order (merging queued
-  ones up to ``EDGERM_DF_BATCH`` records when it has fallen behind), runs the
-  module, and publishes (QoS 1, one publish at a time) before taking the
-  next.
-- **Off the loop.** The module runs in a worker thread; a per-batch time
-  limit and a kill both interrupt it through its engine's epoch.
-- **Failures.** A batch whose module traps or exits non-zero, or whose sink
-  delivery fails, counts one error and its records as dropped. After
-  :data:`MAX_CONSECUTIVE_FAILURES` in a row the task ends FAILED with the
-  last error. A lost broker connection is not a failure: the host reconnects
-  (backoff up to 5 s) while the queue keeps it bounded.
-- **Ends.** :meth:`run` returns the task's end: FAILED as above, or KILLED
-  after :meth:`stop`; it publishes final stats and disconnects on the way
-  out, and stops the device reader (and any command it started).
+- **At least once** (docs/dataflow.md, "Delivery"). The instance slot holds a persistent MQTT session under a
+  stable client id (:mod:`.mqtt`); an input message is acknowledged only after the batch it went into is
+  published (or delivered by a sink), and after the instance's state checkpoint. A replacement takes the
+  session over and gets what was not acknowledged, and what queued meanwhile. A sink drops duplicates by
+  (``src``, ``seq``) (:class:`~.delivery.Deduper`).
+- **State moves.** Before its first batch an instance restores the retained checkpoint on its state topic:
+  the module's ``/state`` files, a source's next ``seq``, a sink's dedup marks. After each batch that changed
+  them it publishes a new one (QoS 1, retained, at most 64 KiB).
+- **Adaptive batching.** Nothing waits for a timer: a record goes on as soon as the worker is free; what
+  arrives while it is busy piles up and goes together (up to ``EDGERM_DF_BATCH`` records, 64 KiB of text).
+- **Bounded.** The only buffer is the :class:`BatchQueue` (``EDGERM_DF_QUEUE`` batches, 64 MiB). When it is
+  full the receive loop waits for room (the broker and aiomqtt hold the rest: a session's backlog after a
+  move comes all at once, and must not be dropped), up to :data:`WAITING_MAX` waiting messages; past that
+  the instance is overloaded and the queue drops its oldest batch (counted, acknowledged). A source, which
+  cannot make its device wait, drops the oldest batch and counts it.
+- **Order per source.** One worker takes batches in order, runs the module and publishes (one at a time)
+  before taking the next.
+- **Off the loop.** The module runs in a worker thread; a per-batch time limit and a kill both interrupt it
+  through its engine's epoch.
+- **Failures.** A batch whose module traps or exits non-zero, or whose sink delivery fails, counts one error
+  and its records as dropped (and is acknowledged: a poison batch must not come back forever). After
+  :data:`MAX_CONSECUTIVE_FAILURES` in a row the task ends FAILED. A lost broker connection is not a
+  failure: the host reconnects (backoff up to 5 s) and the broker resends what was not acknowledged.
+- **Ends.** :meth:`run` returns the task's end: FAILED as above, or KILLED after :meth:`stop`; it publishes
+  final stats and disconnects on the way out, and stops the device reader (and any command it started).
 """
 
 from __future__ import annotations
@@ -36,21 +43,26 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
+import os
 import time
 from collections.abc import Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
 
+from edgerm.agent.dataflow import mqtt
 from edgerm.agent.dataflow.contract import OperatorConfig, Role
+from edgerm.agent.dataflow.delivery import MAX_STATE_BYTES, Ack, AckTracker, Checkpoint, Deduper, decode_checkpoint
 from edgerm.agent.dataflow.executor import BatchExecutor, BatchFailed
-from edgerm.agent.dataflow.readers import readings, value_of
-from edgerm.agent.dataflow.records import Batch, Batcher, BatchQueue, format_record, output_lines, select, split
+from edgerm.agent.dataflow.readers import Blob, readings, value_of
+from edgerm.agent.dataflow.records import Batch, BatchQueue, format_record, module_input, module_output, select, split
 from edgerm.agent.dataflow.sinks import DeliveryFailed, Sink
 from edgerm.agent.runtime import TaskEnded
+from edgerm.dataflow_records import Record, encode_binary
+from edgerm.errors import MalformedMessage, MessageTooLarge
 from edgerm.ids import AgentId
 from edgerm.model import Reason, TaskInfo, TaskState
 
@@ -59,8 +71,9 @@ log = logging.getLogger(__name__)
 MAX_CONSECUTIVE_FAILURES = 10
 STATS_INTERVAL = 1.0
 RECONNECT_MAX = 5.0
-KEEPALIVE = 10  # seconds; a dead broker connection is noticed within ~1.5x this
-_CLIENT_ID = re.compile(r"[^A-Za-z0-9_.\-]")
+WAITING_MAX = 1000  # messages waiting in aiomqtt while the input queue is full, before the queue drops
+RESTORE_WAIT = 5.0  # seconds to wait for the state probe to come back before starting without a checkpoint
+_PROBE = b"\x00probe "
 
 
 @dataclass(slots=True)
@@ -72,6 +85,7 @@ class Counters:
     dropped: int = 0  # records dropped: queue overflow, failed batches, malformed input
     batches: int = 0  # batches the module ran on successfully
     errors: int = 0  # failed batches (module or delivery)
+    duplicates: int = 0  # records a sink dropped as already delivered
 
 
 class OperatorHost:
@@ -100,8 +114,20 @@ class OperatorHost:
         self._sink = sink
         self._batch_time_limit = batch_time_limit
         self._ready = asyncio.Event()
+        self._space = asyncio.Event()  # the input queue has room again
         self._connected = asyncio.Event()
+        self._restored = asyncio.Event()
         self._client: aiomqtt.Client | None = None
+        self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # the connection dropped
+        self._acks = AckTracker()
+        self._dedup = Deduper() if config.role is Role.SINK else None
+        self._seq = 0  # a source's next seq
+        self.started_from = ""  # the task whose checkpoint this instance started from, if any
+        self._started = time.time()
+        self._claim = json.dumps({"task": task.task_id, "t": self._started, "run": config.run}).encode()
+        self._yielded = False  # a later instance took the slot over
+        self._last_checkpoint = b""
+        self._state_files: dict[str, bytes] = {}
         # Made here, not in run(): a stop() that comes before run() starts must not be lost.
         self._end: asyncio.Future[TaskEnded] = asyncio.get_running_loop().create_future()
         self._failures = 0
@@ -132,6 +158,16 @@ class OperatorHost:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def yielded(self) -> bool:
+        """Whether a later instance took this one's slot over (it then processes nothing more)."""
+        return self._yielded
+
+    @property
+    def restored(self) -> bool:
+        """Whether the instance has looked for its checkpoint (and started from it, if there was one)."""
+        return self._restored.is_set()
+
     def stats(self) -> dict[str, Any]:
         """The stats object published every second (cumulative counts)."""
         c = self.counters
@@ -143,6 +179,7 @@ class OperatorHost:
             "dropped": c.dropped,
             "batches": c.batches,
             "errors": c.errors,
+            "duplicates": c.duplicates,
             "queued": len(self.queue),
             "t": round(time.time(), 3),
         }
@@ -180,147 +217,340 @@ class OperatorHost:
 
     # -- MQTT -------------------------------------------------------------------------
 
-    def _new_client(self) -> aiomqtt.Client:
-        broker = self.config.broker
-        ident = _CLIENT_ID.sub("_", f"edgerm-{self.config.dag}-{self.config.operator}.{self.config.index}")
-        return aiomqtt.Client(
-            broker.host,
-            broker.port,
-            identifier=f"{ident[:48]}-{self.task.task_id[-8:]}",
-            clean_session=True,
-            keepalive=KEEPALIVE,
-            timeout=10,
-            logger=logging.getLogger("edgerm.agent.dataflow.mqtt"),
-        )
-
     async def _connection_loop(self) -> None:
-        """Hold a broker connection (and the input subscriptions); reconnect when it drops."""
+        """Hold the slot's session (and its subscriptions); reconnect when it drops; give the slot up to a
+        later instance (make-before-break, or an instance whose agent came back after it was replaced)."""
         backoff = 0.1
         while True:
-            client = self._new_client()
+            client = mqtt.client(self.config.broker, self.config.client_id)
             try:
+                if self._restored.is_set():  # a reconnection: was the slot taken over meanwhile?
+                    claim, _ = await self._read_slot(state=False)
+                    if self._taken_by(claim):
+                        return
                 async with client:
+                    self._acks.connected()
+                    if client.session_present:
+                        # The broker sends again what was not acknowledged: queued copies would be duplicates.
+                        self.queue.drop_acked_by(self._stale_ack)
+                    self._lost = asyncio.get_running_loop().create_future()
+                    if not self._restored.is_set():
+                        # The session is ours now (an instance it was taken from can no longer acknowledge),
+                        # so the checkpoint read next is the last one that counts.
+                        await client.publish(self.config.claim_topic, self._claim, qos=1, retain=True)
+                        claim, found = await self._read_slot(state=True)
+                        if self._taken_by(claim):
+                            return
+                        self._start_from(found)
                     for topic in self.config.inputs:
                         await client.subscribe(topic, qos=1)
                     self._client = client
                     self._connected.set()
-                    if self._broker_down_logged:
-                        log.info("dataflow task %s: connected to the broker again", self.task.task_id)
-                        self._broker_down_logged = False
+                    log.info(
+                        "dataflow task %s: connected to %s as %s",
+                        self.task.task_id,
+                        self.config.broker.url,
+                        self.config.client_id,
+                    )
+                    self._broker_down_logged = False
                     backoff = 0.1
                     async for message in client.messages:
-                        self._on_message(message)
+                        self._on_message(client, message)
+                        if self.queue.full and len(client.messages) < WAITING_MAX:
+                            # Backpressure, not drops: the broker's queue (and aiomqtt's) hold the rest; a
+                            # session's backlog after a move arrives all at once. Past WAITING_MAX waiting
+                            # messages the instance is overloaded: the queue drops its oldest (counted).
+                            self._space.clear()
+                            await self._space.wait()
             except aiomqtt.MqttError as e:
                 if not self._broker_down_logged:
                     log.warning("dataflow task %s: broker %s: %s", self.task.task_id, self.config.broker.url, e)
                     self._broker_down_logged = True
             finally:
+                mqtt.settle(client)
                 self._client = None
                 self._connected.clear()
+                if not self._lost.done():
+                    self._lost.set_result(None)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, RECONNECT_MAX)
 
-    def _on_message(self, message: aiomqtt.Message) -> None:
+    def _stale_ack(self, token: object) -> bool:
+        return isinstance(token, Ack) and token.generation != self._acks.generation
+
+    def _taken_by(self, claim: tuple[str, float] | None) -> bool:
+        """Whether ``claim`` (the slot's retained claim) is a later instance's; if so, give the slot up."""
+        if claim is None:
+            return False
+        task, started = claim
+        if task == self.task.task_id or (started, task) < (self._started, self.task.task_id):
+            return False
+        self._yielded = True
+        self._ready.set()  # the worker sees it and stops
+        log.info(
+            "dataflow task %s: slot %s taken over by task %s; this instance stops processing",
+            self.task.task_id,
+            self.config.client_id,
+            task,
+        )
+        return True
+
+    def _on_message(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         payload = message.payload
         if not isinstance(payload, bytes | bytearray):
-            return
-        chosen = select(bytes(payload), self.config.index, self.config.replicas)
+            payload = b""
+        data = bytes(payload)
+        acks: tuple[object, ...] = (self._acks.received(message.mid),) if message.qos > 0 else ()
+        chosen = select(data, self.config.index, self.config.replicas, acks)
         self.counters.dropped += chosen.malformed
-        if chosen.batch:
-            self.counters.received += len(chosen.batch)
-            self._enqueue(chosen.batch)
+        if not chosen.batch:
+            self._done(acks)
+            return
+        self.counters.received += len(chosen.batch)
+        self._enqueue(chosen.batch)
 
-    async def _publish(self, topic: str, payload: bytes) -> None:
+    async def _read_slot(self, *, state: bool) -> tuple[tuple[str, float] | None, Checkpoint | None]:
+        """The slot's retained claim and (with ``state``) checkpoint, read on a connection of its own.
+
+        Its own: the slot's session may hold a full window of unacknowledged inputs, behind which the broker
+        would queue these. A probe published after subscribing comes back after the retained messages, so
+        its arrival means "that is all".
+        """
+        claim: tuple[str, float] | None = None
+        found: Checkpoint | None = None
+        probe = _PROBE + self.task.task_id.encode()
+        reader = mqtt.client(self.config.broker, f"{self.config.client_id}-r", persistent=False, manual_ack=False)
+        try:
+            async with reader, asyncio.timeout(RESTORE_WAIT):
+                await reader.subscribe(self.config.claim_topic, qos=1)
+                if state:
+                    await reader.subscribe(self.config.state_topic, qos=1)
+                await reader.subscribe(self.config.probe_topic, qos=1)
+                await reader.publish(self.config.probe_topic, probe, qos=1)
+                async for message in reader.messages:
+                    payload = message.payload
+                    data = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
+                    topic = str(message.topic)
+                    if topic == self.config.probe_topic and data == probe:
+                        break
+                    if not message.retain:
+                        continue
+                    if topic == self.config.claim_topic:
+                        claim = self._parse_claim(data) or claim
+                    elif topic == self.config.state_topic and data.startswith(b'{"v":'):
+                        try:
+                            candidate = decode_checkpoint(data)
+                        except (MalformedMessage, MessageTooLarge) as e:
+                            log.warning("dataflow task %s: the checkpoint is not usable: %s", self.task.task_id, e)
+                            continue
+                        found = candidate if candidate.run == self.config.run else None
+        except TimeoutError:
+            log.warning("dataflow task %s: no answer from the broker's retained messages; going on", self.task.task_id)
+        finally:
+            mqtt.settle(reader)
+        return claim, found
+
+    def _parse_claim(self, data: bytes) -> tuple[str, float] | None:
+        try:
+            body = json.loads(data)
+            if str(body.get("run", "")) != self.config.run:
+                return None
+            return str(body["task"]), float(body["t"])
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None
+
+    def _start_from(self, found: Checkpoint | None) -> None:
+        """Take the checkpoint (if any) and let the worker and the source begin."""
+        if found is not None and not found.empty:
+            self.executor.write_state(found.files)
+            self._state_files = dict(found.files)
+            if found.seq is not None:
+                self._seq = max(self._seq, found.seq)
+            if found.marks or self._dedup is not None:  # a sink, or a stateful operator
+                self._dedup = Deduper(found.marks)
+            self._last_checkpoint = self._checkpoint().encode()
+            self.started_from = found.task
+            log.info(
+                "dataflow task %s: started from the checkpoint of task %s (%d state files%s)",
+                self.task.task_id,
+                found.task,
+                len(found.files),
+                f", next seq {found.seq}" if found.seq is not None else "",
+            )
+        self._restored.set()
+
+    async def _publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Publish at QoS 1, waiting through a reconnection if the broker is away."""
-        while True:
+        # Checked on every turn: aiomqtt waits with asyncio.wait_for, which in Python 3.11 can swallow a
+        # cancellation that comes as the PUBACK does; the task must still end.
+        while not self._end.done():
             await self._connected.wait()
             client = self._client
             if client is None:
                 await asyncio.sleep(0.01)
                 continue
+            lost = self._lost
+            job = asyncio.ensure_future(client.publish(topic, payload, qos=1, retain=retain))
             try:
-                await client.publish(topic, payload, qos=1)
+                # aiomqtt does not always fail a publish whose connection dropped: stop waiting when it drops.
+                await asyncio.wait((job, lost), return_when=asyncio.FIRST_COMPLETED)
+                if not job.done():
+                    job.cancel()
+                    raise aiomqtt.MqttError("the connection dropped before the PUBACK")
+                job.result()
                 return
             except aiomqtt.MqttError as e:
                 log.debug("publish to %s failed (%s); waiting for the connection", topic, e)
                 await asyncio.sleep(0.05)
+            finally:
+                if not job.done():
+                    job.cancel()
+        raise asyncio.CancelledError
+
+    def _done(self, acks: tuple[object, ...]) -> None:
+        """A batch is finished with: acknowledge its input messages (in order), remove the files it consumed."""
+        if not acks:
+            return
+        for token in acks:
+            if isinstance(token, Path):
+                with contextlib.suppress(OSError):
+                    os.unlink(token)
+        client = self._client
+        for mid in self._acks.done(acks):
+            if client is not None:
+                with contextlib.suppress(aiomqtt.MqttError, RuntimeError):
+                    mqtt.ack(client, mid)
 
     # -- the pipeline ----------------------------------------------------------------------
 
     def _enqueue(self, batch: Batch) -> None:
-        dropped = self.queue.put(batch)
-        if dropped is not None:
-            self.counters.dropped += len(dropped)
+        for lost in self.queue.put(batch):
+            self.counters.dropped += len(lost)
+            self._done(lost.acks)
         self._ready.set()
 
     async def _source_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        batcher = Batcher(self.config.batch)
-        timer: asyncio.TimerHandle | None = None
-        seq = 0
+        await self._restored.wait()
         src = self.config.source_id
-
-        def flush() -> None:
-            nonlocal timer
-            timer = None
-            batch = batcher.flush()
-            if batch is not None:
-                self._enqueue(batch)
-
-        async with contextlib.aclosing(readings(self._device, self.config.period)) as stream:
-            async for t, text in stream:
-                value = value_of(text)
+        content_type = self.config.content_type
+        async with contextlib.aclosing(readings(self._device, self.config.period, content_type)) as stream:
+            async for t, reading in stream:
+                if isinstance(reading, Blob):
+                    record = Record(src, self._seq, t, reading.data, reading.content_type)
+                    consumed: tuple[object, ...] = (reading.consumed,) if reading.consumed is not None else ()
+                    batch = Batch(encode_binary([record]), 1, consumed)
+                    self._seq += 1
+                    self.counters.received += 1
+                    self._enqueue(batch)
+                    continue
+                value = value_of(reading)
                 if value is None:
                     self.counters.dropped += 1
                     continue
+                try:
+                    line = format_record(src, self._seq, t, value)
+                except ValueError:  # JSON that has no compact form (NaN inside)
+                    self.counters.dropped += 1
+                    continue
+                self._seq += 1
                 self.counters.received += 1
-                for batch in batcher.add(format_record(src, seq, t, value)):
-                    self._enqueue(batch)
-                seq += 1
-                if not len(batcher):
-                    if timer is not None:
-                        timer.cancel()
-                        timer = None
-                elif timer is None:
-                    timer = loop.call_later(self.config.batch_ms / 1000.0, flush)
+                for lost in self.queue.append(Batch((line + "\n").encode(), 1), self.config.batch):
+                    self.counters.dropped += len(lost)
+                self._ready.set()
 
     async def _worker(self) -> None:
-        while True:
+        await self._restored.wait()
+        while not self._end.done() and not self._yielded:
             batch = self.queue.take(self.config.batch)
+            self._space.set()
             if batch is None:
                 self._ready.clear()
                 await self._ready.wait()
                 continue
             await self._process(batch)
+            self._done(batch.acks)
 
     async def _process(self, batch: Batch) -> None:
         try:
-            output = await self._run_module(batch.payload())
-            lines = output_lines(output)
+            batch = self._drop_duplicates(batch)
+            if not batch:
+                return
+            output, files = await self._run_module(batch)
+            if files and self._dedup is None:
+                # An operator with state: from now on it drops inputs its state already holds (a redelivery
+                # after a move), so its checkpoint says which records it covers.
+                self._dedup = Deduper()
+                self._drop_duplicates(batch)
             if self.config.role is Role.SINK and self._sink is not None:
-                if lines:
-                    await self._sink.deliver("".join(f"{line}\n" for line in lines).encode())
+                if output:
+                    await self._sink.deliver(output.payload)
             else:
-                for part in split(lines, self.config.batch):
-                    await self._publish(self.config.output, part.payload())
-        except (BatchFailed, DeliveryFailed) as e:
+                for part in split(output, self.config.batch):
+                    await self._publish(self.config.output, part.payload)
+            self.counters.sent += len(output)
+            await self._save_state(files)
+        except (BatchFailed, DeliveryFailed, MalformedMessage, MessageTooLarge) as e:
             self.counters.errors += 1
             self.counters.dropped += len(batch)
             self._failed(e)
             return
         self.counters.batches += 1
-        self.counters.sent += len(lines)
         self._failures = 0
 
-    async def _run_module(self, payload: bytes) -> bytes:
+    def _drop_duplicates(self, batch: Batch) -> Batch:
+        if self._dedup is None:
+            return batch
+        before = self._dedup.duplicates
+        if batch.binary:
+            body, n = self._dedup.filter_binary(batch.payload)
+            out = Batch(body, n, batch.acks)
+        else:
+            body, n = self._dedup.filter_text(batch.payload)
+            out = Batch(body, n, batch.acks)
+        self.counters.duplicates += self._dedup.duplicates - before
+        return out
+
+    async def _run_module(self, batch: Batch) -> tuple[Batch, dict[str, bytes] | None]:
+        """The module's output for a batch (bytes records bypass it), and ``/state`` after it."""
         loop = asyncio.get_running_loop()
         timer = loop.call_later(self._batch_time_limit, self.executor.interrupt)
         try:
-            return await loop.run_in_executor(self._pool, self.executor.run, payload)
+            return await loop.run_in_executor(self._pool, self._run_blocking, batch)
         finally:
             timer.cancel()
 
-    def _failed(self, error: BatchFailed | DeliveryFailed) -> None:
+    def _run_blocking(self, batch: Batch) -> tuple[Batch, dict[str, bytes] | None]:
+        given = module_input(batch)
+        if given.passthrough:
+            return Batch(batch.payload, batch.records), None
+        output = self.executor.run(given.stdin) if given.records else b""
+        files = self.executor.read_state(MAX_STATE_BYTES) if given.records else None
+        return module_output(output, given.bypass), files
+
+    def _checkpoint(self) -> Checkpoint:
+        return Checkpoint(
+            self.task.task_id,
+            self.config.run,
+            self._state_files,
+            self._seq if self.config.role is Role.SOURCE else None,
+            self._dedup.marks() if self._dedup is not None else {},
+        )
+
+    async def _save_state(self, files: dict[str, bytes] | None) -> None:
+        """Checkpoint after a batch when the state changed (a stateless operator never publishes one)."""
+        if files is None and self.config.role is Role.OPERATOR:
+            return
+        if files is not None:
+            self._state_files = files
+        checkpoint = self._checkpoint()
+        if checkpoint.empty and not self._last_checkpoint:
+            return
+        data = checkpoint.encode()
+        if data != self._last_checkpoint:
+            await self._publish(self.config.state_topic, data, retain=True)
+            self._last_checkpoint = data
+
+    def _failed(self, error: BatchFailed | DeliveryFailed | MalformedMessage | MessageTooLarge) -> None:
         self._failures += 1
         log.info("dataflow task %s: batch failed (%d in a row): %s", self.task.task_id, self._failures, error)
         if self._failures < MAX_CONSECUTIVE_FAILURES:

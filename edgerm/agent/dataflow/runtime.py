@@ -194,7 +194,8 @@ class DataflowRuntime:
         mem = task.resources.mem or self._default_memory
         exec_spec = ExecutorSpec(
             module=module,
-            argv=argv_for(config.operator, task.args),
+            # replicas each name their own records (an aggregate's src): a sink tells them apart
+            argv=argv_for(config.operator if config.replicas == 1 else config.source_id, task.args),
             env=task.environment(),  # env and secret_env
             workdir=workdir,
             memory_bytes=int(mem * MIB),

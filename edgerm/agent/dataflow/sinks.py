@@ -5,8 +5,10 @@ sink's output topic for the framework to print. The others:
 
 - :class:`FileSink` appends each batch to a file on the agent (in a thread;
   the parent directory must exist).
-- :class:`HttpSink` POSTs each batch as ``text/plain; charset=utf-8``; any
-  answer outside 2xx, a timeout or a refused connection fails the delivery.
+- :class:`HttpSink` POSTs each batch as ``text/plain; charset=utf-8`` (text
+  framing) or ``application/x-edgerm-batch`` (binary framing,
+  edgerm.dataflow_records); any answer outside 2xx, a timeout or a refused
+  connection fails the delivery.
 
 A failed delivery raises :class:`DeliveryFailed`; the host counts an error
 and drops the batch, as it does for a failed module run.
@@ -21,9 +23,11 @@ from typing import Protocol
 import aiohttp
 
 from edgerm.agent.dataflow.contract import SinkKind, SinkSpec
+from edgerm.dataflow_records import is_binary
 from edgerm.errors import EdgermError
 
 HTTP_TIMEOUT = 10.0
+BINARY_TYPE = "application/x-edgerm-batch"
 
 
 class DeliveryFailed(EdgermError):
@@ -62,9 +66,8 @@ class HttpSink:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         try:
-            async with self._session.post(
-                self.url, data=payload, headers={"Content-Type": "text/plain; charset=utf-8"}
-            ) as reply:
+            kind = BINARY_TYPE if is_binary(payload) else "text/plain; charset=utf-8"
+            async with self._session.post(self.url, data=payload, headers={"Content-Type": kind}) as reply:
                 if not 200 <= reply.status < 300:
                     raise DeliveryFailed(f"POST {self.url} answered {reply.status} {reply.reason or ''}".rstrip())
                 await reply.read()

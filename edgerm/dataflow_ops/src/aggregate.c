@@ -1,8 +1,10 @@
 /* aggregate: a tumbling window of N records reduced to one.
- *   aggregate [--window N] [--agg mean|min|max|sum|count]    defaults: 10, mean
+ *   aggregate [--window N] [--agg mean|min|max|sum|count] [--field NAME]    defaults: 10, mean
  * Emits "<operator> <k> <t> <value>" after every N input records: <operator>
- * is argv[0] (the agent passes the operator name), k counts the windows this
- * instance emitted (0, 1, ...), t is the last input's t.
+ * is argv[0] (the agent passes the operator name, or "<operator>.<i>" when it
+ * has replicas), k counts the windows this instance emitted (0, 1, ...), t is
+ * the last input's t. With --field, the numbers are the top-level field NAME
+ * of JSON object records; records without a number are skipped (not counted).
  *
  * The window spans micro-batches: the agent gives each operator instance a
  * private directory, preopened as /state, that lasts as long as the task.
@@ -11,7 +13,7 @@
  */
 #include "record.h"
 
-static const char *USAGE = "[--window N] [--agg mean|min|max|sum|count]";
+static const char *USAGE = "[--window N] [--agg mean|min|max|sum|count] [--field NAME]";
 static const char *STATE = "/state/aggregate";
 
 enum agg { MEAN, MIN, MAX, SUM, COUNT };
@@ -20,6 +22,7 @@ typedef struct {
     enum agg agg;
     long window;
     const char *name;
+    const char *field;
     /* state */
     long emitted;
     long n;
@@ -57,7 +60,10 @@ static void save(const window *w) {
 
 static void add(const record *r, void *ctx) {
     window *w = ctx;
-    double v = r->value;
+    double v;
+    if (select_value(r, w->field, &v) != 0) {
+        return;
+    }
     if (w->n == 0) {
         w->acc = (w->agg == COUNT) ? 0.0 : (w->agg == MIN || w->agg == MAX) ? v : 0.0;
     }
@@ -92,7 +98,7 @@ static void add(const record *r, void *ctx) {
 }
 
 int main(int argc, char **argv) {
-    static const char *const known[] = {"--window", "--agg", NULL};
+    static const char *const known[] = {"--window", "--agg", "--field", NULL};
     check_flags(argc, argv, known, USAGE);
     window w;
     memset(&w, 0, sizeof w);
@@ -115,6 +121,7 @@ int main(int argc, char **argv) {
     } else {
         usage_exit(argv[0], USAGE, "--agg must be mean, min, max, sum or count");
     }
+    w.field = arg_word(argc, argv, "--field", NULL, USAGE);
     w.name = (argc > 0 && argv[0][0] != '\0' && strchr(argv[0], ' ') == NULL) ? argv[0] : "aggregate";
     load(&w);
     for_each_record(add, &w);

@@ -1,12 +1,16 @@
 /* Shared by the edgerm dataflow operators: records, arguments, output.
  *
- * A record is one line "<src> <seq> <t> <value>" (docs/dataflow.md). An
- * operator reads a micro-batch of records on stdin and writes records on
- * stdout; it keeps src, seq and t as they came (copied as text, so nothing
- * is lost to float formatting) and writes values with VALUE_FORMAT.
- * Malformed lines are skipped and noted on stderr. A bad argument exits
- * with status 2 and a usage line on stderr: the agent counts that batch as
- * an error and, after 10 in a row, fails the task with the message.
+ * A record is one line "<src> <seq> <t> <value>" (docs/dataflow.md): the
+ * value is the rest of the line, a number ("21.5") or compact JSON
+ * ('{"temperature":21.5}'). An operator reads a micro-batch of records on
+ * stdin and writes records on stdout; it keeps src, seq and t as they came
+ * (copied as text, so nothing is lost to float formatting) and writes numbers
+ * with VALUE_FORMAT. With "--field NAME" an operator works on the number in
+ * the top-level field NAME of a JSON object record (select_value) and writes
+ * the record back with only that field changed (emit_value). Malformed lines
+ * are skipped and noted on stderr. A bad argument exits with status 2 and a
+ * usage line on stderr: the agent counts that batch as an error and, after
+ * 10 in a row, fails the task with the message.
  */
 #ifndef EDGERM_RECORD_H
 #define EDGERM_RECORD_H
@@ -23,37 +27,192 @@ typedef struct {
     char *src;
     char *seq;
     char *t;
-    double value;
+    char *text;   /* the value as written: a number or JSON */
+    int is_number;
+    double value; /* the number, when is_number */
 } record;
 
 /* Split `line` (modified in place) into a record; 0 on success, -1 if malformed. */
 static inline int parse_record(char *line, record *r) {
-    char *fields[4];
-    char *save = NULL;
-    char *tok = strtok_r(line, " \t\r\n", &save);
-    int n = 0;
-    while (tok != NULL && n < 4) {
-        fields[n++] = tok;
-        tok = strtok_r(NULL, " \t\r\n", &save);
+    char *fields[3];
+    char *p = line;
+    for (int n = 0; n < 3; n++) {
+        while (*p == ' ' || *p == '\t') {
+            p++;
+        }
+        if (*p == '\0' || *p == '\n' || *p == '\r') {
+            return -1;
+        }
+        fields[n] = p;
+        while (*p != '\0' && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
+            p++;
+        }
+        if (*p != ' ' && *p != '\t') {
+            return -1;
+        }
+        *p++ = '\0';
     }
-    if (n != 4 || tok != NULL) {
+    while (*p == ' ' || *p == '\t') {
+        p++;
+    }
+    char *end = p + strlen(p);
+    while (end > p && (end[-1] == '\n' || end[-1] == '\r' || end[-1] == ' ' || end[-1] == '\t')) {
+        *--end = '\0';
+    }
+    if (end == p) {
         return -1;
     }
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(fields[3], &end);
-    if (end == fields[3] || *end != '\0' || errno == ERANGE) {
+    for (const char *c = fields[1]; *c; c++) {
+        if (*c < '0' || *c > '9') {
+            return -1;
+        }
+    }
+    char *tend = NULL;
+    strtod(fields[2], &tend);
+    if (tend == fields[2] || *tend != '\0') {
         return -1;
     }
     r->src = fields[0];
     r->seq = fields[1];
     r->t = fields[2];
-    r->value = v;
+    r->text = p;
+    char *vend = NULL;
+    errno = 0;
+    double v = strtod(p, &vend);
+    r->is_number = (vend != p && *vend == '\0' && errno != ERANGE);
+    r->value = r->is_number ? v : 0.0;
+    if (!r->is_number && strchr("{[\"tfn", *p) == NULL) {
+        return -1; /* neither a number nor JSON */
+    }
     return 0;
 }
 
+/* The end of the JSON value starting at `p` (strings, nesting), or NULL if it does not end. */
+static inline const char *json_skip(const char *p) {
+    int depth = 0;
+    int in_string = 0;
+    for (; *p; p++) {
+        char c = *p;
+        if (in_string) {
+            if (c == '\\' && p[1] != '\0') {
+                p++;
+            } else if (c == '"') {
+                in_string = 0;
+                if (depth == 0) {
+                    return p + 1;
+                }
+            }
+            continue;
+        }
+        if (c == '"') {
+            in_string = 1;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (depth == 0) {
+                return p; /* the end of the enclosing object */
+            }
+            if (--depth == 0) {
+                return p + 1;
+            }
+        } else if (depth == 0 && (c == ',' || c == ' ')) {
+            return p;
+        }
+    }
+    return depth == 0 && !in_string ? p : NULL;
+}
+
+/* Where the value of top-level field `name` of the JSON object `json` starts and ends; 0 if found. */
+static inline int json_field(const char *json, const char *name, const char **start, const char **end) {
+    const char *p = json;
+    while (*p == ' ') {
+        p++;
+    }
+    if (*p != '{') {
+        return -1;
+    }
+    p++;
+    size_t len = strlen(name);
+    for (;;) {
+        while (*p == ' ' || *p == ',') {
+            p++;
+        }
+        if (*p != '"') {
+            return -1; /* '}' or broken: no such field */
+        }
+        const char *key = p + 1;
+        const char *key_end = json_skip(p);
+        if (key_end == NULL) {
+            return -1;
+        }
+        p = key_end;
+        while (*p == ' ') {
+            p++;
+        }
+        if (*p != ':') {
+            return -1;
+        }
+        p++;
+        while (*p == ' ') {
+            p++;
+        }
+        const char *value_end = json_skip(p);
+        if (value_end == NULL) {
+            return -1;
+        }
+        /* a key without escapes compares as it is written */
+        if ((size_t)(key_end - 1 - key) == len && strncmp(key, name, len) == 0) {
+            *start = p;
+            *end = value_end;
+            return 0;
+        }
+        p = value_end;
+    }
+}
+
+/* The number a record stands for: its value, or (with `field`) that field of its JSON object.
+ * 0 and *v set when there is one; -1 otherwise (not a number, no such field, not an object). */
+static inline int select_value(const record *r, const char *field, double *v) {
+    if (field == NULL) {
+        if (!r->is_number) {
+            return -1;
+        }
+        *v = r->value;
+        return 0;
+    }
+    const char *start = NULL;
+    const char *end = NULL;
+    if (r->is_number || json_field(r->text, field, &start, &end) != 0) {
+        return -1;
+    }
+    char *num_end = NULL;
+    errno = 0;
+    double x = strtod(start, &num_end);
+    if (num_end != end || errno == ERANGE) {
+        return -1;
+    }
+    *v = x;
+    return 0;
+}
+
+/* The record unchanged. */
+static inline void emit_record(const record *r) {
+    printf("%s %s %s %s\n", r->src, r->seq, r->t, r->text);
+}
+
+/* The record with its number replaced: the value itself, or (with `field`) that field only. */
+static inline void emit_value(const record *r, const char *field, double value) {
+    const char *start = NULL;
+    const char *end = NULL;
+    if (field == NULL || json_field(r->text, field, &start, &end) != 0) {
+        printf("%s %s %s " VALUE_FORMAT "\n", r->src, r->seq, r->t, value);
+        return;
+    }
+    printf("%s %s %s %.*s" VALUE_FORMAT "%s\n", r->src, r->seq, r->t, (int)(start - r->text), r->text, value, end);
+}
+
 static inline void emit(const record *r, double value) {
-    printf("%s %s %s " VALUE_FORMAT "\n", r->src, r->seq, r->t, value);
+    emit_value(r, NULL, value);
 }
 
 static inline void usage_exit(const char *prog, const char *usage, const char *why) {

@@ -4,6 +4,7 @@
  * csv:     "<src>,<seq>,<t>,<value>"
  * json:    {"src":"<src>","seq":<seq>,"t":<t>,"value":<value>}   (one object per line)
  * --precision P writes values with P digits after the point (default: as many as needed).
+ * A JSON value is written as it came: in json, "value" holds it as JSON.
  */
 #include "record.h"
 
@@ -37,8 +38,12 @@ static void json_string(const char *s) {
 
 static void apply(const record *r, void *ctx) {
     const params *p = ctx;
-    char v[64];
-    value_text(p, r->value, v, sizeof v);
+    char number[64];
+    const char *v = r->text;
+    if (r->is_number) {
+        value_text(p, r->value, number, sizeof number);
+        v = number;
+    }
     switch (p->fmt) {
         case RECORDS:
             printf("%s %s %s %s\n", r->src, r->seq, r->t, v);
@@ -49,7 +54,7 @@ static void apply(const record *r, void *ctx) {
         case JSON:
             fputs("{\"src\":", stdout);
             json_string(r->src);
-            printf(",\"seq\":%s,\"t\":%s,\"value\":%s}\n", r->seq, r->t, isfinite(r->value) ? v : "null");
+            printf(",\"seq\":%s,\"t\":%s,\"value\":%s}\n", r->seq, r->t, !r->is_number || isfinite(r->value) ? v : "null");
             break;
     }
 }

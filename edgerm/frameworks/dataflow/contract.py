@@ -40,6 +40,8 @@ from edgerm.dataflow_keys import (
     out_topic,
 )
 from edgerm.dataflow_keys import parse_record as strict_parse_record
+from edgerm.dataflow_records import decode_batch
+from edgerm.errors import MalformedMessage, MessageTooLarge
 from edgerm.scheduler.dag import Dag, Instance, OperatorKind, Variant
 
 #: Keys the framework fills in; a DAG may not set them.
@@ -160,15 +162,12 @@ def parse_record(line: str) -> Record | None:
 
 
 def parse_batch(payload: bytes) -> tuple[list[Record], int]:
-    """The records of a micro-batch, and how many lines were not records."""
-    records: list[Record] = []
-    bad = 0
-    for line in payload.decode("utf-8", "replace").splitlines():
-        if not line.strip():
-            continue
-        r = parse_record(line)
-        if r is None:
-            bad += 1
-        else:
-            records.append(r)
-    return records, bad
+    """The records of a micro-batch in either framing (edgerm.dataflow_records), and how many were not records.
+
+    A binary batch that does not parse counts as one malformed record.
+    """
+    try:
+        decoded = decode_batch(payload)
+    except (MalformedMessage, MessageTooLarge):
+        return [], 1
+    return decoded.records, decoded.malformed

@@ -3,10 +3,12 @@ real agents running wasmtime operators, and the framework placing, running and m
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
+import pytest
+
 from edgerm.frameworks.dataflow import MoveKind, Phase, load
+from edgerm.frameworks.dataflow.watch import InstanceStats
 from edgerm.scheduler import Instance
 from tests.integration.dataflow.conftest import Cluster, dag, eventually
 from tests.integration.dataflow_plane.brokers import Watcher
@@ -57,22 +59,27 @@ async def test_records_arrive_transformed_in_order_per_source(cluster: Cluster) 
         await eventually(lambda: run.watch.view(0).sink_records >= 40, what="the framework sees the sink records")
     raw = _by_seq(watcher.records("edgerm/chain/read/out"))
     out = watcher.records("edgerm/chain/store/out")
-    seqs = [int(f[1]) for f in out]
     assert all(f[0] == "read.0" for f in out)
-    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)  # in order, once each
+    # Delivery is at least once (docs/dataflow.md): the sink drops the duplicates it is given, but a QoS 1
+    # subscriber such as this watcher may still see a message twice. Counted once each, the records arrive
+    # in order and none is missing between the first and the last.
+    seqs = list(dict.fromkeys(int(f[1]) for f in out))
+    assert seqs == list(range(seqs[0], seqs[-1] + 1))
     for f in out:
         key = (f[0], int(f[1]))
         if key in raw:  # the watcher may have subscribed after the first readings
             assert abs(float(f[3]) - (raw[key] * 2 + 1)) < 1e-3
     view = run.watch.view(0)
-    assert view.lost_in_moves == 0 and view.skipped == 0 and view.duplicates == 0
+    assert view.lost_in_moves == 0 and view.skipped == 0
     await eventually(lambda: any(o.out_rate > 0 for o in run.watch.view(0).operators), what="stats arrive")
     await run.stop()
     assert run.framework.phase is Phase.STOPPED and run.exit_code == 0
     assert all(t["state"] != "RUNNING" for t in await cluster.tasks())
 
 
-async def test_killing_the_agent_of_a_middle_operator_moves_it_and_the_stream_resumes(cluster: Cluster) -> None:
+async def test_killing_the_agent_of_a_middle_operator_moves_it_and_the_stream_resumes(
+    cluster: Cluster, request: pytest.FixtureRequest
+) -> None:
     await cluster.agent("sensor-1", sensor="sim:sine")
     await cluster.agent("worker-1", role="worker")
     await cluster.agent("cloud-1", domain="cloud")
@@ -90,8 +97,13 @@ async def test_killing_the_agent_of_a_middle_operator_moves_it_and_the_stream_re
     await eventually(lambda: run.watch.view(0).sink_records >= before + 30, what="the stream resumes")
     view = run.watch.view(0)
     sink_gaps = [g for g in view.gaps if g.operator == "store"]
-    assert view.skipped == 0, view.gaps  # every gap is explained by the move
-    assert view.lost_in_moves == sum(g.missing for g in sink_gaps)
+    if request.node.callspec.params["cluster"] == "mosquitto":
+        # the slot's persistent session kept what came while scale moved: nothing lost
+        assert view.lost_in_moves == 0 and view.skipped == 0 and not sink_gaps, view.gaps
+    else:
+        # amqtt keeps no session for anonymous clients: what came meanwhile is lost, and counted
+        assert view.skipped == 0, view.gaps  # every gap is explained by the move
+        assert view.lost_in_moves == sum(g.missing for g in sink_gaps)
     assert "moved scale#0" in run.render()
     await run.stop()
     assert run.exit_code == 0
@@ -165,9 +177,7 @@ SLOW_WAT = """(module
 """
 
 
-async def test_a_full_queue_drops_the_oldest_counts_it_and_stays_bounded(
-    embedded_cluster: Cluster, tmp_path: Path
-) -> None:
+async def test_a_slow_sink_holds_a_bounded_queue_and_keeps_going(embedded_cluster: Cluster, tmp_path: Path) -> None:
     cluster = embedded_cluster
     await cluster.agent("sensor-1", sensor="sim:random")
     (tmp_path / "slow.wat").write_text(SLOW_WAT)
@@ -176,12 +186,13 @@ async def test_a_full_queue_drops_the_oldest_counts_it_and_stays_bounded(
     await run.start()
     assert await run.wait_running(15), run.render()
 
-    def slow_dropped() -> int:
-        return next(o.dropped for o in run.watch.view(0).operators if o.operator == "slow")
+    def slow() -> InstanceStats | None:
+        return next((s for s in run.watch.view(0).instances if s.operator == "slow"), None)
 
-    await eventually(lambda: slow_dropped() > 50, what="drops reported by the slow sink's stats")
-    (stats,) = [s for s in run.watch.view(0).instances if s.operator == "slow"]
-    # what came in is processed, dropped, or waiting in a queue of 2 batches of 1 record (+1 running)
+    await eventually(lambda: (s := slow()) is not None and s.batches > 20, what="the slow sink keeps going")
+    stats = slow()
+    assert stats is not None
+    # What came in is processed, dropped, or waiting in a queue of 2 batches of 1 record (+1 running): the
+    # sink takes no more than it can hold; the rest waits at the broker (backpressure, docs/dataflow.md).
     assert stats.received - stats.batches - stats.dropped <= 3, stats
-    assert re.search(r"\| dropped [1-9]", run.render()), run.render()
     await run.stop()

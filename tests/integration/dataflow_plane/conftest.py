@@ -41,6 +41,20 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
         broker.stop()
 
 
+@pytest.fixture
+def mosquitto_url(tmp_path: Path) -> Iterator[str]:
+    """A mosquitto of this test's own (sessions and retained messages start empty)."""
+    binary = mosquitto_binary()
+    if binary is None:
+        pytest.skip("mosquitto is not installed (scripts/setup_mosquitto.sh installs it)")
+    broker = Mosquitto(binary, tmp_path)
+    broker.start()
+    try:
+        yield broker.url
+    finally:
+        broker.stop()
+
+
 @pytest.fixture(params=["embedded", "mosquitto"])
 async def broker_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     if request.param == "mosquitto":

@@ -46,7 +46,7 @@ def test_an_operator_with_defaults() -> None:
         0,
         1,
         0.1,
-        100,
+        1000,
         50.0,
         64,
     )

@@ -116,3 +116,44 @@ def test_the_module_cache_spares_a_second_compile(tmp_path: Path) -> None:
 def test_modules_that_cannot_serve_are_refused(tmp_path: Path, module: bytes, needle: str) -> None:
     with pytest.raises(ModuleInvalid, match=needle):
         BatchExecutor(ExecutorSpec(module, ("x",), {}, tmp_path, 16 * MIB))
+
+
+EVENTS = (
+    b'room.0 0 1700000000.000000 {"temperature":20,"room":"a, \\"b\\" }","tags":[1,{"temperature":99}]}\n'
+    b'room.0 1 1700000000.100000 {"humidity":40,"temperature":35.5}\n'
+    b'room.0 2 1700000000.200000 {"room":"no temperature here"}\n'
+    b"room.0 3 1700000000.300000 12\n"
+    b'room.0 4 1700000000.400000 ["an", "array"]\n'
+)
+
+
+def lines(tmp_path: Path, name: str, *args: str) -> list[str]:
+    spec = ExecutorSpec(load_builtin(name), (name, *args), {}, tmp_path, 16 * MIB)
+    return BatchExecutor(spec).run(EVENTS).decode().splitlines()
+
+
+def test_map_with_field_changes_that_field_only_and_passes_the_rest_through(tmp_path: Path) -> None:
+    out = lines(tmp_path, "map", "--field", "temperature", "--scale", "1.8", "--offset", "32")
+    assert out == [
+        'room.0 0 1700000000.000000 {"temperature":68,"room":"a, \\"b\\" }","tags":[1,{"temperature":99}]}',
+        'room.0 1 1700000000.100000 {"humidity":40,"temperature":95.9}',
+        'room.0 2 1700000000.200000 {"room":"no temperature here"}',  # no such field: unchanged
+        "room.0 3 1700000000.300000 12",  # not an object: unchanged
+        'room.0 4 1700000000.400000 ["an", "array"]',
+    ]
+    plain = lines(tmp_path, "map", "--scale", "2")  # without --field only numbers are mapped
+    assert plain[3] == "room.0 3 1700000000.300000 24" and plain[1].endswith('{"humidity":40,"temperature":35.5}')
+
+
+def test_filter_and_aggregate_select_a_json_field(tmp_path: Path) -> None:
+    kept = lines(tmp_path, "filter", "--field", "temperature", "--above", "30")
+    assert kept == ['room.0 1 1700000000.100000 {"humidity":40,"temperature":35.5}']
+    assert [line.split()[3] for line in lines(tmp_path, "filter", "--above", "10")] == ["12"]
+    (window,) = lines(tmp_path, "aggregate", "--field", "temperature", "--window", "2", "--agg", "max")
+    assert window == "aggregate 0 1700000000.100000 35.5"
+
+
+def test_the_sink_writes_json_values_as_json(tmp_path: Path) -> None:
+    out = lines(tmp_path, "sink", "--format", "json")
+    assert out[1] == '{"src":"room.0","seq":1,"t":1700000000.100000,"value":{"humidity":40,"temperature":35.5}}'
+    assert out[3] == '{"src":"room.0","seq":3,"t":1700000000.300000,"value":12}'

@@ -12,7 +12,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3] / "edgerm"
 IO_MODULES = {"asyncio", "aiohttp", "aiocoap", "docker", "wasmtime", "aiomqtt", "amqtt", "socket", "sqlite3"}
-PURE = ["agent/dataflow/contract.py", "agent/dataflow/records.py", "agent/dataflow/__init__.py"]
+PURE = [
+    "agent/dataflow/contract.py",
+    "agent/dataflow/records.py",
+    "agent/dataflow/delivery.py",
+    "agent/dataflow/__init__.py",
+    "dataflow_records.py",
+    "dataflow_keys.py",
+]
 
 
 @pytest.mark.parametrize("name", PURE)

@@ -1,0 +1,76 @@
+"""The one place the data plane connects to the MQTT broker.
+
+:func:`client` builds every operator instance's connection; broker credentials, TLS and the like belong
+here and nowhere else. Rules:
+
+- An instance slot has a stable client id (``OperatorConfig.client_id``) and a persistent session (clean
+  session off), so the broker keeps its subscriptions and queues QoS 1 messages while no instance is
+  connected; a replacement with the same id takes the session over.
+- Acknowledgements are manual: the host acknowledges an input message (:func:`ack`) only once what came of it
+  is published. aiomqtt 2.5 has no API for this, so it is reached through its paho client (paho 2.x
+  ``manual_ack_set`` / ``ack``), in this module only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiomqtt
+import paho.mqtt.client as paho
+
+from edgerm.agent.dataflow.contract import Broker
+
+KEEPALIVE = 10  # seconds; a dead broker connection is noticed within ~1.5x this
+CONNECT_TIMEOUT = 10.0
+#: QoS 1 messages the client keeps in flight towards the broker.
+MAX_INFLIGHT = 32
+
+_log = logging.getLogger("edgerm.agent.dataflow.mqtt")
+
+
+class Client(aiomqtt.Client):
+    """aiomqtt's client, remembering whether the broker still held the session (CONNACK's flag)."""
+
+    session_present = False
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason_code: Any,
+        properties: Any = None,
+    ) -> None:
+        self.session_present = bool(flags.session_present)
+        super()._on_connect(client, userdata, flags, reason_code, properties)
+
+
+def client(broker: Broker, client_id: str, *, persistent: bool = True, manual_ack: bool = True) -> Client:
+    """An unconnected client for ``broker`` (enter it with ``async with``)."""
+    made = Client(
+        broker.host,
+        broker.port,
+        identifier=client_id,
+        clean_session=not persistent,
+        keepalive=KEEPALIVE,
+        timeout=CONNECT_TIMEOUT,
+        max_inflight_messages=MAX_INFLIGHT,
+        logger=_log,
+    )
+    if manual_ack:
+        made._client.manual_ack_set(True)
+    return made
+
+
+def ack(connection: aiomqtt.Client, mid: int) -> None:
+    """Acknowledge one QoS 1 message received on ``connection`` (sends its PUBACK)."""
+    connection._client.ack(mid, 1)
+
+
+def settle(connection: aiomqtt.Client) -> None:
+    """Take note of how a finished connection ended, so an unexpected drop is not logged as an unretrieved
+    future ("Future exception was never retrieved") when nothing was iterating its messages at the time."""
+    ended = connection._disconnected
+    if ended.done() and not ended.cancelled():
+        ended.exception()
