@@ -348,6 +348,12 @@ class ReadViews:
             self.live_tasks_of(framework_id),
         )
 
+    def agent_record(self, agent_id: AgentId) -> AgentRecord | None:
+        return self._agents.get(agent_id)
+
+    def framework_record(self, framework_id: FrameworkId) -> FrameworkRecord | None:
+        return self._frameworks.get(framework_id)
+
     def task(self, task_id: TaskId) -> TaskRecord | None:
         return self._tasks.get(task_id)
 
