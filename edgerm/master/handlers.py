@@ -185,10 +185,10 @@ class Handlers:
         """Count a typed error reply (called by the adapter that sent it)."""
         self._metrics.error(type(error).code)
 
-    def state(self, query: StateQuery = StateQuery(), scope: frozenset[FrameworkId] | None = None) -> dict[str, object]:
+    def state(self, query: StateQuery | None = None, scope: frozenset[FrameworkId] | None = None) -> dict[str, object]:
         """A page of the cluster state from the core's read views (:mod:`edgerm.master.state_api`), as a
         principal limited to ``scope`` may see it, plus the broker the master names to agents."""
-        state = state_page(self.service.core, query, scope)
+        state = state_page(self.service.core, query or StateQuery(), scope)
         master = state["master"]
         if isinstance(master, dict):
             master["broker_url"] = self.service.options.broker_url

@@ -65,7 +65,6 @@ from edgerm.errors import Forbidden, LimitExceeded, MalformedMessage, MessageToo
 from edgerm.ids import FrameworkId, TaskId
 from edgerm.master import dashboard
 from edgerm.master.handlers import Handlers
-from edgerm.master.state_api import StateQuery
 from edgerm.master.http_auth import (
     JOIN_PATH,
     PRINCIPAL_KEY,
@@ -77,6 +76,7 @@ from edgerm.master.http_auth import (
 )
 from edgerm.master.logs import DEFAULT_LIMIT as DEFAULT_LOG_LIMIT
 from edgerm.master.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from edgerm.master.state_api import StateQuery
 from edgerm.model import Filters
 
 log = logging.getLogger(__name__)

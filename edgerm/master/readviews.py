@@ -29,7 +29,7 @@ Rules:
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -212,7 +212,13 @@ class ReadViews:
     def recomputed(self) -> ReadViews:
         """New views over the same records, computed from scratch (the tests' reference); changes nothing."""
         fresh = ReadViews(
-            self._agents, self._frameworks, self._tasks, self._offers, self._outbox, self._sorter, self._failover_timeout
+            self._agents,
+            self._frameworks,
+            self._tasks,
+            self._offers,
+            self._outbox,
+            self._sorter,
+            self._failover_timeout,
         )
         fresh._take(list(self._agents), list(self._frameworks), [r.task_id for r in self._tasks])
         return fresh
@@ -234,11 +240,15 @@ class ReadViews:
             old = self._seen.get(task_id)
             if new is old:
                 continue
-            if old is not None:
+            if old is not None and new is not None:
+                self._move_task(old, new)
+            elif old is not None:
                 self._unindex_task(old)
+            elif new is not None:
+                self._index_task(new)
+            if old is not None:
                 touched.add(old.agent_id)
             if new is not None:
-                self._index_task(new)
                 touched.add(new.agent_id)
         for fid in framework_ids:
             self._refresh_framework(fid)
@@ -254,7 +264,35 @@ class ReadViews:
         self._by_state.setdefault(record.state.value, SortedIds()).add(tid)
         if record.live:
             self._tasks_live += 1
-            self._fw_live[record.framework_id] = self._fw_live.get(record.framework_id, 0) + 1
+            self._count_live(record.framework_id, 1)
+
+    def _move_task(self, old: TaskRecord, new: TaskRecord) -> None:
+        """A known task changed: move it only in the indexes whose key changed (most changes are a state)."""
+        tid = new.task_id
+        self._seen[tid] = new
+        if old.agent_id != new.agent_id:
+            _drop(self._by_agent, old.agent_id, tid)
+            self._by_agent.setdefault(new.agent_id, SortedIds()).add(tid)
+        if old.framework_id != new.framework_id:
+            _drop(self._by_framework, old.framework_id, tid)
+            self._by_framework.setdefault(new.framework_id, SortedIds()).add(tid)
+        if old.state is not new.state:
+            _drop(self._by_state, old.state.value, tid)
+            self._by_state.setdefault(new.state.value, SortedIds()).add(tid)
+        if old.live != new.live or old.framework_id != new.framework_id:
+            if old.live:
+                self._tasks_live -= 1
+                self._count_live(old.framework_id, -1)
+            if new.live:
+                self._tasks_live += 1
+                self._count_live(new.framework_id, 1)
+
+    def _count_live(self, fid: FrameworkId, by: int) -> None:
+        left = self._fw_live.get(fid, 0) + by
+        if left:
+            self._fw_live[fid] = left
+        else:
+            del self._fw_live[fid]
 
     def _unindex_task(self, record: TaskRecord) -> None:
         tid = record.task_id
@@ -265,11 +303,7 @@ class ReadViews:
         _drop(self._by_state, record.state.value, tid)
         if record.live:
             self._tasks_live -= 1
-            left = self._fw_live[record.framework_id] - 1
-            if left:
-                self._fw_live[record.framework_id] = left
-            else:
-                del self._fw_live[record.framework_id]
+            self._count_live(record.framework_id, -1)
 
     def _refresh_framework(self, fid: FrameworkId) -> None:
         record = self._frameworks.get(fid)
@@ -433,4 +467,3 @@ def _drop(index: dict[K2, SortedIds[K]], key: K2, item: K) -> None:
         ids.discard(item)
         if not ids:
             del index[key]
-

@@ -147,7 +147,13 @@ class MasterCore:
         self._changed_frameworks: set[FrameworkId] = set()
         self._new_modules: list[bytes] = []
         self.views = ReadViews(
-            self._agents, self._frameworks, self._tasks, self._offers, self._outbox, self._sorter, self._failover_timeout
+            self._agents,
+            self._frameworks,
+            self._tasks,
+            self._offers,
+            self._outbox,
+            self._sorter,
+            self._failover_timeout,
         )
 
     # ------------------------------------------------------------------ entry

@@ -39,8 +39,8 @@ from edgerm.master import events as ev
 from edgerm.master.actions import KillTask, LaunchTask, MasterAction, Persist, SendEvent
 from edgerm.master.allocator import DRFSorter, RoundRobinSorter, Sorter
 from edgerm.master.registry import AgentRow, Changes, FrameworkRow, Registry, TaskRow
-from edgerm.master.state_api import Cursor, StateQuery, state_page
 from edgerm.master.state import MasterConfig, MasterCore
+from edgerm.master.state_api import Cursor, StateQuery, state_page
 from edgerm.model import (
     AgentInfo,
     DockerSpec,
@@ -441,7 +441,9 @@ class MasterMachine(RuleBasedStateMachine):
         ]
         visible = {t["id"] for t in snapshot["tasks"] if scope is None or t["framework_id"] in scope}
         want_agents = [
-            {**a, "tasks": [t for t in a["tasks"] if t in visible]} for a in snapshot["agents"] if agent in (None, a["id"])
+            {**a, "tasks": [t for t in a["tasks"] if t in visible]}
+            for a in snapshot["agents"]
+            if agent in (None, a["id"])
         ]
         got: dict[str, list[Any]] = {"agents": [], "frameworks": [], "tasks": []}
         cursor = Cursor()

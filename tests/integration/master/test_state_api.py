@@ -52,7 +52,9 @@ class Cluster:
         assert status == 200, body
         return body
 
-    async def all_pages(self, limit: int, params: dict[str, str] | None = None, as_: FakeFramework | None = None) -> Any:
+    async def all_pages(
+        self, limit: int, params: dict[str, str] | None = None, as_: FakeFramework | None = None
+    ) -> Any:
         """Every page from the first, concatenated (and each page checked against ``limit``)."""
         got: dict[str, list[Any]] = {"agents": [], "frameworks": [], "tasks": []}
         query = {**(params or {}), "limit": str(limit)}
