@@ -315,33 +315,44 @@ class ReadViews:
             self._fw_active[fid] = record.active
 
     def _refresh_agent(self, aid: AgentId) -> None:
-        for offer in self._agent_offers.pop(aid, ()):
-            held = self._fw_offers[offer.framework_id]
-            del held[offer.id]
-            if not held:
-                del self._fw_offers[offer.framework_id]
-        old_state = self._agent_state.pop(aid, None)
-        if old_state is not None:
-            _drop(self._agents_by_state, old_state, aid)
-        old_load = self._loads.pop(aid, None)
-        if old_load is not None:
-            self._add_samples(old_load, -1)
         record = self._agents.get(aid)
-        if record is None:
-            self.agent_ids.discard(aid)
-            return
-        self.agent_ids.add(aid)
-        state = record.state.value
-        self._agent_state[aid] = state
-        self._agents_by_state.setdefault(state, SortedIds()).add(aid)
-        offers = tuple(self._offers.on_agent(aid))
-        if offers:
-            self._agent_offers[aid] = offers
+        old_offers = self._agent_offers.get(aid, ())
+        offers = tuple(self._offers.on_agent(aid)) if record is not None else ()
+        if offers != old_offers:
+            for offer in old_offers:
+                held = self._fw_offers[offer.framework_id]
+                del held[offer.id]
+                if not held:
+                    del self._fw_offers[offer.framework_id]
             for offer in offers:
                 self._fw_offers.setdefault(offer.framework_id, {})[offer.id] = offer
+            if offers:
+                self._agent_offers[aid] = offers
+            else:
+                del self._agent_offers[aid]
+        old_state = self._agent_state.get(aid)
+        state = record.state.value if record is not None else None
+        if state != old_state:
+            if old_state is not None:
+                _drop(self._agents_by_state, old_state, aid)
+                del self._agent_state[aid]
+            if state is not None:
+                self._agent_state[aid] = state
+                self._agents_by_state.setdefault(state, SortedIds()).add(aid)
+        old_load = self._loads.get(aid)
+        if record is None:
+            self.agent_ids.discard(aid)
+            if old_load is not None:
+                self._add_samples(old_load, -1)
+                del self._loads[aid]
+            return
+        if old_load is None:
+            self.agent_ids.add(aid)
         load = AgentLoad(record.info.resources, self._tasks.used_on(aid), self._offers.offered_on(aid))
-        if old_load is not None and old_load == load:
-            load = old_load  # unchanged: keep the row (and any rendering cached for it)
+        if old_load == load:
+            return  # unchanged: keep the row (and any rendering cached for it)
+        if old_load is not None:
+            self._add_samples(old_load, -1)
         self._loads[aid] = load
         self._add_samples(load, 1)
 
