@@ -65,6 +65,13 @@ def _label_text(names: tuple[str, ...], values: tuple[str, ...], extra: str = ""
     return "{" + ",".join(parts) + "}" if parts else ""
 
 
+def sample_line(name: str, labelnames: tuple[str, ...], labels: Labels, value: float) -> str:
+    """One sample's line, for callers that cache the lines of series that rarely change
+    (not through the label cache: per-object series would crowd it out)."""
+    parts = [f'{n}="{escape(v)}"' for n, v in zip(labelnames, labels, strict=True)]
+    return f"{name}{{{','.join(parts)}}} {fmt(value)}" if parts else f"{name} {fmt(value)}"
+
+
 def fmt(value: float) -> str:
     """A sample value: integers without a fraction, infinities as the format spells them."""
     if math.isinf(value):
@@ -145,6 +152,11 @@ class Writer:
         names = tuple(labelnames)
         for labels, value in samples:
             self._lines.append(f"{name}{_label_text(names, labels)} {fmt(value)}")
+
+    def gauge_lines(self, name: str, help_text: str, lines: Iterable[str]) -> None:
+        """A gauge family from lines already rendered (:func:`sample_line`)."""
+        self._head(name, "gauge", help_text)
+        self._lines.extend(lines)
 
     def value(self, name: str, help_text: str, value: float) -> None:
         """A gauge without labels."""

@@ -21,7 +21,8 @@ Rules:
 - Read-only views by role (:data:`VIEW_ROLES`); any route not listed there is
   admin-only, so routes added later are covered without an edit here.
 - A framework principal's ``/api/v1/state`` shows only its frameworks and
-  tasks (:meth:`Policy.state_for`).
+  tasks (:meth:`Policy.state_scope`, applied by the state API;
+  :meth:`Policy.state_for` does the same to a whole state dict).
 """
 
 from __future__ import annotations
@@ -152,6 +153,15 @@ class Policy:
         self.owners.unbind(framework_id)
 
     # -- read-only views ------------------------------------------------------------
+
+    def state_scope(self, principal: Principal) -> frozenset[FrameworkId] | None:
+        """The frameworks whose tasks ``principal`` may see in the state (None: all of them, an admin).
+
+        The state API (:mod:`edgerm.master.state_api`) narrows its page to them as
+        :meth:`state_for` narrows a whole state."""
+        if principal.role is Role.ADMIN:
+            return None
+        return self.owners.owned_by(principal.name)
 
     def state_for(self, principal: Principal, state: dict[str, object]) -> dict[str, object]:
         """The cluster state as ``principal`` may see it (check_view(principal, "state") first)."""

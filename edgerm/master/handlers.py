@@ -34,6 +34,7 @@ from edgerm.master.logs import LogPiece, LogRequests
 from edgerm.master.metrics import render_metrics
 from edgerm.master.service import CommandStream, EventStream, MasterService
 from edgerm.master.state import _task_json
+from edgerm.master.state_api import StateQuery, state_page
 
 _AGENT_CALL_NAMES: dict[type, str] = {
     m.RegisterAgent: "REGISTER",
@@ -184,12 +185,13 @@ class Handlers:
         """Count a typed error reply (called by the adapter that sent it)."""
         self._metrics.error(type(error).code)
 
-    def state(self) -> dict[str, object]:
-        """The cluster state: the core's JSON-ready snapshot, plus the broker the master names to agents."""
-        state = self.service.core.snapshot()
-        master = state.get("master")
+    def state(self, query: StateQuery | None = None, scope: frozenset[FrameworkId] | None = None) -> dict[str, object]:
+        """A page of the cluster state from the core's read views (:mod:`edgerm.master.state_api`), as a
+        principal limited to ``scope`` may see it, plus the broker the master names to agents."""
+        state = state_page(self.service.core, query or StateQuery(), scope)
+        master = state["master"]
         if isinstance(master, dict):
-            state["master"] = {**master, "broker_url": self.service.options.broker_url}
+            master["broker_url"] = self.service.options.broker_url
         return state
 
     def metrics_text(self) -> str:

@@ -6,7 +6,9 @@ Routes::
                                    RecordIO-framed LAUNCH/KILL AgentEvents
     POST /api/v1/scheduler         Call; SUBSCRIBE streams RecordIO Events with
                                    header Edgerm-Stream-Id; others 202 empty
-    GET  /api/v1/state             the cluster state as JSON
+    GET  /api/v1/state             the cluster state as JSON; ?agent= ?framework= ?state=
+                                   ?agent_state= ?limit= ?after= filter and page it
+                                   (edgerm.master.state_api; errors as JSON {"error", "message"})
     GET  /api/v1/modules/{sha256}  an inline WebAssembly module by content hash
     GET  /api/v1/tasks/{id}        one task and its status history (JSON)
     GET  /api/v1/tasks/{id}/logs   ?stream=stdout|stderr&offset=N&limit=N: a piece of a
@@ -74,6 +76,7 @@ from edgerm.master.http_auth import (
 )
 from edgerm.master.logs import DEFAULT_LIMIT as DEFAULT_LOG_LIMIT
 from edgerm.master.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from edgerm.master.state_api import StateQuery
 from edgerm.model import Filters
 
 log = logging.getLogger(__name__)
@@ -279,7 +282,7 @@ class _HttpAdapter:
         if not limit:
             return event
         core = self._handlers.service.core
-        held = sum(len(core.offers_of(f)) for f in security.policy.owners.owned_by(principal.name))
+        held = sum(core.views.offer_count(f) for f in security.policy.owners.owned_by(principal.name))
         excess = held - limit
         if excess <= 0:
             return event
@@ -298,10 +301,15 @@ class _HttpAdapter:
     # -- read-only views -------------------------------------------------------------------
 
     async def state(self, request: web.Request) -> web.StreamResponse:
-        state = self._handlers.state()
+        try:
+            query = StateQuery.parse(request.query)
+        except WireError as e:
+            return self._json_error(e)
         principal = self._principal(request)
+        scope = None
         if principal is not None and self._security is not None:
-            state = self._security.policy.state_for(principal, state)
+            scope = self._security.policy.state_scope(principal)
+        state = self._handlers.state(query, scope)
         return web.json_response(state, headers={"Cache-Control": "no-store"})
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:

@@ -16,14 +16,17 @@ the pruning of ended tasks), live tasks by state, offers sent, accepted,
 declined, rescinded and expired per framework, and the core's latencies.
 
 :func:`render_metrics` adds gauges read at scrape time from the core's read
-views (resources per agent and for the cluster, agents by state, the DRF
-dominant share per framework) and the service's own gauges, and renders the
-Prometheus text exposition (:mod:`edgerm.promtext`).
+views (:mod:`edgerm.master.readviews`: resources per agent and for the
+cluster, agents by state, frameworks; the DRF dominant share per framework)
+and the service's own gauges, and renders the Prometheus text exposition
+(:mod:`edgerm.promtext`).
 
 Rules:
 - Observing is dict updates only: it runs on every heartbeat and every
-  event. Nothing here re-reads a state snapshot; a scrape walks the agents
-  once (per-agent series) and the frameworks once, nothing more.
+  event. Nothing here re-reads a state snapshot or sums resources: cluster
+  totals are the views' own. A scrape walks the agents once for the
+  per-agent series, re-rendering only the lines of agents whose load or
+  labels changed since the last scrape, and the frameworks once.
 - Series of an object that is gone (a lost agent, a torn-down framework)
   are forgotten, so the families stay bounded by the live cluster.
 - An offer the core drops without telling its framework (the framework
@@ -42,10 +45,20 @@ from edgerm import messages as m
 from edgerm.ids import AgentId, FrameworkId, OfferId
 from edgerm.master import events as ev
 from edgerm.master.actions import DropAgent, MasterAction, SendEvent
+from edgerm.master.readviews import AgentLoad, resource_samples
 from edgerm.master.state import MasterCore
 from edgerm.master.tasks import TaskChange
 from edgerm.model import TaskState
-from edgerm.promtext import CONTENT_TYPE, LATENCY_BUCKETS, SLOW_BUCKETS, Counter, Histogram, Writer, process_figures
+from edgerm.promtext import (
+    CONTENT_TYPE,
+    LATENCY_BUCKETS,
+    SLOW_BUCKETS,
+    Counter,
+    Histogram,
+    Writer,
+    process_figures,
+    sample_line,
+)
 from edgerm.resources import Resources
 
 __all__ = ["CONTENT_TYPE", "MasterMetrics", "render_metrics"]
@@ -130,6 +143,8 @@ class MasterMetrics:
             LATENCY_BUCKETS,
         )
         self.last_loop_lag = 0.0
+        #: per agent: its load row, its rendered resource lines, its info labels and line (see render_metrics)
+        self.agent_lines: dict[AgentId, tuple[AgentLoad, str, tuple[str, ...], str]] = {}
 
     # -- from the handler table --------------------------------------------------
 
@@ -250,39 +265,57 @@ class MasterMetrics:
 
 # -- rendering ---------------------------------------------------------------------------
 
+_RESOURCE_LABELS = ("agent_id", "resource", "kind")
+_INFO_LABELS = ("agent_id", "hostname", "transport", "state")
 
-def _resource_samples(res: Resources) -> Iterable[tuple[str, float]]:
-    for name in ("cpus", "mem", "disk"):
-        yield name, res.get(name)
-    for name, amount in sorted(res.scalars.items()):
-        if name not in ("cpus", "mem", "disk"):
-            yield name, amount
-    yield "devices", float(len(res.devices))
-    if res.ranges:
-        yield "ports", float(sum(len(r) for ranges in res.ranges.values() for r in ranges))
+
+def _agent_lines(aid: AgentId, load: AgentLoad) -> str:
+    lines = []
+    for kind, res in (("total", load.total), ("used", load.used), ("offered", load.offered)):
+        for name, amount in resource_samples(res):
+            lines.append(sample_line("edgerm_agent_resources", _RESOURCE_LABELS, (aid, name, kind), amount))
+    return "\n".join(lines)
 
 
 def render_metrics(
     metrics: MasterMetrics, core: MasterCore, gauges: Mapping[str, float], now: float, lost_recently: int = 0
 ) -> str:
-    """The Prometheus text exposition of every figure of the master."""
+    """The Prometheus text exposition of every figure of the master.
+
+    Cluster figures come from the core's read views (kept as the core changes). The
+    per-agent families are one pass over the agents: each agent's resource lines are
+    rendered once per change of its load (cached on the load row), its info line once
+    per change of its host, transport or state; only the silent/active test runs per
+    agent per scrape."""
     w = Writer()
-    agents = sorted(core.agent_records(), key=lambda a: a.info.id)
-    per_agent: list[tuple[tuple[str, ...], float]] = []
-    cluster: dict[tuple[str, str], float] = {}
-    info: list[tuple[tuple[str, ...], float]] = []
+    views = core.views
+    totals = views.totals()
     states = {"active": 0, "silent": 0}
-    for agent in agents:
-        aid = agent.info.id
-        interval = agent.info.heartbeat_interval if agent.info.heartbeat_interval > 0 else 1.0
-        state = "silent" if now - agent.last_seen > SILENT_AFTER_INTERVALS * interval else "active"
+    info: list[str] = []
+    per_agent: list[str] = []
+    cache = metrics.agent_lines
+    fresh: dict[AgentId, tuple[AgentLoad, str, tuple[str, ...], str]] = {}
+    for aid in views.agent_ids:
+        record = views.agent_record(aid)
+        load = views.load(aid)
+        if record is None or load is None:
+            continue
+        interval = record.info.heartbeat_interval if record.info.heartbeat_interval > 0 else 1.0
+        state = "silent" if now - record.last_seen > SILENT_AFTER_INTERVALS * interval else "active"
         states[state] += 1
-        info.append(((aid, agent.info.hostname, metrics.agent_transport.get(aid, "http"), state), 1))
-        held = (("total", agent.info.resources), ("used", core.used_on(aid)), ("offered", core.offered_on(aid)))
-        for kind, res in held:
-            for name, amount in _resource_samples(res):
-                per_agent.append(((aid, name, kind), amount))
-                cluster[(name, kind)] = cluster.get((name, kind), 0.0) + amount
+        labels = (aid, record.info.hostname, metrics.agent_transport.get(aid, "http"), state)
+        cached = cache.get(aid)
+        if cached is None:
+            cached = (load, _agent_lines(aid, load), labels, sample_line("edgerm_agent_info", _INFO_LABELS, labels, 1))
+        else:
+            if cached[0] is not load:
+                cached = (load, _agent_lines(aid, load), cached[2], cached[3])
+            if cached[2] != labels:
+                cached = (cached[0], cached[1], labels, sample_line("edgerm_agent_info", _INFO_LABELS, labels, 1))
+        fresh[aid] = cached
+        info.append(cached[3])
+        per_agent.append(cached[1])
+    metrics.agent_lines = fresh  # departed agents drop out
     states["lost"] = lost_recently
     w.gauge(
         "edgerm_agents",
@@ -290,32 +323,28 @@ def render_metrics(
         [((s,), n) for s, n in states.items()],
         ("state",),
     )
-    w.gauge(
-        "edgerm_agent_info",
-        "One series per registered agent naming its host, transport and state (always 1).",
-        info,
-        ("agent_id", "hostname", "transport", "state"),
+    w.gauge_lines(
+        "edgerm_agent_info", "One series per registered agent naming its host, transport and state (always 1).", info
     )
     w.gauge(
         "edgerm_cluster_resources",
         "Resources of all registered agents: total, used by live tasks, offered (cpus in cores, mem/disk in MiB).",
-        [((name, kind), v) for (name, kind), v in sorted(cluster.items())],
+        [((name, kind), v) for (name, kind), v in totals.resources.items()],
         ("resource", "kind"),
     )
-    w.gauge(
+    w.gauge_lines(
         "edgerm_agent_resources",
         "Resources per agent: total, used by live tasks, offered (cpus in cores, mem/disk in MiB).",
-        per_agent,
-        ("agent_id", "resource", "kind"),
+        (block for block in per_agent if block),
     )
     w.counter(metrics.registrations)
     w.counter(metrics.agents_lost)
     w.histogram(metrics.lateness)
-    frameworks = sorted(core.framework_records(), key=lambda f: f.info.id)
+    frameworks = [f for f in map(views.framework_record, views.framework_ids) if f is not None]
     w.gauge(
         "edgerm_frameworks",
         "Frameworks known, by whether their event stream is open.",
-        [(("active",), sum(1 for f in frameworks if f.active)), (("inactive",), sum(not f.active for f in frameworks))],
+        [(("active",), totals.frameworks_active), (("inactive",), totals.frameworks - totals.frameworks_active)],
         ("state",),
     )
     w.gauge(
@@ -324,8 +353,10 @@ def render_metrics(
         [((f.info.id, f.info.name, str(f.active).lower(), str(f.suppressed).lower()), 1) for f in frameworks],
         ("framework_id", "name", "active", "suppressed"),
     )
-    totals = {name: v for (name, kind), v in cluster.items() if kind == "total" and name not in ("devices", "ports")}
-    shares = core.dominant_shares(Resources.scalar(**totals))
+    cluster_total = {
+        name: v for (name, kind), v in totals.resources.items() if kind == "total" and name not in ("devices", "ports")
+    }
+    shares = core.dominant_shares(Resources.scalar(**cluster_total))
     w.gauge(
         "edgerm_framework_dominant_share",
         "DRF dominant share of each framework (largest fraction of any cluster resource it holds or is offered).",

@@ -12,6 +12,9 @@ Rules:
 - A filter ``(framework, agent) -> until`` keeps that agent out of that
   framework's offers while ``now < until``.
 
+``touched`` collects the agents whose offers were created or removed since
+the core's read views last took it (:mod:`edgerm.master.readviews`).
+
 The book is plain bookkeeping; it never decides who gets what (that is
 :mod:`edgerm.master.allocator`) and never talks to anyone.
 """
@@ -28,7 +31,16 @@ from edgerm.resources import EMPTY, Resources
 class OfferBook:
     """Offers by id, with indexes by agent and framework."""
 
-    __slots__ = ("_by_agent", "_counter", "_expired", "_expired_limit", "_filters", "_master_id", "_offers")
+    __slots__ = (
+        "_by_agent",
+        "_counter",
+        "_expired",
+        "_expired_limit",
+        "_filters",
+        "_master_id",
+        "_offers",
+        "touched",
+    )
 
     def __init__(self, master_id: str, expired_limit: int = 1024) -> None:
         self._master_id = master_id
@@ -38,6 +50,7 @@ class OfferBook:
         self._expired_limit = expired_limit
         self._filters: dict[tuple[FrameworkId, AgentId], float] = {}
         self._counter = 0
+        self.touched: set[AgentId] = set()  # agents whose offers changed (for the read views)
 
     # -- offers ---------------------------------------------------------------
 
@@ -66,6 +79,7 @@ class OfferBook:
         )
         self._offers[offer.id] = offer
         self._by_agent.setdefault(agent.id, {})[offer.id] = None
+        self.touched.add(agent.id)
         return offer
 
     def remove(self, offer_id: OfferId) -> Offer:
@@ -75,6 +89,7 @@ class OfferBook:
         del on_agent[offer_id]
         if not on_agent:
             del self._by_agent[offer.agent_id]
+        self.touched.add(offer.agent_id)
         return offer
 
     def expire(self, offer_id: OfferId) -> Offer:

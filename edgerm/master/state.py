@@ -3,7 +3,10 @@
 ``MasterCore.handle(event, now)`` applies one event (an agent or framework
 fact, a scheduler call, or a Tick) and returns the actions the service must
 carry out (:mod:`edgerm.master.actions`). Nothing else changes the master's
-state; the read-only views (``snapshot``, ``task``, ``free``, ...) only read.
+state; the read-only views (``views``, ``task``, ``free``, ...) only read.
+``views`` (:mod:`edgerm.master.readviews`) is refreshed at the end of every
+event from the same change marks as the registry; ``snapshot`` formats the
+whole state from scratch (the tests' reference; requests use the views).
 
 Rules:
 
@@ -63,6 +66,7 @@ from edgerm.master import events as ev
 from edgerm.master.actions import DropAgent, KillTask, LaunchTask, MasterAction, Notice, Persist, SendEvent
 from edgerm.master.allocator import DRFSorter, Sorter, allocate, offerable
 from edgerm.master.offers import OfferBook
+from edgerm.master.readviews import ReadViews
 from edgerm.master.registry import AgentRow, Changes, FrameworkRow, Registry, TaskRow, strip_module
 from edgerm.master.tasks import TaskChange, TaskRecord, TaskTable, UpdateOutbox, may_follow
 from edgerm.master.validation import check_accept, check_offers, require_subscribed
@@ -142,6 +146,15 @@ class MasterCore:
         self._changed_agents: set[AgentId] = set()
         self._changed_frameworks: set[FrameworkId] = set()
         self._new_modules: list[bytes] = []
+        self.views = ReadViews(
+            self._agents,
+            self._frameworks,
+            self._tasks,
+            self._offers,
+            self._outbox,
+            self._sorter,
+            self._failover_timeout,
+        )
 
     # ------------------------------------------------------------------ entry
 
@@ -153,6 +166,7 @@ class MasterCore:
             self._last_tick = now  # the loop's clock starts with the first event
         self._tasks.now = now
         actions = self._dispatch(event, now)
+        self.views.refresh(self._changed_agents, self._changed_frameworks, self._tasks.changed)
         changes = self._take_changes()
         if changes:
             actions.append(Persist(changes))
@@ -187,6 +201,7 @@ class MasterCore:
                     self._outbox.add(record.framework_id, status, now, interval)
         self._settle_until = now + self._grace()
         self._last_tick = now
+        self.views.rebuild()
         self._take_changes()  # what was loaded is already durable
         return [
             Notice(
@@ -250,6 +265,11 @@ class MasterCore:
         tasks = [_task_json(r) for r in sorted(self._tasks, key=lambda r: r.task_id)]
         return {"master": master, "agents": agents, "frameworks": frameworks, "tasks": tasks}
 
+    @property
+    def settling_until(self) -> float | None:
+        """When the current settle period ends (None: there has been none)."""
+        return self._settle_until if self._settle_until > float("-inf") else None
+
     def agent_known(self, agent_id: AgentId) -> bool:
         return agent_id in self._agents
 
@@ -269,7 +289,7 @@ class MasterCore:
 
     def live_tasks_of(self, framework_id: FrameworkId) -> int:
         """How many of the framework's tasks are live (STAGING until terminal)."""
-        return sum(1 for r in self._tasks.of_framework(framework_id) if r.live)
+        return self.views.live_tasks_of(framework_id)
 
     def offers_of(self, framework_id: FrameworkId) -> list[Offer]:
         return self._offers.of_framework(framework_id)

@@ -5,6 +5,10 @@
 - offers go only to active frameworks, on known agents; live tasks sit on known agents;
 - the sorter's view of each framework equals its offers plus its live tasks;
 - a call that raises leaves snapshot() unchanged;
+- the read views the core keeps incrementally equal views recomputed from
+  scratch, and the state API served from them (no parameters) equals
+  snapshot(); every filtered and paged answer equals the snapshot filtered
+  and cut the same way;
 - after every task ends and every offer is declined, free == total everywhere;
 - a master restarted from what it persisted (its ``Persist`` actions, folded
   as a store would) knows the same frameworks, agents and tasks, in the same
@@ -36,6 +40,7 @@ from edgerm.master.actions import KillTask, LaunchTask, MasterAction, Persist, S
 from edgerm.master.allocator import DRFSorter, RoundRobinSorter, Sorter
 from edgerm.master.registry import AgentRow, Changes, FrameworkRow, Registry, TaskRow
 from edgerm.master.state import MasterConfig, MasterCore
+from edgerm.master.state_api import Cursor, StateQuery, state_page
 from edgerm.model import (
     AgentInfo,
     DockerSpec,
@@ -405,6 +410,65 @@ class MasterMachine(RuleBasedStateMachine):
             parts += [o.resources for o in self.core.offers_of(fid)]
             for scalar in ("cpus", "mem"):
                 assert abs(held.get(scalar) - sum(p.get(scalar) for p in parts)) < 1e-3
+
+    @invariant()
+    def read_views_match_a_recomputation(self) -> None:
+        views = self.core.views
+        assert views.digest() == views.recomputed().digest()
+        served = state_page(self.core, StateQuery())
+        assert served.pop("next") is None
+        assert served == self.core.snapshot()
+
+    @rule(data=st.data())
+    def read_a_filtered_page(self, data: st.DataObject) -> None:
+        """Any filter and page size: paging to the end yields the snapshot's rows filtered the same way."""
+        snapshot: Any = self.core.snapshot()
+        agent = data.draw(st.sampled_from([None, *sorted(AGENTS), "nobody"]), label="agent")
+        framework = data.draw(st.sampled_from([None, *FRAMEWORKS, "nobody"]), label="framework")
+        state = data.draw(st.sampled_from([None, TaskState.RUNNING, TaskState.FINISHED, TaskState.KILLING]))
+        scope = data.draw(st.sampled_from([None, frozenset(), frozenset({FrameworkId("f1")})]), label="scope")
+        limit = data.draw(st.integers(1, 3), label="limit")
+        want_frameworks = [
+            f for f in snapshot["frameworks"] if framework in (None, f["id"]) and (scope is None or f["id"] in scope)
+        ]
+        want_tasks = [
+            t
+            for t in snapshot["tasks"]
+            if agent in (None, t["agent_id"])
+            and framework in (None, t["framework_id"])
+            and (state is None or t["state"] == state.value)
+            and (scope is None or t["framework_id"] in scope)
+        ]
+        visible = {t["id"] for t in snapshot["tasks"] if scope is None or t["framework_id"] in scope}
+        want_agents = [
+            {**a, "tasks": [t for t in a["tasks"] if t in visible]}
+            for a in snapshot["agents"]
+            if agent in (None, a["id"])
+        ]
+        got: dict[str, list[Any]] = {"agents": [], "frameworks": [], "tasks": []}
+        cursor = Cursor()
+        for _ in range(100):
+            page: Any = state_page(
+                self.core,
+                StateQuery(
+                    AgentId(agent) if agent else None,
+                    FrameworkId(framework) if framework else None,
+                    state,
+                    None,
+                    limit,
+                    cursor,
+                ),
+                scope,
+            )
+            for key in got:
+                assert len(page[key]) <= limit
+                got[key] += page[key]
+            if page["next"] is None:
+                break
+            cursor = Cursor.decode(page["next"])
+        else:
+            raise AssertionError("paging did not end")
+        assert got == {"agents": want_agents, "frameworks": want_frameworks, "tasks": want_tasks}
 
 
 class RoundRobinMasterMachine(MasterMachine):

@@ -62,6 +62,8 @@ LAYERS: dict[str, list[str]] = {
         "edgerm.master.offers",
         "edgerm.master.tasks",
         "edgerm.master.registry",  # the rows the core persists
+        "edgerm.master.readviews",  # the typed views the core keeps for the read side
+        "edgerm.master.state_api",  # /api/v1/state pages from the views (query parsing, JSON rows)
         "edgerm.agent",
         "edgerm.agent.state",
         "edgerm.agent.core_io",
