@@ -172,11 +172,8 @@ async def test_bad_input_gets_the_same_typed_errors(master: RunningMaster, trans
     async with start_agent(url, FAST, tmp_path / "agent") as agent, running(fw, master):
         other = await _transport_as(master, url, AgentId("never-registered"), tmp_path / "other")
         # Over CoAP the agent's own id already joined: speak through its own transport.
-        mine = (
-            agent.service.transport
-            if transport == "coap"
-            else await _transport_as(master, url, agent.agent_id, tmp_path)
-        )
+        own = agent.service.transport
+        mine = own if transport == "coap" else await _transport_as(master, url, agent.agent_id, tmp_path)
         try:
             with pytest.raises(UnknownAgent):
                 await other.call(m.AgentHeartbeat(AgentId("never-registered")))
