@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import filelock
 from aiocoap import oscore
 
 from edgerm.auth.credentials import Credential, Credentials
@@ -153,10 +154,10 @@ def open_context(directory: Path) -> Any:
     """The ``FilesystemSecurityContext`` in ``directory`` (holds its lock); ConfigError if unusable."""
     try:
         return oscore.FilesystemSecurityContext(str(directory))
+    except filelock.Timeout:
+        raise ConfigError(f"{directory}: the OSCORE context is in use (its lock is held)") from None
     except (oscore.FilesystemSecurityContext.LoadError, OSError, ValueError) as e:
         raise ConfigError(f"{directory}: not a usable OSCORE context: {e}") from None
-    except Exception as e:  # filelock.Timeout: another process holds the context
-        raise ConfigError(f"{directory}: the OSCORE context is in use by another process ({e})") from None
 
 
 def close_context(context: Any) -> None:
