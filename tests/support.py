@@ -77,3 +77,18 @@ def require_docker(why_not: str) -> None:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the Docker tests: {why_not}")
         pytest.skip(why_not)
+
+
+async def oscore_transport(
+    coap_url: str, work_dir: Path, agent_id: str, join_url: str | None = None, **options: Any
+) -> Any:
+    """A CoAP transport OSCORE-protected for ``agent_id``: it joins the in-process master at ``coap_url``
+    (or at ``join_url``, with its provisioned join token) and keeps the context in ``work_dir``. Close it."""
+    from edgerm.agent.coap_join import coap_security
+    from edgerm.agent.coap_transport import CoapAgentTransport
+    from edgerm.ids import AgentId
+
+    await asyncio.to_thread(work_dir.mkdir, parents=True, exist_ok=True)
+    context, renew = await coap_security(coap_url, work_dir, AgentId(agent_id), join_url=join_url, deadline=0.0)
+    assert context is not None, f"no OSCORE context for {agent_id}: is {coap_url} an in-process secure master?"
+    return CoapAgentTransport(coap_url, security_context=context, renew=renew, **options)

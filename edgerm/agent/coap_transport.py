@@ -32,6 +32,14 @@ Rules:
 - An observation ends (and the agent's service opens a new one) when the
   master ends it, when it fails, and when this transport registers again:
   a master that forgot the agent also forgot its observation.
+- OSCORE (RFC 8613): with a ``security_context`` (the agent's, from its
+  join: :mod:`edgerm.agent.coap_join`) every request of every context goes
+  through aiocoap's OSCORE transport. A typed refusal the master sends
+  unprotected (no context for us, a replay) still becomes its WireError. An
+  ``Unauthenticated`` reply to a call makes the transport ``renew`` the
+  context once (a new join) and retry; then lanes and observations start
+  afresh, and the replaced context is closed after the call timeout. At
+  :meth:`close` the context persists its exact sequence number.
 """
 
 from __future__ import annotations
@@ -40,12 +48,13 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiocoap
 import aiocoap.error
+from aiocoap.credentials import CredentialsMap
 
 from edgerm import messages as m
 from edgerm import wire
@@ -62,7 +71,7 @@ from edgerm.coap_util import (
     quiet_aiocoap_logs,
     raise_for_response,
 )
-from edgerm.errors import ConfigError, MalformedMessage, TransportError, UnknownAgent, WireError
+from edgerm.errors import ConfigError, MalformedMessage, TransportError, Unauthenticated, UnknownAgent, WireError
 from edgerm.ids import AgentId
 
 log = logging.getLogger(__name__)
@@ -73,6 +82,18 @@ DEFAULT_ROTATE_AFTER = 30_000
 EXCHANGE_LIFETIME = 247.0
 _MAX_MODULE = 64 * 1024 * 1024
 _BLOCK = 1024
+
+
+def _close_context(context: Any) -> None:
+    from edgerm.auth.oscore_contexts import close_context  # lazily: plain CoAP loads no OSCORE
+
+    close_context(context)
+
+
+def _retire_context(context: Any) -> None:
+    from edgerm.auth.oscore_contexts import retire_agent_context
+
+    retire_agent_context(context)
 
 
 class _Lane:
@@ -99,6 +120,8 @@ class CoapAgentTransport:
         module_timeout: float = 60.0,
         rotate_after: int = DEFAULT_ROTATE_AFTER,
         linger: float = EXCHANGE_LIFETIME,
+        security_context: Any | None = None,
+        renew: Callable[[], Awaitable[Any | None]] | None = None,
     ) -> None:
         parts = urlsplit(master_url)
         if parts.scheme not in COAP_SCHEMES or not parts.hostname:
@@ -122,15 +145,35 @@ class CoapAgentTransport:
         self._delivered: Cursor | None = None
         self._closed = False
         self.lanes_opened = 0  # client contexts created for calls (rotation and failures show here)
+        self._security: Any | None = None  # the OSCORE security context (None: plain CoAP)
+        self._credentials: CredentialsMap | None = None
+        self._old_contexts: list[Any] = []  # replaced contexts, closed a little later
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._renew = renew
+        self._renewing = asyncio.Lock()
+        if security_context is not None:
+            self._use(security_context)
         quiet_aiocoap_logs()
         harden_aiocoap()
 
     # -- the calls -----------------------------------------------------------------------
 
+    @property
+    def secure(self) -> bool:
+        """Whether requests are OSCORE-protected."""
+        return self._security is not None
+
     async def call(self, call: m.AgentCall) -> m.AgentEvent:
         where = self._uri(AGENT_PATH)
-        response = await self._request(aiocoap.POST, AGENT_PATH, wire.encode_agent_call(call), where)
-        raise_for_response(response, where)
+        payload = wire.encode_agent_call(call)
+        try:
+            response = await self._request(aiocoap.POST, AGENT_PATH, payload, where)
+            raise_for_response(response, where)
+        except Unauthenticated:
+            if not await self._renewed():
+                raise
+            response = await self._request(aiocoap.POST, AGENT_PATH, payload, where)
+            raise_for_response(response, where)
         try:
             event = wire.decode_agent_event(response.payload)
         except WireError as e:  # MalformedMessage or UnknownCall: the reply, not our call, is broken
@@ -207,6 +250,42 @@ class CoapAgentTransport:
             raise TransportError(f"{where}: the module's content does not match its sha256")
         return payload
 
+    async def _renewed(self) -> bool:
+        """The master refused our OSCORE context: get a new one (join again); whether we did."""
+        if self._renew is None:
+            return False
+        current = self._security
+        async with self._renewing:  # one renewal at a time; the others use its context
+            if self._security is not current:
+                return True
+            context = await self._renew()
+            if context is None:
+                return False
+            self._use(context)
+            return True
+
+    def _use(self, context: Any) -> None:
+        """Protect every later request with ``context``; lanes and observations start afresh."""
+        old = self._security
+        self._security = context
+        self._credentials = CredentialsMap()
+        self._credentials["*"] = context  # this transport talks to one master only
+        if self._lane is not None:
+            self._retire(self._lane, linger=False)
+        self._registered_again()
+        if old is not None:
+            self._old_contexts.append(old)
+            retiring = asyncio.ensure_future(self._retire_context_later(old))
+            self._retiring.add(retiring)
+            retiring.add_done_callback(self._retiring.discard)
+
+    async def _retire_context_later(self, context: Any) -> None:
+        # Exchanges still using the old context finish first (each is bounded by the call timeout).
+        await asyncio.sleep(self._call_timeout + 1.0)
+        if context in self._old_contexts:
+            self._old_contexts.remove(context)
+            await asyncio.to_thread(_retire_context, context)
+
     async def close(self) -> None:
         """Close every context; open command channels end (idempotent)."""
         self._closed = True
@@ -219,9 +298,17 @@ class CoapAgentTransport:
         for context in self._observing:
             self._spawn(context.shutdown())
         self._observing.clear()
+        for waiting in self._retiring:
+            waiting.cancel()  # closed below, at once
         jobs = list(self._jobs)
         if jobs:
             await asyncio.wait(jobs)
+        # Last: persist the sequence numbers exactly and release the context's lock.
+        old, self._old_contexts = self._old_contexts, []
+        for context in old:
+            await asyncio.to_thread(_retire_context, context)
+        if self._security is not None:
+            await asyncio.to_thread(_close_context, self._security)
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -276,10 +363,14 @@ class CoapAgentTransport:
     async def _new_context(self, where: str) -> Any:
         if self._closed:
             raise TransportError(f"{where}: the transport is closed")
+        transports = self._transports if self._credentials is None else ["oscore", *self._transports]
         try:
-            return await aiocoap.Context.create_client_context(transports=self._transports)
+            context = await aiocoap.Context.create_client_context(transports=transports)
         except (aiocoap.error.Error, OSError) as e:
             raise TransportError(f"{where}: cannot open a CoAP client context: {e}") from None
+        if self._credentials is not None:
+            context.client_credentials = self._credentials
+        return context
 
     async def _call_lane(self, where: str) -> _Lane:
         """The context for calls, rotated before its Message IDs could wrap."""
@@ -342,7 +433,8 @@ class CoapAgentTransport:
         finally:
             lane.busy -= 1
         if lane.remote is None:
-            lane.remote = message.remote
+            # With OSCORE the response's remote holds the resolved address; the request's may not.
+            lane.remote = response.remote if self._security is not None else message.remote
         lane.sent += len(response.payload) // _BLOCK  # block-wise follow-ups took Message IDs too
         return response
 
@@ -353,6 +445,11 @@ class CoapAgentTransport:
         except TimeoutError:
             raise TransportError(f"{where}: no answer within {limit}s") from None
         except aiocoap.error.Error as e:
+            # An unprotected reply to a protected request (aiocoap's NotAProtectedMessage):
+            # the master's typed refusal (no context for us, a replay, a bad message).
+            plain = getattr(e, "plain_message", None)
+            if isinstance(plain, aiocoap.Message):
+                raise_for_response(plain, where)
             raise TransportError(f"{where}: {e or type(e).__name__}") from None
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

@@ -3,7 +3,7 @@
 ::
 
     edgerm-agent [--master URL] [--coap] [--config FILE] [--work-dir DIR] [--name N] [--log-level LEVEL]
-                 [--join-token T] [--token T] [--ca FILE]
+                 [--join-token T] [--join-url URL] [--token T] [--ca FILE]
                  [--metrics-port PORT [--metrics-host ADDR]]
 
 Plain ``edgerm-agent`` talks to ``EDGERM_MASTER`` or http://127.0.0.1:5050
@@ -20,7 +20,9 @@ Credentials (HTTP): the agent presents its own token, bound to its agent id.
 The first start joins with a join token (``--join-token`` or
 ``EDGERM_JOIN_TOKEN``) and keeps the credential it gets in its work dir
 (:mod:`edgerm.auth.join`); later starts reuse it. ``--ca`` (``EDGERM_CA``)
-verifies an https master.
+verifies an https master. Over CoAP the agent joins the same way at
+``--join-url`` (``EDGERM_JOIN_URL``, the master's https URL) and also gets an
+OSCORE context that protects every CoAP request (:mod:`edgerm.agent.coap_join`).
 
 Assembly order (:func:`start_agent`): work dir -> its lock (a second agent
 on the same dir fails here with ``WorkDirInUse``: exit status 2, one line
@@ -216,6 +218,7 @@ def start_agent(
     tls_key: str | None = None,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
+    join_url: str | None = None,
 ) -> Starting[RunningAgent]:
     """Start an agent in this event loop; unless ``register_timeout`` is None, wait until it registered.
 
@@ -226,11 +229,12 @@ def start_agent(
     :class:`~edgerm.errors.TransportError` when the master does not answer
     within ``register_timeout`` (the agent is stopped again). ``token``,
     ``join_token``, ``ca``, ``tls_cert``/``tls_key`` (a client certificate):
-    credentials for an HTTP master (module docstring). ``metrics_port``:
+    credentials for an HTTP master (module docstring); ``join_url``: where a
+    CoAP agent joins (the master's HTTP(S) URL). ``metrics_port``:
     serve ``/metrics`` on ``metrics_host`` at that port (0: ephemeral; None:
     no listener, the default).
     """
-    creds = _Credentials(token, join_token, ca, tls_cert, tls_key)
+    creds = _Credentials(token, join_token, ca, tls_cert, tls_key, join_url)
     metrics = (metrics_host, metrics_port) if metrics_port is not None else None
     return Starting(
         lambda: _start(
@@ -247,9 +251,11 @@ class _Credentials:
         ca: str | None,
         cert: str | None = None,
         key: str | None = None,
+        join_url: str | None = None,
     ) -> None:
         self.token = token
         self.join_token = join_token
+        self.join_url = join_url
         self.ca = ca
         self.cert = cert
         self.key = key
@@ -262,7 +268,7 @@ class _Credentials:
         A join that may pass later (the master is not up yet) is retried until ``deadline`` (None: for ever).
         """
         if urlsplit(master_url).scheme not in ("http", "https"):
-            return transport_for(master_url)
+            return await self.coap_transport(master_url, work_dir, agent_id, deadline)
         ssl_context = client_ssl(master_url, self.ca, self.cert, self.key)
         token = await joining.agent_token(
             master_url,
@@ -298,6 +304,26 @@ class _Credentials:
         from edgerm.agent.http_transport import HttpAgentTransport  # lazily: a CoAP agent does not load aiohttp
 
         return HttpAgentTransport(master_url, token=token, ssl=ssl_context, renew=renew)
+
+    async def coap_transport(
+        self, master_url: str, work_dir: Path, agent_id: AgentId, deadline: float | None
+    ) -> AgentTransport:
+        """The CoAP transport, OSCORE-protected with the context from the work dir or a join."""
+        from edgerm.agent.coap_join import coap_security, join_url_for
+        from edgerm.agent.coap_transport import CoapAgentTransport
+
+        join_url = join_url_for(master_url, self.join_url)
+        ssl_context = client_ssl(join_url, self.ca, self.cert, self.key) if join_url else None
+        context, renew = await coap_security(
+            master_url,
+            work_dir,
+            agent_id,
+            join_token=self.join_token,
+            join_url=join_url,
+            ssl_context=ssl_context,
+            deadline=deadline,
+        )
+        return CoapAgentTransport(master_url, security_context=context, renew=renew)
 
 
 async def _start(
@@ -384,6 +410,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", metavar="N", help="hostname to advertise (default: the machine's)")
     add_log_arguments(p)
     p.add_argument("--join-token", metavar="T", help="join the master with this token (default: $EDGERM_JOIN_TOKEN)")
+    p.add_argument(
+        "--join-url",
+        metavar="URL",
+        help="with --coap: the master's https:// (or http://) URL to join at, for the OSCORE context "
+        "(default: $EDGERM_JOIN_URL)",
+    )
     p.add_argument("--token", metavar="T", help="an agent token made for this agent's id (instead of joining)")
     p.add_argument("--ca", metavar="FILE", help="CA certificate that verifies an https master (default: $EDGERM_CA)")
     p.add_argument("--tls-cert", metavar="PEM", help="client certificate, for a master that requires one")
@@ -433,6 +465,7 @@ async def _serve(config: AgentConfig, master_url: str, args: argparse.Namespace)
         register_timeout=None,
         token=args.token,
         join_token=args.join_token,
+        join_url=args.join_url,
         ca=args.ca,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,

@@ -8,6 +8,9 @@ mode 0600, for this master URL and agent id); else, with a join token
 ``POST /api/v1/join`` whose answer is saved there; else None (only an
 ``--insecure`` master accepts that).
 
+A CoAP agent joins the same way with ``"coap": true`` (:func:`join_coap`)
+and also gets its OSCORE context (:mod:`edgerm.agent.coap_join` keeps it).
+
 Rules:
 - The credential is bound to the agent id the agent sends (its work dir's
   id): it is written to disk before it is used, and never logged.
@@ -30,7 +33,9 @@ import os
 import random
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 
@@ -41,6 +46,7 @@ from edgerm.ids import AgentId
 from edgerm.wire import decode_error, raise_error
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CREDENTIAL_FILE = "credential.json"
 JOIN_PATH = "/api/v1/join"
@@ -80,21 +86,21 @@ def forget(work_dir: Path) -> None:
         (work_dir / CREDENTIAL_FILE).unlink()
 
 
-async def join(
-    master_url: str, join_token: str, agent_id: AgentId, *, ssl_context: ssl.SSLContext | None = None
-) -> str:
-    """``POST /api/v1/join``: the new agent token bound to ``agent_id``."""
+async def _post_join(
+    master_url: str, join_token: str, body: dict[str, object], ssl_context: ssl.SSLContext | None
+) -> dict[str, object]:
+    """``POST /api/v1/join``: the JSON answer (with its token checked)."""
     url = master_url.rstrip("/") + JOIN_PATH
     timeout = JOIN_TIMEOUT
     headers = {"Content-Type": "application/json", **bearer(join_token)}
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
-            http.post(url, data=json.dumps({"agent_id": agent_id}), headers=headers, ssl=ssl_context or True) as resp,
+            http.post(url, data=json.dumps(body), headers=headers, ssl=ssl_context or True) as resp,
         ):
-            body = await resp.read()
+            answer = await resp.read()
             if resp.status != 200:
-                _raise(resp.status, resp.content_type, body, url)
+                _raise(resp.status, resp.content_type, answer, url)
     except TimeoutError:
         raise TransportError(f"{url}: no answer within {timeout}s") from None
     except aiohttp.ClientConnectorCertificateError as e:  # not worth retrying: a wrong --ca, or an impostor
@@ -102,12 +108,47 @@ async def join(
     except aiohttp.ClientError as e:
         raise TransportError(f"{url}: {e or type(e).__name__}") from None
     try:
-        token = json.loads(body)["token"]
+        doc = json.loads(answer)
+        token = doc["token"]
     except (ValueError, KeyError, TypeError):
         raise TransportError(f"{url}: the join answer has no token") from None
     if not isinstance(token, str) or not token:
         raise TransportError(f"{url}: the join answer has no token")
-    return token
+    return dict(doc)
+
+
+async def join(
+    master_url: str, join_token: str, agent_id: AgentId, *, ssl_context: ssl.SSLContext | None = None
+) -> str:
+    """``POST /api/v1/join``: the new agent token bound to ``agent_id``."""
+    doc = await _post_join(master_url, join_token, {"agent_id": agent_id}, ssl_context)
+    return str(doc["token"])
+
+
+async def join_coap(
+    master_url: str, join_token: str, agent_id: AgentId, *, ssl_context: ssl.SSLContext | None = None
+) -> tuple[str, object]:
+    """``POST /api/v1/join`` for a CoAP agent: its token and its OSCORE context (the answer's ``oscore``)."""
+    doc = await _post_join(master_url, join_token, {"agent_id": agent_id, "coap": True}, ssl_context)
+    if "oscore" not in doc:
+        raise TransportError(f"{master_url}: the join answer has no OSCORE context (an older master?)")
+    return str(doc["token"]), doc["oscore"]
+
+
+async def retrying(attempt: Callable[[], Awaitable[T]], what: str, deadline: float | None) -> T:
+    """Run a join ``attempt``, retrying what may pass later (see the module docstring) until ``deadline``."""
+    backoff = BACKOFF_INITIAL
+    while True:
+        try:
+            return await attempt()
+        except (TransportError, Unavailable, LimitExceeded) as e:
+            if deadline is not None and time.monotonic() + backoff > deadline:
+                raise
+            log.warning("%s cannot join yet (%s); retrying in %.1fs", what, e, backoff)
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, BACKOFF_MAX)
+        except WireError as e:
+            raise type(e)(f"joining as {what}: {e.message}") from None
 
 
 def _raise(status: int, content_type: str, body: bytes, url: str) -> None:
@@ -144,19 +185,12 @@ async def agent_token(
     join_token = resolve_token(join_token, master_url, Role.JOIN)
     if not join_token:
         return None
-    backoff = BACKOFF_INITIAL
-    while True:
-        try:
-            token = await join(master_url, join_token, agent_id, ssl_context=ssl_context)
-            break
-        except (TransportError, Unavailable, LimitExceeded) as e:
-            if deadline is not None and time.monotonic() + backoff > deadline:
-                raise
-            log.warning("agent %s cannot join %s yet (%s); retrying in %.1fs", agent_id, master_url, e, backoff)
-            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-            backoff = min(backoff * 2, BACKOFF_MAX)
-        except WireError as e:
-            raise type(e)(f"joining {master_url} as agent {agent_id}: {e.message}") from None
+    secret = join_token
+
+    async def attempt() -> str:
+        return await join(master_url, secret, agent_id, ssl_context=ssl_context)
+
+    token = await retrying(attempt, f"agent {agent_id} at {master_url}", deadline)
     save(work_dir, master_url, agent_id, token)
     log.info("agent %s joined %s; its credential is in %s", agent_id, master_url, work_dir / CREDENTIAL_FILE)
     return token

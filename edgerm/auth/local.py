@@ -4,7 +4,8 @@ Role: :func:`edgerm.master.main.start_master` provisions an in-memory
 credentials set and publishes the client tokens here under the master's
 URL; :class:`~edgerm.frameworks.http_driver.HttpDriver`, the agent (for its
 join) and the CLI helpers look a token up here when none was given
-(:func:`edgerm.auth.client.resolve_token`). Nothing here ever leaves the
+(:func:`edgerm.auth.client.resolve_token`); a CoAP agent finds the HTTP URL
+it joins at under the master's CoAP URL (:func:`join_url`). Nothing here ever leaves the
 process, and a master started by the command line publishes nothing: there
 clients use ``--token``/``EDGERM_TOKEN`` and ``--join-token``/
 ``EDGERM_JOIN_TOKEN``.
@@ -41,6 +42,7 @@ class ProvisionedTokens:
 
 
 _BY_URL: dict[str, ProvisionedTokens] = {}
+_JOIN_URLS: dict[str, str] = {}  # an in-process master's CoAP URL -> its HTTP URL (where agents join)
 
 
 def _key(url: str) -> str:
@@ -53,6 +55,16 @@ def publish(url: str, tokens: ProvisionedTokens) -> None:
 
 def withdraw(url: str) -> None:
     _BY_URL.pop(_key(url), None)
+    _JOIN_URLS.pop(_key(url), None)
+
+
+def publish_join_url(coap_url: str, http_url: str) -> None:
+    """Where a CoAP agent of the in-process master at ``coap_url`` joins (its HTTP URL)."""
+    _JOIN_URLS[_key(coap_url)] = http_url
+
+
+def join_url(coap_url: str) -> str | None:
+    return _JOIN_URLS.get(_key(coap_url))
 
 
 def provisioned(url: str) -> ProvisionedTokens | None:

@@ -22,6 +22,12 @@ Rules:
   limit in Size1). The ``except Exception`` in :meth:`_Guarded.render` and
   :meth:`_Commands._observe` is the outermost boundary: it logs and answers
   5.00, and the master keeps serving.
+- Secure by default: with a :class:`~edgerm.master.coap_oscore.CoapSecurity`
+  the site sits behind :class:`~edgerm.master.coap_oscore.OscoreSite`
+  (OSCORE, RFC 8613): an unprotected request is 4.01 UNAUTHENTICATED, and
+  a call, observation or confirmation for another agent id than the
+  context's is 4.03 FORBIDDEN, checked before the handler runs. Without it
+  (``--insecure``) plain CoAP is served and nothing is checked.
 - Bound explicitly: UDP on ``host:port`` only, CoAP-over-TCP only when asked
   for (its own listener). A port already taken is an ``OSError`` at start
   (aiocoap binds with SO_REUSEPORT, which would otherwise share it silently).
@@ -44,6 +50,7 @@ import aiocoap
 import aiocoap.error
 from aiocoap import resource
 
+from edgerm import messages as m
 from edgerm import wire
 from edgerm.coap_util import (
     AGENT_PATH,
@@ -61,6 +68,7 @@ from edgerm.coap_util import (
 from edgerm.errors import MessageTooLarge, NotFound, Unavailable, WireError
 from edgerm.ids import AgentId
 from edgerm.master.coap_commands import DEFAULT_WINDOW_CAPACITY, CommandChannels, CommandWindow, Observer
+from edgerm.master.coap_oscore import CoapSecurity, OscoreSite
 from edgerm.master.coap_state import bound_resource_state, bound_server_state
 from edgerm.master.handlers import Handlers
 from edgerm.master.http import DEFAULT_MAX_BODY
@@ -75,11 +83,27 @@ _MODULE_MAX_AGE = 365 * 24 * 3600  # modules are immutable: they are named by th
 class _Adapter:
     """What every resource shares: the handler table, the command windows, limits."""
 
-    def __init__(self, handlers: Handlers, max_body: int, window_capacity: int) -> None:
+    def __init__(
+        self, handlers: Handlers, max_body: int, window_capacity: int, security: CoapSecurity | None = None
+    ) -> None:
         self.handlers = handlers
         self.max_body = max_body
         self.channels = CommandChannels(handlers, window_capacity)
         self.observations: set[asyncio.Task[Any]] = set()
+        #: None: an --insecure master (plain CoAP, no checks).
+        self.security = security
+
+    def check_call(self, request: aiocoap.Message, call: m.AgentCall) -> None:
+        if self.security is not None:
+            self.security.agent_call(request, call)
+
+    def check_agent(self, request: aiocoap.Message, agent_id: AgentId) -> None:
+        if self.security is not None:
+            self.security.agent_path(request, agent_id)
+
+    def check_modules(self, request: aiocoap.Message) -> None:
+        if self.security is not None:
+            self.security.modules(request)
 
     def error(self, error: WireError, **options: Any) -> aiocoap.Message:
         self.handlers.failed(error)
@@ -161,6 +185,7 @@ class _AgentCalls(_Guarded):
 
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
         call = wire.decode_agent_call(request.payload)
+        self._adapter.check_call(request, call)
         event = await self._adapter.handlers.agent_call(call, transport="coap")
         return aiocoap.Message(code=aiocoap.CHANGED, payload=wire.encode_agent_event(event))
 
@@ -169,6 +194,7 @@ class _Modules(_Guarded, resource.PathCapable):  # type: ignore[misc]
     """``GET /modules/{sha256}``: an inline module the master holds (block-wise by aiocoap)."""
 
     async def render_get(self, request: aiocoap.Message) -> aiocoap.Message:
+        self._adapter.check_modules(request)
         path = request.opt.uri_path
         if len(path) != 1:
             raise NotFound(f"no resource at /{MODULES_PREFIX}/{'/'.join(path)}")
@@ -190,12 +216,14 @@ class _Modules(_Guarded, resource.PathCapable):  # type: ignore[misc]
 class _Commands(_Guarded, resource.PathCapable):  # type: ignore[misc]
     """``/agents/{id}/commands``: observe, read or confirm an agent's command window."""
 
-    @staticmethod
-    def _agent_id(request: aiocoap.Message) -> AgentId:
+    def _agent_id(self, request: aiocoap.Message) -> AgentId:
+        """The agent of this resource path, which must be the caller (Forbidden otherwise)."""
         path = request.opt.uri_path
         if len(path) != 2 or not path[0] or path[1] != COMMANDS_SEGMENT:
             raise NotFound(f"no resource at /{AGENTS_PREFIX}/{'/'.join(path)}")
-        return AgentId(path[0])
+        agent_id = AgentId(path[0])
+        self._adapter.check_agent(request, agent_id)
+        return agent_id
 
     async def render_to_pipe(self, pipe: Any) -> None:
         request = pipe.request
@@ -282,15 +310,20 @@ class _Commands(_Guarded, resource.PathCapable):  # type: ignore[misc]
 
 
 def make_site(
-    handlers: Handlers, max_body: int = DEFAULT_MAX_BODY, window_capacity: int = DEFAULT_WINDOW_CAPACITY
-) -> tuple[resource.Site, _Adapter]:
-    """The CoAP routing table over ``handlers``, and the adapter state it shares."""
+    handlers: Handlers,
+    max_body: int = DEFAULT_MAX_BODY,
+    window_capacity: int = DEFAULT_WINDOW_CAPACITY,
+    security: CoapSecurity | None = None,
+) -> tuple[Any, _Adapter]:
+    """The CoAP routing table over ``handlers`` (behind OSCORE with ``security``), and its adapter state."""
     if max_body < 1:
         raise ValueError("max_body must be positive")
-    adapter = _Adapter(handlers, max_body, window_capacity)
+    adapter = _Adapter(handlers, max_body, window_capacity, security)
     site = _Root(adapter, _AgentCalls(adapter))
     site.add_resource([AGENTS_PREFIX], _Commands(adapter))
     site.add_resource([MODULES_PREFIX], _Modules(adapter))
+    if security is not None:
+        return OscoreSite(site, security, adapter.error), adapter
     return site, adapter
 
 
@@ -383,15 +416,17 @@ async def start_coap_server(
     tcp: bool = False,
     max_body: int = DEFAULT_MAX_BODY,
     window_capacity: int = DEFAULT_WINDOW_CAPACITY,
+    security: CoapSecurity | None = None,
 ) -> CoapServer:
     """Serve the agent API over CoAP on ``host:port`` (0 = ephemeral), plus TCP if ``tcp``.
 
     With ``tcp`` the TCP listener takes the same port number, or its own
-    ephemeral port when ``port`` is 0.
+    ephemeral port when ``port`` is 0. ``security``: every request must be
+    OSCORE-protected by an agent's context (None: plain CoAP, --insecure).
     """
     quiet_aiocoap_logs()
     harden_aiocoap()
-    site, adapter = make_site(handlers, max_body, window_capacity)
+    site, adapter = make_site(handlers, max_body, window_capacity, security)
     if port:
         _check_free(host, port, socket.SOCK_DGRAM)
     contexts: list[Any] = []

@@ -18,7 +18,8 @@ Rules:
   ``LIMIT_EXCEEDED``. All three are typed replies and change nothing.
 - ``POST /api/v1/join`` (join tokens only) mints an agent credential bound to
   the agent id in the JSON body; the token is answered once and never
-  logged.
+  logged. With ``"coap": true`` the answer also carries the agent's new
+  OSCORE context (:mod:`edgerm.auth.oscore_contexts`), its key never logged.
 - :meth:`HttpSecurity.reload` (SIGHUP) re-reads the credentials file; every
   open stream whose principal is no longer valid is ended at once.
 - Who owns which framework is kept next to a file-backed credentials store
@@ -40,6 +41,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -48,8 +50,19 @@ from edgerm.auth.credentials import CredentialStore
 from edgerm.auth.limits import Limits, RateLimiter, StreamCounter
 from edgerm.auth.policy import FrameworkOwners, Policy, check_view
 from edgerm.auth.principal import Principal, Role
-from edgerm.errors import ConfigError, Forbidden, MalformedMessage, MessageTooLarge, Unauthenticated, WireError
+from edgerm.errors import (
+    ConfigError,
+    Forbidden,
+    MalformedMessage,
+    MessageTooLarge,
+    Unauthenticated,
+    Unavailable,
+    WireError,
+)
 from edgerm.ids import AgentId, FrameworkId
+
+if TYPE_CHECKING:
+    from edgerm.auth.oscore_contexts import AgentContexts  # imports aiocoap: only where CoAP is served
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +126,9 @@ class HttpSecurity:
         self._streams = StreamCounter(self.limits)
         self._open: dict[int, _OpenStream] = {}
         self._next = 0
+        #: The agents' OSCORE contexts when the master serves CoAP (set by edgerm.master.main).
+        self.oscore: AgentContexts | None = None
+        self.oscore_tmp: Path | None = None  # their temporary dir, for in-memory credentials
 
     # -- requests ----------------------------------------------------------------------
 
@@ -334,8 +350,11 @@ def login_routes(security: HttpSecurity) -> list[web.RouteDef]:
 # -- agent join -------------------------------------------------------------------------------
 
 
-async def read_join(request: web.Request) -> AgentId:
-    """The agent id in a join request's JSON body (``{"agent_id": "..."}``), bounded and checked."""
+async def read_join(request: web.Request) -> tuple[AgentId, bool]:
+    """The agent id in a join request's JSON body (``{"agent_id": "...", "coap": false}``), bounded and checked.
+
+    The second value: whether the agent asks for an OSCORE context (it speaks CoAP).
+    """
     if (request.content_length or 0) > MAX_JOIN_BODY:
         raise MessageTooLarge(f"a join request is at most {MAX_JOIN_BODY} bytes")
     body = await request.content.read(MAX_JOIN_BODY + 1)
@@ -348,15 +367,30 @@ async def read_join(request: web.Request) -> AgentId:
     agent_id = doc.get("agent_id") if isinstance(doc, dict) else None
     if not isinstance(agent_id, str) or not agent_id:
         raise MalformedMessage("a join request names its agent_id")
-    return AgentId(agent_id)
+    coap = doc.get("coap", False)
+    if not isinstance(coap, bool):
+        raise MalformedMessage('a join request\'s "coap" is true or false')
+    return AgentId(agent_id), coap
 
 
 async def join(security: HttpSecurity, request: web.Request) -> web.Response:
     """``POST /api/v1/join``: a join token in, an agent credential bound to the agent id out."""
     principal = principal_of(request)
-    agent_id = await read_join(request)
+    agent_id, coap = await read_join(request)
+    contexts = security.oscore
+    if coap and contexts is None:
+        raise Unavailable('this master serves no CoAP: join without "coap"')
     token, credential = await asyncio.to_thread(security.store.join, agent_id)
-    log.info("agent %s joined with join credential %s (its credential: %s)", agent_id, principal.name, credential.name)
-    return web.json_response(
-        {"agent_id": agent_id, "name": credential.name, "token": token}, headers={"Cache-Control": "no-store"}
+    answer: dict[str, object] = {"agent_id": agent_id, "name": credential.name, "token": token}
+    if coap and contexts is not None:
+        material, entry = await asyncio.to_thread(contexts.write, credential)
+        contexts.install(entry)
+        answer["oscore"] = material.to_json()
+    log.info(
+        "agent %s joined with join credential %s (its credential: %s%s)",
+        agent_id,
+        principal.name,
+        credential.name,
+        ", an OSCORE context" if "oscore" in answer else "",
     )
+    return web.json_response(answer, headers={"Cache-Control": "no-store"})

@@ -45,9 +45,11 @@ import logging
 import math
 import os
 import resource
+import shutil
 import signal
 import ssl
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -68,6 +70,7 @@ from edgerm.limits import check_id
 from edgerm.logs import add_log_arguments, configure_logging, fail, version_argument
 from edgerm.master.broker import DEFAULT_BROKER_PORT, EMBEDDED, EmbeddedBroker, check_broker_url
 from edgerm.master.coap import CoapServer, start_coap_server
+from edgerm.master.coap_oscore import CoapSecurity
 from edgerm.master.dataflow_stats import StatsListener
 from edgerm.master.handlers import Handlers
 from edgerm.master.http import DEFAULT_MAX_BODY, make_app
@@ -164,6 +167,8 @@ class RunningMaster:
         self.stats_listener: StatsListener | None = None
         if tokens is not None:
             local.publish(self.url, tokens)
+            if coap is not None:
+                local.publish_join_url(coap.url, self.url)
 
     @property
     def insecure(self) -> bool:
@@ -206,6 +211,8 @@ class RunningMaster:
         self._stopped = True
         if self.tokens is not None:
             local.withdraw(self.url)
+            if self.coap is not None:
+                local.withdraw(self.coap.url)
         try:
             if self.stats_listener is not None:
                 await self.stats_listener.stop()
@@ -214,6 +221,8 @@ class RunningMaster:
             try:
                 if self.coap is not None:
                     await self.coap.close()
+                if self.security is not None:
+                    _close_contexts(self.security)
             finally:
                 try:
                     await self._runner.cleanup()
@@ -418,9 +427,10 @@ async def _start_serving(
                 raise PortInUse("HTTP", host, port, "--port") from None
             raise
         if coap_options.port is not None:
+            coap_security = _coap_security(security) if security is not None else None
             try:
                 coap = await start_coap_server(
-                    handlers, host, coap_options.port, tcp=coap_options.tcp, max_body=max_body
+                    handlers, host, coap_options.port, tcp=coap_options.tcp, max_body=max_body, security=coap_security
                 )
             except OSError as e:
                 if _busy(e):
@@ -429,6 +439,8 @@ async def _start_serving(
     except BaseException:
         await service.stop()
         await runner.cleanup()
+        if security is not None and security.oscore is not None:
+            _close_contexts(security)
         raise
     bound = runner.addresses[0][1]
     master = RunningMaster(service, handlers, runner, host, bound, coap, broker, security, tokens, tls is not None)
@@ -452,6 +464,30 @@ async def _start_serving(
     if options.broker_url:
         log.info("dataflow MQTT broker: %s%s", options.broker_url, " (embedded)" if broker is not None else "")
     return master
+
+
+def _coap_security(security: HttpSecurity) -> CoapSecurity:
+    """The agents' OSCORE contexts: ``STATE_DIR/oscore`` next to the credentials file, else a temporary dir."""
+    from edgerm.auth.oscore_contexts import CONTEXTS_DIR, AgentContexts
+
+    path = security.store.path
+    if path is not None:
+        root = path.parent / CONTEXTS_DIR
+    else:  # in-memory credentials (tests, the demo): the contexts go with them
+        root = Path(tempfile.mkdtemp(prefix="edgerm-oscore-"))
+        security.oscore_tmp = root
+    security.oscore = AgentContexts(root)
+    log.info("CoAP agents: OSCORE contexts in %s (%d known)", root, len(security.oscore))
+    return CoapSecurity(security, security.oscore)
+
+
+def _close_contexts(security: HttpSecurity) -> None:
+    """Persist and release the agents' OSCORE contexts; a temporary dir goes away."""
+    if security.oscore is not None:
+        security.oscore.close()
+    if security.oscore_tmp is not None:
+        shutil.rmtree(security.oscore_tmp, ignore_errors=True)
+        security.oscore_tmp = None
 
 
 # -- command line ------------------------------------------------------------------

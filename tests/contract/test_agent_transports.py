@@ -17,7 +17,7 @@ import pytest
 
 from edgerm import messages as m
 from edgerm.agent.http_transport import HttpAgentTransport
-from edgerm.agent.main import RunningAgent, start_agent, transport_for
+from edgerm.agent.main import RunningAgent, start_agent
 from edgerm.agent.transport import AgentTransport
 from edgerm.auth.principal import Role
 from edgerm.errors import MalformedMessage, UnknownAgent, UnknownOffer
@@ -27,6 +27,7 @@ from edgerm.master.main import RunningMaster, start_master
 from edgerm.master.state import MasterConfig
 from edgerm.model import Filters, Offer, Reason, TaskInfo, TaskState, TaskStatus
 from tests.contract.cluster import FAST, TRANSPORTS, WASM, Recorder, agent_url, running
+from tests.support import oscore_transport
 
 HELLO = load_module(WASM / "hello.wat")
 TRAP = load_module(WASM / "trap.wat")
@@ -157,19 +158,22 @@ async def test_decline_filters_are_honoured(master: RunningMaster, transport: st
 # -- bad input -----------------------------------------------------------------------------
 
 
-def _transport_as(master: RunningMaster, url: str, agent_id: AgentId) -> AgentTransport:
-    """A transport speaking for ``agent_id`` (over HTTP with a credential bound to it)."""
+async def _transport_as(master: RunningMaster, url: str, agent_id: AgentId, work_dir: Path) -> AgentTransport:
+    """A transport speaking for ``agent_id`` (HTTP: a credential bound to it; CoAP: an OSCORE context from a join)."""
     if url.startswith("http"):
         return HttpAgentTransport(url, token=master.issue_token(Role.AGENT, agent_id=agent_id))
-    return transport_for(url)
+    transport: AgentTransport = await oscore_transport(url, work_dir, agent_id)
+    return transport
 
 
 async def test_bad_input_gets_the_same_typed_errors(master: RunningMaster, transport: str, tmp_path: Path) -> None:
     fw = Recorder()
     url = agent_url(master, transport)
-    async with start_agent(url, FAST, tmp_path) as agent, running(fw, master):
-        other = _transport_as(master, url, AgentId("never-registered"))
-        mine = _transport_as(master, url, agent.agent_id)
+    async with start_agent(url, FAST, tmp_path / "agent") as agent, running(fw, master):
+        other = await _transport_as(master, url, AgentId("never-registered"), tmp_path / "other")
+        # Over CoAP the agent's own id already joined: speak through its own transport.
+        own = agent.service.transport
+        mine = own if transport == "coap" else await _transport_as(master, url, agent.agent_id, tmp_path)
         try:
             with pytest.raises(UnknownAgent):
                 await other.call(m.AgentHeartbeat(AgentId("never-registered")))
@@ -181,7 +185,8 @@ async def test_bad_input_gets_the_same_typed_errors(master: RunningMaster, trans
                     pass
         finally:
             await other.close()
-            await mine.close()
+            if mine is not own:
+                await mine.close()
         with pytest.raises(UnknownOffer):
             await fw.act().accept([OfferId("no-such-offer")], [])
         # The master kept serving: the real agent still runs a task to the end.

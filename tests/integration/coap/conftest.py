@@ -1,4 +1,9 @@
-"""Fixtures: a real master with its CoAP endpoint on an ephemeral UDP port, and a raw aiocoap client."""
+"""Fixtures: a real master with its CoAP endpoint on an ephemeral UDP port, and a raw aiocoap client.
+
+``master`` is an ``--insecure`` master: these tests are about the CoAP
+protocol (windows, block-wise, Message IDs, typed errors) and speak plain
+CoAP with raw clients. OSCORE on a secure master: ``test_oscore.py``.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ MAX_BODY = 4096  # the fixture master's payload limit
 
 @pytest.fixture
 async def master() -> AsyncIterator[RunningMaster]:
-    async with start_master(coap_port=0, allocation_interval=0.05, max_body=MAX_BODY) as running:
+    async with start_master(coap_port=0, allocation_interval=0.05, max_body=MAX_BODY, insecure=True) as running:
         yield running
 
 

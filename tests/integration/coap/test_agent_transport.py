@@ -195,7 +195,7 @@ async def test_modules_by_hash(master: RunningMaster, transport: CoapAgentTransp
 
 
 async def test_coap_over_tcp_when_asked_for() -> None:
-    async with start_master(coap_port=0, coap_tcp=True) as master:
+    async with start_master(coap_port=0, coap_tcp=True, insecure=True) as master:
         assert master.coap_tcp_url is not None and master.coap_tcp_url.startswith("coap+tcp://127.0.0.1:")
         t = CoapAgentTransport(master.coap_tcp_url)
         try:

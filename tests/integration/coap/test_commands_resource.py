@@ -209,7 +209,7 @@ async def test_modules_download_block_wise_by_hash(master: RunningMaster, client
 async def test_master_stop_ends_every_observation(client: Any) -> None:
     from edgerm.master.main import start_master
 
-    master = await start_master(coap_port=0, allocation_interval=0.05)
+    master = await start_master(coap_port=0, allocation_interval=0.05, insecure=True)
     try:
         url = master.coap_url or ""
         await register(client, url, AGENT)
