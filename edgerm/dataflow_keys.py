@@ -24,6 +24,9 @@ BATCH_MS = "EDGERM_DF_BATCH_MS"
 QUEUE = "EDGERM_DF_QUEUE"
 SINK = "EDGERM_DF_SINK"
 BROKER = "EDGERM_BROKER"
+#: The task's broker login, which a secure master puts in the task's ``secret_env`` (edgerm.master.broker_gate).
+BROKER_USERNAME = "EDGERM_BROKER_USERNAME"
+BROKER_PASSWORD = "EDGERM_BROKER_PASSWORD"
 #: The run an instance belongs to (the agent fills in the task's framework id): its MQTT session and state
 #: checkpoint are per run, so a new run of a DAG starts afresh while a moved instance takes over its own.
 RUN = "EDGERM_DF_RUN"

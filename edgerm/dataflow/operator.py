@@ -215,6 +215,8 @@ class Operator:
             client = aiomqtt.Client(
                 broker.host,
                 broker.port,
+                username=broker.username,
+                password=broker.password,
                 identifier=f"edgerm-sdk-{self.config.dag}-{self.config.operator}.{self.config.index}"[:60],
                 clean_session=True,
                 keepalive=KEEPALIVE,

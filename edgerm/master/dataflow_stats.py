@@ -129,8 +129,17 @@ class DataflowStats:
 class StatsListener:
     """Subscribes to every instance's stats topic on ``broker_url`` and feeds ``stats``."""
 
-    def __init__(self, broker_url: str, stats: DataflowStats, *, backoff_max: float = 10.0) -> None:
+    def __init__(
+        self,
+        broker_url: str,
+        stats: DataflowStats,
+        *,
+        backoff_max: float = 10.0,
+        login: tuple[str, str] | None = None,
+    ) -> None:
+        """``login``: (username, password) for a broker that requires one (the master's own, on a secure master)."""
         self._url = urlsplit(broker_url)
+        self._login = login
         self._stats = stats
         self._backoff_max = backoff_max
         self._task: asyncio.Task[None] | None = None
@@ -160,7 +169,8 @@ class StatsListener:
             try:
                 self._idle.clear()
                 try:
-                    client = aiomqtt.Client(host, port, timeout=CONNECT_TIMEOUT)
+                    username, password = self._login if self._login is not None else (None, None)
+                    client = aiomqtt.Client(host, port, username=username, password=password, timeout=CONNECT_TIMEOUT)
                     await client.__aenter__()
                 finally:
                     self._idle.set()

@@ -45,6 +45,7 @@ import logging
 import math
 import os
 import resource
+import secrets
 import shutil
 import signal
 import ssl
@@ -57,6 +58,7 @@ from types import TracebackType
 
 from aiohttp import web
 
+from edgerm import dataflow_keys
 from edgerm.auth import local
 from edgerm.auth.client import bearer
 from edgerm.auth.credentials import CREDENTIALS_FILE, CredentialStore
@@ -64,11 +66,12 @@ from edgerm.auth.limits import Limits
 from edgerm.auth.principal import Role
 from edgerm.coap_util import DEFAULT_COAP_PORT
 from edgerm.errors import ConfigError, MalformedMessage
-from edgerm.ids import new_id
+from edgerm.ids import FrameworkId, TaskId, new_id
 from edgerm.lifecycle import Starting
 from edgerm.limits import check_id
 from edgerm.logs import add_log_arguments, configure_logging, fail, version_argument
 from edgerm.master.broker import DEFAULT_BROKER_PORT, EMBEDDED, EmbeddedBroker, check_broker_url
+from edgerm.master.broker_gate import MASTER_USER, BrokerGate, TaskView
 from edgerm.master.coap import CoapServer, start_coap_server
 from edgerm.master.coap_oscore import CoapSecurity
 from edgerm.master.dataflow_stats import StatsListener
@@ -78,6 +81,7 @@ from edgerm.master.http_auth import HttpSecurity
 from edgerm.master.service import DEFAULT_MODULE_STORE_BYTES, MasterService, ServiceOptions
 from edgerm.master.state import MasterConfig
 from edgerm.master.store import MEMORY, open_store
+from edgerm.model import TaskInfo
 from edgerm.paths import default_master_state_dir
 
 log = logging.getLogger("edgerm.master")
@@ -365,7 +369,8 @@ async def _start(
     if broker_options.port is not None:
         if not _amqtt_installed():
             raise ConfigError(NO_AMQTT)
-        broker = EmbeddedBroker(host, broker_options.port)
+        gate = None if security.insecure else BrokerGate(await asyncio.to_thread(_broker_key, registry.state_dir))
+        broker = EmbeddedBroker(host, broker_options.port, gate=gate)
         try:
             await broker.start()  # first: agents registering right away must get its URL
         except OSError as e:
@@ -400,6 +405,8 @@ async def _start_serving(
     ssl_context = tls.context() if tls is not None else None
     store = await asyncio.to_thread(open_store, registry.state_dir, registry.sync)
     service = MasterService(config, options, store=store)
+    if broker is not None and broker.gate is not None and security is not None:
+        _attach_gate(broker.gate, service, security)
     handlers = Handlers(service)
     app = make_app(handlers, max_body=max_body, security=security)
     runner = web.AppRunner(
@@ -457,7 +464,8 @@ async def _start_serving(
     else:
         log.info("registry in memory: nothing survives a restart")
     if options.broker_url:
-        master.stats_listener = StatsListener(options.broker_url, service.history.stats)
+        login = (MASTER_USER, broker.gate.master_password) if broker is not None and broker.gate is not None else None
+        master.stats_listener = StatsListener(options.broker_url, service.history.stats, login=login)
         master.stats_listener.start()
     if coap is not None:
         log.info("CoAP on %s%s", coap.url, f" and {coap.tcp_url}" if coap.tcp_url else "")
@@ -488,6 +496,52 @@ def _close_contexts(security: HttpSecurity) -> None:
     if security.oscore_tmp is not None:
         shutil.rmtree(security.oscore_tmp, ignore_errors=True)
         security.oscore_tmp = None
+
+
+BROKER_KEY_FILE = "broker.key"
+
+
+def _broker_key(state_dir: str) -> bytes | None:
+    """The key task broker passwords are made with: ``STATE_DIR/broker.key`` (made once, mode 0600), so a
+    restarted master still accepts its running tasks; None (a fresh key) for an in-memory registry."""
+    if state_dir == MEMORY:
+        return None
+    path = Path(state_dir) / BROKER_KEY_FILE
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    except ValueError:
+        raise ConfigError(f"{path}: not a broker key (hex); remove it to make a new one") from None
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.hex() + "\n")
+    return key
+
+
+def _attach_gate(gate: BrokerGate, service: MasterService, security: HttpSecurity) -> None:
+    """Let ``gate`` see the master's tasks, frameworks and credentials, and give dataflow tasks their login."""
+
+    def task(task_id: str) -> TaskView | None:
+        record = service.core.task(TaskId(task_id))
+        if record is None:
+            return None
+        return TaskView(record.framework_id, record.info.env, record.live)
+
+    def on_launch(info: TaskInfo) -> TaskInfo:
+        if dataflow_keys.ROLE not in info.env:
+            return info
+        return replace(info, secret_env={**info.secret_env, **gate.credential_env(info.task_id)})
+
+    gate.attach(
+        task,
+        lambda fid: service.core.framework_known(FrameworkId(fid)),
+        security.store,
+        lambda principal: frozenset(security.policy.owners.owned_by(principal.name)),
+    )
+    service.on_launch = on_launch
 
 
 # -- command line ------------------------------------------------------------------

@@ -405,6 +405,9 @@ class MasterService:
         self.history = ClusterHistory()
         #: Told of every core event (metrics first); add read-side observers before start().
         self.observers: list[Observer] = [self.metrics, self.history]
+        #: Applied to each task as it is sent to its agent (not as it is kept): a secure master adds the
+        #: dataflow broker login to ``secret_env`` here (edgerm.master.broker_gate).
+        self.on_launch: Callable[[TaskInfo], TaskInfo] | None = None
         self._clock = clock
         self._streams: dict[FrameworkId, EventStream] = {}
         self._outboxes: dict[AgentId, CommandOutbox] = {}
@@ -553,7 +556,8 @@ class MasterService:
                 self._send(action.framework_id, action.event)
             elif isinstance(action, LaunchTask):
                 self._keep_module(action.task)
-                self._outbox(action.agent_id).put(m.LaunchCommand(action.task))
+                task = self.on_launch(action.task) if self.on_launch is not None else action.task
+                self._outbox(action.agent_id).put(m.LaunchCommand(task))
             elif isinstance(action, KillTask):
                 if action.reason:
                     log.info(

@@ -93,6 +93,7 @@ LAYERS: dict[str, list[str]] = {
         "edgerm.auth.limits",
     ],
     "service": [
+        "edgerm.master.broker_gate",  # broker logins and ACLs: pure but for its random key (so not a core)
         "edgerm.master.service",
         "edgerm.master.handlers",
         "edgerm.master.metrics",

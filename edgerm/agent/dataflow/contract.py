@@ -17,13 +17,15 @@ import enum
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from edgerm.dataflow_keys import (
     BATCH,
     BATCH_MS,
     BROKER,
+    BROKER_PASSWORD,
+    BROKER_USERNAME,
     CONTENT_TYPE,
     DAG,
     DEVICE,
@@ -80,6 +82,8 @@ class Broker:
 
     host: str
     port: int
+    username: str | None = field(default=None, repr=False)  # the task's login (EDGERM_BROKER_USERNAME)
+    password: str | None = field(default=None, repr=False)  # kept out of logs and reprs
 
     @property
     def url(self) -> str:
@@ -208,7 +212,11 @@ def parse_operator(env: Mapping[str, str]) -> OperatorConfig:
         operator=operator,
         role=role,
         output=output,
-        broker=parse_broker(broker_url),
+        broker=replace(
+            parse_broker(broker_url),
+            username=env.get(BROKER_USERNAME) or None,
+            password=env.get(BROKER_PASSWORD) or None,
+        ),
         inputs=inputs,
         index=index,
         replicas=replicas,

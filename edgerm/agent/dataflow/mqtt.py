@@ -52,6 +52,8 @@ def client(broker: Broker, client_id: str, *, persistent: bool = True, manual_ac
         broker.host,
         broker.port,
         identifier=client_id,
+        username=broker.username,
+        password=broker.password,
         clean_session=not persistent,
         keepalive=KEEPALIVE,
         timeout=CONNECT_TIMEOUT,

@@ -185,7 +185,7 @@ class DataflowRuntime:
         return self._hosts.get(task_id)
 
     async def _prepare(self, task: TaskInfo, spec: WasmSpec, workdir: Path) -> OperatorHost:
-        config = parse_operator(task.env)
+        config = parse_operator(task.environment())  # the broker login is in secret_env
         device = ""
         if config.role is Role.SOURCE:
             device = resolve_device(config, task.resources, self._devices)

@@ -59,8 +59,11 @@ class Monitor:
         on_sink: SinkCallback | None = None,
         watch_all: bool = True,
         clock: Callable[[], float] = time.time,
+        password: str | None = None,
     ) -> None:
+        """``password``: the framework's bearer token, the broker login on a secure master."""
         self.host, self.port = broker_address(broker_url)
+        self._password = password
         self.url = broker_url
         self.dag = dag
         self.watch = watch
@@ -78,7 +81,12 @@ class Monitor:
         while True:
             try:
                 async with aiomqtt.Client(
-                    self.host, self.port, identifier=f"edgerm-dataflow-{new_id()[:12]}", keepalive=10
+                    self.host,
+                    self.port,
+                    identifier=f"edgerm-dataflow-{new_id()[:12]}",
+                    keepalive=10,
+                    username="framework" if self._password else None,
+                    password=self._password,
                 ) as client:
                     for topic, qos in self._topics:
                         await client.subscribe(topic, qos=qos)

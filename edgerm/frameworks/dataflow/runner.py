@@ -194,7 +194,12 @@ class DataflowRun:
         if self.broker_url:
             broker_address(self.broker_url)  # fail early on a bad URL
             self.monitor = Monitor(
-                self.broker_url, self.dag, self.watch, on_sink=self._on_sink, watch_all=self.options.watch_all
+                self.broker_url,
+                self.dag,
+                self.watch,
+                on_sink=self._on_sink,
+                watch_all=self.options.watch_all,
+                password=resolve_token(None, self.master_url, Role.FRAMEWORK),
             )
             self._tasks.append(asyncio.create_task(self.monitor.run(), name="dataflow-monitor"))
             with contextlib.suppress(TimeoutError):  # subscribe before the first record flows, if we can

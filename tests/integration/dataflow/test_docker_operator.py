@@ -15,7 +15,7 @@ import pytest
 from edgerm.agent.docker_spec import LABEL_AGENT
 from edgerm.scheduler import Instance
 from tests.integration.dataflow.conftest import Cluster, dag, eventually
-from tests.integration.dataflow_plane.brokers import Watcher
+from tests.integration.dataflow_plane.brokers import Watcher, login_for
 from tests.support import docker_unavailable, require_docker
 
 IMAGE = "edgerm-test/python:latest"
@@ -71,7 +71,7 @@ async def test_records_flow_through_a_python_operator_in_docker(cluster: Cluster
     await cluster.agent("sensor-1", sensor="sim:sine")
     box = await cluster.agent("docker-1", cpus=2.0, mem=1024, executors=frozenset({"wasm", "docker"}))
     try:
-        async with Watcher(cluster.broker_url) as watcher:
+        async with Watcher(cluster.broker_url, login_for(cluster.master)) as watcher:
             await watcher.subscribe("edgerm/pydocker/read/out", "edgerm/pydocker/store/out")
             run = cluster.run(dag(PIPELINE), deadline=30.0)
             await run.start()

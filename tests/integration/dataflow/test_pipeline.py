@@ -11,7 +11,7 @@ from edgerm.frameworks.dataflow import MoveKind, Phase, load
 from edgerm.frameworks.dataflow.watch import InstanceStats
 from edgerm.scheduler import Instance
 from tests.integration.dataflow.conftest import Cluster, dag, eventually
-from tests.integration.dataflow_plane.brokers import Watcher
+from tests.integration.dataflow_plane.brokers import Watcher, login_for
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -48,7 +48,7 @@ async def test_records_arrive_transformed_in_order_per_source(cluster: Cluster) 
     await cluster.agent("sensor-1", sensor="sim:sine")
     await cluster.agent("worker-1", role="worker")
     await cluster.agent("cloud-1", domain="cloud")
-    async with Watcher(cluster.broker_url) as watcher:
+    async with Watcher(cluster.broker_url, login_for(cluster.master)) as watcher:
         await watcher.subscribe("edgerm/chain/read/out", "edgerm/chain/store/out")
         run = cluster.run(dag(CHAIN))
         await run.start()

@@ -28,6 +28,7 @@ from typing import Any
 import aiomqtt
 
 from edgerm.master.broker import EmbeddedBroker
+from edgerm.master.main import RunningMaster
 from tests.integration.agent.helpers import eventually
 
 MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
@@ -117,12 +118,24 @@ class Received:
         return [line for line in self.payload.decode().splitlines() if line]
 
 
+def login_for(master: RunningMaster) -> str | None:
+    """The password a :class:`Watcher` needs on ``master``'s embedded broker (its admin token; None when insecure)."""
+    return master.tokens.admin if master.tokens is not None else None
+
+
 class Watcher:
     """An MQTT client that records every message on the topics it subscribed to."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, password: str | None = None) -> None:
+        """``password``: an admin token, the login a secure master's embedded broker wants (:func:`login_for`)."""
         host, _, port = url.removeprefix("mqtt://").rpartition(":")
-        self._client = aiomqtt.Client(host, int(port), identifier=f"watcher-{id(self):x}")
+        self._client = aiomqtt.Client(
+            host,
+            int(port),
+            identifier=f"watcher-{id(self):x}",
+            username="admin" if password else None,
+            password=password,
+        )
         self.messages: list[Received] = []
         self._job: asyncio.Task[None] | None = None
 

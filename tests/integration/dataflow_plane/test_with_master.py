@@ -14,6 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
+import aiomqtt
 import pytest
 
 from edgerm.agent.config import AgentConfig
@@ -27,7 +28,7 @@ from edgerm.master.main import parse_args, start_master
 from edgerm.model import Offer, TaskState, TaskStatus
 from edgerm.resources import Resources
 from tests.integration.agent.helpers import eventually
-from tests.integration.dataflow_plane.brokers import Watcher
+from tests.integration.dataflow_plane.brokers import Watcher, login_for
 from tests.support import init_state_dir
 
 SOURCE_ENV = {
@@ -70,7 +71,7 @@ async def test_agent_learns_the_embedded_broker_and_hosts_a_source() -> None:
     config = AgentConfig(devices=(DeviceDeclaration("temperature", "sim:sine", shared=True),), heartbeat_interval=0.5)
     async with start_master(broker="embedded", allocation_interval=0.05) as master:
         assert master.broker is not None and master.broker_url == f"mqtt://127.0.0.1:{master.broker.port}"
-        async with start_agent(master.url, config) as agent, Watcher(master.broker_url) as w:
+        async with start_agent(master.url, config) as agent, Watcher(master.broker_url, login_for(master)) as w:
             assert agent.service.broker_url == master.broker_url
             await w.subscribe("edgerm/m/read/out", "edgerm/m/read/stats/0")
             fw = OneSource()
@@ -111,7 +112,7 @@ def test_broker_flags() -> None:
 
 
 async def test_master_process_embeds_its_broker_on_an_ephemeral_port(tmp_path: Path) -> None:
-    await init_state_dir(tmp_path)
+    tokens = await init_state_dir(tmp_path)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         *("-m", "edgerm.master.main", "--port", "0", "--no-coap", "--broker-port", "0", "--log-level", "WARNING"),
@@ -124,10 +125,12 @@ async def test_master_process_embeds_its_broker_on_an_ephemeral_port(tmp_path: P
         lines = [(await asyncio.wait_for(proc.stdout.readline(), 20)).decode() for _ in range(2)]
         assert lines[1].startswith("edgerm-master MQTT broker on mqtt://127.0.0.1:"), lines
         url = lines[1].split()[4]
-        async with Watcher(url) as w:
+        async with Watcher(url, tokens["admin_token"]) as w:  # the admin may read; only tasks publish
             await w.subscribe("edgerm/x")
-            await w.publish("edgerm/x", b"hello")
-            await w.wait(lambda: w.on("edgerm/x"))
+        with pytest.raises(aiomqtt.MqttError):
+            async with Watcher(url):  # anonymous
+                pass
+        assert (tmp_path / "broker.key").stat().st_mode & 0o777 == 0o600
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 20) == 0
         assert proc.stderr is not None
