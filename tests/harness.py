@@ -282,6 +282,7 @@ class Cluster:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("EDGERM_")}
         self.env |= {"HOME": str(tmp), "XDG_STATE_HOME": str(tmp / "xdg-state"), "PYTHONPATH": str(ROOT)}
         self.admin_token = ""
+        self.stop_within = STOP_WITHIN  # seconds a child gets to exit on SIGTERM at close
 
     def expect_error(self, pattern: str) -> None:
         self.checks.expect_error(pattern)
@@ -389,6 +390,6 @@ class Cluster:
             await master.stop()
         for p in self.procs:
             was_alive = p.alive
-            code = await p.terminate()
+            code = await p.terminate(self.stop_within)
             if was_alive and code != 0:
                 self.checks.problems.append(f"{p.name} (pid {p.pid}) exited {code} on SIGTERM, not 0")
