@@ -9,9 +9,12 @@ state and two runs never share a registry.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
+
+from tests.harness import Checks, Cluster, watch
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -25,3 +28,36 @@ def isolated_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
             os.environ.pop("XDG_STATE_HOME", None)
         else:
             os.environ["XDG_STATE_HOME"] = old
+
+
+# -- the cluster harness (tests/harness.py) ------------------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    report: pytest.TestReport = yield
+    if report.when == "call":
+        item.stash[_CALL_FAILED] = report.failed
+    return report
+
+
+_CALL_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.fixture
+def checks(request: pytest.FixtureRequest) -> Iterator[Checks]:
+    """Fails the test on a logged ERROR or traceback, a leaked process, or a warning (tests/harness.py)."""
+    expected = tuple(p for mark in request.node.iter_markers("expect_errors") for p in mark.args)
+    yield from watch(expected)
+
+
+@pytest.fixture
+async def cluster(checks: Checks, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+    """Masters, agents and frameworks started for the test, all stopped after it (tests/harness.py)."""
+    c = Cluster(tmp_path, checks)
+    try:
+        yield c
+    finally:
+        await c.close()
+        if request.node.stash.get(_CALL_FAILED, False) and c.procs:
+            print(c.logs())

@@ -14,6 +14,7 @@ import pytest
 
 from edgerm.auth.client import bearer, resolve_token
 from edgerm.auth.principal import Role
+from edgerm.model import PullPolicy
 
 WAIT = 10.0  # generous bound on loopback; tests wait for conditions, never for fixed times
 TEST_IMAGE = os.environ.get("EDGERM_TEST_IMAGE", "edgerm-test/busybox:latest")
@@ -56,18 +57,18 @@ async def init_state_dir(state_dir: Path) -> dict[str, str]:
 
 def docker_unavailable(image: str = TEST_IMAGE) -> str:
     """Empty when a Docker engine answers and holds the test image, else why not."""
-    import docker  # lazily: only the Docker suites need the SDK
+    from edgerm.agent.docker_engine import DockerEngine, EngineError  # lazily: only the Docker suites need the SDK
 
+    engine = DockerEngine()
     try:
-        client = docker.from_env(timeout=30)
-    except docker.errors.DockerException as e:
-        return f"no Docker engine answers (run scripts/setup_docker.sh): {e}"
-    try:
-        client.images.get(image)
-    except docker.errors.ImageNotFound:
-        return f"test image {image} missing (run scripts/setup_docker.sh)"
+        if not engine.ping():
+            return "no Docker engine answers (run scripts/setup_docker.sh)"
+        try:
+            engine.ensure_image(image, PullPolicy.NEVER)
+        except EngineError as e:
+            return f"test image {image} missing (run scripts/setup_docker.sh): {e}"
     finally:
-        client.close()
+        engine.close()
     return ""
 
 

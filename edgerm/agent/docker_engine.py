@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -153,6 +155,31 @@ def _sdk() -> ModuleType:
     return importlib.import_module("docker")
 
 
+def _connect(docker: ModuleType, base_url: str | None, timeout: float) -> Any:
+    """A client of the engine at ``base_url`` (None: as ``$DOCKER_HOST`` says); EngineUnavailable when
+    it does not answer.
+
+    The SDK leaks the socket of a failed connect to a Unix socket (an unclosed socket per attempt: a
+    ResourceWarning, and a file descriptor an agent retrying for days would run out of), so a Unix
+    socket is tried here first, with a socket closed whatever happens.
+    """
+    url = base_url or os.environ.get("DOCKER_HOST") or docker.constants.DEFAULT_UNIX_SOCKET
+    if url.startswith(("unix://", "http+unix://")):
+        path = url.split("://", 1)[1]
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(timeout)
+                s.connect(path)
+        except OSError as e:
+            raise EngineUnavailable(f"docker engine unavailable: {path}: {e.strerror or e}") from None
+    try:
+        if base_url is None:
+            return docker.from_env(timeout=timeout)
+        return docker.DockerClient(base_url=base_url, timeout=timeout)
+    except docker.errors.DockerException as e:
+        raise EngineUnavailable(f"docker engine unavailable: {e}") from None
+
+
 class EventStream:
     """An open events subscription; iterate it in a thread, ``close()`` it from any thread."""
 
@@ -214,14 +241,7 @@ class DockerEngine:
     def _get_client(self) -> Any:
         with self._lock:
             if self._client is None:
-                docker = _sdk()
-                try:
-                    if self._base_url is None:
-                        self._client = docker.from_env(timeout=self._timeout)
-                    else:
-                        self._client = docker.DockerClient(base_url=self._base_url, timeout=self._timeout)
-                except docker.errors.DockerException as e:
-                    raise EngineUnavailable(f"docker engine unavailable: {e}") from None
+                self._client = _connect(_sdk(), self._base_url, self._timeout)
             return self._client
 
     def ping(self) -> bool:

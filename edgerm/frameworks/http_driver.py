@@ -35,6 +35,10 @@ Rules:
   their unacknowledged updates.
 - A callback that raises is logged (this is the outermost boundary for user
   code) and dispatch goes on; its status update is then not acknowledged.
+- A call refused for the principal's call rate (``LimitExceeded`` naming
+  "retry in Ns") is sent again after that wait, for up to ``call_timeout``
+  in all, so a burst (acknowledging a thousand reconciled tasks) is paced
+  to the master's limit instead of failing; other limits raise at once.
 """
 
 from __future__ import annotations
@@ -56,7 +60,15 @@ import aiohttp
 from edgerm import messages as m
 from edgerm.auth.client import bearer, client_ssl, resolve_token
 from edgerm.auth.principal import Role
-from edgerm.errors import ConfigError, MalformedMessage, NotSubscribed, Unavailable, UnknownCall, WireError
+from edgerm.errors import (
+    ConfigError,
+    LimitExceeded,
+    MalformedMessage,
+    NotSubscribed,
+    Unavailable,
+    UnknownCall,
+    WireError,
+)
 from edgerm.frameworks.base import Framework
 from edgerm.ids import AgentId, FrameworkId, OfferId, TaskId
 from edgerm.model import Filters, FrameworkInfo, TaskInfo, TaskStatus
@@ -66,6 +78,7 @@ log = logging.getLogger(__name__)
 
 SCHEDULER_PATH = "/api/v1/scheduler"
 STREAM_ID_HEADER = "Edgerm-Stream-Id"
+_RETRY_IN = re.compile(r"calls/s; retry in ([0-9.]+)s")
 CONTENT_TYPE = "application/x-protobuf"
 
 
@@ -364,6 +377,20 @@ class HttpDriver:
         return self._framework_id
 
     async def _call(self, call: m.SchedulerCall) -> None:
+        """POST ``call``; a refusal for the call rate is retried after the wait the master names (module doc)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._call_timeout
+        while True:
+            try:
+                await self._post(call)
+                return
+            except LimitExceeded as e:
+                wait = _rate_retry(e.message)
+                if wait is None or loop.time() + wait > deadline:
+                    raise
+                await asyncio.sleep(wait)
+
+    async def _post(self, call: m.SchedulerCall) -> None:
         http, stream_id = self._http, self._stream_id
         if http is None or stream_id is None:
             raise NotSubscribed(f"framework {self._name} is not subscribed to {self._master_url}")
@@ -428,3 +455,11 @@ class HttpDriver:
             await asyncio.wait([task])
         if error is not None:
             raise error
+
+
+def _rate_retry(message: str) -> float | None:
+    """The wait a call-rate refusal names (at least 5 ms, with jitter), or None for any other limit."""
+    found = _RETRY_IN.search(message)
+    if found is None:
+        return None
+    return max(float(found.group(1)), 0.005) * (1.0 + random.random())

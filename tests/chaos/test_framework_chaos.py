@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,10 @@ import pytest
 
 from edgerm.agent.config import AgentConfig, ResourceCaps
 from edgerm.agent.dataflow.runtime import DataflowRuntime
-from edgerm.agent.main import start_agent
 from edgerm.agent.wasm import WasmRuntime
-from edgerm.master.main import RunningMaster, start_master
+from edgerm.master.main import RunningMaster
 from edgerm.model import TaskState
-from tests.chaos.procs import ROOT, Procs
+from tests.harness import ROOT, Cluster
 from tests.support import eventually
 
 pytestmark = pytest.mark.slow
@@ -31,18 +29,6 @@ pytestmark = pytest.mark.slow
 BOUND = 30.0
 COUNT = 3
 SCRIPT = str(ROOT / "tests" / "chaos" / "framework_proc.py")
-
-
-@pytest.fixture
-async def procs(tmp_path: Path) -> AsyncIterator[Procs]:
-    p = Procs(tmp_path)
-    try:
-        yield p
-    except BaseException:
-        print(p.logs())
-        raise
-    finally:
-        await p.close()
 
 
 def records(path: Path) -> list[dict[str, Any]]:
@@ -62,49 +48,46 @@ def latest(path: Path) -> dict[str, str]:
 
 
 async def test_a_framework_killed_9_and_restarted_with_its_id_file_reclaims_its_tasks(
-    procs: Procs, tmp_path: Path
+    cluster: Cluster, tmp_path: Path
 ) -> None:
     config = AgentConfig(
         heartbeat_interval=0.5, executors=frozenset({"wasm"}), resources=ResourceCaps(cpus=4, mem=1024)
     )
     id_file, first_out, second_out = tmp_path / "framework_id", tmp_path / "first.jsonl", tmp_path / "second.jsonl"
-    async with (
-        start_master(allocation_interval=0.05) as master,
-        start_agent(master.url, config, tmp_path / "a") as agent,
-    ):
-        assert master.tokens is not None
-        procs.env["EDGERM_TOKEN"] = master.tokens.framework  # the framework processes present it
-        runtime = agent.service.runtimes["wasm"]
-        assert isinstance(runtime, DataflowRuntime) and isinstance(runtime.inner, WasmRuntime)
-        wasm = runtime.inner
-        first = await procs.spawn("framework", SCRIPT, master.url, str(id_file), str(first_out), "launch", str(COUNT))
+    master = await cluster.master()
+    agent = await cluster.agent(master, config, tmp_path / "a")
+    assert master.tokens is not None
+    cluster.env["EDGERM_TOKEN"] = master.tokens.framework  # the framework processes present it
+    runtime = agent.service.runtimes["wasm"]
+    assert isinstance(runtime, DataflowRuntime) and isinstance(runtime.inner, WasmRuntime)
+    wasm = runtime.inner
+    first = await cluster.spawn("framework", SCRIPT, master.url, str(id_file), str(first_out), "launch", str(COUNT))
 
-        def all_running() -> bool:
-            states = latest(first_out)
-            return len(states) == COUNT and set(states.values()) == {"RUNNING"}
+    def all_running() -> bool:
+        states = latest(first_out)
+        return len(states) == COUNT and set(states.values()) == {"RUNNING"}
 
-        await eventually(all_running, BOUND, "the first process saw its tasks RUNNING")
-        framework_id = id_file.read_text().strip()
-        assert records(first_out)[0] == {"registered": framework_id}
-        tasks = sorted(latest(first_out))
-        await first.kill9()
+    await eventually(all_running, BOUND, "the first process saw its tasks RUNNING")
+    framework_id = id_file.read_text().strip()
+    assert records(first_out)[0] == {"registered": framework_id}
+    tasks = sorted(latest(first_out))
+    await first.kill9()
 
-        # Nothing happened to the tasks: the master keeps them, the agent runs them.
-        await eventually(lambda: not _active(master, framework_id), BOUND, "the master saw the stream go")
-        assert all(_state(master, t) is TaskState.RUNNING for t in tasks)
-        assert sorted(wasm.running()) == tasks
+    # Nothing happened to the tasks: the master keeps them, the agent runs them.
+    await eventually(lambda: not _active(master, framework_id), BOUND, "the master saw the stream go")
+    assert all(_state(master, t) is TaskState.RUNNING for t in tasks)
+    assert sorted(wasm.running()) == tasks
 
-        second = await procs.spawn("framework", SCRIPT, master.url, str(id_file), str(second_out), "reclaim")
-        assert await asyncio.wait_for(second.proc.wait(), BOUND) == 0, second.output()
-        got = records(second_out)
-        assert got[0] == {"registered": framework_id}  # the same framework
-        for task_id in tasks:
-            states = [r["state"] for r in got if r.get("task") == task_id]
-            assert states[0] == "RUNNING" and states[-1] == "KILLED", (task_id, states)
-            assert states.count("KILLED") == 1
-        await eventually(lambda: wasm.running() == [], BOUND, "every task stopped on the agent")
-        assert all(_state(master, t) is TaskState.KILLED for t in tasks)
-        assert "Traceback" not in first.output() + second.output()
+    second = await cluster.spawn("framework", SCRIPT, master.url, str(id_file), str(second_out), "reclaim")
+    assert await asyncio.wait_for(second.proc.wait(), BOUND) == 0, second.output()
+    got = records(second_out)
+    assert got[0] == {"registered": framework_id}  # the same framework
+    for task_id in tasks:
+        states = [r["state"] for r in got if r.get("task") == task_id]
+        assert states[0] == "RUNNING" and states[-1] == "KILLED", (task_id, states)
+        assert states.count("KILLED") == 1
+    await eventually(lambda: wasm.running() == [], BOUND, "every task stopped on the agent")
+    assert all(_state(master, t) is TaskState.KILLED for t in tasks)
 
 
 def _active(master: RunningMaster, framework_id: str) -> bool:

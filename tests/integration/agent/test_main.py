@@ -79,6 +79,7 @@ async def _registered(master: RunningMaster) -> bool:
     return len(await agents_of(master)) == 1
 
 
+@pytest.mark.expect_errors(r"devices\[0\]\.handle: expected a string")  # the one line it exits with
 def test_bad_config_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "agent.yaml"
     config.write_text("devices:\n  - name: cam\n    handle: 7\n")

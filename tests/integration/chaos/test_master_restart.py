@@ -17,10 +17,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from edgerm.frameworks import HttpDriver, load_module, wasm_task
+from edgerm.frameworks import load_module, wasm_task
 from edgerm.model import Filters, TaskState
 from tests.contract.cluster import Recorder
-from tests.integration.chaos.procs import Processes, free_port, master_state
+from tests.harness import Cluster, free_port
+from tests.integration.chaos.state import master_state
 from tests.support import eventually
 
 pytestmark = pytest.mark.slow
@@ -68,72 +69,52 @@ class Launcher(Recorder):
         return states
 
 
-async def test_kill_9_master_with_200_running_tasks_and_restart_it(procs: Processes, tmp_path: Path) -> None:
+async def test_kill_9_master_with_200_running_tasks_and_restart_it(cluster: Cluster, tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    state_dir = tmp_path / "master-state"
-    master_args = (
-        "-m", "edgerm.master.main", "--port", str(port), *await procs.secure(state_dir),
-        "--no-coap", "--no-broker", "--allocation-interval", "0.1",
-    )  # fmt: skip
-    master = await procs.start(*master_args, log=tmp_path / "master.log")
-    (tmp_path / "agent.yaml").write_text(AGENT_CONFIG)
+    master = await cluster.master_process(port, "--allocation-interval", "0.1")
     for i in range(AGENTS):
-        await procs.start(
-            "-m", "edgerm.agent.main", "--master", url, "--config", str(tmp_path / "agent.yaml"),
-            "--work-dir", str(tmp_path / f"agent-{i}"), "--name", f"agent-{i}",
-            log=tmp_path / f"agent-{i}.log",
-        )  # fmt: skip
+        await cluster.agent_process(url, tmp_path / f"agent-{i}", AGENT_CONFIG, "--name", f"agent-{i}")
     fw = Launcher()
-    driver = HttpDriver(fw, url, backoff_initial=0.1, backoff_max=0.5, token=procs.admin_token)
-    run = asyncio.create_task(driver.run())
-    try:
-        await eventually(lambda: len(fw.launched) == TASKS, within=60, what="200 tasks launched")
-        await eventually(
-            lambda: list(fw.latest().values()) == [TaskState.RUNNING] * TASKS,
-            within=60,
-            what=lambda: f"200 tasks RUNNING: {Counter(fw.latest().values())}",
-        )
-        before = len(fw.statuses)
+    driver = cluster.framework(fw, url)
+    await eventually(lambda: len(fw.launched) == TASKS, within=60, what="200 tasks launched")
+    await eventually(
+        lambda: list(fw.latest().values()) == [TaskState.RUNNING] * TASKS,
+        within=60,
+        what=lambda: f"200 tasks RUNNING: {Counter(fw.latest().values())}",
+    )
+    before = len(fw.statuses)
 
-        master.kill()  # SIGKILL: no goodbye, nothing flushed but what was durable
-        await master.wait()
-        master = await procs.start(*master_args, log=tmp_path / "master.log")
+    await master.kill9()  # no goodbye, nothing flushed but what was durable
+    await cluster.master_process(port, "--allocation-interval", "0.1")
 
-        async def reconciled() -> bool:
-            try:
-                state = await master_state(url, procs.admin_token)
-            except aiohttp.ClientError:
-                return False  # not listening yet
-            tasks = state["tasks"]
-            agents = state["agents"]
-            assert isinstance(tasks, list) and isinstance(agents, list)
-            return (
-                len(agents) == AGENTS
-                and all(a["state"] == "ACTIVE" for a in agents)
-                and sum(1 for t in tasks if t["state"] == "RUNNING") == TASKS
-            )
-
-        await eventually(reconciled, within=60, what="every agent back and every task RUNNING at the master")
-        await fw.until(lambda: fw.subscriptions >= 2, within=30)  # the driver re-subscribed by itself
-        reconciled_at = len(fw.statuses)
-        await driver.reconcile()  # implicit: all of mine
-        await fw.until(lambda: len(fw.statuses) >= reconciled_at + TASKS, within=30)
-        answers = fw.statuses[reconciled_at:]
-        assert {s.task_id for s in answers} == set(fw.launched)
-        assert all(s.state is TaskState.RUNNING for s in answers), {s.state for s in answers}
-        # Nothing ended at the framework: no kill, no loss, no duplicate launch.
-        assert not [s for s in fw.statuses[before:] if s.state is not TaskState.RUNNING]
-        # And well past the settle period, the agents still hold them all.
-        await asyncio.sleep(3.0)
-        state = await master_state(url, procs.admin_token)
+    async def reconciled() -> bool:
+        try:
+            state = await master_state(url, cluster.admin_token)
+        except aiohttp.ClientError:
+            return False  # not listening yet
         tasks = state["tasks"]
-        assert isinstance(tasks, list)
-        assert sorted(t["id"] for t in tasks if t["state"] == "RUNNING") == sorted(fw.launched)
-        for i in range(AGENTS):
-            log = (tmp_path / f"agent-{i}.log").read_text()
-            assert "Traceback" not in log, log[-2000:]
-        assert "Traceback" not in (tmp_path / "master.log").read_text()
-    finally:
-        await driver.stop()
-        await asyncio.gather(run, return_exceptions=True)
+        agents = state["agents"]
+        assert isinstance(tasks, list) and isinstance(agents, list)
+        return (
+            len(agents) == AGENTS
+            and all(a["state"] == "ACTIVE" for a in agents)
+            and sum(1 for t in tasks if t["state"] == "RUNNING") == TASKS
+        )
+
+    await eventually(reconciled, within=60, what="every agent back and every task RUNNING at the master")
+    await fw.until(lambda: fw.subscriptions >= 2, within=30)  # the driver re-subscribed by itself
+    reconciled_at = len(fw.statuses)
+    await driver.reconcile()  # implicit: all of mine
+    await fw.until(lambda: len(fw.statuses) >= reconciled_at + TASKS, within=30)
+    answers = fw.statuses[reconciled_at:]
+    assert {s.task_id for s in answers} == set(fw.launched)
+    assert all(s.state is TaskState.RUNNING for s in answers), {s.state for s in answers}
+    # Nothing ended at the framework: no kill, no loss, no duplicate launch.
+    assert not [s for s in fw.statuses[before:] if s.state is not TaskState.RUNNING]
+    # And well past the settle period, the agents still hold them all.
+    await asyncio.sleep(3.0)
+    state = await master_state(url, cluster.admin_token)
+    tasks = state["tasks"]
+    assert isinstance(tasks, list)
+    assert sorted(t["id"] for t in tasks if t["state"] == "RUNNING") == sorted(fw.launched)

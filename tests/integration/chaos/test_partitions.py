@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from edgerm.frameworks import HttpDriver, load_module, wasm_task
+from edgerm.frameworks import load_module, wasm_task
 from edgerm.model import Filters, Reason, TaskState
 from tests.contract.cluster import Recorder
-from tests.integration.chaos.procs import Processes, free_port, master_state, no_tracebacks
+from tests.harness import Cluster, Proc, free_port
+from tests.integration.chaos.state import master_state
 from tests.support import eventually
 
 pytestmark = pytest.mark.slow
@@ -51,21 +52,12 @@ class Runner(Recorder):
         return len(latest) == TASKS and all(s is state for s in latest.values())
 
 
-async def _cluster(
-    procs: Processes, tmp_path: Path, *master_flags: str
-) -> tuple[str, asyncio.subprocess.Process, asyncio.subprocess.Process]:
+async def _cluster(cluster: Cluster, tmp_path: Path, *master_flags: str) -> tuple[str, Proc, Proc]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    master = await procs.start(
-        "-m", "edgerm.master.main", "--port", str(port), *await procs.secure(tmp_path / "state"),
-        "--no-coap", "--no-broker", "--allocation-interval", "0.05", *master_flags,
-        log=tmp_path / "master.log",
-    )  # fmt: skip
-    (tmp_path / "agent.yaml").write_text(f"heartbeat_interval: {HEARTBEAT}\nexecutors: [wasm]\n")
-    agent = await procs.start(
-        "-m", "edgerm.agent.main", "--master", url, "--config", str(tmp_path / "agent.yaml"),
-        "--work-dir", str(tmp_path / "agent"), "--name", "frozen", log=tmp_path / "agent.log",
-    )  # fmt: skip
+    master = await cluster.master_process(port, *master_flags)
+    config = f"heartbeat_interval: {HEARTBEAT}\nexecutors: [wasm]\n"
+    agent = await cluster.agent_process(url, tmp_path / "agent", config, "--name", "frozen")
     return url, master, agent
 
 
@@ -76,86 +68,68 @@ async def _agent_state(url: str, token: str) -> str:
 
 
 async def test_a_frozen_agent_is_unreachable_then_running_again_with_no_duplicate(
-    procs: Processes, tmp_path: Path
+    cluster: Cluster, tmp_path: Path
 ) -> None:
-    url, _, agent = await _cluster(procs, tmp_path, "--unreachable-timeout", "60")
+    url, _, agent = await _cluster(cluster, tmp_path, "--unreachable-timeout", "60")
     fw = Runner()
-    driver = HttpDriver(fw, url, backoff_initial=0.1, backoff_max=0.5, token=procs.admin_token)
-    run = asyncio.create_task(driver.run())
+    cluster.framework(fw, url)
+    await eventually(lambda: fw.all_in(TaskState.RUNNING), within=30, what=lambda: f"running: {fw.latest()}")
+    agent.send_signal(signal.SIGSTOP)
     try:
-        await eventually(lambda: fw.all_in(TaskState.RUNNING), within=30, what=lambda: f"running: {fw.latest()}")
-        agent.send_signal(signal.SIGSTOP)
-        try:
-            await eventually(lambda: fw.all_in(TaskState.UNREACHABLE), within=10, what=lambda: f"{fw.latest()}")
-            unreachable = [s for s in fw.statuses if s.state is TaskState.UNREACHABLE]
-            assert {s.reason for s in unreachable} == {Reason.AGENT_UNREACHABLE}
-            assert await _agent_state(url, procs.admin_token) == "UNREACHABLE"
-            assert fw.lost == []  # no FAILURE event: a partition is not a death
-            await asyncio.sleep(1.0)  # well past 3 heartbeats
-        finally:
-            agent.send_signal(signal.SIGCONT)
-        await eventually(lambda: fw.all_in(TaskState.RUNNING), within=10, what=lambda: f"back: {fw.latest()}")
-        back = [s for s in fw.statuses if s.state is TaskState.RUNNING and s.reason is Reason.AGENT_REREGISTERED]
-        assert sorted(s.task_id for s in back) == sorted(fw.launched)  # each came back once
-        assert await _agent_state(url, procs.admin_token) == "ACTIVE"
-        # No duplicate and nothing killed: the same tasks, still running, and no other.
-        await asyncio.sleep(1.0)
-        tasks = (await master_state(url, procs.admin_token))["tasks"]
-        assert isinstance(tasks, list)
-        assert sorted(t["id"] for t in tasks if t["state"] == "RUNNING") == sorted(fw.launched)
-        assert not [s for s in fw.statuses if s.state.terminal]
-        no_tracebacks(tmp_path / "master.log", tmp_path / "agent.log")
+        await eventually(lambda: fw.all_in(TaskState.UNREACHABLE), within=10, what=lambda: f"{fw.latest()}")
+        unreachable = [s for s in fw.statuses if s.state is TaskState.UNREACHABLE]
+        assert {s.reason for s in unreachable} == {Reason.AGENT_UNREACHABLE}
+        assert await _agent_state(url, cluster.admin_token) == "UNREACHABLE"
+        assert fw.lost == []  # no FAILURE event: a partition is not a death
+        await asyncio.sleep(1.0)  # well past 3 heartbeats
     finally:
-        await driver.stop()
-        await asyncio.gather(run, return_exceptions=True)
+        agent.send_signal(signal.SIGCONT)
+    await eventually(lambda: fw.all_in(TaskState.RUNNING), within=10, what=lambda: f"back: {fw.latest()}")
+    back = [s for s in fw.statuses if s.state is TaskState.RUNNING and s.reason is Reason.AGENT_REREGISTERED]
+    assert sorted(s.task_id for s in back) == sorted(fw.launched)  # each came back once
+    assert await _agent_state(url, cluster.admin_token) == "ACTIVE"
+    # No duplicate and nothing killed: the same tasks, still running, and no other.
+    await asyncio.sleep(1.0)
+    tasks = (await master_state(url, cluster.admin_token))["tasks"]
+    assert isinstance(tasks, list)
+    assert sorted(t["id"] for t in tasks if t["state"] == "RUNNING") == sorted(fw.launched)
+    assert not [s for s in fw.statuses if s.state.terminal]
 
 
 async def test_an_agent_frozen_past_the_unreachable_timeout_is_lost_and_told_to_kill_on_return(
-    procs: Processes, tmp_path: Path
+    cluster: Cluster, tmp_path: Path
 ) -> None:
-    url, _, agent = await _cluster(procs, tmp_path, "--unreachable-timeout", "1.5")
+    url, master, agent = await _cluster(cluster, tmp_path, "--unreachable-timeout", "1.5")
     fw = Runner()
-    driver = HttpDriver(fw, url, backoff_initial=0.1, backoff_max=0.5, token=procs.admin_token)
-    run = asyncio.create_task(driver.run())
+    cluster.framework(fw, url)
+    await eventually(lambda: fw.all_in(TaskState.RUNNING), within=30, what=lambda: f"running: {fw.latest()}")
+    agent.send_signal(signal.SIGSTOP)
     try:
-        await eventually(lambda: fw.all_in(TaskState.RUNNING), within=30, what=lambda: f"running: {fw.latest()}")
-        agent.send_signal(signal.SIGSTOP)
-        try:
-            await eventually(lambda: fw.all_in(TaskState.LOST), within=15, what=lambda: f"{fw.latest()}")
-            assert fw.lost, "FAILURE reaches the framework once the agent is lost"
-        finally:
-            agent.send_signal(signal.SIGCONT)
-
-        def killed_on_return() -> bool:
-            log = (tmp_path / "master.log").read_text()
-            return all(f"killing task {t} on agent" in log for t in fw.launched)
-
-        await eventually(killed_on_return, within=15, what="the returning agent is told to kill its LOST tasks")
-        await eventually(lambda: _agent_state(url, procs.admin_token), within=10)  # it re-registered
-        tasks = (await master_state(url, procs.admin_token))["tasks"]
-        assert isinstance(tasks, list) and not [t for t in tasks if t["state"] == "RUNNING"]
-        no_tracebacks(tmp_path / "master.log", tmp_path / "agent.log")
+        await eventually(lambda: fw.all_in(TaskState.LOST), within=15, what=lambda: f"{fw.latest()}")
+        assert fw.lost, "FAILURE reaches the framework once the agent is lost"
     finally:
-        await driver.stop()
-        await asyncio.gather(run, return_exceptions=True)
+        agent.send_signal(signal.SIGCONT)
+
+    def killed_on_return() -> bool:
+        log = master.output()
+        return all(f"killing task {t} on agent" in log for t in fw.launched)
+
+    await eventually(killed_on_return, within=15, what="the returning agent is told to kill its LOST tasks")
+    await eventually(lambda: _agent_state(url, cluster.admin_token), within=10)  # it re-registered
+    tasks = (await master_state(url, cluster.admin_token))["tasks"]
+    assert isinstance(tasks, list) and not [t for t in tasks if t["state"] == "RUNNING"]
 
 
-async def test_a_frozen_master_does_not_declare_its_agents_unreachable(procs: Processes, tmp_path: Path) -> None:
-    url, master, _ = await _cluster(procs, tmp_path, "--unreachable-timeout", "60")
+async def test_a_frozen_master_does_not_declare_its_agents_unreachable(cluster: Cluster, tmp_path: Path) -> None:
+    url, master, _ = await _cluster(cluster, tmp_path, "--unreachable-timeout", "60")
     fw = Runner()
-    driver = HttpDriver(fw, url, backoff_initial=0.1, backoff_max=0.5, token=procs.admin_token)
-    run = asyncio.create_task(driver.run())
-    try:
-        await eventually(lambda: fw.all_in(TaskState.RUNNING), within=30, what=lambda: f"running: {fw.latest()}")
-        seen = len(fw.statuses)
-        master.send_signal(signal.SIGSTOP)
-        await asyncio.sleep(3.0)  # 10 heartbeat intervals: a suspended host, a long pause
-        master.send_signal(signal.SIGCONT)
-        await asyncio.sleep(3.0)  # the agents answer again within the settle period
-        assert [s for s in fw.statuses[seen:] if s.state is not TaskState.RUNNING] == []
-        assert await _agent_state(url, procs.admin_token) == "ACTIVE"
-        assert "stalled" in (tmp_path / "master.log").read_text()
-        no_tracebacks(tmp_path / "master.log", tmp_path / "agent.log")
-    finally:
-        await driver.stop()
-        await asyncio.gather(run, return_exceptions=True)
+    cluster.framework(fw, url)
+    await eventually(lambda: fw.all_in(TaskState.RUNNING), within=30, what=lambda: f"running: {fw.latest()}")
+    seen = len(fw.statuses)
+    master.send_signal(signal.SIGSTOP)
+    await asyncio.sleep(3.0)  # 10 heartbeat intervals: a suspended host, a long pause
+    master.send_signal(signal.SIGCONT)
+    await asyncio.sleep(3.0)  # the agents answer again within the settle period
+    assert [s for s in fw.statuses[seen:] if s.state is not TaskState.RUNNING] == []
+    assert await _agent_state(url, cluster.admin_token) == "ACTIVE"
+    assert "stalled" in master.output()

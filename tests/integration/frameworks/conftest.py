@@ -33,6 +33,7 @@ from edgerm.errors import NotSubscribed, WireError
 from edgerm.ids import AgentId, FrameworkId, TaskId, new_id
 from edgerm.model import AgentInfo, TaskInfo, TaskState, TaskStatus
 from edgerm.resources import Resources
+from tests.harness import Checks
 
 _DROP = object()
 _T = TypeVar("_T")
@@ -309,3 +310,10 @@ async def scripted_agent(master: Any) -> AsyncIterator[ScriptedAgent]:
         yield agent
     finally:
         await agent.stop()
+
+
+@pytest.fixture(autouse=True)
+def _checked(checks: Checks) -> Checks:
+    """Every test here runs under the harness's checks (tests/harness.py): no logged ERROR or traceback,
+    no leaked process, no warning."""
+    return checks

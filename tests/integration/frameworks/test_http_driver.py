@@ -182,6 +182,7 @@ async def test_update_acknowledged_after_the_callback_returns(fake_master: Any) 
     await finish(driver, task)
 
 
+@pytest.mark.expect_errors("callback status_update raised")  # user code raising: logged with its traceback
 async def test_failed_callback_is_redelivered_after_reconnect(fake_master: Any) -> None:
     fw = Recorder()
     failures = [RuntimeError("first delivery fails")]

@@ -27,6 +27,7 @@ from edgerm.master.main import RunningMaster, start_master
 from edgerm.master.state import MasterConfig
 from edgerm.model import AgentInfo, FrameworkInfo, TaskState, TaskStatus
 from edgerm.resources import Resources
+from tests.harness import Checks
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 WAIT = 5.0  # generous bound on loopback; tests never sleep for a fixed time
@@ -287,3 +288,10 @@ async def make_framework(
     yield make
     for framework in made:
         await framework.close()
+
+
+@pytest.fixture(autouse=True)
+def _checked(checks: Checks) -> Checks:
+    """Every test here runs under the harness's checks (tests/harness.py): no logged ERROR or traceback,
+    no leaked process, no warning."""
+    return checks
