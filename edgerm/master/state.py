@@ -24,9 +24,10 @@ Rules:
   expired) and dirty frameworks (subscribed, revived, back under its offer
   limit), plus the pool of agents that have free resources nobody could take
   when they were last looked at. An allocation cycle visits the dirty agents,
-  and for each dirty framework the pool agents it may take; nothing else.
-  Filters expire from a heap, offers too. ``full_reallocation`` restores the
-  old cycle over every agent (the benchmark's baseline).
+  and for each dirty framework the pool agents it may take until it is full;
+  nothing else (see ``_allocate``). Filters expire from a heap, offers too.
+  ``full_reallocation`` restores the old cycle over every agent (the
+  benchmark's baseline).
 - When allocation runs: after a Tick, an agent (re-)registering, a task
   ending, a framework subscribing, disconnecting, being torn down or
   reviving, and an ACCEPT that launched tasks. A DECLINE (or an ACCEPT
@@ -73,7 +74,6 @@ Rules:
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from edgerm import messages as m
@@ -798,18 +798,38 @@ class MasterCore:
     # ------------------------------------------------------------ allocation
 
     def _allocate(self, now: float) -> list[MasterAction]:
-        """One allocation cycle over what changed: one OFFERS event per framework with its new offers."""
+        """One allocation cycle over what changed: one OFFERS event per framework with its new offers.
+
+        First the dirty agents, in id order, each to the first eligible framework in DRF order.
+        Then each dirty framework (one that may take agents it could not before): the pool agents
+        it may take, in id order, one at a time while it may still be offered more; each such
+        visit makes an offer (to it or to a framework before it in DRF order), so the cost is
+        proportional to the offers made, not to the pool."""
         for _, agent_id in self._offers.expire_filters(now):
             self._dirty_agents.add(agent_id)
         if not self._agents or not self._frameworks:
             return []  # what is dirty stays dirty until someone can be offered something
+        new: dict[FrameworkId, list[Offer]] = {}
+        dirty, self._dirty_agents = self._dirty_agents, set()
+        frameworks, self._dirty_frameworks = self._dirty_frameworks, set()
         if self.config.full_reallocation:
-            visit: Iterable[AgentId] = sorted(a for a, r in self._agents.items() if r.state is AgentState.ACTIVE)
-        else:
-            visit = sorted(self._to_visit(now))
-        self._dirty_agents, self._dirty_frameworks = set(), set()
+            dirty = {a for a, r in self._agents.items() if r.state is AgentState.ACTIVE}
+            frameworks = set()
+        self._offer_agents(sorted(dirty), now, new)
+        for fid in sorted(frameworks):
+            if not self._may_be_offered(fid):
+                continue
+            for agent_id in sorted(a for a in self._pool if self._may_take(fid, a, now)):
+                if not self._may_be_offered(fid):
+                    break  # it reached its limit
+                if agent_id in self._pool and self._may_take(fid, agent_id, now):
+                    self._offer_agents([agent_id], now, new)
+        return [SendEvent(fid, m.Offers(tuple(offers))) for fid, offers in new.items()]
+
+    def _offer_agents(self, agents: list[AgentId], now: float, new: dict[FrameworkId, list[Offer]]) -> None:
+        """Offer these agents' free resources (in this order) and keep the pool up to date."""
         free: list[tuple[AgentId, Resources]] = []
-        for agent_id in visit:
+        for agent_id in agents:
             agent = self._agents.get(agent_id)
             resources = self._free(agent_id) if agent is not None and agent.state is AgentState.ACTIVE else EMPTY
             if offerable(resources):
@@ -817,7 +837,6 @@ class MasterCore:
                 free.append((agent_id, resources))
             else:
                 self._pool.discard(agent_id)
-        new: dict[FrameworkId, list[Offer]] = {}
         expires_at = now + self.config.offer_timeout
 
         def granted(g: Grant) -> None:
@@ -826,21 +845,14 @@ class MasterCore:
             self._pool.discard(g.agent_id)  # all of its free resources are offered now
 
         allocate(free, self._total, self._sorter, self._offers.holder, lambda f, a: self._eligible(f, a, now), granted)
-        return [SendEvent(fid, m.Offers(tuple(offers))) for fid, offers in new.items()]
 
-    def _to_visit(self, now: float) -> set[AgentId]:
-        """The dirty agents, and the pool agents a dirty framework may take."""
-        visit = self._dirty_agents
-        for fid in self._dirty_frameworks:
-            if not self._may_be_offered(fid):
-                continue
-            for agent_id in self._pool:
-                if agent_id in visit or self._offers.filtered(fid, agent_id, now):
-                    continue
-                holder = self._offers.holder(agent_id)
-                if holder is None or holder == fid:
-                    visit.add(agent_id)
-        return visit
+    def _may_take(self, framework_id: FrameworkId, agent_id: AgentId, now: float) -> bool:
+        """Whether the framework may be offered this agent, its limit aside: not filtered, and the
+        agent's holder if the agent is held."""
+        if self._offers.filtered(framework_id, agent_id, now):
+            return False
+        holder = self._offers.holder(agent_id)
+        return holder is None or holder == framework_id
 
     def _may_be_offered(self, framework_id: FrameworkId) -> bool:
         """Active, not suppressed, and under its limit of outstanding offers."""
@@ -995,7 +1007,13 @@ class MasterCore:
 
     def _prune(self, now: float) -> None:
         c = self.config
-        self._tasks.prune(c.max_completed_tasks, self._outbox.holds_task, now - c.completed_task_ttl)
+        self._tasks.prune(c.max_completed_tasks, self._awaits_ack, now - c.completed_task_ttl)
+
+    def _awaits_ack(self, task_id: TaskId) -> bool:
+        """An update of this task waits for its framework's acknowledgement (only its own framework's box
+        can hold it: one lookup, not one per framework)."""
+        record = self._tasks.get(task_id)
+        return record is not None and self._outbox.has(record.framework_id, task_id)
 
     # ------------------------------------------------------------------ JSON
 
