@@ -9,8 +9,11 @@ Rules:
 - An offer that timed out is remembered (a bounded memory, oldest dropped
   first) so that a late ACCEPT is told OFFER_EXPIRED rather than
   UNKNOWN_OFFER. Used, declined and rescinded offers are simply forgotten.
-- A filter ``(framework, agent) -> until`` keeps that agent out of that
-  framework's offers while ``now < until``.
+- A filter ``(framework, agent) -> (until, refused)`` keeps that agent out
+  of that framework's offers while ``now < until`` AND the agent's free
+  resources fit within ``refused`` (what was declined), as Mesos' refused
+  resources filters do: once more is free on the agent (a task ended), the
+  framework may be offered it again. A longer filter replaces a shorter one.
 
 Cost: offers are indexed by agent and by framework; offers and filters are
 also kept in heaps by expiry time, so :meth:`OfferBook.due` and
@@ -62,7 +65,7 @@ class OfferBook:
         self._expiry: list[tuple[float, int, OfferId]] = []  # (expires_at, n, id): a heap
         self._expired: OrderedDict[OfferId, None] = OrderedDict()
         self._expired_limit = expired_limit
-        self._filters: dict[FrameworkId, dict[AgentId, float]] = {}
+        self._filters: dict[FrameworkId, dict[AgentId, tuple[float, Resources]]] = {}
         self._filtered_by: dict[AgentId, set[FrameworkId]] = {}  # agent -> frameworks filtering it
         self._filter_heap: list[tuple[float, FrameworkId, AgentId]] = []
         self._filters_count = 0
@@ -151,26 +154,42 @@ class OfferBook:
 
     # -- filters --------------------------------------------------------------
 
-    def refuse(self, framework_id: FrameworkId, agent_id: AgentId, until: float) -> None:
-        """Do not offer ``agent_id`` to ``framework_id`` before ``until`` (a longer filter wins)."""
+    def refuse(self, framework_id: FrameworkId, agent_id: AgentId, until: float, refused: Resources) -> None:
+        """Do not offer ``agent_id`` to ``framework_id`` before ``until`` while what it has free fits
+        within ``refused`` (a longer filter wins; an equally long one adds what it refused)."""
         mine = self._filters.setdefault(framework_id, {})
-        if until <= mine.get(agent_id, until - 1):
-            return
-        if agent_id not in mine:
+        old = mine.get(agent_id)
+        if old is not None:
+            if until < old[0]:
+                return
+            if until == old[0]:
+                refused = old[1] + refused
+        else:
             self._filters_count += 1
-        mine[agent_id] = until
+        mine[agent_id] = (until, refused)
         self._filtered_by.setdefault(agent_id, set()).add(framework_id)
         if len(self._filter_heap) > 2 * self._filters_count + _HEAP_SLACK:
-            self._filter_heap = [e for e in self._filter_heap if self._filters.get(e[1], {}).get(e[2]) == e[0]]
+            self._filter_heap = [e for e in self._filter_heap if self._until(e[1], e[2]) == e[0]]
             heapq.heapify(self._filter_heap)
         heapq.heappush(self._filter_heap, (until, framework_id, agent_id))
 
-    def filtered(self, framework_id: FrameworkId, agent_id: AgentId, now: float) -> bool:
+    def filtered(self, framework_id: FrameworkId, agent_id: AgentId, now: float, free: Resources) -> bool:
+        """Whether a filter keeps an agent with ``free`` resources from the framework now."""
         mine = self._filters.get(framework_id)
-        return mine is not None and mine.get(agent_id, now) > now
+        entry = mine.get(agent_id) if mine is not None else None
+        return entry is not None and entry[0] > now and free <= entry[1]
+
+    def has_filter(self, framework_id: FrameworkId, agent_id: AgentId, now: float) -> bool:
+        """Whether a filter of the framework on the agent is still running (whatever is free)."""
+        return self._until(framework_id, agent_id) > now
 
     def filters_of(self, framework_id: FrameworkId) -> dict[AgentId, float]:
-        return dict(self._filters.get(framework_id, {}))
+        """The framework's filters: agent -> until."""
+        return {a: until for a, (until, _) in self._filters.get(framework_id, {}).items()}
+
+    def _until(self, framework_id: FrameworkId, agent_id: AgentId) -> float:
+        entry = self._filters.get(framework_id, {}).get(agent_id)
+        return entry[0] if entry is not None else float("-inf")
 
     def clear_filters(self, framework_id: FrameworkId | None = None, agent_id: AgentId | None = None) -> None:
         """Drop the filters of a framework, of an agent, or both matching."""
@@ -193,7 +212,7 @@ class OfferBook:
         heap = self._filter_heap
         while heap and heap[0][0] <= now:
             until, framework_id, agent_id = heapq.heappop(heap)
-            if self._filters.get(framework_id, {}).get(agent_id) == until:  # else replaced or cleared
+            if self._until(framework_id, agent_id) == until:  # else replaced or cleared
                 self._drop_filter(framework_id, agent_id)
                 ended.append((framework_id, agent_id))
         return ended

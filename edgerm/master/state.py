@@ -567,7 +567,7 @@ class MasterCore:
         if not plan.tasks:  # an accept without tasks is a decline: its filter holds
             refuse = call.filters.refuse_seconds
             if refuse > 0 and offerable(plan.leftover):
-                self._offers.refuse(call.framework_id, plan.agent.id, now + refuse)
+                self._offers.refuse(call.framework_id, plan.agent.id, now + refuse, plan.leftover)
             return []
         # Launched: the leftovers are re-offered at once, with no filter (see the module docstring).
         actions: list[MasterAction] = []
@@ -586,7 +586,9 @@ class MasterCore:
         for offer in offers:
             self._remove_offer(offer)
             if call.filters.refuse_seconds > 0:
-                self._offers.refuse(call.framework_id, offer.agent_id, now + call.filters.refuse_seconds)
+                self._offers.refuse(
+                    call.framework_id, offer.agent_id, now + call.filters.refuse_seconds, offer.resources
+                )
         return []
 
     def _revive(self, call: m.Revive, now: float) -> list[MasterAction]:
@@ -685,7 +687,9 @@ class MasterCore:
         for offer in self._offers.due(now):
             self._remove_offer(offer, expired=True)
             if self.config.default_refuse_seconds > 0:
-                self._offers.refuse(offer.framework_id, offer.agent_id, now + self.config.default_refuse_seconds)
+                self._offers.refuse(
+                    offer.framework_id, offer.agent_id, now + self.config.default_refuse_seconds, offer.resources
+                )
             actions.append(SendEvent(offer.framework_id, m.Rescind(offer.id)))
         actions += self._check_stall(now)
         if now >= self._settle_until:
@@ -844,12 +848,21 @@ class MasterCore:
             new.setdefault(g.framework_id, []).append(offer)
             self._pool.discard(g.agent_id)  # all of its free resources are offered now
 
-        allocate(free, self._total, self._sorter, self._offers.holder, lambda f, a: self._eligible(f, a, now), granted)
+        free_of = dict(free)
+
+        def eligible(framework_id: FrameworkId, agent_id: AgentId) -> bool:
+            return self._may_be_offered(framework_id) and not self._offers.filtered(
+                framework_id, agent_id, now, free_of[agent_id]
+            )
+
+        allocate(free, self._total, self._sorter, self._offers.holder, eligible, granted)
 
     def _may_take(self, framework_id: FrameworkId, agent_id: AgentId, now: float) -> bool:
         """Whether the framework may be offered this agent, its limit aside: not filtered, and the
         agent's holder if the agent is held."""
-        if self._offers.filtered(framework_id, agent_id, now):
+        if self._offers.has_filter(framework_id, agent_id, now) and self._offers.filtered(
+            framework_id, agent_id, now, self._free(agent_id)
+        ):
             return False
         holder = self._offers.holder(agent_id)
         return holder is None or holder == framework_id
@@ -864,9 +877,6 @@ class MasterCore:
             and not framework.suppressed
             and (limit <= 0 or self._offers.count_of(framework_id) < limit)
         )
-
-    def _eligible(self, framework_id: FrameworkId, agent_id: AgentId, now: float) -> bool:
-        return self._may_be_offered(framework_id) and not self._offers.filtered(framework_id, agent_id, now)
 
     # --------------------------------------------------------------- helpers
 

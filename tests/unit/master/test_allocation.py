@@ -212,3 +212,17 @@ def test_twenty_declining_frameworks_are_all_offered_within_a_few_cycles(make_ha
         pending = h.tick(1.0)
     assert sorted(offered) == names, f"never offered: {sorted(set(names) - set(offered))}"
     assert max(offered.values()) <= 12
+
+
+def test_a_decline_filter_holds_only_while_nothing_more_is_free_on_the_agent(h):
+    """Filters are on the refused resources (as Mesos' refused-resources filters): a task ending on
+    the agent frees more than was declined, and the framework is offered the agent again at once."""
+    h.framework()
+    [offer] = h.offers(h.agent())
+    h.accept("f1", [offer], [h.task("t1", "cpus:3;mem:512")])
+    [small] = h.core.offers_of(F1)  # the leftovers, re-offered at once
+    h.decline("f1", [small], refuse=3600)  # too small for what f1 runs
+    assert h.offers(h.tick(5)) == []
+    h.status("t1", TaskState.RUNNING)
+    [again] = h.offers(h.status("t1", TaskState.FINISHED))
+    assert again.resources == Resources.parse("cpus:4;mem:1024")
