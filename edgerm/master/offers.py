@@ -177,7 +177,7 @@ class OfferBook:
         """Whether a filter keeps an agent with ``free`` resources from the framework now."""
         mine = self._filters.get(framework_id)
         entry = mine.get(agent_id) if mine is not None else None
-        return entry is not None and entry[0] > now and free <= entry[1]
+        return entry is not None and entry[0] > now and (free == entry[1] or free <= entry[1])
 
     def has_filter(self, framework_id: FrameworkId, agent_id: AgentId, now: float) -> bool:
         """Whether a filter of the framework on the agent is still running (whatever is free)."""

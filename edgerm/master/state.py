@@ -807,8 +807,11 @@ class MasterCore:
         First the dirty agents, in id order, each to the first eligible framework in DRF order.
         Then each dirty framework (one that may take agents it could not before): the pool agents
         it may take, in id order, one at a time while it may still be offered more; each such
-        visit makes an offer (to it or to a framework before it in DRF order), so the cost is
-        proportional to the offers made, not to the pool."""
+        visit makes an offer, so the cost is proportional to the offers made, not to the pool.
+        A pool agent that is not dirty had no eligible framework at the end of the last cycle,
+        and whatever could make one eligible for it (a filter ending, an offer on it going, its
+        free resources growing) marks it dirty; so only the dirty frameworks can take it, and
+        DRF chooses among them."""
         for _, agent_id in self._offers.expire_filters(now):
             self._dirty_agents.add(agent_id)
         if not self._agents or not self._frameworks:
@@ -827,11 +830,18 @@ class MasterCore:
                 if not self._may_be_offered(fid):
                     break  # it reached its limit
                 if agent_id in self._pool and self._may_take(fid, agent_id, now):
-                    self._offer_agents([agent_id], now, new)
+                    self._offer_agents([agent_id], now, new, among=frameworks)
         return [SendEvent(fid, m.Offers(tuple(offers))) for fid, offers in new.items()]
 
-    def _offer_agents(self, agents: list[AgentId], now: float, new: dict[FrameworkId, list[Offer]]) -> None:
-        """Offer these agents' free resources (in this order) and keep the pool up to date."""
+    def _offer_agents(
+        self,
+        agents: list[AgentId],
+        now: float,
+        new: dict[FrameworkId, list[Offer]],
+        among: set[FrameworkId] | None = None,
+    ) -> None:
+        """Offer these agents' free resources (in this order), to frameworks ``among`` these if given,
+        and keep the pool up to date."""
         free: list[tuple[AgentId, Resources]] = []
         for agent_id in agents:
             agent = self._agents.get(agent_id)
@@ -851,6 +861,8 @@ class MasterCore:
         free_of = dict(free)
 
         def eligible(framework_id: FrameworkId, agent_id: AgentId) -> bool:
+            if among is not None and framework_id not in among:
+                return False
             return self._may_be_offered(framework_id) and not self._offers.filtered(
                 framework_id, agent_id, now, free_of[agent_id]
             )
