@@ -217,10 +217,6 @@ class OfferBook:
                 ended.append((framework_id, agent_id))
         return ended
 
-    def purge_filters(self, now: float) -> None:
-        """Drop filters that no longer hold."""
-        self.expire_filters(now)
-
     def _drop_filter(self, framework_id: FrameworkId, agent_id: AgentId) -> None:
         mine = self._filters.get(framework_id)
         if mine is None or mine.pop(agent_id, None) is None:

@@ -410,7 +410,8 @@ class MasterCore:
             raise UnknownAgent(f"agent {e.agent_id!r} is not registered")
         actions: list[MasterAction] = []
         listed = dict.fromkeys(e.task_ids)
-        if agent.state is AgentState.UNREACHABLE:
+        back = agent.state is AgentState.UNREACHABLE
+        if back:
             agent = replace(agent, state=AgentState.ACTIVE, unreachable_since=None, reachable_since=now)
             self._changed_agents.add(e.agent_id)
             self._dirty_agents.add(e.agent_id)  # its resources are offerable again
@@ -460,7 +461,7 @@ class MasterCore:
             else:
                 continue
             self._tasks.put(replace(record, last_sent=now))
-        if e.agent_id in self._dirty_agents or any(isinstance(a, SendEvent) for a in actions):
+        if back or any(isinstance(a, SendEvent) for a in actions):
             actions += self._allocate(now)
         return actions
 
