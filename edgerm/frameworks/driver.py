@@ -38,12 +38,14 @@ class FrameworkDriver(Protocol):
         self, offer_ids: Iterable[OfferId], tasks: Iterable[TaskInfo], filters: Filters | None = None
     ) -> None:
         """Launch ``tasks`` on the offers' agent; what they leave unused goes
-        back to the pool under ``filters``."""
+        back to the pool and may be offered again at once (to this framework
+        too). ``filters`` apply only when ``tasks`` is empty (a decline)."""
         ...
 
     async def decline(self, offer_ids: Iterable[OfferId], refuse_seconds: float = 5.0) -> None:
         """Give offers back; their agents are not re-offered to this framework
-        for ``refuse_seconds`` unless it revives."""
+        for ``refuse_seconds`` unless it revives, or more than was declined is
+        free on them (a task there ended)."""
         ...
 
     async def kill(self, task_id: TaskId, agent_id: AgentId | None = None) -> None:

@@ -15,6 +15,19 @@ Sorter contract (tests/contract/test_sorters.py runs it against every sorter):
 - ``offered(client)`` records that the client was just offered something;
   among clients that are otherwise equal, the least recently offered comes
   first, so equal frameworks take turns (the fairness fix of MESOS-6111).
+- What a client holds is what the master tells ``allocated``: its live tasks
+  AND its outstanding offers (the master calls ``allocated`` when it makes an
+  offer and ``unallocated`` when the offer goes away), so a framework that
+  sits on offers ranks behind one that holds less.
+
+Cost: both sorters keep their clients in order as allocations change (a
+sorted list, re-placing one client per change), so ``sort`` is a copy of that
+list, O(clients), and a change costs O(log clients) plus a list move. DRF
+shares depend on the cluster total: a ``sort`` with a total that differs by
+more than :data:`RETOTAL_TOLERANCE` (relative, any scalar, or a scalar that
+appears or goes) from the one the keys were taken of re-keys every client.
+Smaller drifts (agents joining one by one) keep the old keys, so all keys
+are always fractions of one same total and the order stays consistent.
 
 Sorters:
 
@@ -26,6 +39,7 @@ Sorters:
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -52,28 +66,59 @@ class Sorter(Protocol):
     def sort(self, total: Resources) -> list[FrameworkId]: ...
 
 
-class _Book:
-    """What every sorter keeps: clients, their allocations, recency of offers."""
+#: Relative change of the cluster total below which DRF keys are not recomputed.
+RETOTAL_TOLERANCE = 0.001
 
-    __slots__ = ("_added", "_allocations", "_clock", "_last_offered")
+_Entry = tuple[float, int, int, FrameworkId]  # (primary key, last offered, arrival, client)
+
+
+class _Book:
+    """What every sorter keeps: clients, their allocations, recency of offers,
+    and the clients in order (``_order``, sorted ``_Entry`` tuples: a sorter's
+    primary key, then least recently offered, then arrival)."""
+
+    __slots__ = ("_added", "_allocations", "_clock", "_entries", "_inverse", "_last_offered", "_order", "_total")
 
     def __init__(self) -> None:
         self._allocations: dict[FrameworkId, Resources] = {}
         self._added: dict[FrameworkId, int] = {}
         self._last_offered: dict[FrameworkId, int] = {}
         self._clock = 0  # a counter, not time: orders adds and offers
+        self._entries: dict[FrameworkId, _Entry] = {}
+        self._order: list[_Entry] = []
+        self._total = EMPTY  # the total the keys were taken of (DRF shares are fractions of it)
+        self._inverse: dict[str, float] = {}  # 1 / amount for each scalar of that total
 
     def _tick(self) -> int:
         self._clock += 1
         return self._clock
+
+    def _primary(self, client: FrameworkId) -> float:
+        """The sorter's own key, lowest first (0 for all: recency alone decides)."""
+        return 0.0
+
+    def _entry(self, client: FrameworkId) -> _Entry:
+        return (self._primary(client), self._last_offered[client], self._added[client], client)
+
+    def _unplace(self, client: FrameworkId) -> None:
+        entry = self._entries.pop(client, None)
+        if entry is not None:
+            del self._order[bisect_left(self._order, entry)]
+
+    def _place(self, client: FrameworkId) -> None:
+        self._unplace(client)
+        entry = self._entries[client] = self._entry(client)
+        insort(self._order, entry)
 
     def add(self, client: FrameworkId) -> None:
         if client not in self._allocations:
             self._allocations[client] = EMPTY
             self._added[client] = self._tick()
             self._last_offered[client] = 0
+            self._place(client)
 
     def remove(self, client: FrameworkId) -> None:
+        self._unplace(client)
         self._allocations.pop(client, None)
         self._added.pop(client, None)
         self._last_offered.pop(client, None)
@@ -81,21 +126,28 @@ class _Book:
     def allocated(self, client: FrameworkId, resources: Resources) -> None:
         if client in self._allocations:
             self._allocations[client] = self._allocations[client] + resources
+            self._place(client)
 
     def unallocated(self, client: FrameworkId, resources: Resources) -> None:
         if client in self._allocations:
             self._allocations[client] = self._allocations[client] - resources
+            self._place(client)
 
     def offered(self, client: FrameworkId) -> None:
         if client in self._last_offered:
             self._last_offered[client] = self._tick()
+            self._place(client)
 
     def allocation(self, client: FrameworkId) -> Resources:
         return self._allocations.get(client, EMPTY)
 
-    def _recency(self, client: FrameworkId) -> tuple[int, int]:
-        """Least recently offered first; never-offered clients in order of arrival."""
-        return (self._last_offered[client], self._added[client])
+    def sort(self, total: Resources) -> list[FrameworkId]:
+        if total != self._total and not _close(total, self._total):  # shares changed: re-key everyone
+            self._total = total
+            self._inverse = {name: 1.0 / amount for name, amount in total.scalars.items() if amount > 0}
+            self._entries = {client: self._entry(client) for client in self._allocations}
+            self._order = sorted(self._entries.values())
+        return [entry[3] for entry in self._order]
 
 
 class DRFSorter(_Book):
@@ -109,8 +161,11 @@ class DRFSorter(_Book):
         shares = (held.get(name) / amount for name, amount in total.scalars.items() if amount > 0)
         return max(shares, default=0.0)
 
-    def sort(self, total: Resources) -> list[FrameworkId]:
-        return sorted(self._allocations, key=lambda c: (self.share(c, total), *self._recency(c)))
+    def _primary(self, client: FrameworkId) -> float:
+        """``share`` of the last sort's total, as products with its inverse (re-keying is O(what is held))."""
+        inverse = self._inverse
+        held = self._allocations[client].scalars
+        return max((amount * inverse.get(name, 0.0) for name, amount in held.items()), default=0.0)
 
 
 class RoundRobinSorter(_Book):
@@ -118,8 +173,12 @@ class RoundRobinSorter(_Book):
 
     __slots__ = ()
 
-    def sort(self, total: Resources) -> list[FrameworkId]:
-        return sorted(self._allocations, key=self._recency)
+
+def _close(a: Resources, b: Resources) -> bool:
+    """Whether the scalars of ``a`` are within RETOTAL_TOLERANCE of those of ``b`` (same names)."""
+    if a.scalars.keys() != b.scalars.keys():
+        return False
+    return all(abs(v - b.scalars[k]) <= RETOTAL_TOLERANCE * b.scalars[k] for k, v in a.scalars.items())
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +201,7 @@ def allocate(
     sorter: Sorter,
     holder: Callable[[AgentId], FrameworkId | None],
     eligible: Callable[[FrameworkId, AgentId], bool],
+    granted: Callable[[Grant], None] | None = None,
 ) -> list[Grant]:
     """Run one allocation cycle and record it in ``sorter``.
 
@@ -153,7 +213,10 @@ def allocate(
     offered that agent now (active, not suppressed, not filtered).
 
     The sorter is re-consulted for every agent, so a framework that was just
-    granted one agent drops behind the others for the next.
+    granted one agent drops behind the others for the next. ``granted(grant)``,
+    if given, is called as each grant is made, before the next agent is
+    visited: the caller can record it (make the offer) so that ``holder`` and
+    ``eligible`` see it (e.g. a limit on offers per framework).
     """
     grants: list[Grant] = []
     for agent_id, resources in free:
@@ -165,6 +228,9 @@ def allocate(
             if eligible(framework_id, agent_id):
                 sorter.allocated(framework_id, resources)
                 sorter.offered(framework_id)
-                grants.append(Grant(agent_id, framework_id, resources))
+                grant = Grant(agent_id, framework_id, resources)
+                grants.append(grant)
+                if granted is not None:
+                    granted(grant)
                 break
     return grants

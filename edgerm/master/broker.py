@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"
 DEFAULT_BROKER_PORT = 1883
+STOP_TIMEOUT = 5.0  # seconds a stop waits for amqtt's shutdown
 _WILDCARDS = ("", "0.0.0.0", "::")
 
 
@@ -124,7 +125,14 @@ class EmbeddedBroker:
         """Close every client session and the listener (idempotent)."""
         broker, self._broker = self._broker, None
         if broker is not None:
-            await broker.shutdown()
+            try:
+                async with asyncio.timeout(STOP_TIMEOUT):
+                    await broker.shutdown()
+            except TimeoutError:
+                # amqtt waits for each client handler to end; one stuck must not hold the master's stop.
+                log.warning("embedded MQTT broker: shutdown took over %gs; closing its listener", STOP_TIMEOUT)
+                for server in broker._servers.values():
+                    server.instance.close()
         if self.gate is not None:
             _GATES.pop(id(self.gate), None)
 

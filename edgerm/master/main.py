@@ -561,6 +561,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def _non_negative(text: str) -> float:
     value = float(text)
     if not (math.isfinite(value) and value >= 0):
@@ -589,6 +596,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--offer-timeout", type=_positive, default=10.0, metavar="S", help="seconds an offer stays valid")
     p.add_argument(
         "--allocation-interval", type=_positive, default=0.25, metavar="S", help="seconds between allocation ticks"
+    )
+    p.add_argument(
+        "--max-outstanding-offers",
+        type=_non_negative_int,
+        default=MasterConfig().max_outstanding_offers,
+        metavar="N",
+        help="offers one framework may hold unanswered before it gets no more (0 = no limit; default 100)",
     )
     p.add_argument(
         "--framework-heartbeat", type=_positive, default=15.0, metavar="S", help="seconds between framework HEARTBEATs"
@@ -693,6 +707,7 @@ async def _serve(args: argparse.Namespace) -> None:
     config = MasterConfig(
         master_id=args.master_id,
         offer_timeout=args.offer_timeout,
+        max_outstanding_offers=args.max_outstanding_offers,
         reregister_grace=args.reregister_grace,
         unreachable_timeout=args.unreachable_timeout,
         framework_failover_timeout=args.framework_failover_timeout,

@@ -21,12 +21,32 @@ Rules:
 - Status updates to frameworks are reliable: each carries a uuid and is
   re-sent (backing off) until the framework acknowledges it, and again on
   re-subscription (:class:`edgerm.master.tasks.UpdateOutbox`).
+- Allocation is incremental: it looks only at what changed. The core keeps
+  dirty agents (resources freed: a task ended, an offer was declined,
+  expired or rescinded, the agent registered or came back, a filter on it
+  expired) and dirty frameworks (subscribed, revived, back under its offer
+  limit), plus the pool of agents that have free resources nobody could take
+  when they were last looked at. An allocation cycle visits the dirty agents,
+  and for each dirty framework the pool agents it may take until it is full;
+  nothing else (see ``_allocate``). Filters expire from a heap, offers too.
+  ``full_reallocation`` restores the old cycle over every agent (the
+  benchmark's baseline).
 - When allocation runs: after a Tick, an agent (re-)registering, a task
   ending, a framework subscribing, disconnecting, being torn down or
   reviving, and an ACCEPT that launched tasks. A DECLINE (or an ACCEPT
   without tasks) does not allocate at once: the declined resources wait for
   the next cycle, so frameworks cannot bounce an offer between them within
   one instant.
+- Placement is DRF over what each framework holds: its live tasks AND its
+  outstanding offers, so sitting on offers does not keep a framework first.
+  A framework holding ``max_outstanding_offers`` offers gets no more until it
+  answers some or they expire.
+- ACCEPT filters: the leftovers of an ACCEPT that launched tasks go back to
+  the pool at once and are re-offered in the same step (the acceptor
+  included: it just showed demand; DRF decides who is first). The ACCEPT's
+  ``refuse_seconds`` applies only to an ACCEPT that launched nothing (a
+  decline). A framework that wants no more of an agent declines the
+  leftover offer with its own filter, or suppresses.
 - An offer left unanswered until it expires is rescinded and counts as a
   decline with ``default_refuse_seconds`` (calls carry their own filters).
 - Teardown forgets the framework but keeps its tasks (KILLING, reason
@@ -64,7 +84,7 @@ from edgerm.errors import Conflict, LimitExceeded, MalformedMessage, UnknownAgen
 from edgerm.ids import AgentId, FrameworkId, TaskId
 from edgerm.master import events as ev
 from edgerm.master.actions import DropAgent, KillTask, LaunchTask, MasterAction, Notice, Persist, SendEvent
-from edgerm.master.allocator import DRFSorter, Sorter, allocate, offerable
+from edgerm.master.allocator import DRFSorter, Grant, Sorter, allocate, offerable
 from edgerm.master.offers import OfferBook
 from edgerm.master.readviews import ReadViews
 from edgerm.master.registry import AgentRow, Changes, FrameworkRow, Registry, TaskRow, strip_module
@@ -96,6 +116,8 @@ class MasterConfig:
     max_frameworks: int = 1_000
     max_tasks_per_agent: int = 1_000
     max_pending_updates: int = 10_000  # unacknowledged updates per framework before its ACCEPTs are refused
+    max_outstanding_offers: int = 100  # offers one framework may hold unanswered; 0 = no limit
+    full_reallocation: bool = False  # every cycle visits every agent (the pre-incremental allocator; a baseline)
 
     @property
     def id_prefix(self) -> str:
@@ -146,6 +168,12 @@ class MasterCore:
         self._changed_agents: set[AgentId] = set()
         self._changed_frameworks: set[FrameworkId] = set()
         self._new_modules: list[bytes] = []
+        # Incremental allocation (see the module docstring).
+        self._total = EMPTY  # the scalars of every known agent: what DRF shares are taken of
+        self._pool: set[AgentId] = set()  # agents with free resources that nobody could take when last seen
+        self._dirty_agents: set[AgentId] = set()  # to look at in the next cycle
+        self._dirty_frameworks: set[FrameworkId] = set()  # may take pool agents they could not before
+        self._intervals: dict[float, int] = {}  # heartbeat interval -> how many agents state it (min/max per tick)
         self.views = ReadViews(
             self._agents,
             self._frameworks,
@@ -180,6 +208,8 @@ class MasterCore:
             self._sorter.add(f.info.id)
             self._frameworks[f.info.id] = FrameworkRecord(f.info, active=False, disconnected_at=now)
         for a in registry.agents:
+            self._total = self._total + _scalars(a.info.resources)
+            self._count_interval(a.info, +1)
             self._agents[a.info.id] = AgentRecord(
                 a.info,
                 registered_at=a.last_seen,
@@ -323,9 +353,7 @@ class MasterCore:
         if not isinstance(self._sorter, DRFSorter):
             return {}
         if total is None:
-            total = EMPTY
-            for agent in self._agents.values():
-                total = total + agent.info.resources
+            total = self._total
         return {fid: self._sorter.share(fid, total) for fid in self._frameworks}
 
     def free(self, agent_id: AgentId) -> Resources:
@@ -355,6 +383,11 @@ class MasterCore:
                 f"until the first has been silent for {_interval(old.info):g}s"
             )
         actions = self._rescind_agent_offers(info.id)
+        if old is not None:
+            self._total = self._total - _scalars(old.info.resources)
+            self._count_interval(old.info, -1)
+        self._total = self._total + _scalars(info.resources)
+        self._count_interval(info, +1)
         self._put_agent(
             AgentRecord(
                 info,
@@ -397,9 +430,11 @@ class MasterCore:
             raise UnknownAgent(f"agent {e.agent_id!r} is not registered")
         actions: list[MasterAction] = []
         listed = dict.fromkeys(e.task_ids)
-        if agent.state is AgentState.UNREACHABLE:
+        back = agent.state is AgentState.UNREACHABLE
+        if back:
             agent = replace(agent, state=AgentState.ACTIVE, unreachable_since=None, reachable_since=now)
             self._changed_agents.add(e.agent_id)
+            self._dirty_agents.add(e.agent_id)  # its resources are offerable again
             actions.append(
                 Notice(
                     f"agent reachable again: agent_id={e.agent_id} hostname={agent.info.hostname}",
@@ -446,7 +481,7 @@ class MasterCore:
             else:
                 continue
             self._tasks.put(replace(record, last_sent=now))
-        if any(isinstance(a, SendEvent) for a in actions):
+        if back or any(isinstance(a, SendEvent) for a in actions):
             actions += self._allocate(now)
         return actions
 
@@ -518,6 +553,7 @@ class MasterCore:
             self._drop_offers_of(info.id)  # made on a stream that is gone
         self._frameworks[info.id] = FrameworkRecord(info, active=True, suppressed=False)
         self._changed_frameworks.add(info.id)
+        self._dirty_frameworks.add(info.id)
         interval = self.config.status_retry_interval
         actions: list[MasterAction] = [
             SendEvent(info.id, m.Update(s)) for s in self._outbox.resend_all(info.id, now, interval)
@@ -549,11 +585,12 @@ class MasterCore:
             )
         for offer in plan.offers:
             self._remove_offer(offer)
-        refuse = call.filters.refuse_seconds
-        if refuse > 0 and offerable(plan.leftover):
-            self._offers.refuse(call.framework_id, plan.agent.id, now + refuse)
-        if not plan.tasks:
-            return []  # an accept without tasks is a decline
+        if not plan.tasks:  # an accept without tasks is a decline: its filter holds
+            refuse = call.filters.refuse_seconds
+            if refuse > 0 and offerable(plan.leftover):
+                self._offers.refuse(call.framework_id, plan.agent.id, now + refuse, plan.leftover)
+            return []
+        # Launched: the leftovers are re-offered at once, with no filter (see the module docstring).
         actions: list[MasterAction] = []
         for task in plan.tasks:
             status = TaskStatus(task.task_id, plan.agent.id, TaskState.STAGING, timestamp=now, source=Source.MASTER)
@@ -570,13 +607,16 @@ class MasterCore:
         for offer in offers:
             self._remove_offer(offer)
             if call.filters.refuse_seconds > 0:
-                self._offers.refuse(call.framework_id, offer.agent_id, now + call.filters.refuse_seconds)
+                self._offers.refuse(
+                    call.framework_id, offer.agent_id, now + call.filters.refuse_seconds, offer.resources
+                )
         return []
 
     def _revive(self, call: m.Revive, now: float) -> list[MasterAction]:
         framework = self._subscribed(call.framework_id)
         self._frameworks[call.framework_id] = replace(framework, suppressed=False)
         self._offers.clear_filters(framework_id=call.framework_id)
+        self._dirty_frameworks.add(call.framework_id)
         return self._allocate(now)
 
     def _suppress(self, call: m.Suppress) -> list[MasterAction]:
@@ -668,7 +708,9 @@ class MasterCore:
         for offer in self._offers.due(now):
             self._remove_offer(offer, expired=True)
             if self.config.default_refuse_seconds > 0:
-                self._offers.refuse(offer.framework_id, offer.agent_id, now + self.config.default_refuse_seconds)
+                self._offers.refuse(
+                    offer.framework_id, offer.agent_id, now + self.config.default_refuse_seconds, offer.resources
+                )
             actions.append(SendEvent(offer.framework_id, m.Rescind(offer.id)))
         actions += self._check_stall(now)
         if now >= self._settle_until:
@@ -682,7 +724,6 @@ class MasterCore:
                 if now - framework.disconnected_at > timeout:
                     message = f"did not re-subscribe within its failover timeout of {timeout:g}s"
                     actions += self._remove_framework(fid, Reason.FRAMEWORK_FAILOVER_TIMEOUT, message, now)
-        self._offers.purge_filters(now)
         self._prune(now)
         return actions + self._allocate(now)
 
@@ -690,7 +731,7 @@ class MasterCore:
         """A gap between Ticks longer than a heartbeat interval means this master stalled
         (a suspended host, a long pause): its silence is not the agents' fault."""
         last, self._last_tick = self._last_tick, now
-        threshold = min((_interval(a.info) for a in self._agents.values()), default=1.0)
+        threshold = min(self._intervals, default=1.0)
         if last is None or now - last <= threshold:
             return []
         grace = self._grace()
@@ -769,7 +810,11 @@ class MasterCore:
             actions += self._set_status(record, status, now)
         actions += [SendEvent(fid, m.Failure(agent_id)) for fid, f in self._frameworks.items() if f.active]
         actions.append(DropAgent(agent_id))
+        self._total = self._total - _scalars(self._agents[agent_id].info.resources)
+        self._count_interval(self._agents[agent_id].info, -1)
         del self._agents[agent_id]
+        self._dirty_agents.discard(agent_id)
+        self._pool.discard(agent_id)
         self._changed_agents.add(agent_id)
         self._offers.clear_filters(agent_id=agent_id)
         self._prune(now)
@@ -778,29 +823,92 @@ class MasterCore:
     # ------------------------------------------------------------ allocation
 
     def _allocate(self, now: float) -> list[MasterAction]:
-        """One allocation cycle: one OFFERS event per framework with its new offers."""
+        """One allocation cycle over what changed: one OFFERS event per framework with its new offers.
+
+        First the dirty agents, in id order, each to the first eligible framework in DRF order.
+        Then each dirty framework (one that may take agents it could not before): the pool agents
+        it may take, in id order, one at a time while it may still be offered more; each such
+        visit makes an offer, so the cost is proportional to the offers made, not to the pool.
+        A pool agent that is not dirty had no eligible framework at the end of the last cycle,
+        and whatever could make one eligible for it (a filter ending, an offer on it going, its
+        free resources growing) marks it dirty; so only the dirty frameworks can take it, and
+        DRF chooses among them."""
+        for _, agent_id in self._offers.expire_filters(now):
+            self._dirty_agents.add(agent_id)
         if not self._agents or not self._frameworks:
-            return []
-        total = EMPTY
-        for agent in self._agents.values():
-            total = total + agent.info.resources
-        active = sorted(a for a, r in self._agents.items() if r.state is AgentState.ACTIVE)
-        free = [(agent_id, self._free(agent_id)) for agent_id in active]
-        grants = allocate(free, total, self._sorter, self._offers.holder, lambda f, a: self._eligible(f, a, now))
+            return []  # what is dirty stays dirty until someone can be offered something
         new: dict[FrameworkId, list[Offer]] = {}
-        expires_at = now + self.config.offer_timeout
-        for g in grants:
-            offer = self._offers.create(g.framework_id, self._agents[g.agent_id].info, g.resources, expires_at)
-            new.setdefault(g.framework_id, []).append(offer)
+        dirty, self._dirty_agents = self._dirty_agents, set()
+        frameworks, self._dirty_frameworks = self._dirty_frameworks, set()
+        if self.config.full_reallocation:
+            dirty = {a for a, r in self._agents.items() if r.state is AgentState.ACTIVE}
+            frameworks = set()
+        self._offer_agents(sorted(dirty), now, new)
+        for fid in sorted(frameworks):
+            if not self._may_be_offered(fid):
+                continue
+            for agent_id in sorted(a for a in self._pool if self._may_take(fid, a, now)):
+                if not self._may_be_offered(fid):
+                    break  # it reached its limit
+                if agent_id in self._pool and self._may_take(fid, agent_id, now):
+                    self._offer_agents([agent_id], now, new, among=frameworks)
         return [SendEvent(fid, m.Offers(tuple(offers))) for fid, offers in new.items()]
 
-    def _eligible(self, framework_id: FrameworkId, agent_id: AgentId, now: float) -> bool:
+    def _offer_agents(
+        self,
+        agents: list[AgentId],
+        now: float,
+        new: dict[FrameworkId, list[Offer]],
+        among: set[FrameworkId] | None = None,
+    ) -> None:
+        """Offer these agents' free resources (in this order), to frameworks ``among`` these if given,
+        and keep the pool up to date."""
+        free: list[tuple[AgentId, Resources]] = []
+        for agent_id in agents:
+            agent = self._agents.get(agent_id)
+            resources = self._free(agent_id) if agent is not None and agent.state is AgentState.ACTIVE else EMPTY
+            if offerable(resources):
+                self._pool.add(agent_id)
+                free.append((agent_id, resources))
+            else:
+                self._pool.discard(agent_id)
+        expires_at = now + self.config.offer_timeout
+
+        def granted(g: Grant) -> None:
+            offer = self._offers.create(g.framework_id, self._agents[g.agent_id].info, g.resources, expires_at)
+            new.setdefault(g.framework_id, []).append(offer)
+            self._pool.discard(g.agent_id)  # all of its free resources are offered now
+
+        free_of = dict(free)
+
+        def eligible(framework_id: FrameworkId, agent_id: AgentId) -> bool:
+            if among is not None and framework_id not in among:
+                return False
+            return self._may_be_offered(framework_id) and not self._offers.filtered(
+                framework_id, agent_id, now, free_of[agent_id]
+            )
+
+        allocate(free, self._total, self._sorter, self._offers.holder, eligible, granted)
+
+    def _may_take(self, framework_id: FrameworkId, agent_id: AgentId, now: float) -> bool:
+        """Whether the framework may be offered this agent, its limit aside: not filtered, and the
+        agent's holder if the agent is held."""
+        if self._offers.has_filter(framework_id, agent_id, now) and self._offers.filtered(
+            framework_id, agent_id, now, self._free(agent_id)
+        ):
+            return False
+        holder = self._offers.holder(agent_id)
+        return holder is None or holder == framework_id
+
+    def _may_be_offered(self, framework_id: FrameworkId) -> bool:
+        """Active, not suppressed, and under its limit of outstanding offers."""
         framework = self._frameworks.get(framework_id)
+        limit = self.config.max_outstanding_offers
         return (
             framework is not None
             and framework.active
             and not framework.suppressed
-            and not self._offers.filtered(framework_id, agent_id, now)
+            and (limit <= 0 or self._offers.count_of(framework_id) < limit)
         )
 
     # --------------------------------------------------------------- helpers
@@ -826,14 +934,23 @@ class MasterCore:
     def _grace(self) -> float:
         if self.config.reregister_grace > 0:
             return self.config.reregister_grace
-        return self.config.agent_timeout_factor * max((_interval(a.info) for a in self._agents.values()), default=1.0)
+        return self.config.agent_timeout_factor * max(self._intervals, default=1.0)
 
     def _failover_timeout(self, info: FrameworkInfo) -> float:
         return info.failover_timeout if info.failover_timeout > 0 else self.config.framework_failover_timeout
 
+    def _count_interval(self, info: AgentInfo, delta: int) -> None:
+        interval = _interval(info)
+        count = self._intervals.get(interval, 0) + delta
+        if count > 0:
+            self._intervals[interval] = count
+        else:
+            self._intervals.pop(interval, None)
+
     def _put_agent(self, record: AgentRecord) -> None:
         self._agents[record.info.id] = record
         self._changed_agents.add(record.info.id)
+        self._dirty_agents.add(record.info.id)  # its state or resources changed: look at it again
 
     def _take_changes(self) -> Changes:
         """What changed since the last call, as registry rows (and forget it)."""
@@ -900,6 +1017,7 @@ class MasterCore:
         self._tasks.put(updated)
         if record.live and not updated.live:
             self._sorter.unallocated(record.framework_id, record.info.resources)
+            self._dirty_agents.add(record.agent_id)  # resources freed
         framework = self._frameworks.get(record.framework_id)
         if framework is None:
             return []  # torn down: nobody to tell
@@ -912,6 +1030,10 @@ class MasterCore:
         else:
             self._offers.remove(offer.id)
         self._sorter.unallocated(offer.framework_id, offer.resources)
+        self._dirty_agents.add(offer.agent_id)  # resources back in the pool
+        limit = self.config.max_outstanding_offers
+        if limit > 0 and self._offers.count_of(offer.framework_id) == limit - 1:
+            self._dirty_frameworks.add(offer.framework_id)  # back under its limit: it may take pool agents
 
     def _rescind_agent_offers(self, agent_id: AgentId) -> list[MasterAction]:
         actions: list[MasterAction] = []
@@ -928,7 +1050,13 @@ class MasterCore:
 
     def _prune(self, now: float) -> None:
         c = self.config
-        self._tasks.prune(c.max_completed_tasks, self._outbox.holds_task, now - c.completed_task_ttl)
+        self._tasks.prune(c.max_completed_tasks, self._awaits_ack, now - c.completed_task_ttl)
+
+    def _awaits_ack(self, task_id: TaskId) -> bool:
+        """An update of this task waits for its framework's acknowledgement (only its own framework's box
+        can hold it: one lookup, not one per framework)."""
+        record = self._tasks.get(task_id)
+        return record is not None and self._outbox.has(record.framework_id, task_id)
 
     # ------------------------------------------------------------------ JSON
 
@@ -975,6 +1103,11 @@ class MasterCore:
 
 _NO_CHANGES = Changes()
 _UNKNOWN_REPORTED_LIMIT = 100_000  # unknown tasks remembered while settling (more are killed after it anyway)
+
+
+def _scalars(resources: Resources) -> Resources:
+    """Only the scalars: the cluster total is a sum of scalars (ranges and sets do not add up)."""
+    return Resources(resources.scalars)
 
 
 def _interval(info: AgentInfo) -> float:

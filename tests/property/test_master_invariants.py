@@ -10,6 +10,10 @@
   snapshot(); every filtered and paged answer equals the snapshot filtered
   and cut the same way;
 - after every task ends and every offer is declined, free == total everywhere;
+- allocation misses nothing: after a Tick, no active agent with offerable
+  free resources has a framework that may be offered them (active, not
+  suppressed, under its offer limit, not filtered, and the agent's holder if
+  it has one) -- the incremental allocator's dirty sets lose no change;
 - a master restarted from what it persisted (its ``Persist`` actions, folded
   as a store would) knows the same frameworks, agents and tasks, in the same
   states, with the same unacknowledged updates, as if it had never stopped.
@@ -37,7 +41,7 @@ from edgerm.errors import WireError
 from edgerm.ids import AgentId, FrameworkId, OfferId, TaskId
 from edgerm.master import events as ev
 from edgerm.master.actions import KillTask, LaunchTask, MasterAction, Persist, SendEvent
-from edgerm.master.allocator import DRFSorter, RoundRobinSorter, Sorter
+from edgerm.master.allocator import DRFSorter, RoundRobinSorter, Sorter, offerable
 from edgerm.master.registry import AgentRow, Changes, FrameworkRow, Registry, TaskRow
 from edgerm.master.state import MasterConfig, MasterCore
 from edgerm.master.state_api import Cursor, StateQuery, state_page
@@ -113,10 +117,11 @@ CONFIG = MasterConfig(master_id="p", max_completed_tasks=4)
 
 class MasterMachine(RuleBasedStateMachine):
     sorter: type[Sorter] = DRFSorter
+    config: MasterConfig = CONFIG
 
     def __init__(self) -> None:
         super().__init__()
-        self.core = MasterCore(CONFIG, self.sorter())
+        self.core = MasterCore(self.config, self.sorter())
         self.folded = Folded()
         self.restarts = 0
         self.now = 0.0
@@ -215,6 +220,28 @@ class MasterMachine(RuleBasedStateMachine):
                 held = tuple(r.task_id for r in self.live_tasks() if r.agent_id == name)
                 self.apply(ev.HeartbeatReceived(AgentId(name), held))
         self.apply(ev.Tick())
+        self.nothing_missed()
+
+    def nothing_missed(self) -> None:
+        """No offer is left unmade: every agent with offerable free resources has no framework that may take them."""
+        snapshot: Any = self.core.snapshot()
+        limit = self.config.max_outstanding_offers
+        takers = [
+            f
+            for f in snapshot["frameworks"]
+            if f["active"] and not f["suppressed"] and (limit <= 0 or len(f["offers"]) < limit)
+        ]
+        for agent in snapshot["agents"]:
+            aid = AgentId(agent["id"])
+            if agent["state"] != "ACTIVE" or not offerable(self.core.free(aid)):
+                continue
+            holders = {o.framework_id for o in self.all_offers() if o.agent_id == aid}
+            for f in takers:
+                if holders and f["id"] not in holders:
+                    continue
+                if f["filters"].get(aid, self.now) > self.now:
+                    continue  # filtered
+                raise AssertionError(f"agent {aid} has {self.core.free(aid)} free and {f['id']} may take it")
 
     # -- frameworks ---------------------------------------------------------------
 
@@ -328,7 +355,7 @@ class MasterMachine(RuleBasedStateMachine):
     def restart(self) -> None:
         old = self.core
         self.restarts += 1
-        new = MasterCore(replace(CONFIG, incarnation=f"r{self.restarts}"), self.sorter())
+        new = MasterCore(replace(self.config, incarnation=f"r{self.restarts}"), self.sorter())
         new.restore(self.folded.registry(), self.now)
         old_state: Any = old.snapshot()
         new_state: Any = new.snapshot()
@@ -475,6 +502,12 @@ class RoundRobinMasterMachine(MasterMachine):
     sorter = RoundRobinSorter
 
 
+class OfferLimitMasterMachine(MasterMachine):
+    """At most one outstanding offer per framework: the limit's bookkeeping under random events."""
+
+    config = replace(CONFIG, max_outstanding_offers=1)
+
+
 SETTINGS = settings(
     max_examples=60,
     stateful_step_count=40,
@@ -485,6 +518,8 @@ SETTINGS = settings(
 
 
 @pytest.mark.timeout(600)  # 60 examples of 40 steps, restarts included: about 15 s each on a quiet machine
-@pytest.mark.parametrize("machine", [MasterMachine, RoundRobinMasterMachine], ids=lambda c: c.sorter.__name__)
+@pytest.mark.parametrize(
+    "machine", [MasterMachine, RoundRobinMasterMachine, OfferLimitMasterMachine], ids=lambda c: c.__name__
+)
 def test_master_invariants(machine: type[MasterMachine]) -> None:
     run_state_machine_as_test(machine, settings=SETTINGS)

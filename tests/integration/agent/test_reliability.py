@@ -89,6 +89,9 @@ async def test_wasm_tasks_follow_their_restart_policy_across_an_agent_restart(
         await fw.wait_state("never", TaskState.RUNNING)
         await fw.wait_state("again", TaskState.RUNNING)
         assert sorted(wasm_running(first)) == ["again", "never"]
+        # Stop only once the master's acknowledgements are in: a RUNNING still unacknowledged at the restart
+        # is what the relaunched task reports again (its first RUNNING "says all there is"), not a second one.
+        await eventually(lambda: first.service.core.unacknowledged() == 0, what="the RUNNING updates acknowledged")
     # The process is gone, and its WebAssembly tasks with it. The same work dir starts again.
     async with start_agent(url, CONFIG, tmp_path) as second:
         assert second.agent_id == first.agent_id

@@ -62,3 +62,7 @@ def test_flags_are_checked() -> None:
     assert exc.value.code == 2
     args = parse_args(["--port", "6000", "--allocation-interval", "0.5", "--max-body", "1024"])
     assert (args.port, args.allocation_interval, args.max_body) == (6000, 0.5, 1024)
+    assert args.max_outstanding_offers == 100
+    assert parse_args(["--max-outstanding-offers", "0"]).max_outstanding_offers == 0  # no limit
+    with pytest.raises(SystemExit):
+        parse_args(["--max-outstanding-offers", "-1"])

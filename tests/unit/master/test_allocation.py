@@ -149,14 +149,23 @@ def test_disconnect_drops_offers_silently_and_keeps_the_framework(h):
     assert h.offers(h.tick(1), "f1") == []
 
 
-def test_accept_leftover_is_filtered_for_the_acceptor_only(h):
+def test_accept_leftover_is_offered_again_at_once_despite_the_accept_filter(h):
+    """An ACCEPT that launched tasks sets no filter: the acceptor just showed demand (issue #13)."""
     h.framework("f1")
     [offer] = h.offers(h.agent())
     actions = h.accept("f1", [offer], [h.task("t1")], refuse=5)
-    assert h.offers(actions) == []
-    assert h.offers(h.tick(1)) == []
-    [rest] = h.offers(h.framework("f2"))
+    [rest] = h.offers(actions, "f1")
     assert rest.resources == Resources.parse("cpus:3;mem:896")
+    assert h.core.snapshot()["frameworks"][0]["filters"] == {}
+
+
+def test_accept_without_tasks_is_a_decline_and_keeps_its_filter(h):
+    h.framework("f1")
+    [offer] = h.offers(h.agent())
+    assert h.accept("f1", [offer], [], refuse=5) == []
+    assert h.offers(h.tick(1)) == []
+    [again] = h.offers(h.framework("f2"))
+    assert again.framework_id == F2 and again.resources == Resources.parse("cpus:4;mem:1024")
 
 
 def test_accept_leftover_without_filter_is_offered_again(h):
@@ -203,3 +212,17 @@ def test_twenty_declining_frameworks_are_all_offered_within_a_few_cycles(make_ha
         pending = h.tick(1.0)
     assert sorted(offered) == names, f"never offered: {sorted(set(names) - set(offered))}"
     assert max(offered.values()) <= 12
+
+
+def test_a_decline_filter_holds_only_while_nothing_more_is_free_on_the_agent(h):
+    """Filters are on the refused resources (as Mesos' refused-resources filters): a task ending on
+    the agent frees more than was declined, and the framework is offered the agent again at once."""
+    h.framework()
+    [offer] = h.offers(h.agent())
+    h.accept("f1", [offer], [h.task("t1", "cpus:3;mem:512")])
+    [small] = h.core.offers_of(F1)  # the leftovers, re-offered at once
+    h.decline("f1", [small], refuse=3600)  # too small for what f1 runs
+    assert h.offers(h.tick(5)) == []
+    h.status("t1", TaskState.RUNNING)
+    [again] = h.offers(h.status("t1", TaskState.FINISHED))
+    assert again.resources == Resources.parse("cpus:4;mem:1024")

@@ -112,11 +112,12 @@ async def test_resources_agents_and_tasks_are_exposed_per_agent_and_cluster(hand
     assert value(s, "edgerm_tasks", state="STAGING") == 1
     assert value(s, "edgerm_tasks_launched_total", executor="wasm") == 1
     fid = stream.framework_id
-    assert value(s, "edgerm_offers_total", framework_id=fid, outcome="sent") == 2
+    # One offer per agent, then the accepted offer's leftovers offered again at once (no filter on them).
+    assert value(s, "edgerm_offers_total", framework_id=fid, outcome="sent") == 3
     assert value(s, "edgerm_offers_total", framework_id=fid, outcome="accepted") == 1
-    assert value(s, "edgerm_offers_outstanding") == 1
-    # DRF: it holds a2's whole offer and 0.5 cpu of a1: 4.5 of 6 cpus is its dominant share (mem: 2112 of 3072).
-    assert value(s, "edgerm_framework_dominant_share", framework_id=fid) == pytest.approx(4.5 / 6)
+    assert value(s, "edgerm_offers_outstanding") == 2
+    # DRF: it holds all of a2 and all of a1 (0.5 cpu used, the rest offered again): 6 of 6 cpus.
+    assert value(s, "edgerm_framework_dominant_share", framework_id=fid) == pytest.approx(1.0)
     assert value(s, "edgerm_request_seconds_count", api="agent", type="REGISTER", transport="coap") == 1
     assert value(s, "edgerm_request_seconds_count", api="scheduler", type="ACCEPT", transport="http") == 1
     assert value(s, "edgerm_master_process_resident_memory_bytes") > 0
