@@ -27,6 +27,8 @@ BROKER = "EDGERM_BROKER"
 #: The task's broker login, which a secure master puts in the task's ``secret_env`` (edgerm.master.broker_gate).
 BROKER_USERNAME = "EDGERM_BROKER_USERNAME"
 BROKER_PASSWORD = "EDGERM_BROKER_PASSWORD"
+#: An ``mqtts://`` broker: the CA file (on the agent) that verifies it; the agent fills it in from its ``--ca``.
+BROKER_CA = "EDGERM_BROKER_CA"
 #: The run an instance belongs to (the agent fills in the task's framework id): its MQTT session and state
 #: checkpoint are per run, so a new run of a DAG starts afresh while a moved instance takes over its own.
 RUN = "EDGERM_DF_RUN"

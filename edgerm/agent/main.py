@@ -360,6 +360,7 @@ async def _start(
     service = AgentService(
         info, transport, {e: runtimes[e] for e in executors}, work_dir, max_pending=config.max_pending_updates
     )
+    service.broker_ca = credentials.ca  # an mqtts:// broker is verified as the master is
     agent = RunningAgent(service, master_url, tmp, lock)
     try:
         if metrics is not None:

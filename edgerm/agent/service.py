@@ -149,6 +149,8 @@ class AgentService:
         self._master_reachable = True
         #: The MQTT broker the master named in REGISTERED ("" = none); dataflow tasks get it.
         self.broker_url = ""
+        #: The CA file that verifies an mqtts:// broker (the agent's --ca), handed to dataflow tasks.
+        self.broker_ca: str | None = None
 
     # -- life cycle ------------------------------------------------------------------
 
@@ -431,7 +433,7 @@ class AgentService:
                 raise RuntimeFailure(f"no {task.executor} runtime")
             workdir = self.work_dir / "tasks" / sandbox_name(task.task_id)
             workdir.mkdir(parents=True, exist_ok=True)  # local syscalls; a thread hop would cost more than it saves
-            task = with_broker(task, self.broker_url)
+            task = with_broker(task, self.broker_url, self.broker_ca)
             await self._keep_launch(task)
             await runtime.launch(task, workdir, self.report)
         except asyncio.CancelledError:

@@ -48,6 +48,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -217,6 +218,7 @@ class Operator:
                 broker.port,
                 username=broker.username,
                 password=broker.password,
+                tls_context=ssl.create_default_context(cafile=broker.ca) if broker.tls else None,
                 identifier=f"edgerm-sdk-{self.config.dag}-{self.config.operator}.{self.config.index}"[:60],
                 clean_session=True,
                 keepalive=KEEPALIVE,

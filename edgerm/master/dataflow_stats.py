@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -126,6 +127,15 @@ class DataflowStats:
         return out
 
 
+def _own_tls() -> ssl.SSLContext:
+    """TLS to the master's own embedded broker, in this process: encrypted, and not verified (the master
+    need not hold a CA for its own certificate; it logs in with a password made for this process)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class StatsListener:
     """Subscribes to every instance's stats topic on ``broker_url`` and feeds ``stats``."""
 
@@ -170,7 +180,14 @@ class StatsListener:
                 self._idle.clear()
                 try:
                     username, password = self._login if self._login is not None else (None, None)
-                    client = aiomqtt.Client(host, port, username=username, password=password, timeout=CONNECT_TIMEOUT)
+                    client = aiomqtt.Client(
+                        host,
+                        port,
+                        username=username,
+                        password=password,
+                        timeout=CONNECT_TIMEOUT,
+                        tls_context=_own_tls() if self._url.scheme == "mqtts" else None,
+                    )
                     await client.__aenter__()
                 finally:
                     self._idle.set()

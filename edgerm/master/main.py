@@ -370,7 +370,8 @@ async def _start(
         if not _amqtt_installed():
             raise ConfigError(NO_AMQTT)
         gate = None if security.insecure else BrokerGate(await asyncio.to_thread(_broker_key, registry.state_dir))
-        broker = EmbeddedBroker(host, broker_options.port, gate=gate)
+        tls = (str(security.tls.cert), str(security.tls.key)) if security.tls is not None else None
+        broker = EmbeddedBroker(host, broker_options.port, gate=gate, tls=tls)  # TLS as the HTTP API
         try:
             await broker.start()  # first: agents registering right away must get its URL
         except OSError as e:

@@ -24,6 +24,7 @@ from edgerm.dataflow_keys import (
     BATCH,
     BATCH_MS,
     BROKER,
+    BROKER_CA,
     BROKER_PASSWORD,
     BROKER_USERNAME,
     CONTENT_TYPE,
@@ -50,7 +51,7 @@ DEFAULT_PERIOD = 0.1  # seconds between readings
 DEFAULT_BATCH = 1000  # records per micro-batch at most (adaptive batching: only what piles up)
 DEFAULT_BATCH_MS = 50.0  # longest wait before a partial batch is flushed
 DEFAULT_QUEUE = 64  # input queue bound, in batches
-MQTT_SCHEMES = {"mqtt": 1883}
+MQTT_SCHEMES = {"mqtt": 1883, "mqtts": 8883}
 
 #: Topic names: an operator's output, and each instance's stats.
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")  # dag and operator names: no '/', '+', '#' or spaces
@@ -78,17 +79,19 @@ class SinkSpec:
 
 @dataclass(frozen=True, slots=True)
 class Broker:
-    """Where the MQTT broker listens (``mqtt://host:port``)."""
+    """Where the MQTT broker listens (``mqtt://host:port``, or ``mqtts://`` for MQTT over TLS)."""
 
     host: str
     port: int
+    tls: bool = False
+    ca: str | None = None  # the CA file that verifies an mqtts broker (None: the system's trust store)
     username: str | None = field(default=None, repr=False)  # the task's login (EDGERM_BROKER_USERNAME)
     password: str | None = field(default=None, repr=False)  # kept out of logs and reprs
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"mqtt://{host}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,22 +163,26 @@ def parse_broker(url: str) -> Broker:
     except ValueError as e:
         raise ConfigError(f"{BROKER}: {url!r} is not a URL: {e}") from None
     if parts.scheme not in MQTT_SCHEMES:
-        raise ConfigError(f"{BROKER}: {url!r}: the scheme must be mqtt://")
+        raise ConfigError(f"{BROKER}: {url!r}: the scheme must be mqtt:// or mqtts://")
     if not parts.hostname:
         raise ConfigError(f"{BROKER}: {url!r} names no host")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ConfigError(f"{BROKER}: {url!r}: only mqtt://host:port is understood")
-    return Broker(parts.hostname, port if port is not None else MQTT_SCHEMES[parts.scheme])
+    default = MQTT_SCHEMES[parts.scheme]
+    return Broker(parts.hostname, port if port is not None else default, tls=parts.scheme == "mqtts")
 
 
-def with_broker(task: TaskInfo, broker_url: str) -> TaskInfo:
-    """A dataflow task with ``EDGERM_BROKER`` (the master's broker) and ``EDGERM_DF_RUN`` (its framework id)
-    filled in where the task does not set them; any other task as it is."""
+def with_broker(task: TaskInfo, broker_url: str, ca: str | None = None) -> TaskInfo:
+    """A dataflow task with ``EDGERM_BROKER`` (the master's broker), ``EDGERM_DF_RUN`` (its framework id) and,
+    for an ``mqtts://`` broker, ``EDGERM_BROKER_CA`` (``ca``, the agent's own) filled in where the task does
+    not set them; any other task as it is."""
     if not is_dataflow(task.env):
         return task
     extra: dict[str, str] = {}
     if broker_url and not task.env.get(BROKER):
         extra[BROKER] = broker_url
+    if ca and (extra.get(BROKER) or task.env.get(BROKER, "")).startswith("mqtts://") and not task.env.get(BROKER_CA):
+        extra[BROKER_CA] = ca
     if task.framework_id and not task.env.get(RUN):
         extra[RUN] = task.framework_id
     return replace(task, env={**task.env, **extra}) if extra else task
@@ -216,6 +223,7 @@ def parse_operator(env: Mapping[str, str]) -> OperatorConfig:
             parse_broker(broker_url),
             username=env.get(BROKER_USERNAME) or None,
             password=env.get(BROKER_PASSWORD) or None,
+            ca=env.get(BROKER_CA) or None,
         ),
         inputs=inputs,
         index=index,

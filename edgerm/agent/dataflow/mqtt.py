@@ -14,12 +14,14 @@ here and nowhere else. Rules:
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
 
 from edgerm.agent.dataflow.contract import Broker
+from edgerm.errors import ConfigError
 
 KEEPALIVE = 10  # seconds; a dead broker connection is noticed within ~1.5x this
 CONNECT_TIMEOUT = 10.0
@@ -46,6 +48,16 @@ class Client(aiomqtt.Client):
         super()._on_connect(client, userdata, flags, reason_code, properties)
 
 
+def tls_context(broker: Broker) -> ssl.SSLContext | None:
+    """For an ``mqtts://`` broker, a context verifying it against ``broker.ca`` (else the system's store)."""
+    if not broker.tls:
+        return None
+    try:
+        return ssl.create_default_context(cafile=broker.ca)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"broker CA {broker.ca}: {e}") from None
+
+
 def client(broker: Broker, client_id: str, *, persistent: bool = True, manual_ack: bool = True) -> Client:
     """An unconnected client for ``broker`` (enter it with ``async with``)."""
     made = Client(
@@ -54,6 +66,7 @@ def client(broker: Broker, client_id: str, *, persistent: bool = True, manual_ac
         identifier=client_id,
         username=broker.username,
         password=broker.password,
+        tls_context=tls_context(broker),
         clean_session=not persistent,
         keepalive=KEEPALIVE,
         timeout=CONNECT_TIMEOUT,

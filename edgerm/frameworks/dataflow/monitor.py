@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import ssl
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import aiomqtt
 
+from edgerm.auth.client import CA_ENV
 from edgerm.dataflow_keys import out_topic
 from edgerm.errors import ConfigError
 from edgerm.frameworks.dataflow.contract import parse_topic, stats_filter
@@ -36,12 +39,12 @@ SinkCallback = Callable[[str, list[str]], None]  # operator, the batch's lines (
 
 
 def broker_address(url: str) -> tuple[str, int]:
-    """``(host, port)`` of an ``mqtt://host[:port]`` URL (port 1883 by default)."""
+    """``(host, port)`` of an ``mqtt://host[:port]`` (1883) or ``mqtts://host[:port]`` (8883) URL."""
     parts = urlsplit(url)
-    if parts.scheme != "mqtt" or not parts.hostname:
-        raise ConfigError(f"broker URL {url!r}: expected mqtt://host:port")
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ConfigError(f"broker URL {url!r}: expected mqtt://host:port or mqtts://host:port")
     try:
-        port = parts.port or 1883
+        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
     except ValueError:
         raise ConfigError(f"broker URL {url!r}: bad port") from None
     return parts.hostname, port
@@ -64,6 +67,9 @@ class Monitor:
         """``password``: the framework's bearer token, the broker login on a secure master."""
         self.host, self.port = broker_address(broker_url)
         self._password = password
+        # mqtts: verified against $EDGERM_CA (the CA the driver verifies the master with), else the system's.
+        ca = os.environ.get(CA_ENV) or None
+        self._tls = ssl.create_default_context(cafile=ca) if broker_url.startswith("mqtts:") else None
         self.url = broker_url
         self.dag = dag
         self.watch = watch
@@ -87,6 +93,7 @@ class Monitor:
                     keepalive=10,
                     username="framework" if self._password else None,
                     password=self._password,
+                    tls_context=self._tls,
                 ) as client:
                     for topic, qos in self._topics:
                         await client.subscribe(topic, qos=qos)
