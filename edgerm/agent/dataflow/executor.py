@@ -124,9 +124,21 @@ class BatchExecutor:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._env = sorted(spec.env.items())
         self._lock = threading.Lock()  # one batch at a time
+        self._stopped = False  # set by stop(): no batch runs any more
 
     def interrupt(self) -> None:
         """Trap the batch now running, if any (thread-safe)."""
+        self._engine.increment_epoch()
+
+    def stop(self) -> None:
+        """Trap the batch now running and every later one (thread-safe): the task is ending.
+
+        An interrupt alone is lost on a batch whose thread has not set its
+        epoch deadline yet (the deadline counts from the epoch it finds); the
+        flag, set before the epoch moves and read after the deadline is set,
+        catches that batch too.
+        """
+        self._stopped = True
         self._engine.increment_epoch()
 
     def run(self, batch: bytes) -> bytes:
@@ -137,6 +149,8 @@ class BatchExecutor:
             try:
                 store.set_limits(memory_size=self.spec.memory_bytes)
                 store.set_epoch_deadline(1)
+                if self._stopped:
+                    raise BatchFailed(Reason.TIME_LIMIT, "interrupted (time limit or kill)")
                 wasi = wasmtime.WasiConfig()
                 wasi.argv = list(self.spec.argv)
                 wasi.env = self._env

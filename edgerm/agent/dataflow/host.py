@@ -187,7 +187,7 @@ class OperatorHost:
     def _finish(self, end: TaskEnded) -> None:
         if not self._end.done():
             self._end.set_result(end)
-            self.executor.interrupt()
+            self.executor.stop()
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         job = asyncio.create_task(coro, name=f"df-{self.config.operator}.{self.config.index}-{name}")
@@ -203,7 +203,7 @@ class OperatorHost:
         self._finish(TaskEnded(self.task.task_id, TaskState.FAILED, Reason.RUNTIME_ERROR, message))
 
     async def _shutdown(self) -> None:
-        self.executor.interrupt()
+        self.executor.stop()
         # Final stats while the connection is still up; never wait long for them.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(0.5):

@@ -157,3 +157,27 @@ def test_the_sink_writes_json_values_as_json(tmp_path: Path) -> None:
     out = lines(tmp_path, "sink", "--format", "json")
     assert out[1] == '{"src":"room.0","seq":1,"t":1700000000.100000,"value":{"humidity":40,"temperature":35.5}}'
     assert out[3] == '{"src":"room.0","seq":3,"t":1700000000.300000,"value":12}'
+
+
+def test_a_stopped_executor_runs_no_batch_even_one_not_started_when_stop_came(tmp_path: Path) -> None:
+    """stop() before a batch has set its epoch deadline must still stop it (a kill racing the worker thread):
+    the module below loops forever, so only the stop flag ends the run."""
+    import threading
+
+    from edgerm.agent.wasm import load_module
+
+    loop = load_module(Path(__file__).resolve().parents[3] / "examples" / "wasm" / "loop.wat")
+    executor = BatchExecutor(ExecutorSpec(loop, ("loop",), {}, tmp_path, 16 * MIB))
+    executor.stop()
+    failed: list[BatchFailed] = []
+
+    def run() -> None:
+        try:
+            executor.run(b"a 0 1 2\n")
+        except BatchFailed as e:
+            failed.append(e)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive() and failed and failed[0].reason is Reason.TIME_LIMIT
