@@ -43,6 +43,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import free_port, save, secure_master
 
+from edgerm.agent.journal import Journal
 from edgerm.errors import Unavailable, WireError
 from edgerm.frameworks import Framework, FrameworkDriver, HttpDriver, load_module, wasm_task
 from edgerm.model import Filters, Offer, TaskState, TaskStatus
@@ -71,6 +72,7 @@ class Churn(Framework):
         self.ends: dict[str, set[str]] = {}  # task id -> uuids of its terminal updates
         self.outcome: dict[str, str] = {}  # task id -> its (first) terminal state[:reason]
         self.placed: dict[str, str] = {}  # task id -> the agent its offer was on
+        self.accepted_at: dict[str, float] = {}  # task id -> seconds into the run its ACCEPT was sent
         self.bad_ends: dict[str, dict[str, Any]] = {}  # task id -> its first non-FINISHED terminal update
         self.subscriptions = 0
         self.t0 = time.monotonic()
@@ -90,6 +92,7 @@ class Churn(Framework):
                 self.serial += want
                 ids = [t.task_id for t in tasks]
                 self.placed.update(dict.fromkeys(ids, offer.agent_id))
+                self.accepted_at.update(dict.fromkeys(ids, round(time.monotonic() - self.t0, 1)))
                 try:
                     await driver.accept([offer.id], tasks, Filters(refuse_seconds=0))
                 except Unavailable:  # no answer: the master may or may not have them
@@ -254,7 +257,7 @@ async def _fault(kind: str, fleet: Fleet, victim: str, t0: float) -> dict[str, A
         event |= {"frozen_s": frozen, "seen_while_frozen": seen.get(event["agent"], "?")}
         p.send_signal(signal.SIGCONT)
     else:  # agent_churn
-        event["left"] = fleet.agent_id(victim)
+        event |= {"left": fleet.agent_id(victim), "left_work": victim}
         _stop(fleet.agents.pop(victim))
         joined = fleet.start_agent()
     event["recovery_s"] = await _until_all_active(fleet, again)
@@ -360,7 +363,7 @@ def _report(
         for line in log.read_text(errors="replace").splitlines():
             if " ERROR " in line or "Traceback" in line or " CRITICAL " in line:
                 problems.append(f"{log.name}: {line[:300]}")
-    explained = _explain(fw, events, never_ended, alive, UNREACHABLE_TIMEOUT)
+    explained = _explain(fw, events, never_ended, alive, UNREACHABLE_TIMEOUT, _left_behind(fleet, events))
     return {
         "params": vars(args),
         "wall_s": round(wall, 1),
@@ -392,8 +395,24 @@ def _report(
     }
 
 
+def _left_behind(fleet: Fleet, events: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """What each agent that left holds in its journal: agent id -> {task id -> its last unacknowledged state, or
+    "" for a task launched there with nothing pending}. A task not listed never reached that agent."""
+    held: dict[str, dict[str, str]] = {}
+    for e in events:
+        if e["fault"] == "agent_churn":
+            found = Journal(fleet.tmp / e["left_work"], fsync=False).load()
+            held[e["left"]] = {t.task_id: t.pending[-1].state.value if t.pending else "" for t in found}
+    return held
+
+
 def _explain(
-    fw: Churn, events: list[dict[str, Any]], never_ended: list[str], alive: set[str], timeout: float
+    fw: Churn,
+    events: list[dict[str, Any]],
+    never_ended: list[str],
+    alive: set[str],
+    timeout: float,
+    held: dict[str, dict[str, str]],
 ) -> dict[str, Any]:
     """Why each task did not end FINISHED: its agent, the last fault on that agent, the fault in progress (or the
     last one) when it ended, and the master's reason and message; each gets a verdict.
@@ -408,6 +427,19 @@ def _explain(
         before = [e for e in events if e["start_s"] <= at]
         on_agent = [e for e in before if agent in (e.get("agent"), e.get("left"))]
         row = dict(end)
+        row["accepted_at_s"] = fw.accepted_at.get(task_id)
+        if agent in left:
+            # Positive: the framework launched it on an agent that had already been stopped (the master keeps
+            # offering an agent until it misses 3 heartbeats).
+            row["accepted_s_after_agent_left"] = round((row["accepted_at_s"] or 0.0) - left[agent]["start_s"], 1)
+            there = held.get(agent, {})
+            row["on_the_agent"] = (
+                "never reached it"
+                if task_id not in there
+                else f"ran there, its {there[task_id]} update undelivered when it stopped"
+                if there[task_id]
+                else "ran there"
+            )
         if on_agent:
             row["agent_fault"] = on_agent[-1]["fault"]
             row["s_after_agent_fault"] = round(at - on_agent[-1]["start_s"], 1)
@@ -433,13 +465,20 @@ def _explain(
         by_fault.setdefault(kind, {})[what] = by_fault.setdefault(kind, {}).get(what, 0) + 1
         verdicts[row["verdict"]] += 1
     lost_gone_by_agent: dict[str, int] = {}
+    lost_gone_how: dict[str, int] = {}
     for row in tasks.values():
         if row["verdict"] == "lost_agent_gone":
             lost_gone_by_agent[row["agent"]] = lost_gone_by_agent.get(row["agent"], 0) + 1
+            how = row["on_the_agent"]
+            if how == "never reached it":
+                late = row["accepted_s_after_agent_left"] >= 0
+                how += ": launched after the agent was stopped" if late else ": launched as it was being stopped"
+            lost_gone_how[how] = lost_gone_how.get(how, 0) + 1
     return {
         "verdicts": verdicts,
         "by_fault": by_fault,
         "lost_agent_gone_by_agent": lost_gone_by_agent,
+        "lost_agent_gone_how": lost_gone_how,
         "unexpected_tasks": {t: r for t, r in tasks.items() if r["verdict"] == "unexpected"},
         "tasks": dict(list(tasks.items())[:500]),
     }
@@ -493,6 +532,8 @@ def main() -> None:
     print(f"    lost only on agents that never came back (replaced): {res['lost_agent_gone']}")
     print(f"    failed with AGENT_RESTARTED after a kill -9 of their agent: {res['failed_agent_kill9']}")
     print(f"    lost unexpectedly: {res['lost_unexpectedly']}")
+    for how, n in res["not_finished"]["lost_agent_gone_how"].items():
+        print(f"      {n} {how}")
     for kind, whats in res["not_finished"]["by_fault"].items():
         print(f"    by fault on the task's agent: {kind}: {whats}")
     for task_id, row in list(res["not_finished"]["unexpected_tasks"].items())[:20]:
