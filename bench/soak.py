@@ -17,9 +17,13 @@ every agent process this run keeps alive ACTIVE. Every second the master's RSS a
 ``/api/v1/state`` answer are sampled. Reported: tasks launched and how each ended (a task killed by an agent's
 ``kill -9`` ends FAILED with AGENT_RESTARTED: that is the promise, not a loss), tasks lost (LOST, or never ended),
 tasks duplicated (two different terminal updates for one task, or one id twice in the master's state), the
-recovery times per fault, the RSS and state-size curves (first sample after warm-up against the last, for the
-last master incarnation), and the ERROR lines and tracebacks the processes logged. Logs: the temp dir, kept with
-``--keep``. Results: bench/results/soak.json.
+recovery times per fault, why each task that did not end FINISHED ended so (``not_finished``: its agent, the fault on
+that agent and the one in progress, the master's reason and message, when it was accepted and whether it reached the
+agent, from that agent's journal; a verdict each: ``lost_agent_gone`` for LOST on an agent that was replaced and so
+never came back within ``--unreachable-timeout``, ``failed_agent_kill9`` for FAILED:AGENT_RESTARTED after a ``kill -9``
+of its agent, ``unexpected`` for anything else; the run exits 1 on an unexpected one or a duplicate), the RSS and
+state-size curves (first sample after warm-up against the last, for the last master incarnation), and the ERROR
+lines and tracebacks the processes logged. Logs: the temp dir, kept with ``--keep``. Results: bench/results/soak.json.
 """
 
 from __future__ import annotations
