@@ -17,9 +17,13 @@ every agent process this run keeps alive ACTIVE. Every second the master's RSS a
 ``/api/v1/state`` answer are sampled. Reported: tasks launched and how each ended (a task killed by an agent's
 ``kill -9`` ends FAILED with AGENT_RESTARTED: that is the promise, not a loss), tasks lost (LOST, or never ended),
 tasks duplicated (two different terminal updates for one task, or one id twice in the master's state), the
-recovery times per fault, the RSS and state-size curves (first sample after warm-up against the last, for the
-last master incarnation), and the ERROR lines and tracebacks the processes logged. Logs: the temp dir, kept with
-``--keep``. Results: bench/results/soak.json.
+recovery times per fault, why each task that did not end FINISHED ended so (``not_finished``: its agent, the fault on
+that agent and the one in progress, the master's reason and message, when it was accepted and whether it reached the
+agent, from that agent's journal; a verdict each: ``lost_agent_gone`` for LOST on an agent that was replaced and so
+never came back within ``--unreachable-timeout``, ``failed_agent_kill9`` for FAILED:AGENT_RESTARTED after a ``kill -9``
+of its agent, ``unexpected`` for anything else; the run exits 1 on an unexpected one or a duplicate), the RSS and
+state-size curves (first sample after warm-up against the last, for the last master incarnation), and the ERROR
+lines and tracebacks the processes logged. Logs: the temp dir, kept with ``--keep``. Results: bench/results/soak.json.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import free_port, save, secure_master
 
+from edgerm.agent.journal import Journal
 from edgerm.errors import Unavailable, WireError
 from edgerm.frameworks import Framework, FrameworkDriver, HttpDriver, load_module, wasm_task
 from edgerm.model import Filters, Offer, TaskState, TaskStatus
@@ -51,6 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 HELLO = REPO / "examples" / "wasm" / "hello.wat"
 NEED = "cpus:0.05;mem:16"
 HEARTBEAT = 1.0  # agents' heartbeat interval: UNREACHABLE after 3 missed
+UNREACHABLE_TIMEOUT = 20.0  # the master's --unreachable-timeout: an UNREACHABLE agent's tasks are LOST after it
 FAULTS = ("master_kill9", "agent_kill9", "agent_freeze", "agent_churn")
 
 
@@ -69,7 +75,11 @@ class Churn(Framework):
         self.refused: dict[str, int] = {}  # calls refused, by error
         self.ends: dict[str, set[str]] = {}  # task id -> uuids of its terminal updates
         self.outcome: dict[str, str] = {}  # task id -> its (first) terminal state[:reason]
+        self.placed: dict[str, str] = {}  # task id -> the agent its offer was on
+        self.accepted_at: dict[str, float] = {}  # task id -> seconds into the run its ACCEPT was sent
+        self.bad_ends: dict[str, dict[str, Any]] = {}  # task id -> its first non-FINISHED terminal update
         self.subscriptions = 0
+        self.t0 = time.monotonic()
 
     async def registered(self, driver: FrameworkDriver, framework_id: str, master_id: str) -> None:
         self.subscriptions += 1
@@ -85,6 +95,8 @@ class Churn(Framework):
                 tasks = [wasm_task(offer, f"soak-{self.serial + i}", self.module, NEED) for i in range(want)]
                 self.serial += want
                 ids = [t.task_id for t in tasks]
+                self.placed.update(dict.fromkeys(ids, offer.agent_id))
+                self.accepted_at.update(dict.fromkeys(ids, round(time.monotonic() - self.t0, 1)))
                 try:
                     await driver.accept([offer.id], tasks, Filters(refuse_seconds=0))
                 except Unavailable:  # no answer: the master may or may not have them
@@ -107,6 +119,15 @@ class Churn(Framework):
             self.outcome[status.task_id] = (
                 status.state.value if finished else f"{status.state.value}:{status.reason.value}"
             )
+            if not finished:
+                self.bad_ends[status.task_id] = {
+                    "state": status.state.value,
+                    "reason": status.reason.value,
+                    "message": status.message,
+                    "source": status.source.value,
+                    "agent": status.agent_id or self.placed.get(status.task_id, ""),
+                    "at_s": round(time.monotonic() - self.t0, 1),
+                }
 
     @property
     def ended(self) -> int:
@@ -123,7 +144,7 @@ class Fleet:
         self.master_cmd = [sys.executable, "-m", "edgerm.master.main", "--port", str(port), *self.flags]
         # Tasks in flight on an agent that left for good end LOST within the run, not after the default 10 min.
         self.master_cmd += ["--no-coap", "--no-broker", "--log-level", "WARNING", "--allocation-interval", "0.1"]
-        self.master_cmd += ["--unreachable-timeout", "20"]
+        self.master_cmd += ["--unreachable-timeout", f"{UNREACHABLE_TIMEOUT:g}"]
         self.master: subprocess.Popen[bytes] | None = None
         self.agents: dict[str, subprocess.Popen[bytes]] = {}  # work dir name -> process
         self.logs: list[Path] = []
@@ -214,8 +235,8 @@ async def _registered_at(fleet: Fleet, works: list[str]) -> dict[str, object]:
     return {fleet.agent_id(w): agents.get(fleet.agent_id(w), {}).get("registered_at") for w in works}
 
 
-async def _fault(kind: str, fleet: Fleet, victim: str) -> dict[str, Any]:
-    event: dict[str, Any] = {"fault": kind}
+async def _fault(kind: str, fleet: Fleet, victim: str, t0: float) -> dict[str, Any]:
+    event: dict[str, Any] = {"fault": kind, "start_s": round(time.monotonic() - t0, 1)}
     again: dict[str, object] = {}
     if kind == "master_kill9":
         assert fleet.master is not None
@@ -240,10 +261,12 @@ async def _fault(kind: str, fleet: Fleet, victim: str) -> dict[str, Any]:
         event |= {"frozen_s": frozen, "seen_while_frozen": seen.get(event["agent"], "?")}
         p.send_signal(signal.SIGCONT)
     else:  # agent_churn
-        event["left"] = fleet.agent_id(victim)
+        event |= {"left": fleet.agent_id(victim), "left_work": victim}
         _stop(fleet.agents.pop(victim))
-        fleet.start_agent()
+        joined = fleet.start_agent()
     event["recovery_s"] = await _until_all_active(fleet, again)
+    if kind == "agent_churn":
+        event["joined"] = fleet.agent_id(joined)
     return event
 
 
@@ -253,12 +276,12 @@ async def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     for _ in range(args.agents):
         fleet.start_agent()
     fw = Churn(args.tasks)
+    t0 = fw.t0
     driver = HttpDriver(fw, fleet.url, backoff_initial=0.05, backoff_max=0.5)
     runner = asyncio.create_task(driver.run())
     samples: list[dict[str, float]] = []
     events: list[dict[str, Any]] = []
     incarnation = 0
-    t0 = time.monotonic()
 
     async def sample() -> None:
         nonlocal incarnation
@@ -293,7 +316,7 @@ async def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             victim = sorted(fleet.agents)[n % len(fleet.agents)]
             n += 1
             before = fw.launched
-            event = await _fault(kind, fleet, victim)
+            event = await _fault(kind, fleet, victim, t0)
             event |= {"at_s": round(time.monotonic() - t0, 1), "launched_before": before}
             events.append(event)
             print(f"  {event['at_s']:6.1f}s {kind:13s} recovered in {event['recovery_s']} s; launched {fw.launched}")
@@ -304,13 +327,14 @@ async def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         drained_s = time.monotonic() - drain0
         wall = time.monotonic() - t0
         final = await asyncio.to_thread(_state, fleet.url)
+        alive = {fleet.agent_id(w) for w in fleet.agents}
     finally:
         sampler.cancel()
         await asyncio.gather(sampler, return_exceptions=True)
         await driver.stop()
         await asyncio.gather(runner, return_exceptions=True)
         fleet.stop_all()
-    return _report(args, fw, fleet, samples, events, final, wall, drained_s)
+    return _report(args, fw, fleet, samples, events, final, wall, drained_s, alive)
 
 
 def _report(
@@ -322,6 +346,7 @@ def _report(
     final: dict[str, Any] | None,
     wall: float,
     drained_s: float,
+    alive: set[str],
 ) -> dict[str, Any]:
     outcomes: dict[str, int] = {}
     for o in fw.outcome.values():
@@ -342,6 +367,7 @@ def _report(
         for line in log.read_text(errors="replace").splitlines():
             if " ERROR " in line or "Traceback" in line or " CRITICAL " in line:
                 problems.append(f"{log.name}: {line[:300]}")
+    explained = _explain(fw, events, never_ended, alive, UNREACHABLE_TIMEOUT, _left_behind(fleet, events))
     return {
         "params": vars(args),
         "wall_s": round(wall, 1),
@@ -352,6 +378,10 @@ def _report(
         "outcomes": outcomes,
         "lost": lost + len(never_ended),
         "never_ended": {t: where.get(t, "unknown to the master") for t in never_ended[:50]},
+        "lost_agent_gone": explained["verdicts"]["lost_agent_gone"],
+        "failed_agent_kill9": explained["verdicts"]["failed_agent_kill9"],
+        "lost_unexpectedly": explained["verdicts"]["unexpected"],
+        "not_finished": explained,
         "calls_refused": fw.refused,
         "duplicated": len(doubled) + (len(ids) - len(set(ids))),
         "doubled_ends": doubled[:50],
@@ -366,6 +396,95 @@ def _report(
         "logged_errors_and_tracebacks": problems[:100],
         "events": events,
         "samples": samples,
+    }
+
+
+def _left_behind(fleet: Fleet, events: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """What each agent that left holds in its journal: agent id -> {task id -> its last unacknowledged state, or
+    "" for a task launched there with nothing pending}. A task not listed never reached that agent."""
+    held: dict[str, dict[str, str]] = {}
+    for e in events:
+        if e["fault"] == "agent_churn":
+            found = Journal(fleet.tmp / e["left_work"], fsync=False).load()
+            held[e["left"]] = {t.task_id: t.pending[-1].state.value if t.pending else "" for t in found}
+    return held
+
+
+def _explain(
+    fw: Churn,
+    events: list[dict[str, Any]],
+    never_ended: list[str],
+    alive: set[str],
+    timeout: float,
+    held: dict[str, dict[str, str]],
+) -> dict[str, Any]:
+    """Why each task did not end FINISHED: its agent, the last fault on that agent, the fault in progress (or the
+    last one) when it ended, and the master's reason and message; each gets a verdict.
+
+    Expected: ``lost_agent_gone`` (LOST on an agent replaced by a new one, so it never came back, and at least the
+    unreachable timeout after it left) and ``failed_agent_kill9`` (FAILED:AGENT_RESTARTED after a ``kill -9`` of its
+    agent: the documented promise for WASM tasks). Anything else, or a task that never ended, is ``unexpected``."""
+    left = {e["left"]: e for e in events if e["fault"] == "agent_churn"}
+    tasks: dict[str, dict[str, Any]] = {}
+    for task_id, end in sorted(fw.bad_ends.items(), key=lambda kv: kv[1]["at_s"]):
+        agent, at = end["agent"], end["at_s"]
+        before = [e for e in events if e["start_s"] <= at]
+        on_agent = [e for e in before if agent in (e.get("agent"), e.get("left"))]
+        row = dict(end)
+        row["accepted_at_s"] = fw.accepted_at.get(task_id)
+        if agent in left:
+            # Positive: the framework launched it on an agent that had already been stopped (the master keeps
+            # offering an agent until it misses 3 heartbeats).
+            row["accepted_s_after_agent_left"] = round((row["accepted_at_s"] or 0.0) - left[agent]["start_s"], 1)
+            there = held.get(agent, {})
+            row["on_the_agent"] = (
+                "never reached it"
+                if task_id not in there
+                else f"ran there, its {there[task_id]} update undelivered when it stopped"
+                if there[task_id]
+                else "ran there"
+            )
+        if on_agent:
+            row["agent_fault"] = on_agent[-1]["fault"]
+            row["s_after_agent_fault"] = round(at - on_agent[-1]["start_s"], 1)
+        if before:
+            last = before[-1]
+            row["fault_at_end"] = last["fault"] + (" (in progress)" if at <= last["at_s"] else "")
+            row["s_after_fault_at_end"] = round(at - last["start_s"], 1)
+        gone = agent in left and agent not in alive
+        if end["state"] == "LOST" and gone and at - left[agent]["start_s"] >= timeout:
+            row["verdict"] = "lost_agent_gone"
+        elif (end["state"], end["reason"]) == ("FAILED", "AGENT_RESTARTED") and row.get("agent_fault") == "agent_kill9":
+            row["verdict"] = "failed_agent_kill9"
+        else:
+            row["verdict"] = "unexpected"
+        tasks[task_id] = row
+    for task_id in never_ended:
+        tasks[task_id] = {"state": "NEVER_ENDED", "agent": fw.placed.get(task_id, ""), "verdict": "unexpected"}
+    by_fault: dict[str, dict[str, int]] = {}
+    verdicts: dict[str, int] = {"lost_agent_gone": 0, "failed_agent_kill9": 0, "unexpected": 0}
+    for row in tasks.values():
+        kind = row.get("agent_fault") or f"none on its agent (last: {row.get('fault_at_end', 'none')})"
+        what = f"{row['state']}:{row.get('reason', '')} -> {row['verdict']}"
+        by_fault.setdefault(kind, {})[what] = by_fault.setdefault(kind, {}).get(what, 0) + 1
+        verdicts[row["verdict"]] += 1
+    lost_gone_by_agent: dict[str, int] = {}
+    lost_gone_how: dict[str, int] = {}
+    for row in tasks.values():
+        if row["verdict"] == "lost_agent_gone":
+            lost_gone_by_agent[row["agent"]] = lost_gone_by_agent.get(row["agent"], 0) + 1
+            how = row["on_the_agent"]
+            if how == "never reached it":
+                late = row["accepted_s_after_agent_left"] >= 0
+                how += ": launched after the agent was stopped" if late else ": launched as it was being stopped"
+            lost_gone_how[how] = lost_gone_how.get(how, 0) + 1
+    return {
+        "verdicts": verdicts,
+        "by_fault": by_fault,
+        "lost_agent_gone_by_agent": lost_gone_by_agent,
+        "lost_agent_gone_how": lost_gone_how,
+        "unexpected_tasks": {t: r for t, r in tasks.items() if r["verdict"] == "unexpected"},
+        "tasks": dict(list(tasks.items())[:500]),
     }
 
 
@@ -414,6 +533,15 @@ def main() -> None:
     )
     print(f"  outcomes: {res['outcomes']}")
     print(f"  lost: {res['lost']}   duplicated: {res['duplicated']}")
+    print(f"    lost only on agents that never came back (replaced): {res['lost_agent_gone']}")
+    print(f"    failed with AGENT_RESTARTED after a kill -9 of their agent: {res['failed_agent_kill9']}")
+    print(f"    lost unexpectedly: {res['lost_unexpectedly']}")
+    for how, n in res["not_finished"]["lost_agent_gone_how"].items():
+        print(f"      {n} {how}")
+    for kind, whats in res["not_finished"]["by_fault"].items():
+        print(f"    by fault on the task's agent: {kind}: {whats}")
+    for task_id, row in list(res["not_finished"]["unexpected_tasks"].items())[:20]:
+        print(f"      unexpected {task_id}: {row}")
     for kind, r in res["recovery_s"].items():
         print(f"  recovery after {kind:13s} n={r['n']}  mean {r['mean']} s  max {r['max']} s")
     for key in ("rss_mib", "state_kib"):
@@ -425,6 +553,8 @@ def main() -> None:
             )
     print(f"  logged errors and tracebacks: {len(res['logged_errors_and_tracebacks'])}")
     print(f"saved {save('soak', res)}")
+    if res["lost_unexpectedly"] or res["duplicated"]:
+        sys.exit("FAIL: tasks lost unexpectedly or duplicated (see not_finished.unexpected_tasks in the JSON)")
 
 
 if __name__ == "__main__":

@@ -143,6 +143,42 @@ def test_an_agent_that_does_not_come_back_goes_unreachable_after_the_settle_peri
     assert [(x.task_id, x.state) for x in lost if x.state is TaskState.LOST] == [(T1, TaskState.LOST)]
 
 
+def test_an_agent_unreachable_before_a_restart_is_lost_on_its_first_timeout_not_a_new_one(make_harness, tmp_path):
+    """The soak's agent_churn then master_kill9: an agent leaves for good, the master restarts while it is
+    UNREACHABLE; its tasks are LOST when the unreachable timeout counted from its first miss ends, not later."""
+    h = make_harness(MasterConfig(master_id="m", unreachable_timeout=20.0))
+    _running_cluster(h, 1)
+    [u] = h.updates(h.tick(3.5))
+    assert u.state is TaskState.UNREACHABLE
+    unreachable_at = h.now
+    h2 = _restarted(make_harness, h, tmp_path, reregister_grace=3.0, unreachable_timeout=20.0)
+    h2.framework("f1")
+    assert [x.state for x in h2.updates(h2.tick(3.5))] == [TaskState.UNREACHABLE]  # re-sent: it was never acked
+    assert [x for x in h2.updates(h2.tick(unreachable_at + 19.5 - h2.now)) if x.state is TaskState.LOST] == []
+    lost = [x for x in h2.updates(h2.tick(1.0)) if x.state is TaskState.LOST]
+    assert [(x.task_id, x.reason) for x in lost] == [(T1, Reason.AGENT_LOST)]
+
+
+def test_an_agent_frozen_across_a_restart_gets_its_tasks_back_running(make_harness, tmp_path):
+    """An agent UNREACHABLE (frozen) when the master restarts, back before the timeout: nothing is lost."""
+    h = make_harness(MasterConfig(master_id="m", unreachable_timeout=20.0))
+    statuses = _running_cluster(h, 2)
+    h.tick(3.5)
+    assert h.core.task(T1).state is TaskState.UNREACHABLE
+    h2 = _restarted(make_harness, h, tmp_path, reregister_grace=3.0, unreachable_timeout=20.0)
+    h2.framework("f1")
+    h2.tick(8.0)  # settled; the agent is still frozen
+    actions = h2.agent("a1", heartbeat=1.0, tasks=tuple(statuses))
+    assert h2.kills(actions) == []
+    back = h2.updates(actions)  # the framework is told (with the agent's own RUNNING: a restored record keeps one uuid)
+    assert sorted(x.task_id for x in back) == [T1, TaskId("t2")] and all(x.state is TaskState.RUNNING for x in back)
+    for _ in range(30):
+        h2.advance(1.0)
+        h2.heartbeat("a1", "t1", "t2")
+        assert [x for x in h2.updates(h2.tick()) if x.state is TaskState.LOST] == []
+    assert all(h2.core.task(s.task_id).state is TaskState.RUNNING for s in statuses)
+
+
 def test_a_stalled_master_starts_a_settle_period_instead_of_declaring_agents_unreachable(make_harness):
     h = make_harness()
     _running_cluster(h, 1)
