@@ -20,7 +20,7 @@ from edgerm.auth.principal import Role
 from edgerm.errors import Forbidden, NotSubscribed, OfferNotYours, UnknownTask
 from edgerm.ids import AgentId, FrameworkId, TaskId
 from edgerm.master.main import RunningMaster
-from edgerm.model import Offer, TaskInfo, TaskState, WasmSpec
+from edgerm.model import Filters, Offer, TaskInfo, TaskState, WasmSpec
 from edgerm.resources import Resources
 from tests.integration.master.conftest import FakeAgent, FakeFramework, agent_token
 from tests.support import admin_headers
@@ -63,6 +63,10 @@ async def two(master: RunningMaster, session: aiohttp.ClientSession) -> AsyncIte
         await agent.update("a-task", TaskState.RUNNING, uuid="u-run")
         running = await a.next_event(m.Update)
         await a.call(m.Acknowledge(a.framework_id, running.status.agent_id, TaskId("a-task"), running.status.uuid))
+        # a's leftovers come back to it at once (no filter after an ACCEPT): it declines them, so b gets them.
+        held = tuple(o.id for o in master.service.core.offers_of(a.framework_id))
+        if held:
+            await a.call(m.Decline(a.framework_id, held, Filters(refuse_seconds=60)))
         await b.subscribe()
         b_offer = (await b.next_event(m.Offers)).offers[0]
         yield Two(master, session, agent, a, b, task, b_offer)
