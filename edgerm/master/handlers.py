@@ -33,7 +33,7 @@ from edgerm.master.events import AgentRegistered, HeartbeatReceived, StatusRecei
 from edgerm.master.logs import LogPiece, LogRequests
 from edgerm.master.metrics import render_metrics
 from edgerm.master.service import CommandStream, EventStream, MasterService
-from edgerm.master.state import _task_json
+from edgerm.master.state import task_json
 from edgerm.master.state_api import StateQuery, state_page
 
 _AGENT_CALL_NAMES: dict[type, str] = {
@@ -170,7 +170,7 @@ class Handlers:
                 service.handle(m.Kill(record.framework_id, task_id, record.agent_id))
             else:
                 service._execute([KillTask(record.agent_id, task_id, record.info.kill_grace)])
-        return _task_json(record)
+        return task_json(record)
 
     def operator_teardown(self, framework_id: FrameworkId) -> None:
         """TEARDOWN by an operator (the admin role): no stream id, any framework the core knows."""

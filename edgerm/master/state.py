@@ -292,7 +292,7 @@ class MasterCore:
         }
         agents = [self._agent_json(a) for _, a in sorted(self._agents.items())]
         frameworks = [self._framework_json(f) for _, f in sorted(self._frameworks.items())]
-        tasks = [_task_json(r) for r in sorted(self._tasks, key=lambda r: r.task_id)]
+        tasks = [task_json(r) for r in sorted(self._tasks, key=lambda r: r.task_id)]
         return {"master": master, "agents": agents, "frameworks": frameworks, "tasks": tasks}
 
     @property
@@ -1114,7 +1114,8 @@ def _interval(info: AgentInfo) -> float:
     return info.heartbeat_interval if info.heartbeat_interval > 0 else 1.0
 
 
-def _task_json(record: TaskRecord) -> dict[str, object]:
+def task_json(record: TaskRecord) -> dict[str, object]:
+    """One task as ``/api/v1/state`` (and ``snapshot()``) lists it."""
     s = record.status
     return {
         "id": record.task_id,

@@ -48,8 +48,7 @@ from typing import TypeVar
 from edgerm.errors import MalformedMessage
 from edgerm.ids import AgentId, FrameworkId, TaskId
 from edgerm.master.readviews import AgentView, FrameworkView, ReadViews, SortedIds
-from edgerm.master.state import AgentState, MasterCore
-from edgerm.master.tasks import TaskRecord
+from edgerm.master.state import AgentState, MasterCore, task_json
 from edgerm.model import TaskState
 
 DEFAULT_LIMIT = 100
@@ -298,21 +297,4 @@ def framework_json(framework: FrameworkView) -> Json:
             for p in framework.unacknowledged
         ],
         "tasks": framework.live_tasks,
-    }
-
-
-def task_json(record: TaskRecord) -> Json:
-    s = record.status
-    return {
-        "id": record.task_id,
-        "name": record.info.name,
-        "framework_id": record.framework_id,
-        "agent_id": record.agent_id,
-        "state": s.state.value,
-        "reason": s.reason.value,
-        "message": s.message,
-        "source": s.source.value,
-        "updated_at": s.timestamp,
-        "executor": record.info.executor,
-        "resources": str(record.info.resources),
     }
