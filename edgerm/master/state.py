@@ -222,6 +222,10 @@ class MasterCore:
         self._tasks.now = now
         for t in registry.tasks:
             status = t.status
+            if not t.acknowledged and not status.uuid and t.info.framework_id in self._frameworks:
+                # The framework had not acknowledged an older update, and the latest status is one the master
+                # made without a uuid (KILLING): only the latest is kept, so it goes out reliably instead.
+                status = replace(status, uuid=self._new_uuid())
             record = TaskRecord(t.info, status, last_sent=now, seen_uuids=frozenset({status.uuid} - {""}))
             self._tasks.put(record)
             if record.framework_id in self._frameworks:

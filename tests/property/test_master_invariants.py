@@ -365,7 +365,11 @@ class MasterMachine(RuleBasedStateMachine):
             (t["id"], t["state"]) for t in old_state["tasks"]
         }
         for before, after in zip(old_state["frameworks"], new_state["frameworks"], strict=True):
-            assert {u["uuid"] for u in after["unacknowledged"]} == {u["uuid"] for u in before["unacknowledged"]}
+            # The same tasks have updates waiting; each keeps its uuid, except where the latest status is one
+            # the master made without a uuid (KILLING): only the latest status is kept, sent under a new uuid.
+            assert {u["task_id"] for u in after["unacknowledged"]} == {u["task_id"] for u in before["unacknowledged"]}
+            kept = {u["uuid"] for u in before["unacknowledged"] if self._latest_uuid(u["task_id"])}
+            assert kept <= {u["uuid"] for u in after["unacknowledged"]}
             assert (
                 after["allocation"]
                 == str(sum((r.info.resources for r in self.live_tasks() if r.framework_id == after["id"]), Resources()))
@@ -382,6 +386,10 @@ class MasterMachine(RuleBasedStateMachine):
         for name in FRAMEWORKS:
             if new.framework_known(FrameworkId(name)):
                 self.apply(ev.FrameworkSubscribed(FrameworkInfo(FrameworkId(name), name)))
+
+    def _latest_uuid(self, task_id: str) -> str:
+        record = self.core.task(TaskId(task_id))
+        return record.status.uuid if record is not None else ""
 
     # -- drain: everything comes back ---------------------------------------------
 
