@@ -47,9 +47,11 @@ import multiprocessing as mp
 import os
 import random
 import resource
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -470,6 +472,7 @@ def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dic
     tag = f"{transport}-{n}{'-echo' if echo else ''}"
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"edgerm-scale-{tag}.log"
     py = sys.executable
+    state_dir = ""
     if echo:
         script = "_echo_http.py" if transport == "http" else "_echo_coap.py"
         port = http_port if transport == "http" else coap_port
@@ -479,7 +482,10 @@ def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dic
         else:
             time.sleep(1.5)
     else:
-        cmd = [py, "-m", "edgerm.master.main", "--port", str(http_port), "--no-broker", "--log-level", "WARNING", "--insecure"]
+        # A fresh registry per run: the default state dir would restore the last run's fleet.
+        state_dir = tempfile.mkdtemp(prefix=f"edgerm-scale-{tag}-")
+        cmd = [py, "-m", "edgerm.master.main", "--port", str(http_port), "--no-broker", "--log-level", "WARNING"]
+        cmd += ["--insecure", "--state-dir", state_dir]
         cmd += ["--coap-port", str(coap_port)] if transport == "coap" else ["--no-coap"]
         proc = _spawn_server(cmd, log)
         _wait_http(f"http://127.0.0.1:{http_port}/metrics", proc)
@@ -556,6 +562,8 @@ def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dic
             p.terminate()
     master_log = log.read_text(errors="replace")[-2000:] if log.exists() else ""
     _stop(proc)
+    if state_dir:
+        shutil.rmtree(state_dir, ignore_errors=True)
     lat = [x for r in reports for x in r.latencies]
     errors: dict[str, int] = {}
     for r in reports:
