@@ -82,7 +82,7 @@ def test_duplicates_and_restarts_are_told_apart() -> None:
 
 
 def test_a_sink_that_publishes_nothing_is_counted_from_its_stats() -> None:
-    store = '    resources: {cpus: 0.1, mem: 32}\n    constraints: [domain == cloud]'
+    store = "    resources: {cpus: 0.1, mem: 32}\n    constraints: [domain == cloud]"
     assert PIPELINE.count(store) == 1
     w = StreamWatch(dag(PIPELINE.replace(store, store + '\n    env: {EDGERM_DF_SINK: "file:/tmp/out"}')))
     w.stats("store", 0, stats("t1", 10.0, 40, 40))
