@@ -29,10 +29,13 @@ operator host does for WebAssembly modules:
   them in order, merged up to ``EDGERM_DF_BATCH`` records, calls the function
   in a thread, and publishes the results (QoS 1) before taking the next.
 - **Functions** return a record, ``None`` (drop it) or an iterable of records
-  (per record), or an iterable of records (per batch). A function that raises
-  counts one error and drops that batch's records; after
-  :data:`MAX_CONSECUTIVE_FAILURES` failed batches in a row the operator exits
-  with status 1 (the task ends FAILED) and the last error on stderr.
+  (per record), or an iterable of records (per batch). A call that raises (or
+  returns something else) counts one error and drops its input: one record
+  for a per-record function (the batch's other records go on), the whole
+  batch for a per-batch one. A batch of which no record got through is a
+  failed batch; after :data:`MAX_CONSECUTIVE_FAILURES` failed batches in a row
+  the operator exits with status 1 (the task ends FAILED) and the last error
+  on stderr.
 - **Stats** go to ``edgerm/<dag>/<operator>/stats/<i>`` every second (QoS 0),
   with the fields the operator host publishes, so ``edgerm-dataflow`` shows
   rates, drops and errors for SDK operators too.
@@ -101,20 +104,67 @@ class Counters:
     errors: int = 0
 
 
+def _records(got: Record | Iterable[Record] | None) -> list[Record]:
+    """What a user's function returned, as records; TypeError when it is something else."""
+    if got is None:
+        return []
+    out: list[object] = [got] if isinstance(got, Record) else list(got)
+    if not all(isinstance(r, Record) for r in out):
+        raise TypeError("the function must return Record objects")
+    return out  # type: ignore[return-value]
+
+
 def per_batch(fn: PerRecord) -> PerBatch:
-    """A per-batch function that calls ``fn`` on each record."""
+    """A per-batch function that calls ``fn`` on each record (the first failure fails the batch)."""
 
     def apply(records: list[Record]) -> list[Record]:
         out: list[Record] = []
         for r in records:
-            got = fn(r)
-            if got is None:
-                continue
-            if isinstance(got, Record):
-                out.append(got)
-            else:
-                out.extend(got)
+            out.extend(_records(fn(r)))
         return out
+
+    return apply
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One batch through the user's function: its output, and the calls that failed."""
+
+    out: list[Record]
+    failed: int = 0  # calls that raised: records (per record) or 1 (per batch)
+    lost: int = 0  # input records those calls dropped
+    error: str = ""  # the last failure, ``Type: message``
+
+
+def _error(e: Exception) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+def batch_outcome(fn: PerBatch) -> Callable[[list[Record]], Outcome]:
+    """Run a per-batch function: a failure costs the whole batch."""
+
+    def apply(records: list[Record]) -> Outcome:
+        try:
+            return Outcome(_records(fn(records)))
+        except Exception as e:  # the user's code: any error is that batch's failure, never the operator's end
+            return Outcome([], 1, len(records), _error(e))
+
+    return apply
+
+
+def record_outcome(fn: PerRecord) -> Callable[[list[Record]], Outcome]:
+    """Run a per-record function on each record: a record whose call fails costs that record alone."""
+
+    def apply(records: list[Record]) -> Outcome:
+        result = Outcome([])
+        for r in records:
+            try:
+                result.out.extend(_records(fn(r)))
+            except Exception as e:  # the user's code: that record's failure only
+                result.failed += 1
+                result.lost += 1
+                result.error = f"record {r.src} {r.seq}: {_error(e)}"
+        return result
 
     return apply
 
@@ -122,11 +172,22 @@ def per_batch(fn: PerRecord) -> PerBatch:
 class Operator:
     """One operator instance over MQTT; see the module docstring."""
 
-    def __init__(self, config: OperatorConfig, fn: PerBatch, *, task_id: str = "", agent_id: str = "") -> None:
+    def __init__(
+        self,
+        config: OperatorConfig,
+        fn: PerBatch | None = None,
+        *,
+        record: PerRecord | None = None,
+        task_id: str = "",
+        agent_id: str = "",
+    ) -> None:
+        """``fn`` is a per-batch function, ``record`` a per-record one; exactly one of them."""
+        if (fn is None) == (record is None):
+            raise TypeError("Operator takes either a per-batch function or record=, not both")
         if config.role is Role.SOURCE:
             raise ConfigError("EDGERM_DF_ROLE: the Python SDK runs operators and sinks, not sources")
         self.config = config
-        self.fn = fn
+        self.fn = batch_outcome(fn) if fn is not None else record_outcome(record)  # type: ignore[arg-type]
         self.task_id = task_id or f"{config.operator}.{config.index}"
         self.agent_id = agent_id
         self.counters = Counters()
@@ -154,23 +215,36 @@ class Operator:
     def apply(self, batch: Batch) -> list[bytes] | None:
         """Run the function over one batch: the payloads to publish, or ``None`` if it failed."""
         records = batch.decoded()
-        try:
-            out = list(self.fn(records))
-            if not all(isinstance(r, Record) for r in out):
-                raise TypeError("the function must return Record objects")
-        except Exception as e:  # the user's code: any error is that batch's failure, never the operator's end
-            self.counters.errors += 1
-            self.counters.dropped += len(records)
+        result = self.fn(records)
+        c = self.counters
+        if result.failed:
+            c.errors += result.failed
+            c.dropped += result.lost
+            self.last_error = result.error
+        if result.failed and result.lost == len(records):
             self.failures += 1
-            self.last_error = f"{type(e).__name__}: {e}"
-            log.info("operator %s: batch failed (%d in a row): %s", self.task_id, self.failures, self.last_error)
+            log.info(
+                "operator %s: batch of %d failed (%d in a row): %s",
+                self.task_id,
+                len(records),
+                self.failures,
+                self.last_error,
+            )
             if self.failures >= MAX_CONSECUTIVE_FAILURES:
                 self.finish(1)
             return None
+        if result.failed:
+            log.info(
+                "operator %s: %d of %d records failed, the rest went on; last: %s",
+                self.task_id,
+                result.lost,
+                len(records),
+                self.last_error,
+            )
         self.failures = 0
-        self.counters.batches += 1
-        self.counters.sent += len(out)
-        return encode(out, self.config.batch)
+        c.batches += 1
+        c.sent += len(result.out)
+        return encode(result.out, self.config.batch)
 
     def stats(self) -> dict[str, object]:
         c = self.counters
@@ -293,13 +367,12 @@ def run(fn: PerRecord | None = None, *, batch: PerBatch | None = None, env: Mapp
     except ConfigError as e:
         print(f"edgerm operator: {e}", file=sys.stderr)
         sys.exit(2)
-    chosen = batch if batch is not None else per_batch(fn) if fn is not None else None
-    assert chosen is not None
-    sys.exit(asyncio.run(_main(config, chosen, env)))
+    sys.exit(asyncio.run(_main(config, fn, batch, env)))
 
 
-async def _main(config: OperatorConfig, fn: PerBatch, env: Mapping[str, str]) -> int:
-    op = Operator(config, fn, task_id=env.get("EDGERM_TASK_ID", ""), agent_id=env.get("EDGERM_AGENT_ID", ""))
+async def _main(config: OperatorConfig, fn: PerRecord | None, batch: PerBatch | None, env: Mapping[str, str]) -> int:
+    task, agent = env.get("EDGERM_TASK_ID", ""), env.get("EDGERM_AGENT_ID", "")
+    op = Operator(config, batch, record=fn, task_id=task, agent_id=agent)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, op.finish, 0)

@@ -170,6 +170,7 @@ class HttpDriver:
         self._stream_id: str | None = None
         self._reached_subscribed = False
         self._stopping = False
+        self._tearing_down = False  # a TEARDOWN is on its way: the master closing the stream is expected
         self._task: asyncio.Task[None] | None = None
 
     # -- state ---------------------------------------------------------------
@@ -231,6 +232,9 @@ class HttpDriver:
             reason = await self._attempt(http)
             if self._stopping:
                 return
+            if self._tearing_down:  # the master ends the stream on TEARDOWN: no reconnecting; stop() ends this task
+                await asyncio.sleep(self._call_timeout)
+                continue
             if self._reached_subscribed:
                 failures, delay = 0, self._backoff_initial
                 await self._callback("disconnected", self._framework.disconnected(self))
@@ -444,6 +448,7 @@ class HttpDriver:
             return
         error: WireError | None = None
         if teardown and self._framework_id is not None:
+            self._tearing_down = True
             try:
                 await self._call(m.Teardown(self._framework_id))
             except WireError as e:

@@ -27,7 +27,8 @@ import aiomqtt
 
 from edgerm.auth.client import CA_ENV
 from edgerm.dataflow_keys import out_topic
-from edgerm.errors import ConfigError
+from edgerm.dataflow_records import Kind, decode_batch, is_binary
+from edgerm.errors import ConfigError, MalformedMessage
 from edgerm.frameworks.dataflow.contract import parse_topic, stats_filter
 from edgerm.frameworks.dataflow.watch import StreamWatch
 from edgerm.ids import new_id
@@ -118,6 +119,23 @@ class Monitor:
             return
         self.watch.batch(parsed.operator, data, self.clock())
         if self.on_sink is not None and parsed.operator in self._sinks:
-            lines = [line for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
+            lines = printable(data)
             if lines:
                 self.on_sink(parsed.operator, lines)
+
+
+def printable(batch: bytes) -> list[str]:
+    """A sink's micro-batch as lines for a terminal: text as it is; in a binary batch, numbers and JSON as
+    record lines and each bytes record as ``<src> <seq> <t> <content type, N bytes>`` (never the raw bytes)."""
+    if not is_binary(batch):
+        return [line for line in batch.decode("utf-8", "replace").splitlines() if line.strip()]
+    try:
+        records = decode_batch(batch).records
+    except MalformedMessage as e:
+        return [f"<a malformed binary batch of {len(batch)} bytes: {e}>"]
+    return [
+        f"{r.src} {r.seq} {r.t:.6f} <{r.content_type}, {len(r.value)} bytes>"  # type: ignore[arg-type]
+        if r.kind is Kind.BYTES
+        else r.line()
+        for r in records
+    ]

@@ -19,7 +19,11 @@ topics) and the framework's moves; :meth:`StreamWatch.view` sums it up.
   per edge. A ``seq`` going back with a newer ``t`` is a restarted source
   (or aggregate): tracking starts again; going back with an older or equal
   ``t`` is a duplicate (a move that overlapped briefly).
-- **Latency.** For records on a sink's topic, arrival time minus ``t``.
+- **Sinks.** A console sink's records are counted as they arrive on its
+  topic; a ``file:`` or HTTP sink (any of its variants) publishes nothing,
+  so its records and rate are the ``out`` (records delivered) of its stats.
+- **Latency.** For records on a sink's topic, arrival time minus ``t``
+  (none for sinks that publish nothing).
 
 Rules: pure; time is passed in (unix seconds, the clock records carry).
 """
@@ -31,7 +35,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from edgerm.dataflow_keys import Record
-from edgerm.frameworks.dataflow.contract import parse_batch
+from edgerm.frameworks.dataflow.contract import CONSOLE, parse_batch, sink_delivery
 from edgerm.scheduler.dag import Dag, Instance, OperatorKind
 
 LATENCY_SAMPLES = 512
@@ -158,6 +162,11 @@ class StreamWatch:
         self._observed: dict[str, int] = {}
         self._sink_arrivals: deque[tuple[float, int]] = deque()
         self._sink_records = 0
+        self._reporting_sinks = {  # sinks that publish nothing (file:, HTTP): counted from their stats
+            op.name
+            for op in dag.operators
+            if op.kind is OperatorKind.SINK and any(sink_delivery(v) != CONSOLE for v in op.variants)
+        }
         self._latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._recent: deque[tuple[float, float]] = deque(maxlen=RECENT_SAMPLES)  # (arrival, latency)
         self._last_seen: dict[tuple[str, int], float] = {}
@@ -204,7 +213,7 @@ class StreamWatch:
         self._observed[operator] = self._observed.get(operator, 0) + len(records)
         for r in records:
             self._track(operator, r)
-        if operator in self._sinks and records:
+        if operator in self._sinks and operator not in self._reporting_sinks and records:
             self._sink_records += len(records)
             self._sink_arrivals.append((now, len(records)))
             lat = [max(0.0, now - r.t) for r in records]
@@ -231,8 +240,12 @@ class StreamWatch:
 
     @property
     def sink_total(self) -> int:
-        """Records that arrived at the sinks so far."""
-        return self._sink_records
+        """Records that reached the sinks so far: seen on a console sink's topic, or, for a sink that
+        publishes nothing (``file:``, HTTP), delivered as its stats report (``out``, every task's last)."""
+        return self._sink_records + sum(s.emitted for s in self._per_task.values() if self._reporting_sink(s))
+
+    def _reporting_sink(self, s: InstanceStats) -> bool:
+        return s.operator in self._reporting_sinks
 
     def errors_total(self, operator: str | None = None) -> int:
         """Failed batches so far (every task's last report) of ``operator``, or of every operator."""
@@ -281,6 +294,7 @@ class StreamWatch:
         while self._sink_arrivals and self._sink_arrivals[0][0] < now - self._rate_window:
             self._sink_arrivals.popleft()
         sink_rate = sum(n for _, n in self._sink_arrivals) / self._rate_window
+        sink_rate += sum(s.out_rate for s in self._latest.values() if self._reporting_sink(s))
         deepest: dict[str, int] = {}
         for operator, src in self._tracks:
             depth = self._depth.get(operator, -1)
@@ -309,7 +323,7 @@ class StreamWatch:
         return WatchView(
             tuple(operators),
             tuple(sorted(self._latest.values(), key=lambda s: (self._depth.get(s.operator, 0), s.index))),
-            self._sink_records,
+            self.sink_total,
             sink_rate,
             lost,
             skipped,

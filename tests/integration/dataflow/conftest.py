@@ -19,6 +19,7 @@ import pytest
 
 from edgerm.agent.config import AgentConfig, ResourceCaps
 from edgerm.agent.devices import DeviceDeclaration
+from edgerm.agent.docker_spec import LABEL_AGENT
 from edgerm.agent.main import RunningAgent, start_agent
 from edgerm.frameworks.dataflow import DataflowRun, RunOptions, loads
 from edgerm.master.main import RunningMaster, start_master
@@ -99,6 +100,29 @@ async def eventually(check: Callable[[], Any], within: float = WAIT, what: str =
 
 def dag(text: str) -> Dag:
     return loads(text, source="test.yaml")
+
+
+def agent_containers(agent_id: str) -> list[str]:
+    """The ids of the Docker containers an agent started (its label), running or not."""
+    import docker  # lazily: only the Docker tests need the SDK
+
+    client = docker.from_env(timeout=30)
+    try:
+        found = client.api.containers(all=True, filters={"label": f"{LABEL_AGENT}={agent_id}"})
+        return [c["Id"] for c in found]
+    finally:
+        client.close()
+
+
+def remove_containers(ids: list[str]) -> None:
+    import docker
+
+    client = docker.from_env(timeout=30)
+    try:
+        for cid in ids:
+            client.api.remove_container(cid, force=True)
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="module")

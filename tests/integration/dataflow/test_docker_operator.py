@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 
-import docker
 import pytest
 
-from edgerm.agent.docker_spec import LABEL_AGENT
 from edgerm.scheduler import Instance
-from tests.integration.dataflow.conftest import Cluster, dag, eventually
+from tests.integration.dataflow.conftest import Cluster, agent_containers, dag, eventually, remove_containers
 from tests.integration.dataflow_plane.brokers import Watcher, login_for
 from tests.support import docker_unavailable, require_docker
 
@@ -47,24 +45,6 @@ edges:
 @pytest.fixture(autouse=True)
 def docker_required() -> None:
     require_docker(_WHY_NOT)
-
-
-def _containers(agent_id: str) -> list[str]:
-    client = docker.from_env(timeout=30)
-    try:
-        found = client.api.containers(all=True, filters={"label": f"{LABEL_AGENT}={agent_id}"})
-        return [c["Id"] for c in found]
-    finally:
-        client.close()
-
-
-def _remove(ids: list[str]) -> None:
-    client = docker.from_env(timeout=30)
-    try:
-        for cid in ids:
-            client.api.remove_container(cid, force=True)
-    finally:
-        client.close()
 
 
 async def test_records_flow_through_a_python_operator_in_docker(cluster: Cluster) -> None:
@@ -100,9 +80,9 @@ async def test_records_flow_through_a_python_operator_in_docker(cluster: Cluster
         await run.stop()
         assert run.exit_code == 0
         # the container is gone with its task
-        await eventually(lambda: not _containers(box.agent_id), what="the operator's container removed")
+        await eventually(lambda: not agent_containers(box.agent_id), what="the operator's container removed")
     finally:  # whatever happened, nothing of this agent stays in the engine
-        await asyncio.to_thread(_remove, await asyncio.to_thread(_containers, box.agent_id))
+        await asyncio.to_thread(remove_containers, await asyncio.to_thread(agent_containers, box.agent_id))
 
 
 async def test_a_python_operator_that_keeps_failing_ends_failed_with_its_error(embedded_cluster: Cluster) -> None:
@@ -120,6 +100,6 @@ async def test_a_python_operator_that_keeps_failing_ends_failed_with_its_error(e
         assert "fahrenheit#0 failed 2 times" in run.failure
         assert "ValueError: value" in run.failure and "batches failed in a row" in run.failure, run.failure
         await run.stop()
-        await eventually(lambda: not _containers(box.agent_id), what="the failed containers removed")
+        await eventually(lambda: not agent_containers(box.agent_id), what="the failed containers removed")
     finally:
-        await asyncio.to_thread(_remove, await asyncio.to_thread(_containers, box.agent_id))
+        await asyncio.to_thread(remove_containers, await asyncio.to_thread(agent_containers, box.agent_id))

@@ -98,3 +98,33 @@ def test_run_exits_2_naming_the_bad_key(capsys: pytest.CaptureFixture[str]) -> N
     assert e.value.code == 2 and "EDGERM_DF_REPLICA" in capsys.readouterr().err
     with pytest.raises(TypeError):
         run()
+
+
+async def test_a_record_whose_call_fails_costs_that_record_alone() -> None:
+    def strict(r: Record) -> Record:
+        if r.seq % 3 == 0:
+            raise KeyError("temperature")
+        return Record(r.src, r.seq, r.t, r.number + 1)
+
+    op = Operator(parse_operator({**ENV, "EDGERM_DF_QUEUE": "64"}), record=strict)
+    op.take_in(payload(1, 2, 3, 4, 5, 6))
+    batch = op.queue.take(100)
+    assert batch is not None
+    out = op.apply(batch)
+    assert out is not None and [(r.seq, r.value) for r in decode(b"".join(out))[0]] == [(1, 2), (2, 3), (4, 5), (5, 6)]
+    c = op.counters
+    assert (c.received, c.sent, c.dropped, c.errors, c.batches, op.failures) == (6, 4, 2, 2, 1, 0)
+    assert op.last_error == "record s.0 6: KeyError: 'temperature'"
+    # a batch of which no record got through is a failed batch, and counts towards the limit
+    for i in range(MAX_CONSECUTIVE_FAILURES):
+        op.take_in(payload(3 * (10 + i)))
+        batch = op.queue.take(100)
+        assert batch is not None and op.apply(batch) is None
+    assert await op.run() == 1 and op.counters.errors == 2 + MAX_CONSECUTIVE_FAILURES
+
+
+async def test_an_operator_takes_one_kind_of_function() -> None:
+    with pytest.raises(TypeError, match="not both"):
+        Operator(parse_operator(ENV), lambda rs: rs, record=lambda r: r)
+    with pytest.raises(TypeError, match="not both"):
+        Operator(parse_operator(ENV))

@@ -6,7 +6,7 @@ import json
 
 from edgerm.frameworks.dataflow.watch import StreamWatch
 from edgerm.scheduler import Instance
-from tests.unit.dataflow.helpers import dag
+from tests.unit.dataflow.helpers import PIPELINE, dag
 
 
 def stats(task: str, t: float, received: int, emitted: int, dropped: int = 0, errors: int = 0) -> bytes:
@@ -79,3 +79,19 @@ def test_duplicates_and_restarts_are_told_apart() -> None:
     assert (v.duplicates, v.restarts, v.skipped, v.lost_in_moves) == (1, 1, 0, 0)
     w.batch("store", b"garbage line\n", now=0)
     assert w.view(0).malformed == 1
+
+
+def test_a_sink_that_publishes_nothing_is_counted_from_its_stats() -> None:
+    store = "    resources: {cpus: 0.1, mem: 32}\n    constraints: [domain == cloud]"
+    assert PIPELINE.count(store) == 1
+    w = StreamWatch(dag(PIPELINE.replace(store, store + '\n    env: {EDGERM_DF_SINK: "file:/tmp/out"}')))
+    w.stats("store", 0, stats("t1", 10.0, 40, 40))
+    w.stats("store", 0, stats("t1", 12.0, 60, 60))
+    v = w.view(12.0)
+    assert (v.sink_records, v.sink_rate, w.sink_total, v.latency_p50) == (60, 10.0, 60, None)
+    w.stats("store", 0, stats("t2", 20.0, 5, 5))  # a moved sink's counter starts again; both tasks count
+    assert w.sink_total == 65
+    console = StreamWatch(dag())  # a console sink is counted on its topic, not from its stats
+    console.stats("store", 0, stats("t1", 10.0, 40, 40))
+    console.batch("store", batch("read.0", 0, 1), now=21.0)
+    assert console.sink_total == 2
