@@ -214,6 +214,7 @@ class OperatorHost:
         self._jobs.clear()
         if self._sink is not None:
             await self._sink.close()
+        self.executor.close()
 
     # -- MQTT -------------------------------------------------------------------------
 
