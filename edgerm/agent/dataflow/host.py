@@ -58,7 +58,16 @@ from edgerm.agent.dataflow.contract import OperatorConfig, Role
 from edgerm.agent.dataflow.delivery import MAX_STATE_BYTES, Ack, AckTracker, Checkpoint, Deduper, decode_checkpoint
 from edgerm.agent.dataflow.executor import BatchExecutor, BatchFailed
 from edgerm.agent.dataflow.readers import Blob, readings, value_of
-from edgerm.agent.dataflow.records import Batch, BatchQueue, format_record, module_input, module_output, select, split
+from edgerm.agent.dataflow.records import (
+    Batch,
+    BatchQueue,
+    format_record,
+    module_input,
+    module_output,
+    passes_through,
+    select,
+    split,
+)
 from edgerm.agent.dataflow.sinks import DeliveryFailed, Sink
 from edgerm.agent.runtime import TaskEnded
 from edgerm.dataflow_records import Record, encode_binary
@@ -513,6 +522,8 @@ class OperatorHost:
 
     async def _run_module(self, batch: Batch) -> tuple[Batch, dict[str, bytes] | None]:
         """The module's output for a batch (bytes records bypass it), and ``/state`` after it."""
+        if passes_through(batch):  # only bytes records: no module run, no thread
+            return Batch(batch.payload, batch.records), None
         loop = asyncio.get_running_loop()
         timer = loop.call_later(self._batch_time_limit, self.executor.interrupt)
         try:

@@ -27,6 +27,7 @@ import aiomqtt
 
 from edgerm.auth.client import CA_ENV
 from edgerm.dataflow_keys import out_topic
+from edgerm.dataflow_records import Record
 from edgerm.errors import ConfigError
 from edgerm.frameworks.dataflow.contract import parse_topic, stats_filter
 from edgerm.frameworks.dataflow.watch import StreamWatch
@@ -35,7 +36,7 @@ from edgerm.scheduler import Dag, OperatorKind
 
 log = logging.getLogger(__name__)
 
-SinkCallback = Callable[[str, list[str]], None]  # operator, the batch's lines (records or formatted)
+SinkCallback = Callable[[str, list[Record]], None]  # operator, the batch's records (as the watch decoded them)
 
 
 def broker_address(url: str) -> tuple[str, int]:
@@ -116,8 +117,7 @@ class Monitor:
         if parsed.stats_index is not None:
             self.watch.stats(parsed.operator, parsed.stats_index, data)
             return
-        self.watch.batch(parsed.operator, data, self.clock())
-        if self.on_sink is not None and parsed.operator in self._sinks:
-            lines = [line for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
-            if lines:
-                self.on_sink(parsed.operator, lines)
+        records = self.watch.batch(parsed.operator, data, self.clock())
+        # The records the watch decoded, not the payload again: a binary batch is no text to split.
+        if self.on_sink is not None and records and parsed.operator in self._sinks:
+            self.on_sink(parsed.operator, records)

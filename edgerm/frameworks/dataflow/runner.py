@@ -37,6 +37,7 @@ import aiohttp
 
 from edgerm.auth.client import bearer, client_ssl, resolve_token
 from edgerm.auth.principal import Role
+from edgerm.dataflow_records import Record
 from edgerm.errors import Unavailable, WireError
 from edgerm.frameworks.dataflow.contract import CONSOLE, sink_delivery
 from edgerm.frameworks.dataflow.framework import DataflowFramework, FrameworkView, Move, MoveListener, Phase
@@ -338,18 +339,26 @@ class DataflowRun:
             await asyncio.sleep(self.options.status_interval)
             self._say(self.render())
 
-    def _on_sink(self, operator: str, lines: list[str]) -> None:
+    def _on_sink(self, operator: str, records: list[Record]) -> None:
         if operator not in self._console or self.options.records == RecordsMode.NONE:
             return
         if self.options.records == RecordsMode.ALL:
-            for line in lines:
-                self._say(f"[{operator}] {line}")
+            for record in records:
+                self._say(f"[{operator}] {_shown(record)}")
         else:
-            self._say(f"[{operator}] +{len(lines)} record(s), last: {lines[-1]}")
+            self._say(f"[{operator}] +{len(records)} record(s), last: {_shown(records[-1])}")
 
     def _say(self, text: str) -> None:
         if self.out is not None:
             self.out(text)
+
+
+def _shown(record: Record) -> str:
+    """A record as the console shows it: its text line, or its header and size for bytes."""
+    value = record.value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"{record.src} {record.seq} {record.t:.6f} <{len(value)} bytes {record.content_type}>"
+    return record.line()
 
 
 __all__ = ["DataflowRun", "RecordsMode", "RunOptions", "discover_broker"]

@@ -181,3 +181,31 @@ def test_a_stopped_executor_runs_no_batch_even_one_not_started_when_stop_came(tm
     worker.start()
     worker.join(10)
     assert not worker.is_alive() and failed and failed[0].reason is Reason.TIME_LIMIT
+
+
+def test_stdio_stays_out_of_the_workdir_and_close_releases_it(tmp_path: Path) -> None:
+    """Batches go through in-memory files (memfd), not files on disk, with no descriptor per batch; a failing
+    batch still quotes stderr; close() releases the files, and a closed executor runs nothing."""
+    import os
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    record = b"read.0 0 1700000000.000000 10\n"
+    executor = BatchExecutor(ExecutorSpec(load_builtin("map"), ("map", "--scale", "2"), {}, tmp_path, 16 * MIB))
+    executor.run(record)  # the first run sets wasmtime's runtime up (descriptors of its own, once)
+    before = open_fds()
+    for _ in range(3):
+        assert executor.run(record).split() == [b"read.0", b"0", b"1700000000.000000", b"20"]
+    assert open_fds() == before
+    assert not any(p.name.startswith("batch.") for p in tmp_path.iterdir())
+    bad = BatchExecutor(ExecutorSpec(load_builtin("map"), ("map", "--factor", "2"), {}, tmp_path / "b", 16 * MIB))
+    with pytest.raises(BatchFailed, match="usage: map"):
+        bad.run(record)
+    both = open_fds()
+    bad.close()
+    executor.close()
+    assert open_fds() == both - 6  # three memfds each
+    with pytest.raises(BatchFailed) as e:
+        executor.run(record)
+    assert e.value.reason is Reason.TIME_LIMIT
