@@ -6,6 +6,7 @@ Store per batch, argv = [operator, *args], ``/state`` preopened.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
 
@@ -186,15 +187,22 @@ def test_a_stopped_executor_runs_no_batch_even_one_not_started_when_stop_came(tm
 def test_stdio_stays_out_of_the_workdir_and_close_releases_it(tmp_path: Path) -> None:
     """Batches go through in-memory files (memfd), not files on disk, with no descriptor per batch; a failing
     batch still quotes stderr; close() releases the files, and a closed executor runs nothing."""
+    import gc
     import os
 
     def open_fds() -> int:
-        return len(os.listdir("/proc/self/fd"))
+        """Descriptors open on batch stdio memfds (an executor's three)."""
+        links = []
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return sum(link.startswith("/memfd:batch.") for link in links)
 
+    gc.collect()  # executors of earlier tests, closed now rather than during the counts
     record = b"read.0 0 1700000000.000000 10\n"
     executor = BatchExecutor(ExecutorSpec(load_builtin("map"), ("map", "--scale", "2"), {}, tmp_path, 16 * MIB))
-    executor.run(record)  # the first run sets wasmtime's runtime up (descriptors of its own, once)
     before = open_fds()
+    assert before >= 3
     for _ in range(3):
         assert executor.run(record).split() == [b"read.0", b"0", b"1700000000.000000", b"20"]
     assert open_fds() == before
