@@ -25,10 +25,9 @@ Rules:
   move comes all at once, and must not be dropped), up to :data:`WAITING_MAX` waiting messages; past that
   the instance is overloaded and the queue drops its oldest batch (counted, acknowledged). A source, which
   cannot make its device wait, drops the oldest batch and counts it.
-- **Order per source.** One worker takes batches in order and runs the module on each; a batch's output
-  (and the checkpoint after it: one round trip) is published only once the previous batch's PUBACKs came, so
-  at most one batch is being confirmed while the next one runs (under load, the module run and the round
-  trip overlap; an idle stage sends at once).
+- **Order per source.** One worker takes batches in order, runs the module and publishes (one at a time)
+  before taking the next. (Running batch n+1's module while n's PUBACKs are awaited was tried twice: the
+  module thread and the loop then contend for the GIL, and paced latency doubled, or worse.)
 - **Off the loop.** The module runs in a worker thread; a per-batch time limit and a kill both interrupt it
   through its engine's epoch.
 - **Failures.** A batch whose module traps or exits non-zero, or whose sink delivery fails, counts one error
@@ -99,14 +98,6 @@ class Counters:
     duplicates: int = 0  # records a sink dropped as already delivered
 
 
-@dataclass(frozen=True, slots=True)
-class _Emit:
-    """What one batch has to publish (``(topic, payload, retain)``, in order), and its records out."""
-
-    messages: list[tuple[str, bytes, bool]]
-    records: int
-
-
 class OperatorHost:
     """Runs one operator instance until it is stopped or fails (see the module docstring)."""
 
@@ -151,7 +142,6 @@ class OperatorHost:
         self._end: asyncio.Future[TaskEnded] = asyncio.get_running_loop().create_future()
         self._failures = 0
         self._jobs: list[asyncio.Task[None]] = []
-        self._emitting: asyncio.Future[None] | None = None  # the last batch's publish, being confirmed
         self._broker_down_logged = False
 
     # -- life cycle ------------------------------------------------------------------
@@ -228,10 +218,9 @@ class OperatorHost:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(0.5):
                 await self._publish_stats()
-        jobs = [*self._jobs, *([self._emitting] if self._emitting is not None else [])]
-        for job in jobs:
+        for job in self._jobs:
             job.cancel()
-        await asyncio.gather(*jobs, return_exceptions=True)
+        await asyncio.gather(*self._jobs, return_exceptions=True)
         self._jobs.clear()
         if self._sink is not None:
             await self._sink.close()
@@ -497,54 +486,42 @@ class OperatorHost:
                 self._ready.clear()
                 await self._ready.wait()
                 continue
-            out = await self._process(batch)
-            emitting = self._emitting
-            if emitting is not None:  # batch n is published only once n-1 is confirmed: order, retries included
-                await emitting
-            if out is None:  # nothing to publish (all duplicates, or failed and counted)
-                self._done(batch.acks)
-                continue
-            # Confirmed in the background: the next batch's module runs during this one's round trip.
-            self._emitting = asyncio.ensure_future(self._emit(out, batch))
+            await self._process(batch)
+            self._done(batch.acks)
 
-    async def _process(self, batch: Batch) -> _Emit | None:
-        """Run a batch (module, sink delivery); what it has to publish, or None."""
+    async def _process(self, batch: Batch) -> None:
         try:
             batch = self._drop_duplicates(batch)
             if not batch:
-                return None
+                return
             output, files = await self._run_module(batch)
             if files and self._dedup is None:
                 # An operator with state: from now on it drops inputs its state already holds (a redelivery
                 # after a move), so its checkpoint says which records it covers.
                 self._dedup = Deduper()
                 self._drop_duplicates(batch)
-            messages: list[tuple[str, bytes, bool]] = []
+            out: list[tuple[str, bytes, bool]] = []
             if self.config.role is Role.SINK and self._sink is not None:
                 if output:
                     await self._sink.deliver(output.payload)
             else:
-                messages = [(self.config.output, part.payload, False) for part in split(output, self.config.batch)]
+                out = [(self.config.output, part.payload, False) for part in split(output, self.config.batch)]
             checkpoint = self._next_checkpoint(files)
             if checkpoint is not None:
-                # In flight together with the output: one round trip, not two (the broker keeps them in
-                # order, so the checkpoint never gets ahead of the output it covers).
-                messages.append((self.config.state_topic, checkpoint, True))
+                out.append((self.config.state_topic, checkpoint, True))
+            # The output and the checkpoint after it are in flight together: one round trip, not two (the
+            # broker keeps them in order, so the checkpoint never gets ahead of the output it covers).
+            await self._publish_all(out)
+            if checkpoint is not None:
                 self._last_checkpoint = checkpoint
+            self.counters.sent += len(output)
         except (BatchFailed, DeliveryFailed, MalformedMessage, MessageTooLarge) as e:
             self.counters.errors += 1
             self.counters.dropped += len(batch)
             self._failed(e)
-            return None
-        return _Emit(messages, len(output))
-
-    async def _emit(self, out: _Emit, batch: Batch) -> None:
-        """Publish what a batch made and wait for its PUBACKs; then count it and acknowledge its inputs."""
-        await self._publish_all(out.messages)
-        self.counters.sent += out.records
+            return
         self.counters.batches += 1
         self._failures = 0
-        self._done(batch.acks)
 
     def _drop_duplicates(self, batch: Batch) -> Batch:
         if self._dedup is None:
