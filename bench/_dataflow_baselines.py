@@ -14,8 +14,9 @@ pipeline, as bench/README rules ask):
   trip. The floor under any source -> sink latency through a broker.
 - :func:`embedded_broker` and :func:`mosquitto` -- async context managers
   yielding a broker URL on 127.0.0.1 (the master's amqtt broker on an
-  ephemeral port; Debian's mosquitto on a free port, or None when it is not
-  installed: scripts/setup_mosquitto.sh). Both are stopped on exit.
+  ephemeral port; Debian's mosquitto on a free port with ``set_tcp_nodelay``,
+  or None when it is not installed: scripts/setup_mosquitto.sh). Both are
+  stopped on exit.
 
 Run as a script it prints both baselines for both brokers and saves
 bench/results/dataflow_baselines.json.
@@ -133,7 +134,9 @@ async def mosquitto() -> AsyncIterator[str | None]:
     with tempfile.TemporaryDirectory(prefix="edgerm-bench-mosquitto-") as tmp:
         port = free_port()
         conf = Path(tmp) / "mosquitto.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+        # set_tcp_nodelay: mosquitto leaves Nagle on by default, so a small PUBLISH it forwards can wait for
+        # the TCP ACK of what it sent before (docs/dataflow.md, "Performance": the recommended setting).
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n")
         proc = await asyncio.create_subprocess_exec(
             binary, "-c", str(conf), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
         )

@@ -28,6 +28,11 @@ Scenarios, per broker:
   tap, and, counted at the tap by (src, seq) between the first and the last record: records lost, and records
   that arrived more than once.
 
+Masters: a secure one (``edgerm-master init``) for mosquitto; for the embedded broker, the round trip and the
+floods run against an ``--insecure`` master (a secure master's broker lets only tasks publish: no feed, no
+round-trip client), and paced and move against a secure one (as deployed: tasks log in, every delivery is
+checked), the tap logging in with the admin token. mosquitto runs with ``set_tcp_nodelay``.
+
 Baselines in the same run (bench/_dataflow_baselines.py): each module on a 1-record batch, map on a 1000-record
 batch, the MQTT QoS 1 round trip per broker. Results: bench/results/dataflow.json.
 """
@@ -103,9 +108,11 @@ edges:
 class Cluster:
     """A master and agents as processes; stopped (SIGTERM, then SIGKILL) at exit."""
 
-    def __init__(self, tmp: Path, broker: str | None, heartbeat: float) -> None:
+    def __init__(self, tmp: Path, broker: str | None, heartbeat: float, *, secure: bool = True) -> None:
         self.tmp = tmp
         self.heartbeat = heartbeat
+        # The tap logs in to a secure master's embedded broker with the admin token (it may read everything).
+        self.login = secure and broker is None
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         if broker is None:
@@ -114,7 +121,14 @@ class Cluster:
         else:
             self.broker, flags = broker, ["--broker", broker]
         cmd = [PY, "-m", "edgerm.master.main", "--host", "127.0.0.1", "--port", str(port), "--no-coap", *flags]
-        cmd += secure_master(tmp / "master-state")
+        if not secure:
+            # A secure master's embedded broker lets only tasks publish (edgerm/master/broker_gate.py): the
+            # feed and the round-trip baseline need an --insecure master.
+            cmd += ["--insecure", "--state-dir", str(tmp / "master-state")]  # not the user's default state dir
+            for name in ("EDGERM_TOKEN", "EDGERM_JOIN_TOKEN"):
+                os.environ.pop(name, None)
+        else:
+            cmd += secure_master(tmp / "master-state")
         self.procs: dict[str, subprocess.Popen[bytes]] = {
             "master": spawn([*cmd, "--log-level", "WARNING"], ready_url=self.url + "/api/v1/state")
         }
@@ -168,9 +182,9 @@ async def until(check: Callable[[], bool], within: float, step: float = 0.005) -
 
 
 @contextlib.asynccontextmanager
-async def cluster(broker: str | None, heartbeat: float) -> AsyncIterator[Cluster]:
+async def cluster(broker: str | None, heartbeat: float, *, secure: bool = True) -> AsyncIterator[Cluster]:
     with tempfile.TemporaryDirectory(prefix="edgerm-bench-df-") as tmp:
-        c = Cluster(Path(tmp), broker, heartbeat)
+        c = Cluster(Path(tmp), broker, heartbeat, secure=secure)
         try:
             yield c
         finally:
@@ -185,9 +199,10 @@ def _host_port(url: str) -> tuple[str, int]:
 class Tap:
     """Subscribes to the sink's topic. ``detail``: keeps (arrival, t, seq, src) per record; else counts."""
 
-    def __init__(self, url: str, *, detail: bool) -> None:
+    def __init__(self, url: str, *, detail: bool, login: bool = False) -> None:
         host, port = _host_port(url)
-        self.client = aiomqtt.Client(host, port, max_queued_incoming_messages=0)
+        self._login = {"username": "bench", "password": os.environ["EDGERM_TOKEN"]} if login else {}
+        self.client = aiomqtt.Client(host, port, max_queued_incoming_messages=0, **self._login)
         self.detail = detail
         self.arrivals: list[tuple[float, float, int, str]] = []
         self.records = 0
@@ -217,7 +232,7 @@ class Tap:
                 with contextlib.suppress(Exception):
                     await self.client.__aexit__(None, None, None)
                 host, port = _host_port(self.url)
-                self.client = aiomqtt.Client(host, port, max_queued_incoming_messages=0)
+                self.client = aiomqtt.Client(host, port, max_queued_incoming_messages=0, **self._login)
                 with contextlib.suppress(aiomqtt.MqttError):
                     await self.client.__aenter__()
                     await self.client.subscribe(OUT, qos=1)
@@ -259,7 +274,7 @@ async def start_run(c: Cluster, dag_text: str, **options: Any) -> DataflowRun:
 
 
 async def paced(c: Cluster, seconds: float, floor_ms: float, paced_floor_ms: float) -> dict[str, Any]:
-    async with Tap(c.broker, detail=True) as tap:
+    async with Tap(c.broker, detail=True, login=c.login) as tap:
         run = await start_run(c, pipeline(device="temperature", period=0.01, worker=False))
         try:
             await asyncio.sleep(2.0)  # warm-up: compiled modules, sessions, first batches
@@ -350,6 +365,9 @@ async def flood(c: Cluster, kind: str, seconds: float, window: int) -> dict[str,
         "errors": sum(o.errors for o in view.operators),
         "feed_disconnections": len(feed_errors),
         "tap_reconnections": tap.reconnections,
+        # where a stalled flood stopped: each operator's rates in its last stats (records/s in and out)
+        "operator_rates": {o.operator: [round(o.in_rate), round(o.out_rate)] for o in view.operators},
+        "fed_records": published,
     }
     if kind == "binary":
         out["record_bytes"] = MIB
@@ -358,7 +376,7 @@ async def flood(c: Cluster, kind: str, seconds: float, window: int) -> dict[str,
 
 
 async def move(c: Cluster) -> dict[str, Any]:
-    async with Tap(c.broker, detail=True) as tap:
+    async with Tap(c.broker, detail=True, login=c.login) as tap:
         run = await start_run(c, pipeline(device="temperature", period=0.01, worker=True), retry_seconds=0.5)
         try:
             await asyncio.sleep(2.0)
@@ -398,23 +416,42 @@ async def move(c: Cluster) -> dict[str, Any]:
 async def scenario(
     name: str, broker: str | None, args: argparse.Namespace, module_floor: tuple[float, float]
 ) -> dict[str, Any]:
-    async with cluster(broker, args.heartbeat) as c:
+    """One broker's figures. The embedded broker: the round trip and the floods on an --insecure master (only
+    tasks may publish on a secure one), then paced and move on a secure master (as deployed: tasks log in, and
+    every delivery passes the broker's gate)."""
+    out: dict[str, Any] = {"broker": name}
+    async with cluster(broker, args.heartbeat, secure=broker is not None) as c:
         c.agent("edge-1", "edge", sensor=True)
         c.agent("cloud-1", "cloud")
         await c.registered(2)
         rtt = summary_ms(await mqtt_round_trip(c.broker, 300, payload_bytes=64))
         rtt_paced = summary_ms(await mqtt_round_trip(c.broker, 300, payload_bytes=64, gap=0.01))
-        out: dict[str, Any] = {"broker": name, "mqtt_round_trip": rtt, "mqtt_round_trip_paced": rtt_paced}
-        out["paced"] = await paced(
-            c, args.seconds, 4 * rtt["p50_ms"] + module_floor[0], 4 * rtt_paced["p50_ms"] + module_floor[1]
-        )
+        out.update(mqtt_round_trip=rtt, mqtt_round_trip_paced=rtt_paced)
         for kind in ("float", "json", "binary"):
             out[f"flood_{kind}"] = await flood(c, kind, args.seconds, 4 if kind == "binary" else args.window)
-        c.agent("worker-1", "edge", role="worker")
-        c.agent("worker-2", "edge", role="worker")
-        await c.registered(4)
-        out["move"] = await move(c)
-        return out
+        if broker is not None:
+            await paced_and_move(c, args, out, module_floor)
+    if broker is None:
+        out["secure_master_for"] = ["paced", "move"]
+        async with cluster(broker, args.heartbeat, secure=True) as c:
+            c.agent("edge-1", "edge", sensor=True)
+            c.agent("cloud-1", "cloud")
+            await c.registered(2)
+            await paced_and_move(c, args, out, module_floor)
+    return out
+
+
+async def paced_and_move(
+    c: Cluster, args: argparse.Namespace, out: dict[str, Any], module_floor: tuple[float, float]
+) -> None:
+    rtt, rtt_paced = out["mqtt_round_trip"], out["mqtt_round_trip_paced"]
+    out["paced"] = await paced(
+        c, args.seconds, 4 * rtt["p50_ms"] + module_floor[0], 4 * rtt_paced["p50_ms"] + module_floor[1]
+    )
+    c.agent("worker-1", "edge", role="worker")
+    c.agent("worker-2", "edge", role="worker")
+    await c.registered(4)
+    out["move"] = await move(c)
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:

@@ -59,6 +59,7 @@ from dataclasses import dataclass
 
 import aiomqtt
 
+from edgerm.agent.dataflow import mqtt
 from edgerm.agent.dataflow.contract import OperatorConfig, Role, parse_operator
 from edgerm.agent.dataflow.records import Batch, BatchQueue, Record, select, split
 from edgerm.errors import ConfigError
@@ -287,7 +288,7 @@ class Operator:
         backoff = 0.1
         broker = self.config.broker
         while True:
-            client = aiomqtt.Client(
+            client = mqtt.Client(  # aiomqtt's, with Nagle off (edgerm.agent.dataflow.mqtt)
                 broker.host,
                 broker.port,
                 username=broker.username,

@@ -26,7 +26,8 @@ Rules:
   the instance is overloaded and the queue drops its oldest batch (counted, acknowledged). A source, which
   cannot make its device wait, drops the oldest batch and counts it.
 - **Order per source.** One worker takes batches in order, runs the module and publishes (one at a time)
-  before taking the next.
+  before taking the next. (Running batch n+1's module while n's PUBACKs are awaited was tried twice: the
+  module thread and the loop then contend for the GIL, and paced latency doubled, or worse.)
 - **Off the loop.** The module runs in a worker thread; a per-batch time limit and a kill both interrupt it
   through its engine's epoch.
 - **Failures.** A batch whose module traps or exits non-zero, or whose sink delivery fails, counts one error
@@ -58,7 +59,16 @@ from edgerm.agent.dataflow.contract import OperatorConfig, Role
 from edgerm.agent.dataflow.delivery import MAX_STATE_BYTES, Ack, AckTracker, Checkpoint, Deduper, decode_checkpoint
 from edgerm.agent.dataflow.executor import BatchExecutor, BatchFailed
 from edgerm.agent.dataflow.readers import Blob, readings, value_of
-from edgerm.agent.dataflow.records import Batch, BatchQueue, format_record, module_input, module_output, select, split
+from edgerm.agent.dataflow.records import (
+    Batch,
+    BatchQueue,
+    format_record,
+    module_input,
+    module_output,
+    passes_through,
+    select,
+    split,
+)
 from edgerm.agent.dataflow.sinks import DeliveryFailed, Sink
 from edgerm.agent.runtime import TaskEnded
 from edgerm.dataflow_records import Record, encode_binary
@@ -214,6 +224,7 @@ class OperatorHost:
         self._jobs.clear()
         if self._sink is not None:
             await self._sink.close()
+        self.executor.close()
 
     # -- MQTT -------------------------------------------------------------------------
 
@@ -379,33 +390,41 @@ class OperatorHost:
             )
         self._restored.set()
 
-    async def _publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        """Publish at QoS 1, waiting through a reconnection if the broker is away."""
+    async def _publish_all(self, messages: list[tuple[str, bytes, bool]]) -> None:
+        """Publish ``(topic, payload, retain)`` messages at QoS 1, in order and all in flight at once, and wait
+        for every PUBACK; waits through a reconnection if the broker is away, and then publishes again, in
+        order, from the first message not confirmed (a copy may arrive twice: at least once)."""
         # Checked on every turn: aiomqtt waits with asyncio.wait_for, which in Python 3.11 can swallow a
         # cancellation that comes as the PUBACK does; the task must still end.
-        while not self._end.done():
+        while messages and not self._end.done():
             await self._connected.wait()
             client = self._client
             if client is None:
                 await asyncio.sleep(0.01)
                 continue
             lost = self._lost
-            job = asyncio.ensure_future(client.publish(topic, payload, qos=1, retain=retain))
+            # Created in order, so they reach paho (and the socket) in order.
+            jobs = [asyncio.ensure_future(client.publish(t, p, qos=1, retain=r)) for t, p, r in messages]
+            confirmed = 0
             try:
-                # aiomqtt does not always fail a publish whose connection dropped: stop waiting when it drops.
-                await asyncio.wait((job, lost), return_when=asyncio.FIRST_COMPLETED)
-                if not job.done():
-                    job.cancel()
-                    raise aiomqtt.MqttError("the connection dropped before the PUBACK")
-                job.result()
+                for job in jobs:
+                    # aiomqtt does not always fail a publish whose connection dropped: stop waiting when it does.
+                    await asyncio.wait((job, lost), return_when=asyncio.FIRST_COMPLETED)
+                    if not job.done():
+                        raise aiomqtt.MqttError("the connection dropped before the PUBACK")
+                    job.result()
+                    confirmed += 1  # PUBACKs come in order (MQTT 3.1.1 §4.6): all before it are confirmed too
                 return
             except aiomqtt.MqttError as e:
-                log.debug("publish to %s failed (%s); waiting for the connection", topic, e)
+                log.debug("publish to %s failed (%s); waiting for the connection", messages[confirmed][0], e)
+                messages = messages[confirmed:]
                 await asyncio.sleep(0.05)
             finally:
-                if not job.done():
-                    job.cancel()
-        raise asyncio.CancelledError
+                for job in jobs:
+                    if not job.done():
+                        job.cancel()
+        if messages:
+            raise asyncio.CancelledError
 
     def _done(self, acks: tuple[object, ...]) -> None:
         """A batch is finished with: acknowledge its input messages (in order), remove the files it consumed."""
@@ -481,14 +500,21 @@ class OperatorHost:
                 # after a move), so its checkpoint says which records it covers.
                 self._dedup = Deduper()
                 self._drop_duplicates(batch)
+            out: list[tuple[str, bytes, bool]] = []
             if self.config.role is Role.SINK and self._sink is not None:
                 if output:
                     await self._sink.deliver(output.payload)
             else:
-                for part in split(output, self.config.batch):
-                    await self._publish(self.config.output, part.payload)
+                out = [(self.config.output, part.payload, False) for part in split(output, self.config.batch)]
+            checkpoint = self._next_checkpoint(files)
+            if checkpoint is not None:
+                out.append((self.config.state_topic, checkpoint, True))
+            # The output and the checkpoint after it are in flight together: one round trip, not two (the
+            # broker keeps them in order, so the checkpoint never gets ahead of the output it covers).
+            await self._publish_all(out)
+            if checkpoint is not None:
+                self._last_checkpoint = checkpoint
             self.counters.sent += len(output)
-            await self._save_state(files)
         except (BatchFailed, DeliveryFailed, MalformedMessage, MessageTooLarge) as e:
             self.counters.errors += 1
             self.counters.dropped += len(batch)
@@ -512,6 +538,8 @@ class OperatorHost:
 
     async def _run_module(self, batch: Batch) -> tuple[Batch, dict[str, bytes] | None]:
         """The module's output for a batch (bytes records bypass it), and ``/state`` after it."""
+        if passes_through(batch):  # only bytes records: no module run, no thread
+            return Batch(batch.payload, batch.records), None
         loop = asyncio.get_running_loop()
         timer = loop.call_later(self._batch_time_limit, self.executor.interrupt)
         try:
@@ -536,19 +564,17 @@ class OperatorHost:
             self._dedup.marks() if self._dedup is not None else {},
         )
 
-    async def _save_state(self, files: dict[str, bytes] | None) -> None:
-        """Checkpoint after a batch when the state changed (a stateless operator never publishes one)."""
+    def _next_checkpoint(self, files: dict[str, bytes] | None) -> bytes | None:
+        """The checkpoint to publish after a batch, if the state changed (a stateless operator has none)."""
         if files is None and self.config.role is Role.OPERATOR:
-            return
+            return None
         if files is not None:
             self._state_files = files
         checkpoint = self._checkpoint()
         if checkpoint.empty and not self._last_checkpoint:
-            return
+            return None
         data = checkpoint.encode()
-        if data != self._last_checkpoint:
-            await self._publish(self.config.state_topic, data, retain=True)
-            self._last_checkpoint = data
+        return data if data != self._last_checkpoint else None
 
     def _failed(self, error: BatchFailed | DeliveryFailed | MalformedMessage | MessageTooLarge) -> None:
         self._failures += 1

@@ -154,6 +154,16 @@ class ModuleInput:
     passthrough: bool = False  # only bytes records: the batch itself is the output
 
 
+def passes_through(batch: Batch) -> bool:
+    """Whether a batch holds bytes records only (it goes on as it is; checked on its headers alone)."""
+    if not batch.binary:
+        return False
+    try:
+        return all(kind is Kind.BYTES for kind in binary_kinds(batch.payload))
+    except (MalformedMessage, MessageTooLarge):
+        return False  # the module run refuses it, as before
+
+
 def module_input(batch: Batch) -> ModuleInput:
     """A batch as a module reads it: text as it is; a binary batch's numbers and JSON as lines, bytes aside."""
     if not batch.binary:

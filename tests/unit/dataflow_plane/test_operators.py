@@ -6,6 +6,7 @@ Store per batch, argv = [operator, *args], ``/state`` preopened.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
 
@@ -181,3 +182,38 @@ def test_a_stopped_executor_runs_no_batch_even_one_not_started_when_stop_came(tm
     worker.start()
     worker.join(10)
     assert not worker.is_alive() and failed and failed[0].reason is Reason.TIME_LIMIT
+
+
+def test_stdio_stays_out_of_the_workdir_and_close_releases_it(tmp_path: Path) -> None:
+    """Batches go through in-memory files (memfd), not files on disk, with no descriptor per batch; a failing
+    batch still quotes stderr; close() releases the files, and a closed executor runs nothing."""
+    import gc
+    import os
+
+    def open_fds() -> int:
+        """Descriptors open on batch stdio memfds (an executor's three)."""
+        links = []
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return sum(link.startswith("/memfd:batch.") for link in links)
+
+    gc.collect()  # executors of earlier tests, closed now rather than during the counts
+    record = b"read.0 0 1700000000.000000 10\n"
+    executor = BatchExecutor(ExecutorSpec(load_builtin("map"), ("map", "--scale", "2"), {}, tmp_path, 16 * MIB))
+    before = open_fds()
+    assert before >= 3
+    for _ in range(3):
+        assert executor.run(record).split() == [b"read.0", b"0", b"1700000000.000000", b"20"]
+    assert open_fds() == before
+    assert not any(p.name.startswith("batch.") for p in tmp_path.iterdir())
+    bad = BatchExecutor(ExecutorSpec(load_builtin("map"), ("map", "--factor", "2"), {}, tmp_path / "b", 16 * MIB))
+    with pytest.raises(BatchFailed, match="usage: map"):
+        bad.run(record)
+    both = open_fds()
+    bad.close()
+    executor.close()
+    assert open_fds() == both - 6  # three memfds each
+    with pytest.raises(BatchFailed) as e:
+        executor.run(record)
+    assert e.value.reason is Reason.TIME_LIMIT

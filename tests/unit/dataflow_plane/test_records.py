@@ -15,6 +15,7 @@ from edgerm.agent.dataflow.records import (
     module_input,
     module_output,
     parse_record,
+    passes_through,
     replica_of,
     select,
     split,
@@ -135,6 +136,14 @@ def test_bytes_records_bypass_the_module_and_come_back_first() -> None:
     assert out.binary and out.decoded() == [frame, Record("t.0", 1, 5.0, 43.0)]
     text = module_output(b"a 1 2 3\n\n  \nb 1 2 3")
     assert text.lines == ("a 1 2 3", "b 1 2 3") and len(text) == 2 and MAX_BATCH_BYTES == 65536
+
+
+def test_only_a_batch_of_bytes_records_passes_the_module_by() -> None:
+    frame = Record("cam.0", 3, 5.0, b"\xff\xd8 jpeg", "image/jpeg")
+    assert passes_through(Batch(encode_binary([frame, frame]), 2))
+    assert not passes_through(Batch(encode_binary([frame, Record("t.0", 1, 5.0, 21.5)]), 2))
+    assert not passes_through(Batch(b"t.0 1 5.000000 21.5\n", 1))
+    assert not passes_through(Batch(encode_binary([frame])[:-1], 1))  # broken: the module run refuses it
 
 
 def test_a_binary_batch_is_selected_per_replica_and_a_broken_one_refused() -> None:
