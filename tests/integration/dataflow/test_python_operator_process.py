@@ -186,3 +186,45 @@ async def test_a_killed_stateful_sdk_operator_continues_its_windows_from_the_che
         # what came while no instance was there is lost, but the window counter goes on: no restart at 0
         ks = [int(f[1]) for f in records]
         assert ks == sorted(ks) and ks.count(0) == 1, ks
+
+
+async def test_an_instance_that_is_replaced_while_it_runs_gives_the_slot_up(
+    broker_url: str, request: pytest.FixtureRequest
+) -> None:
+    """Make-before-break, or an agent that died while its container lives on: the later instance holds the
+    slot's claim, so the earlier one, kicked off the session, stops processing instead of taking it back."""
+    run = {**env(broker_url), "EDGERM_DF_RUN": f"run-{uuid.uuid4().hex[:8]}"}
+    async with Watcher(broker_url) as w:
+        await w.subscribe(OUT, "edgerm/proc/scale/stats/0")
+        old = await start(WINDOW_SUM, run, "task-a", "--window", "5")
+        stopping, sent = asyncio.Event(), list[int]()
+        producer: asyncio.Task[None] | None = None
+        new: asyncio.subprocess.Process | None = None
+        try:
+            await w.wait(lambda: w.stats("edgerm/proc/scale/stats/0"), within=20)
+            producer = asyncio.create_task(produce(w, stopping, sent))
+            await w.wait(lambda: len(w.records(OUT)) >= 4, within=20)
+            new = await start(WINDOW_SUM, run, "task-b", "--window", "5")
+            await w.wait(
+                lambda: any(s["task"] == "task-b" and s["in"] > 0 for s in w.stats("edgerm/proc/scale/stats/0"))
+            )
+            await asyncio.sleep(1.0)
+            assert old.returncode is None  # it lives on, idle, until it is stopped
+        finally:
+            stopping.set()
+            if producer is not None:
+                await producer
+            old_err = await stop(old)
+            new_err = await stop(new) if new is not None else b""
+        await asyncio.sleep(0.3)
+        records = w.records(OUT)
+    assert b"slot " in old_err and b"taken over by task task-b; this instance stops processing" in old_err, old_err
+    assert b"started from the checkpoint of task task-a" in new_err, new_err
+    got: dict[int, float] = {}
+    for f in records:
+        k, total = int(f[1]), float(f[3])
+        assert got.setdefault(k, total) == total, (k, total)  # a window emitted twice has the same sum
+    ks = sorted(got)
+    assert ks == list(range(len(ks))), ks  # no restart, no gap
+    if request.node.callspec.params["broker_url"] == "mosquitto":  # amqtt loses what came during the switch
+        assert all(got[k] == sum(range(5 * k, 5 * k + 5)) for k in ks), got  # no input lost or counted twice
