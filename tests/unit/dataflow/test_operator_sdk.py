@@ -9,8 +9,8 @@ import json
 import pytest
 
 from edgerm.agent.dataflow.contract import parse_operator
-from edgerm.agent.dataflow.records import replica_of
 from edgerm.agent.dataflow.delivery import MAX_STATE_BYTES, Checkpoint, decode_checkpoint
+from edgerm.agent.dataflow.records import replica_of
 from edgerm.dataflow.operator import (
     MAX_CONSECUTIVE_FAILURES,
     STATE_FILE,
