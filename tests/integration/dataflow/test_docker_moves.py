@@ -8,7 +8,8 @@ container is killed (force-removed) mid-stream; the framework moves the operator
   reaches the sink, once (the sink drops duplicates), transformed;
 - stateful (``window_sum.py``, the SDK's ``state=``): on mosquitto the window sums go on with no gap and none
   counted twice, also the window the move cut in two; on amqtt (no session for anonymous clients) what came
-  while no instance was there is lost, but the window counter goes on from the checkpoint.
+  while no instance was there is lost, but the window counter goes on from the checkpoint (a window may come
+  twice, the second time with other inputs: amqtt does not send the unacknowledged ones again).
 
 The image is ``EDGERM_PYTHON_IMAGE`` (default edgerm-test/python:latest, built by scripts/build_python_image.sh
 from this checkout). Skipped without Docker or the image on a developer's machine; CI (``CI`` set) must run it.
@@ -127,10 +128,10 @@ async def test_a_stateful_python_operator_continues_its_windows_when_its_device_
     by_t = {f[2]: (int(f[1]), float(f[3])) for f in w.records("edgerm/pysum/read/out")}
     out = w.records("edgerm/pysum/store/out")
     windows = [int(f[1]) for f in out]
-    assert len(windows) == len(set(windows)), "the sink delivered a window twice"
-    assert windows == list(range(windows[0], windows[-1] + 1)), windows  # the counter goes on: no restart at 0
+    # the counter goes on: no restart at 0, no gap
+    assert sorted(set(windows)) == list(range(windows[-1] + 1)) and windows == sorted(windows), windows
     if request.node.callspec.params["cluster"] == "mosquitto":
-        assert windows[0] == 0
+        assert len(windows) == len(set(windows)), "the sink delivered a window twice"
         # window k ends with the source record of its t, and sums that record and the 4 before it: no input
         # lost or counted twice, also in the window the move cut in two
         ends = []
