@@ -30,6 +30,8 @@
     ├── IllegalTransition         a state machine was asked for a move its
     │                             table forbids (nothing changed)
     ├── RuntimeFailure            a runtime could not run a task (agent side)
+    ├── StateError                an operator's state cannot be checkpointed
+    │                             (not JSON, or over the size limit)
     └── TransportError            the peer could not be reached or the
                                   connection broke (no typed reply came)
 
@@ -189,6 +191,10 @@ class WorkDirInUse(ConfigError):
 
 class RuntimeFailure(EdgermError):
     """A runtime could not start or run a task; becomes a FAILED status."""
+
+
+class StateError(EdgermError):
+    """A dataflow operator's state that cannot be checkpointed: not JSON, or over the checkpoint size limit."""
 
 
 class TransportError(EdgermError):

@@ -9,6 +9,7 @@ Modules (imports go down this list; see README.md for the pipeline):
 - ``readers``   device readers for sources (sim, file, cmd)
 - ``sinks``     file and HTTP delivery for sinks
 - ``mqtt``      the one place a client connects to the broker (persistent session, manual acks)
+- ``slot``      taking an instance slot over: the retained claim, reading claim and checkpoint
 - ``host``      ``OperatorHost``: one instance, MQTT in and out, stats
 - ``runtime``   ``DataflowRuntime``: the agent's wasm runtime, hosting dataflow tasks
 

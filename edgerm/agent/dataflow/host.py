@@ -54,9 +54,9 @@ from typing import Any
 
 import aiomqtt
 
-from edgerm.agent.dataflow import mqtt
+from edgerm.agent.dataflow import mqtt, slot
 from edgerm.agent.dataflow.contract import OperatorConfig, Role
-from edgerm.agent.dataflow.delivery import MAX_STATE_BYTES, Ack, AckTracker, Checkpoint, Deduper, decode_checkpoint
+from edgerm.agent.dataflow.delivery import MAX_STATE_BYTES, Ack, AckTracker, Checkpoint, Deduper
 from edgerm.agent.dataflow.executor import BatchExecutor, BatchFailed
 from edgerm.agent.dataflow.readers import Blob, readings, value_of
 from edgerm.agent.dataflow.records import (
@@ -82,8 +82,6 @@ MAX_CONSECUTIVE_FAILURES = 10
 STATS_INTERVAL = 1.0
 RECONNECT_MAX = 5.0
 WAITING_MAX = 1000  # messages waiting in aiomqtt while the input queue is full, before the queue drops
-RESTORE_WAIT = 5.0  # seconds to wait for the state probe to come back before starting without a checkpoint
-_PROBE = b"\x00probe "
 
 
 @dataclass(slots=True)
@@ -134,7 +132,7 @@ class OperatorHost:
         self._seq = 0  # a source's next seq
         self.started_from = ""  # the task whose checkpoint this instance started from, if any
         self._started = time.time()
-        self._claim = json.dumps({"task": task.task_id, "t": self._started, "run": config.run}).encode()
+        self._claim = slot.claim(task.task_id, self._started, config.run)
         self._yielded = False  # a later instance took the slot over
         self._last_checkpoint = b""
         self._state_files: dict[str, bytes] = {}
@@ -236,7 +234,7 @@ class OperatorHost:
             client = mqtt.client(self.config.broker, self.config.client_id)
             try:
                 if self._restored.is_set():  # a reconnection: was the slot taken over meanwhile?
-                    claim, _ = await self._read_slot(state=False)
+                    claim, _ = await slot.read_slot(self.config, self.task.task_id, state=False)
                     if self._taken_by(claim):
                         return
                 async with client:
@@ -249,7 +247,7 @@ class OperatorHost:
                         # The session is ours now (an instance it was taken from can no longer acknowledge),
                         # so the checkpoint read next is the last one that counts.
                         await client.publish(self.config.claim_topic, self._claim, qos=1, retain=True)
-                        claim, found = await self._read_slot(state=True)
+                        claim, found = await slot.read_slot(self.config, self.task.task_id, state=True)
                         if self._taken_by(claim):
                             return
                         self._start_from(found)
@@ -289,13 +287,11 @@ class OperatorHost:
     def _stale_ack(self, token: object) -> bool:
         return isinstance(token, Ack) and token.generation != self._acks.generation
 
-    def _taken_by(self, claim: tuple[str, float] | None) -> bool:
+    def _taken_by(self, claim: slot.Claim | None) -> bool:
         """Whether ``claim`` (the slot's retained claim) is a later instance's; if so, give the slot up."""
-        if claim is None:
+        if claim is None or not slot.later(claim, self.task.task_id, self._started):
             return False
-        task, started = claim
-        if task == self.task.task_id or (started, task) < (self._started, self.task.task_id):
-            return False
+        task, _ = claim
         self._yielded = True
         self._ready.set()  # the worker sees it and stops
         log.info(
@@ -319,56 +315,6 @@ class OperatorHost:
             return
         self.counters.received += len(chosen.batch)
         self._enqueue(chosen.batch)
-
-    async def _read_slot(self, *, state: bool) -> tuple[tuple[str, float] | None, Checkpoint | None]:
-        """The slot's retained claim and (with ``state``) checkpoint, read on a connection of its own.
-
-        Its own: the slot's session may hold a full window of unacknowledged inputs, behind which the broker
-        would queue these. A probe published after subscribing comes back after the retained messages, so
-        its arrival means "that is all".
-        """
-        claim: tuple[str, float] | None = None
-        found: Checkpoint | None = None
-        probe = _PROBE + self.task.task_id.encode()
-        reader = mqtt.client(self.config.broker, f"{self.config.client_id}-r", persistent=False, manual_ack=False)
-        try:
-            async with reader, asyncio.timeout(RESTORE_WAIT):
-                await reader.subscribe(self.config.claim_topic, qos=1)
-                if state:
-                    await reader.subscribe(self.config.state_topic, qos=1)
-                await reader.subscribe(self.config.probe_topic, qos=1)
-                await reader.publish(self.config.probe_topic, probe, qos=1)
-                async for message in reader.messages:
-                    payload = message.payload
-                    data = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
-                    topic = str(message.topic)
-                    if topic == self.config.probe_topic and data == probe:
-                        break
-                    if not message.retain:
-                        continue
-                    if topic == self.config.claim_topic:
-                        claim = self._parse_claim(data) or claim
-                    elif topic == self.config.state_topic and data.startswith(b'{"v":'):
-                        try:
-                            candidate = decode_checkpoint(data)
-                        except (MalformedMessage, MessageTooLarge) as e:
-                            log.warning("dataflow task %s: the checkpoint is not usable: %s", self.task.task_id, e)
-                            continue
-                        found = candidate if candidate.run == self.config.run else None
-        except TimeoutError:
-            log.warning("dataflow task %s: no answer from the broker's retained messages; going on", self.task.task_id)
-        finally:
-            mqtt.settle(reader)
-        return claim, found
-
-    def _parse_claim(self, data: bytes) -> tuple[str, float] | None:
-        try:
-            body = json.loads(data)
-            if str(body.get("run", "")) != self.config.run:
-                return None
-            return str(body["task"]), float(body["t"])
-        except (ValueError, TypeError, KeyError, AttributeError):
-            return None
 
     def _start_from(self, found: Checkpoint | None) -> None:
         """Take the checkpoint (if any) and let the worker and the source begin."""

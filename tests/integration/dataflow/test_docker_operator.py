@@ -8,6 +8,7 @@ Skipped without Docker or the image on a developer's machine; CI (``CI`` set) mu
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -16,7 +17,7 @@ from tests.integration.dataflow.conftest import Cluster, agent_containers, dag, 
 from tests.integration.dataflow_plane.brokers import Watcher, login_for
 from tests.support import docker_unavailable, require_docker
 
-IMAGE = "edgerm-test/python:latest"
+IMAGE = os.environ.get("EDGERM_PYTHON_IMAGE", "edgerm-test/python:latest")  # scripts/build_python_image.sh
 _WHY_NOT = docker_unavailable(IMAGE)
 
 PIPELINE = f"""

@@ -1,5 +1,6 @@
 """The Python operator SDK's steps without a broker: decoding with the data plane's codec, the user's
-function per record or per batch, failures counted and bounded, the bounded queue, stats."""
+function per record or per batch, failures counted and bounded, the bounded queue, stats, and a stateful
+function's state: checkpointed, restored, rolled back, bounded."""
 
 from __future__ import annotations
 
@@ -8,9 +9,19 @@ import json
 import pytest
 
 from edgerm.agent.dataflow.contract import parse_operator
+from edgerm.agent.dataflow.delivery import MAX_STATE_BYTES, Checkpoint, decode_checkpoint
 from edgerm.agent.dataflow.records import replica_of
-from edgerm.dataflow.operator import MAX_CONSECUTIVE_FAILURES, Operator, Record, decode, encode, per_batch, run
-from edgerm.errors import ConfigError
+from edgerm.dataflow.operator import (
+    MAX_CONSECUTIVE_FAILURES,
+    STATE_FILE,
+    Operator,
+    Record,
+    decode,
+    encode,
+    per_batch,
+    run,
+)
+from edgerm.errors import ConfigError, StateError
 
 ENV = {
     "EDGERM_DF_DAG": "d",
@@ -128,3 +139,83 @@ async def test_an_operator_takes_one_kind_of_function() -> None:
         Operator(parse_operator(ENV), lambda rs: rs, record=lambda r: r)
     with pytest.raises(TypeError, match="not both"):
         Operator(parse_operator(ENV))
+
+
+# -- state ------------------------------------------------------------------------------
+
+
+def counting(r: Record, state: dict[str, object]) -> Record:
+    n = int(state.get("n", 0)) + 1  # type: ignore[call-overload]
+    state["n"] = n
+    return Record(r.src, r.seq, r.t, float(n))
+
+
+async def test_a_stateful_function_changes_its_state_and_each_batch_prepares_a_checkpoint() -> None:
+    state: dict[str, object] = {}
+    op = Operator(parse_operator({**ENV, "EDGERM_DF_QUEUE": "64", "EDGERM_DF_RUN": "r1"}), record=counting, state=state)
+    op.restore(None)  # no checkpoint: the initial state
+    op.take_in(payload(0, 1, 2))
+    batch = op.queue.take(100)
+    assert batch is not None
+    out = op.apply(batch)
+    assert out is not None and [r.value for r in decode(b"".join(out))[0]] == [1.0, 2.0, 3.0]
+    assert state == {"n": 3}
+    saved = decode_checkpoint(op._next_checkpoint)
+    assert saved.run == "r1" and json.loads(saved.files[STATE_FILE]) == {"n": 3}
+    assert saved.marks == {"s.0": (2, 102.0)}  # the inputs it covers
+
+
+async def test_a_replacement_restores_the_state_and_drops_inputs_the_checkpoint_covers() -> None:
+    checkpoint = Checkpoint("old-task", "", {STATE_FILE: b'{"n":3}'}, None, {"s.0": (2, 102.0)})
+    state: dict[str, object] = {"n": 0}
+    op = Operator(parse_operator({**ENV, "EDGERM_DF_QUEUE": "64"}), record=counting, state=state, task_id="new")
+    op.restore(decode_checkpoint(checkpoint.encode()))
+    assert state == {"n": 3} and op.started_from == "old-task" and op.restored.is_set()
+    op.take_in(payload(1, 2, 3, 4))  # 1 and 2 come again (not acknowledged by the old instance)
+    batch = op.queue.take(100)
+    assert batch is not None
+    out = op.apply(batch)
+    assert out is not None and [(r.seq, r.value) for r in decode(b"".join(out))[0]] == [(3, 4.0), (4, 5.0)]
+    assert op.counters.duplicates == 2 and state == {"n": 5} and op.stats()["duplicates"] == 2
+
+
+async def test_a_failed_batch_leaves_the_state_as_it_was() -> None:
+    def batch_sum(records: list[Record], state: dict[str, object]) -> list[Record]:
+        for r in records:
+            state["sum"] = float(state["sum"]) + r.number  # type: ignore[arg-type]
+            if r.number > 100:
+                raise ValueError("too hot")
+        return [Record(records[-1].src, records[-1].seq, records[-1].t, float(state["sum"]))]  # type: ignore[arg-type]
+
+    state: dict[str, object] = {"sum": 0.0}
+    op = Operator(parse_operator({**ENV, "EDGERM_DF_QUEUE": "64"}), batch_sum, state=state)
+    op.restore(None)
+    op.take_in(payload(1, 2))
+    first = op.queue.take(100)
+    assert first is not None and op.apply(first) is not None and state == {"sum": 3.0}
+    op.take_in(payload(5, 500))
+    second = op.queue.take(100)
+    assert second is not None and op.apply(second) is None
+    assert state == {"sum": 3.0} and "too hot" in op.last_error
+    op.take_in(payload(5))  # 5 was rolled back too: it is not a duplicate
+    third = op.queue.take(100)
+    assert third is not None and op.apply(third) is not None and state == {"sum": 8.0}
+
+
+async def test_a_state_over_the_limit_or_not_json_fails_its_batch_with_a_clear_error() -> None:
+    def grow(r: Record, state: dict[str, object]) -> Record:
+        state["blob"] = "x" * (MAX_STATE_BYTES + 1) if r.seq == 1 else "small"
+        return r
+
+    state: dict[str, object] = {}
+    op = Operator(parse_operator({**ENV, "EDGERM_DF_QUEUE": "64"}), record=grow, state=state)
+    op.restore(None)
+    op.take_in(payload(1))
+    batch = op.queue.take(100)
+    assert batch is not None and op.apply(batch) is None
+    assert op.last_error.startswith("StateError:") and "over the 65536 limit" in op.last_error
+    assert state == {} and op.counters.errors == 1 and op.counters.dropped == 1
+    with pytest.raises(StateError, match="JSON values only"):
+        Operator(parse_operator(ENV), record=grow, state={"when": object()})
+    with pytest.raises(TypeError, match="dict"):
+        Operator(parse_operator(ENV), record=grow, state=[1, 2])  # type: ignore[arg-type]
