@@ -46,6 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODULE = REPO / "examples" / "wasm" / "hello.wat"
 NEED = Resources.parse("cpus:0.05;mem:16")
 LOG_LEVEL = os.environ.get("TPUT_LOG_LEVEL", "WARNING")
+PROFILE_DIR = os.environ.get("TPUT_PROFILE_DIR", "")  # set: each agent runs under cProfile, saved there
 LOG_DIR = Path(os.environ["TPUT_LOG_DIR"]) if os.environ.get("TPUT_LOG_DIR") else None  # per-process logs
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -152,7 +153,8 @@ class Launcher(Framework):
 def cluster(tmp: Path, agents: int, secure: bool) -> tuple[list[Any], str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "edgerm.master.main", "--host", "127.0.0.1", "--port", str(port)]
+    prof = ["-m", "cProfile", "-o", f"{PROFILE_DIR}/master.prof"] if PROFILE_DIR else []
+    cmd = [sys.executable, *prof, "-m", "edgerm.master.main", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--log-level", LOG_LEVEL, "--no-broker", "--no-coap"]
     if secure:
         cmd += secure_master(tmp / "master-state")
@@ -168,7 +170,8 @@ def cluster(tmp: Path, agents: int, secure: bool) -> tuple[list[Any], str]:
                 f"name: tput-{i}\nwork_dir: {tmp / f'a{i}'}\nheartbeat_interval: 1.0\n"
                 "executors: [wasm]\nresources:\n  cpus: 1\n"
             )
-            agent = [sys.executable, "-m", "edgerm.agent.main", "--master", url, "--config", str(cfg)]
+            prof = ["-m", "cProfile", "-o", f"{PROFILE_DIR}/agent{i}.prof"] if PROFILE_DIR else []
+            agent = [sys.executable, *prof, "-m", "edgerm.agent.main", "--master", url, "--config", str(cfg)]
             procs.append(spawn([*agent, "--log-level", LOG_LEVEL], log=LOG_DIR / f"agent{i}.log" if LOG_DIR else None))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

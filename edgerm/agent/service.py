@@ -28,7 +28,9 @@ Rules:
   rest again at once, and one status per call from then on.
 - Runtime reports may come from any thread; they are moved to the loop.
 - Each task gets ``work_dir/tasks/<task>/`` as its workdir; the workdirs of
-  the last :data:`KEPT_SANDBOXES` finished tasks are kept for inspection.
+  the last :data:`KEPT_SANDBOXES` finished tasks are kept for inspection
+  (older ones are removed :data:`REMOVE_SANDBOXES` at a time, so between
+  32 and 47 are on disk).
 - A dataflow task (env ``EDGERM_DF_ROLE``) that sets no ``EDGERM_BROKER``
   gets the broker the master named in REGISTERED (docs/dataflow.md).
 - What must outlive the process goes through the work dir's journal
@@ -101,6 +103,7 @@ from edgerm.model import AgentInfo, Reason, RestartPolicy, TaskInfo, TaskState, 
 log = logging.getLogger(__name__)
 
 KEPT_SANDBOXES = 32
+REMOVE_SANDBOXES = 16  # older sandboxes are removed this many at a time
 PENDING_ACKS_TO_REOPEN = 2  # consecutive heartbeat acks saying commands_pending
 UPDATE_CALLS = 2  # UPDATE calls in flight at once; statuses that come meanwhile wait and go in one batch
 MAX_BATCH = 64  # statuses per UPDATE at most (a transport may ask for fewer: max_statuses_per_update)
@@ -537,8 +540,9 @@ class AgentService:
             await runtime.cleanup(action.task_id)
         self._sandboxes.append(self.work_dir / "tasks" / sandbox_name(action.task_id))
         old: list[Path] = []
-        while len(self._sandboxes) > KEPT_SANDBOXES:
-            old.append(self._sandboxes.popleft())
+        if len(self._sandboxes) >= KEPT_SANDBOXES + REMOVE_SANDBOXES:  # one thread hop per REMOVE_SANDBOXES tasks
+            while len(self._sandboxes) > KEPT_SANDBOXES:
+                old.append(self._sandboxes.popleft())
         if old:
             await asyncio.to_thread(_remove_dirs, old)
 

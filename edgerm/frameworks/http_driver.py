@@ -35,6 +35,9 @@ Rules:
   their unacknowledged updates.
 - A callback that raises is logged (this is the outermost boundary for user
   code) and dispatch goes on; its status update is then not acknowledged.
+- Offers events read in one piece of the stream are handed to one
+  ``resource_offers`` call (their offers in order), so a framework can
+  answer them together.
 - Automatic acknowledgements do not hold up dispatch: they are queued and
   sent in the background, one ACKNOWLEDGE in flight at a time carrying
   every update queued meanwhile (``more``, up to :data:`ACKS_PER_CALL`).
@@ -302,6 +305,8 @@ class HttpDriver:
                     records = reader.feed(chunk)
                 except MalformedMessage as e:
                     return f"broken stream framing: {e.message}"
+                events: list[m.SchedulerEvent] = []
+                broken = ""
                 for record in records:
                     try:
                         event = decode_event(record)
@@ -309,7 +314,14 @@ class HttpDriver:
                         log.warning("framework %s: skipping an event: %s", self._name, e.message)
                         continue
                     except MalformedMessage as e:
-                        return f"malformed event: {e.message}"
+                        broken = f"malformed event: {e.message}"  # those before it are still dispatched
+                        break
+                    last = events[-1] if events else None
+                    if isinstance(event, m.Offers) and isinstance(last, m.Offers):
+                        events[-1] = m.Offers(last.offers + event.offers)  # offers read together: one callback
+                    else:
+                        events.append(event)
+                for event in events:
                     if isinstance(event, m.Subscribed):
                         if not event.framework_id:
                             return "SUBSCRIBED without a framework id"
@@ -329,6 +341,8 @@ class HttpDriver:
                     await self._dispatch(event)
                     if self._stopping:
                         return "stopped"
+                if broken:
+                    return broken
 
     async def _remember_id(self, framework_id: FrameworkId) -> None:
         """Keep the id for the next process (``framework_id_file``); a failure is logged, not fatal."""
