@@ -26,10 +26,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import re
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +49,24 @@ from edgerm.resources import Resources
 REPO = Path(__file__).resolve().parents[1]
 MODULE = REPO / "examples" / "wasm" / "hello.wat"
 NEED = Resources.parse("cpus:0.05;mem:16")
+BEFORE = "c3d20d9"  # the last commit before this scenario's fixes (issue #13 part 6): one status per UPDATE/ACK
 LOG_LEVEL = os.environ.get("TPUT_LOG_LEVEL", "WARNING")
 PROFILE_DIR = os.environ.get("TPUT_PROFILE_DIR", "")  # set: each agent runs under cProfile, saved there
 LOG_DIR = Path(os.environ["TPUT_LOG_DIR"]) if os.environ.get("TPUT_LOG_DIR") else None  # per-process logs
 TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def call_counts(url: str) -> dict[str, float]:
+    """``edgerm_calls_total`` from the master's /metrics, by ``api/type``."""
+    token = os.environ.get("EDGERM_TOKEN", "")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url + "/metrics", headers=headers)
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        text = resp.read().decode()
+    out = {}
+    for found in re.finditer(r'^edgerm_calls_total\{api="(\w+)",type="(\w+)"\} ([0-9.e+]+)$', text, re.M):
+        out[f"{found.group(1)}/{found.group(2)}"] = float(found.group(3))
+    return out
 
 
 def cpu_seconds(pid: int) -> float:
@@ -191,11 +209,15 @@ async def measure(launcher: Launcher, url: str, procs: list[Any], warmup: float,
     pids = {"master": procs[0].pid, "agents": [p.pid for p in procs[1:]], "framework": os.getpid()}
     before = {k: sum(cpu_seconds(p) for p in (v if isinstance(v, list) else [v])) for k, v in pids.items()}
     load_before = os.getloadavg()
+    calls_before = await asyncio.to_thread(call_counts, url)
     start = time.perf_counter()
     launcher.window = (start, start + seconds)
     await asyncio.sleep(seconds)
     wall = time.perf_counter() - start
     after = {k: sum(cpu_seconds(p) for p in (v if isinstance(v, list) else [v])) for k, v in pids.items()}
+    calls_after = await asyncio.to_thread(call_counts, url)
+    done = max(1, launcher.finished_in_window)
+    calls = {k: round((v - calls_before.get(k, 0.0)) / done, 2) for k, v in calls_after.items()}
     launcher.stopping = True
     await asyncio.sleep(0.5)  # let the window's last tasks report
     driver_run.cancel()
@@ -206,14 +228,37 @@ async def measure(launcher: Launcher, url: str, procs: list[Any], warmup: float,
         "accept_to_running": summary_ms(launcher.running),
         "accept_to_finished": summary_ms(launcher.finished),
         "cpu_percent_of_one_core": {k: round(100 * (after[k] - before[k]) / wall, 1) for k in pids},
+        "cpu_ms_per_task": {
+            k: round(1000 * (after[k] - before[k]) / max(1, launcher.finished_in_window), 2) for k in pids
+        },
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "failed": launcher.failed,
         "refused_accepts": launcher.refused,
         "accept_call": summary_ms(launcher.accept_rtt),
         "tasks_per_accept_mean": round(sum(launcher.tasks_per_accept) / max(1, len(launcher.tasks_per_accept)), 2),
+        "calls_per_task": {k: v for k, v in calls.items() if v},
         "window_s": round(wall, 2),
     }
+
+
+def run_before(args: argparse.Namespace) -> dict[str, Any] | str:
+    """The insecure scenario with the edgerm of commit ``args.before`` (this script, that package), in a subprocess."""
+    with tempfile.TemporaryDirectory(prefix="edgerm-tput-before-") as tmp:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", args.before, "edgerm"], capture_output=True)
+        if archive.returncode != 0:
+            return f"git archive {args.before} failed: {archive.stderr.decode().strip()}"
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        cmd = [sys.executable, __file__, "--mode", "insecure", "--no-baseline", "--emit", "--before", ""]
+        cmd += ["--seconds", str(args.seconds), "--warmup", str(args.warmup), "--agents", str(args.agents)]
+        cmd += ["--in-flight", str(args.in_flight)] + (["--serial-accepts"] if args.serial_accepts else [])
+        env = {**os.environ, "PYTHONPATH": tmp}  # its edgerm first, for this process and the servers it starts
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+        if out.returncode != 0 or not lines:
+            return f"the run on {args.before} failed: {out.stderr.strip()[-500:]}"
+        result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+        return result
 
 
 def main() -> None:
@@ -228,6 +273,13 @@ def main() -> None:
         "--serial-accepts", action="store_true", help="await each ACCEPT in the callback (no pipelining)"
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the core-alone baseline (profiling runs)")
+    parser.add_argument(
+        "--before",
+        metavar="REV",
+        default=BEFORE,
+        help="also run the insecure scenario on this commit's edgerm ('': not)",
+    )
+    parser.add_argument("--emit", action="store_true", help=argparse.SUPPRESS)  # a --before run: print, do not save
     args = parser.parse_args()
     import allocation
 
@@ -235,6 +287,15 @@ def main() -> None:
     print(f"baseline, master core alone: {core['core_tasks_per_s']} tasks/s")
     module = load_module(MODULE)
     res: dict[str, Any] = {"params": vars(args), "baseline_core_alone": core, "runs": {}}
+    if args.before and not args.emit:
+        res["before"] = {"commit": args.before, "insecure": run_before(args)}
+        b = res["before"]["insecure"]
+        if isinstance(b, dict):
+            print(
+                f"before ({args.before}), insecure: {b['tasks_per_s']} tasks/s, CPU ms per task {b['cpu_ms_per_task']}"
+            )
+        else:
+            print(f"before ({args.before}): {b}")
     for mode in args.mode.split(","):
         with tempfile.TemporaryDirectory(prefix="edgerm-tput-") as tmpdir:
             procs, url = cluster(Path(tmpdir), args.agents, mode == "secure")
@@ -254,6 +315,14 @@ def main() -> None:
         )
         print(f"         CPU % of a core: {cpu}; load {r['loadavg_before']}; failed {r['failed'][:3]}")
         print(f"         ACCEPT call {r['accept_call']}, {r['tasks_per_accept_mean']} tasks per ACCEPT")
+        print(f"         CPU ms per task: {r['cpu_ms_per_task']}; calls per task: {r['calls_per_task']}")
+    if args.emit:
+        print("RESULT " + json.dumps(res["runs"]["insecure"]))
+        return
+    before = res.get("before", {}).get("insecure")
+    if isinstance(before, dict) and before["tasks_per_s"]:
+        res["ratio_insecure_to_before"] = round(res["runs"]["insecure"]["tasks_per_s"] / before["tasks_per_s"], 2)
+        print(f"insecure now / before: {res['ratio_insecure_to_before']}x")
     res["targets"] = {"tasks_per_s": 1000, "accept_to_running_p99_ms": 20.0}
     print(f"saved {save(args.name, res)}")
 

@@ -486,9 +486,14 @@ class AgentService:
             if runtime is None:
                 raise RuntimeFailure(f"no {task.executor} runtime")
             workdir = self.work_dir / "tasks" / sandbox_name(task.task_id)
-            workdir.mkdir(parents=True, exist_ok=True)  # local syscalls; a thread hop would cost more than it saves
-            task = with_broker(task, self.broker_url, self.broker_ca)
-            await self._keep_launch(task)
+            # In a thread, while the launch record is written: a mkdir can block for milliseconds on a busy disk.
+            made = asyncio.create_task(asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True))
+            try:
+                task = with_broker(task, self.broker_url, self.broker_ca)
+                await self._keep_launch(task)
+            finally:
+                await asyncio.wait({made})
+            made.result()  # an OSError fails the task as before
             await runtime.launch(task, workdir, self.report)
         except asyncio.CancelledError:
             raise
