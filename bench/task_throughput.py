@@ -29,6 +29,7 @@ import asyncio
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -242,7 +243,7 @@ async def measure(launcher: Launcher, url: str, procs: list[Any], warmup: float,
     }
 
 
-def run_before(args: argparse.Namespace) -> dict[str, Any] | str:
+def run_before(args: argparse.Namespace, seconds: float) -> dict[str, Any] | str:
     """The insecure scenario with the edgerm of commit ``args.before`` (this script, that package), in a subprocess."""
     with tempfile.TemporaryDirectory(prefix="edgerm-tput-before-") as tmp:
         archive = subprocess.run(["git", "-C", str(REPO), "archive", args.before, "edgerm"], capture_output=True)
@@ -250,7 +251,7 @@ def run_before(args: argparse.Namespace) -> dict[str, Any] | str:
             return f"git archive {args.before} failed: {archive.stderr.decode().strip()}"
         subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
         cmd = [sys.executable, __file__, "--mode", "insecure", "--no-baseline", "--emit", "--before", ""]
-        cmd += ["--seconds", str(args.seconds), "--warmup", str(args.warmup), "--agents", str(args.agents)]
+        cmd += ["--seconds", str(seconds), "--warmup", str(args.warmup), "--agents", str(args.agents)]
         cmd += ["--in-flight", str(args.in_flight)] + (["--serial-accepts"] if args.serial_accepts else [])
         env = {**os.environ, "PYTHONPATH": tmp}  # its edgerm first, for this process and the servers it starts
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
@@ -259,6 +260,54 @@ def run_before(args: argparse.Namespace) -> dict[str, Any] | str:
             return f"the run on {args.before} failed: {out.stderr.strip()[-500:]}"
         result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
         return result
+
+
+def one_run(mode: str, args: argparse.Namespace, module: bytes, seconds: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="edgerm-tput-") as tmpdir:
+        procs, url = cluster(Path(tmpdir), args.agents, mode == "secure")
+        try:
+            launcher = Launcher(module, args.in_flight, not args.serial_accepts)
+            return asyncio.run(measure(launcher, url, procs, args.warmup, seconds))
+        finally:
+            for p in reversed(procs):
+                stop(p)
+
+
+def pairs(args: argparse.Namespace, module: bytes) -> dict[str, Any]:
+    """Insecure runs of the edgerm of ``args.before`` and of this tree, alternated; medians and their ratio."""
+    runs: dict[str, list[dict[str, Any]]] = {"before": [], "now": []}
+    for i in range(args.pairs):
+        before = run_before(args, args.pair_seconds)
+        if isinstance(before, str):
+            return {"commit": args.before, "error": before}
+        runs["before"].append(before)
+        runs["now"].append(one_run("insecure", args, module, args.pair_seconds))
+        b, n = runs["before"][-1], runs["now"][-1]
+        print(
+            f"pair {i + 1}: before {b['tasks_per_s']} tasks/s, now {n['tasks_per_s']} tasks/s "
+            f"(load {n['loadavg_before']})"
+        )
+
+    def med(which: str, key: str, sub: str | None = None) -> float:
+        values = [r[key][sub] if sub else r[key] for r in runs[which]]
+        return float(statistics.median(values))
+
+    out: dict[str, Any] = {"commit": args.before, "window_s": args.pair_seconds, "runs": runs}
+    for which in runs:
+        out[f"{which}_median"] = {
+            "tasks_per_s": med(which, "tasks_per_s"),
+            "accept_to_running_p99_ms": med(which, "accept_to_running", "p99_ms"),
+            "cpu_ms_per_task": {k: med(which, "cpu_ms_per_task", k) for k in ("master", "agents", "framework")},
+        }
+    b, n = out["before_median"], out["now_median"]
+    out["ratio_tasks_per_s"] = round(n["tasks_per_s"] / max(b["tasks_per_s"], 1e-9), 2)
+    cpu_b, cpu_n = sum(b["cpu_ms_per_task"].values()), sum(n["cpu_ms_per_task"].values())
+    out["ratio_cpu_ms_per_task"] = round(cpu_n / max(cpu_b, 1e-9), 2)
+    print(
+        f"medians: before {b['tasks_per_s']} tasks/s, {cpu_b:.2f} CPU ms/task; now {n['tasks_per_s']} tasks/s, "
+        f"{cpu_n:.2f} CPU ms/task: x{out['ratio_tasks_per_s']} tasks/s, x{out['ratio_cpu_ms_per_task']} CPU per task"
+    )
+    return out
 
 
 def main() -> None:
@@ -279,6 +328,10 @@ def main() -> None:
         default=BEFORE,
         help="also run the insecure scenario on this commit's edgerm ('': not)",
     )
+    parser.add_argument(
+        "--pairs", type=int, default=3, help="before/now insecure runs, alternated (the machine drifts)"
+    )
+    parser.add_argument("--pair-seconds", type=float, default=6.0, help="the window of each paired run")
     parser.add_argument("--emit", action="store_true", help=argparse.SUPPRESS)  # a --before run: print, do not save
     args = parser.parse_args()
     import allocation
@@ -287,24 +340,8 @@ def main() -> None:
     print(f"baseline, master core alone: {core['core_tasks_per_s']} tasks/s")
     module = load_module(MODULE)
     res: dict[str, Any] = {"params": vars(args), "baseline_core_alone": core, "runs": {}}
-    if args.before and not args.emit:
-        res["before"] = {"commit": args.before, "insecure": run_before(args)}
-        b = res["before"]["insecure"]
-        if isinstance(b, dict):
-            print(
-                f"before ({args.before}), insecure: {b['tasks_per_s']} tasks/s, CPU ms per task {b['cpu_ms_per_task']}"
-            )
-        else:
-            print(f"before ({args.before}): {b}")
     for mode in args.mode.split(","):
-        with tempfile.TemporaryDirectory(prefix="edgerm-tput-") as tmpdir:
-            procs, url = cluster(Path(tmpdir), args.agents, mode == "secure")
-            try:
-                launcher = Launcher(module, args.in_flight, not args.serial_accepts)
-                r = asyncio.run(measure(launcher, url, procs, args.warmup, args.seconds))
-            finally:
-                for p in reversed(procs):
-                    stop(p)
+        r = one_run(mode, args, module, args.seconds)
         r["ratio_to_core_alone"] = round(r["tasks_per_s"] / core["core_tasks_per_s"], 3)
         res["runs"][mode] = r
         run_, fin, cpu = r["accept_to_running"], r["accept_to_finished"], r["cpu_percent_of_one_core"]
@@ -319,10 +356,8 @@ def main() -> None:
     if args.emit:
         print("RESULT " + json.dumps(res["runs"]["insecure"]))
         return
-    before = res.get("before", {}).get("insecure")
-    if isinstance(before, dict) and before["tasks_per_s"]:
-        res["ratio_insecure_to_before"] = round(res["runs"]["insecure"]["tasks_per_s"] / before["tasks_per_s"], 2)
-        print(f"insecure now / before: {res['ratio_insecure_to_before']}x")
+    if args.before and args.pairs > 0:
+        res["before_and_now"] = pairs(args, module)
     res["targets"] = {"tasks_per_s": 1000, "accept_to_running_p99_ms": 20.0}
     print(f"saved {save(args.name, res)}")
 
