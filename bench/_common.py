@@ -29,15 +29,21 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
-def spawn(args: Sequence[str], ready_url: str | None = None, timeout: float = 20.0) -> subprocess.Popen[bytes]:
-    """Start a server process and wait until ``ready_url`` answers (any HTTP status)."""
-    proc = subprocess.Popen(list(args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def spawn(
+    args: Sequence[str], ready_url: str | None = None, timeout: float = 20.0, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a server process and wait until ``ready_url`` answers (any HTTP status).
+
+    Its stderr goes to ``log`` if given (a pipe nobody reads would stall a chatty process), else to a pipe.
+    """
+    err_to: Any = log.open("ab") if log is not None else subprocess.PIPE
+    proc = subprocess.Popen(list(args), stdout=subprocess.DEVNULL, stderr=err_to)
     if ready_url is None:
         return proc
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            err = proc.stderr.read().decode() if proc.stderr else ""
+            err = proc.stderr.read().decode() if proc.stderr else (log.read_text() if log else "")
             raise RuntimeError(f"{args[0]} exited: {err[-2000:]}")
         try:
             urllib.request.urlopen(ready_url, timeout=0.5).close()

@@ -35,7 +35,8 @@ per offer, and as many as fit (the README's framework): core time per task, and 
 time that passes (Ticks are only sent when no offer is pending). The baseline is the same loop
 run, in a subprocess, against the master core before #13 (``git archive`` of commit
 :data:`BEFORE`), where the 5 s filter on an ACCEPT's leftovers made simulated time pass. The
-end-to-end figure with real agents is bench/launch_latency.py's business.
+end-to-end figure with real agents, "task throughput with 4 agents", is bench/task_throughput.py's (it
+uses :func:`throughput` as its baseline); one task at a time, bench/launch_latency.py's.
 
 Targets: offer for freed resources within 5 ms at 10,000 agents; SUBSCRIBE -> first offers
 within 20 ms. Results: bench/results/allocation.json.

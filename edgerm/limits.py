@@ -45,6 +45,9 @@ MAX_TASKS_PER_AGENT_CALL = 4096
 MAX_TASKS_PER_ACCEPT = 1024
 #: Offer ids in one ACCEPT or DECLINE.
 MAX_OFFERS_PER_CALL = 1024
+#: Statuses in one (batched) agent UPDATE, and acknowledgements in one (batched) ACKNOWLEDGE.
+MAX_STATUSES_PER_UPDATE = 256
+MAX_ACKS_PER_CALL = 1024
 #: Tasks named in one explicit RECONCILE.
 MAX_RECONCILE_TASKS = 4096
 #: Resource entries in one list (an agent's total, a task's, an offer's).

@@ -61,10 +61,21 @@ class Kill:
 
 @dataclass(frozen=True, slots=True)
 class Acknowledge:
+    """Acknowledges one update, and the updates in ``more`` (a batch: ``(agent_id, task_id, uuid)`` each)."""
+
     framework_id: FrameworkId
     agent_id: AgentId
     task_id: TaskId
     uuid: str
+    more: tuple[tuple[AgentId, TaskId, str], ...] = ()
+
+    def each(self) -> tuple[Acknowledge, ...]:
+        """The batch as single acknowledgements, in order."""
+        if not self.more:
+            return (self,)
+        fid = self.framework_id
+        rest = (Acknowledge(fid, a, t, u) for a, t, u in self.more)
+        return (Acknowledge(fid, self.agent_id, self.task_id, self.uuid), *rest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +151,15 @@ class AgentHeartbeat:
 
 @dataclass(frozen=True, slots=True)
 class StatusUpdate:
+    """One status, and the statuses in ``more`` (a batch, handled in order)."""
+
     agent_id: AgentId
     status: TaskStatus
+    more: tuple[TaskStatus, ...] = ()
+
+    @property
+    def statuses(self) -> tuple[TaskStatus, ...]:
+        return (self.status, *self.more)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,8 +201,15 @@ class HeartbeatAck:
 
 @dataclass(frozen=True, slots=True)
 class StatusAcknowledged:
+    """The answer to an UPDATE: its status's ids, and those of its ``more`` (``(task_id, uuid)`` each)."""
+
     task_id: TaskId
     uuid: str
+    more: tuple[tuple[TaskId, str], ...] = ()
+
+    @property
+    def acked(self) -> tuple[tuple[TaskId, str], ...]:
+        return ((self.task_id, self.uuid), *self.more)
 
 
 @dataclass(frozen=True, slots=True)

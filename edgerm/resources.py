@@ -96,14 +96,19 @@ class Resources:
     devices: Mapping[str, Device] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        scalars = {k: _q(v) for k, v in self.scalars.items() if _q(v) > 0}
-        if any(v < 0 for v in self.scalars.values() if abs(v) > _EPSILON):
-            raise ValueError("negative scalar resource")
+        # Hot (the master adds and subtracts these per task): one pass, empty fields not rebuilt.
+        scalars: dict[str, float] = {}
+        for k, v in self.scalars.items():
+            if v < -_EPSILON:
+                raise ValueError("negative scalar resource")
+            q = round(v, _PRECISION) + 0.0
+            if q > 0:
+                scalars[k] = q
         object.__setattr__(self, "scalars", scalars)
-        ranges = {k: _normalize(v) for k, v in self.ranges.items() if v}
+        ranges = {k: _normalize(v) for k, v in self.ranges.items() if v} if self.ranges else {}
         object.__setattr__(self, "ranges", ranges)
-        object.__setattr__(self, "sets", {k: frozenset(v) for k, v in self.sets.items() if v})
-        object.__setattr__(self, "devices", dict(self.devices))
+        object.__setattr__(self, "sets", {k: frozenset(v) for k, v in self.sets.items() if v} if self.sets else {})
+        object.__setattr__(self, "devices", dict(self.devices) if self.devices else {})
 
     # -- constructors -------------------------------------------------------
 

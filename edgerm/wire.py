@@ -435,7 +435,12 @@ def call_to_pb(call: m.SchedulerCall) -> scheduler_pb2.Call:
         return C(
             framework_id=fid,
             type=C.ACKNOWLEDGE,
-            acknowledge=C.Acknowledge(agent_id=call.agent_id, task_id=call.task_id, uuid=call.uuid),
+            acknowledge=C.Acknowledge(
+                agent_id=call.agent_id,
+                task_id=call.task_id,
+                uuid=call.uuid,
+                more=[C.Acknowledge(agent_id=a, task_id=t, uuid=u) for a, t, u in call.more],
+            ),
         )
     return C(
         framework_id=fid,
@@ -484,7 +489,17 @@ def call_from_pb(c: scheduler_pb2.Call) -> m.SchedulerCall:
         lim.check_id(a.agent_id, "acknowledge agent_id", required=False)
         lim.check_id(a.task_id, "acknowledge task_id", required=False)
         lim.check_id(a.uuid, "acknowledge uuid", required=False)
-        return m.Acknowledge(fid, AgentId(a.agent_id), TaskId(a.task_id), a.uuid)
+        more: list[tuple[AgentId, TaskId, str]] = []
+        if a.more:
+            lim.check_count(a.more, lim.MAX_ACKS_PER_CALL - 1, "acknowledgements")
+            for b in a.more:
+                if b.more:
+                    raise MalformedMessage("an acknowledgement in `more` has its own `more`")
+                lim.check_id(b.agent_id, "acknowledge agent_id", required=False)
+                lim.check_id(b.task_id, "acknowledge task_id", required=False)
+                lim.check_id(b.uuid, "acknowledge uuid", required=False)
+                more.append((AgentId(b.agent_id), TaskId(b.task_id), b.uuid))
+        return m.Acknowledge(fid, AgentId(a.agent_id), TaskId(a.task_id), a.uuid, tuple(more))
     if c.type == C.RECONCILE:
         tasks_ = c.reconcile.tasks
         lim.check_count(tasks_, lim.MAX_RECONCILE_TASKS, "reconcile tasks")
@@ -563,7 +578,8 @@ def agent_call_to_pb(call: m.AgentCall) -> agent_pb2.AgentCall:
     if isinstance(call, m.AgentHeartbeat):
         return AC(agent_id=call.agent_id, type=AC.HEARTBEAT, heartbeat=AC.Heartbeat(task_ids=list(call.task_ids)))
     if isinstance(call, m.StatusUpdate):
-        return AC(agent_id=call.agent_id, type=AC.UPDATE, update=AC.Update(status=task_status_to_pb(call.status)))
+        update = AC.Update(status=task_status_to_pb(call.status), more=[task_status_to_pb(s) for s in call.more])
+        return AC(agent_id=call.agent_id, type=AC.UPDATE, update=update)
     if isinstance(call, m.TaskLogs):
         logs = AC.Logs(
             request_id=call.request_id,
@@ -603,7 +619,10 @@ def agent_call_from_pb(c: agent_pb2.AgentCall) -> m.AgentCall:
                 lim.check_id(t, "heartbeat task id")
         return m.AgentHeartbeat(aid, tuple(TaskId(t) for t in task_ids))
     if c.type == AC.UPDATE:
-        return m.StatusUpdate(aid, task_status_from_pb(c.update.status))
+        extra = c.update.more
+        if extra:
+            lim.check_count(extra, lim.MAX_STATUSES_PER_UPDATE - 1, "task statuses")
+        return m.StatusUpdate(aid, task_status_from_pb(c.update.status), tuple(task_status_from_pb(s) for s in extra))
     return m.SubscribeAgent(aid)
 
 
@@ -616,7 +635,8 @@ def agent_event_to_pb(ev: m.AgentEvent) -> agent_pb2.AgentEvent:
     if isinstance(ev, m.HeartbeatAck):
         return AE(type=AE.HEARTBEAT_ACK, heartbeat_ack=AE.HeartbeatAck(commands_pending=ev.commands_pending))
     if isinstance(ev, m.StatusAcknowledged):
-        return AE(type=AE.ACKNOWLEDGED, acknowledged=AE.Acknowledged(task_id=ev.task_id, uuid=ev.uuid))
+        more = [AE.Acknowledged(task_id=t, uuid=u) for t, u in ev.more]
+        return AE(type=AE.ACKNOWLEDGED, acknowledged=AE.Acknowledged(task_id=ev.task_id, uuid=ev.uuid, more=more))
     if isinstance(ev, m.LaunchCommand):
         return AE(type=AE.LAUNCH, launch=AE.Launch(task=task_info_to_pb(ev.task)))
     if isinstance(ev, m.KillCommand):
@@ -639,7 +659,8 @@ def agent_event_from_pb(e: agent_pb2.AgentEvent) -> m.AgentEvent:
     if e.type == AE.HEARTBEAT_ACK:
         return m.HeartbeatAck(e.heartbeat_ack.commands_pending)
     if e.type == AE.ACKNOWLEDGED:
-        return m.StatusAcknowledged(TaskId(e.acknowledged.task_id), e.acknowledged.uuid)
+        a = e.acknowledged
+        return m.StatusAcknowledged(TaskId(a.task_id), a.uuid, tuple((TaskId(b.task_id), b.uuid) for b in a.more))
     if e.type == AE.LAUNCH:
         return m.LaunchCommand(task_info_from_pb(e.launch.task))
     if e.type == AE.KILL:

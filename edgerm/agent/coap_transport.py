@@ -112,6 +112,9 @@ class _Lane:
 class CoapAgentTransport:
     """An :class:`~edgerm.agent.transport.AgentTransport` over CoAP."""
 
+    #: Statuses per batched UPDATE: few enough that the call stays within one or two blocks.
+    max_statuses_per_update = 4
+
     def __init__(
         self,
         master_url: str,

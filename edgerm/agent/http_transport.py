@@ -45,6 +45,9 @@ _MAX_MODULE = 64 * 1024 * 1024
 class HttpAgentTransport:
     """An :class:`~edgerm.agent.transport.AgentTransport` over HTTP."""
 
+    #: Statuses per batched UPDATE (AgentService caps it at its MAX_BATCH).
+    max_statuses_per_update = 64
+
     def __init__(
         self,
         master_url: str,

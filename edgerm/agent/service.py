@@ -19,9 +19,18 @@ Rules:
 - The command stream is re-opened when two heartbeat acks in a row say
   ``commands_pending`` (the master holds commands no stream takes; one such
   ack alone can be a command caught between the queue and the stream).
+- Status updates are batched: a status to send joins a queue, and at most
+  :data:`UPDATE_CALLS` UPDATE calls are in flight, each carrying what was
+  queued when it left (up to the transport's ``max_statuses_per_update``,
+  at most :data:`MAX_BATCH`). An unacknowledged status is queued again by
+  the core's retry timer, so a failed batch loses nothing. A master that
+  acknowledges only the first of a batch (it predates ``more``) gets the
+  rest again at once, and one status per call from then on.
 - Runtime reports may come from any thread; they are moved to the loop.
 - Each task gets ``work_dir/tasks/<task>/`` as its workdir; the workdirs of
-  the last :data:`KEPT_SANDBOXES` finished tasks are kept for inspection.
+  the last :data:`KEPT_SANDBOXES` finished tasks are kept for inspection
+  (older ones are removed :data:`REMOVE_SANDBOXES` at a time, so between
+  32 and 47 are on disk).
 - A dataflow task (env ``EDGERM_DF_ROLE``) that sets no ``EDGERM_BROKER``
   gets the broker the master named in REGISTERED (docs/dataflow.md).
 - What must outlive the process goes through the work dir's journal
@@ -38,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import itertools
 import logging
 import re
 import shutil
@@ -93,7 +103,10 @@ from edgerm.model import AgentInfo, Reason, RestartPolicy, TaskInfo, TaskState, 
 log = logging.getLogger(__name__)
 
 KEPT_SANDBOXES = 32
+REMOVE_SANDBOXES = 16  # older sandboxes are removed this many at a time
 PENDING_ACKS_TO_REOPEN = 2  # consecutive heartbeat acks saying commands_pending
+UPDATE_CALLS = 2  # UPDATE calls in flight at once; statuses that come meanwhile wait and go in one batch
+MAX_BATCH = 64  # statuses per UPDATE at most (a transport may ask for fewer: max_statuses_per_update)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
@@ -144,6 +157,9 @@ class AgentService:
         self._pending_acks = 0
         self._sandboxes: deque[Path] = deque()
         self._launching: dict[TaskId, asyncio.Task[None]] = {}  # StartTask jobs not yet handed to the runtime
+        self._outgoing: dict[tuple[TaskId, str], TaskStatus] = {}  # statuses for the next UPDATE, in order
+        self._senders = 0  # UPDATE calls in flight (at most UPDATE_CALLS)
+        self._batch = max(1, min(int(getattr(transport, "max_statuses_per_update", MAX_BATCH)), MAX_BATCH))
         self._started = False
         self._stopping = False
         self._master_reachable = True
@@ -230,7 +246,7 @@ class AgentService:
     def _apply(self, action: AgentAction) -> None:
         match action:
             case SendStatus(status=status):
-                self._spawn(self._send_status(status))
+                self._queue_status(status)
             case StartTask(task=task):
                 self._track_launch(task.task_id, self._spawn(self._start_task(task)))
             case StopTask():
@@ -387,20 +403,58 @@ class AgentService:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self._backoff_max)
 
-    async def _send_status(self, status: TaskStatus) -> None:
+    def _queue_status(self, status: TaskStatus) -> None:
+        """Queue a status for the next UPDATE call; start a sender if fewer than UPDATE_CALLS are busy."""
+        self._outgoing.setdefault((status.task_id, status.uuid), status)  # a retry of a queued one adds nothing
+        if self._senders < UPDATE_CALLS:
+            self._senders += 1
+            self._spawn(self._send_statuses())
+
+    async def _send_statuses(self) -> None:
+        """Send what is queued, many statuses per UPDATE (``more``), until the queue is empty."""
+        try:
+            while self._outgoing:
+                keys = list(itertools.islice(self._outgoing, self._batch))
+                batch = [self._outgoing.pop(k) for k in keys]
+                if not await self._send_batch(batch):
+                    return
+        finally:
+            self._senders -= 1
+
+    async def _send_batch(self, batch: list[TaskStatus]) -> bool:
+        """One UPDATE; False when the agent must stop sending (it is not registered)."""
+        # Their journal records were queued before they were: this makes them durable.
         await self.journal.durable()  # never tell the master what a crash could make us forget
         try:
-            reply = await self.transport.call(m.StatusUpdate(self.info.id, status))
+            reply = await self.transport.call(m.StatusUpdate(self.info.id, batch[0], tuple(batch[1:])))
         except UnknownAgent:
             self._feed(RegistrationLost())
-            return
+            return False
         except (TransportError, WireError) as e:
-            log.debug("status update %s of %s not delivered (retried later): %s", status.state.value, status.task_id, e)
-            return
+            first = batch[0]
+            log.debug(
+                "%d status update(s) (%s of %s first) not delivered (retried later): %s",
+                len(batch),
+                first.state.value,
+                first.task_id,
+                e,
+            )
+            return True
         if isinstance(reply, m.StatusAcknowledged):
-            self._feed(StatusAcked(reply.task_id, reply.uuid))
+            acked = reply.acked
+            for task_id, uuid_ in acked:
+                self._feed(StatusAcked(task_id, uuid_))
+            if len(acked) < len(batch):
+                # A master from before batched UPDATEs takes the first status only: send one per call from now on.
+                log.info("the master does not take batched status updates; sending them one per call")
+                self._batch = 1
+                taken = set(acked)
+                for status in batch:
+                    if (status.task_id, status.uuid) not in taken:
+                        self._outgoing.setdefault((status.task_id, status.uuid), status)
         else:
             log.warning("unexpected answer to UPDATE: %r", reply)
+        return True
 
     async def _heartbeat(self, task_ids: tuple[TaskId, ...]) -> None:
         try:
@@ -432,9 +486,14 @@ class AgentService:
             if runtime is None:
                 raise RuntimeFailure(f"no {task.executor} runtime")
             workdir = self.work_dir / "tasks" / sandbox_name(task.task_id)
-            workdir.mkdir(parents=True, exist_ok=True)  # local syscalls; a thread hop would cost more than it saves
-            task = with_broker(task, self.broker_url, self.broker_ca)
-            await self._keep_launch(task)
+            # In a thread, while the launch record is written: a mkdir can block for milliseconds on a busy disk.
+            made = asyncio.create_task(asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True))
+            try:
+                task = with_broker(task, self.broker_url, self.broker_ca)
+                await self._keep_launch(task)
+            finally:
+                await asyncio.wait({made})
+            made.result()  # an OSError fails the task as before
             await runtime.launch(task, workdir, self.report)
         except asyncio.CancelledError:
             raise
@@ -486,8 +545,9 @@ class AgentService:
             await runtime.cleanup(action.task_id)
         self._sandboxes.append(self.work_dir / "tasks" / sandbox_name(action.task_id))
         old: list[Path] = []
-        while len(self._sandboxes) > KEPT_SANDBOXES:
-            old.append(self._sandboxes.popleft())
+        if len(self._sandboxes) >= KEPT_SANDBOXES + REMOVE_SANDBOXES:  # one thread hop per REMOVE_SANDBOXES tasks
+            while len(self._sandboxes) > KEPT_SANDBOXES:
+                old.append(self._sandboxes.popleft())
         if old:
             await asyncio.to_thread(_remove_dirs, old)
 

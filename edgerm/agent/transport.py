@@ -14,6 +14,8 @@ over aiohttp, and a CoAP transport will implement it the same way. Rules:
   as ``call`` does when it cannot be opened or breaks. The caller re-opens.
 - ``fetch_module`` downloads a WebAssembly module the master holds, by
   content hash (for tasks that name a module by ``module_sha256`` only).
+- A transport may set ``max_statuses_per_update`` (an int attribute): how
+  many statuses the service batches into one UPDATE at most (default 64).
 - Every wait has a timeout, except the open command channel, which is
   watched by the heartbeat's ``commands_pending`` safety net instead.
 """

@@ -35,6 +35,14 @@ Rules:
   their unacknowledged updates.
 - A callback that raises is logged (this is the outermost boundary for user
   code) and dispatch goes on; its status update is then not acknowledged.
+- Offers events read in one piece of the stream are handed to one
+  ``resource_offers`` call (their offers in order), so a framework can
+  answer them together.
+- Automatic acknowledgements do not hold up dispatch: they are queued and
+  sent in the background, one ACKNOWLEDGE in flight at a time carrying
+  every update queued meanwhile (``more``, up to :data:`ACKS_PER_CALL`).
+  One that fails is re-sent by the master (at least once, as before).
+  ``stop(teardown=False)`` first sends the queued ones.
 - A call refused for the principal's call rate (``LimitExceeded`` naming
   "retry in Ns") is sent again after that wait, for up to ``call_timeout``
   in all, so a burst (acknowledging a thousand reconciled tasks) is paced
@@ -45,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import math
 import os
@@ -80,6 +89,7 @@ SCHEDULER_PATH = "/api/v1/scheduler"
 STREAM_ID_HEADER = "Edgerm-Stream-Id"
 _RETRY_IN = re.compile(r"calls/s; retry in ([0-9.]+)s")
 CONTENT_TYPE = "application/x-protobuf"
+ACKS_PER_CALL = 256  # automatic acknowledgements batched into one ACKNOWLEDGE at most
 
 
 async def raise_for_reply(resp: aiohttp.ClientResponse) -> None:
@@ -172,6 +182,8 @@ class HttpDriver:
         self._stopping = False
         self._tearing_down = False  # a TEARDOWN is on its way: the master closing the stream is expected
         self._task: asyncio.Task[None] | None = None
+        self._acks: dict[tuple[TaskId, str], TaskStatus] = {}  # auto-acknowledgements not sent yet, in order
+        self._ack_job: asyncio.Task[None] | None = None
 
     # -- state ---------------------------------------------------------------
 
@@ -297,6 +309,8 @@ class HttpDriver:
                     records = reader.feed(chunk)
                 except MalformedMessage as e:
                     return f"broken stream framing: {e.message}"
+                events: list[m.SchedulerEvent] = []
+                broken = ""
                 for record in records:
                     try:
                         event = decode_event(record)
@@ -304,7 +318,14 @@ class HttpDriver:
                         log.warning("framework %s: skipping an event: %s", self._name, e.message)
                         continue
                     except MalformedMessage as e:
-                        return f"malformed event: {e.message}"
+                        broken = f"malformed event: {e.message}"  # those before it are still dispatched
+                        break
+                    last = events[-1] if events else None
+                    if isinstance(event, m.Offers) and isinstance(last, m.Offers):
+                        events[-1] = m.Offers(last.offers + event.offers)  # offers read together: one callback
+                    else:
+                        events.append(event)
+                for event in events:
                     if isinstance(event, m.Subscribed):
                         if not event.framework_id:
                             return "SUBSCRIBED without a framework id"
@@ -324,6 +345,8 @@ class HttpDriver:
                     await self._dispatch(event)
                     if self._stopping:
                         return "stopped"
+                if broken:
+                    return broken
 
     async def _remember_id(self, framework_id: FrameworkId) -> None:
         """Keep the id for the next process (``framework_id_file``); a failure is logged, not fatal."""
@@ -349,15 +372,39 @@ class HttpDriver:
         elif isinstance(event, m.Update):
             handled = await self._callback("status_update", f.status_update(self, event.status))
             if handled and event.status.uuid and f.auto_acknowledge and not self._stopping:
-                try:
-                    await self.acknowledge(event.status)
-                except WireError as e:  # the master re-sends it; nothing is lost
-                    log.warning("framework %s: acknowledgement failed: %s", self._name, e)
+                self._queue_ack(event.status)
         elif isinstance(event, m.Failure):
             await self._callback("agent_lost", f.agent_lost(self, event.agent_id))
         elif isinstance(event, m.ErrorEvent):
             await self._callback("error", f.error(self, event.code, event.message))
         # HEARTBEAT only proves the stream alive; reading it was enough.
+
+    def _queue_ack(self, status: TaskStatus) -> None:
+        """Acknowledge in the background: one ACKNOWLEDGE in flight, carrying every update queued meanwhile."""
+        self._acks.setdefault((status.task_id, status.uuid), status)
+        if self._ack_job is None or self._ack_job.done():
+            self._ack_job = asyncio.create_task(self._send_acks(), name=f"edgerm-acks-{self._name}")
+
+    async def _send_acks(self) -> None:
+        while self._acks and not self._stopping:
+            keys = list(itertools.islice(self._acks, ACKS_PER_CALL))
+            batch = [self._acks.pop(k) for k in keys]
+            try:
+                await self._acknowledge_batch(batch)
+            except NotSubscribed:  # the stream dropped: the master re-sends them on the next one
+                log.debug("framework %s: %d acknowledgement(s) dropped while not subscribed", self._name, len(batch))
+            except WireError as e:  # the master re-sends them; nothing is lost
+                log.warning("framework %s: acknowledgement of %d update(s) failed: %s", self._name, len(batch), e)
+
+    async def _acknowledge_batch(self, statuses: list[TaskStatus]) -> None:
+        first, rest = statuses[0], statuses[1:]
+        more = tuple((s.agent_id, s.task_id, s.uuid) for s in rest)
+        await self._call(m.Acknowledge(self._fid(), first.agent_id, first.task_id, first.uuid, more))
+
+    async def flush_acknowledgements(self) -> None:
+        """Wait until the acknowledgements queued so far were sent (or failed, to be re-sent by the master)."""
+        while (job := self._ack_job) is not None and not job.done():
+            await asyncio.wait([job])
 
     async def _callback(self, name: str, call: Coroutine[Any, Any, None]) -> bool:
         try:
@@ -447,6 +494,8 @@ class HttpDriver:
         if self._stopping:
             return
         error: WireError | None = None
+        if not teardown and asyncio.current_task() is not self._ack_job:
+            await self.flush_acknowledgements()  # the next process then gets fewer updates again
         if teardown and self._framework_id is not None:
             self._tearing_down = True
             try:
@@ -458,6 +507,10 @@ class HttpDriver:
         if task is not None and not task.done() and asyncio.current_task() is not task:
             task.cancel()
             await asyncio.wait([task])
+        acks = self._ack_job
+        if acks is not None and not acks.done() and asyncio.current_task() is not acks:
+            acks.cancel()
+            await asyncio.wait([acks])
         if error is not None:
             raise error
 

@@ -97,7 +97,7 @@ class EventLog:
             check.update(dict.fromkeys(s.task_id for s in event.tasks))
             check.update(dict.fromkeys(self._tasks_on(event.agent.id)))
         elif isinstance(event, ev.StatusReceived):
-            check[event.status.task_id] = None
+            check.update(dict.fromkeys(s.task_id for s in event.statuses))
         elif isinstance(event, ev.FrameworkSubscribed):
             self._framework_subscribed(event)
         elif isinstance(event, ev.FrameworkDisconnected):

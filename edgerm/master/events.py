@@ -36,10 +36,16 @@ class HeartbeatReceived:
 
 @dataclass(frozen=True, slots=True)
 class StatusReceived:
-    """An agent reported a task status (to be forwarded and acknowledged)."""
+    """An agent reported a task status (to be forwarded and acknowledged), and the statuses in ``more``
+    (a batched UPDATE: taken in order, as single events would be, with one allocation at the end)."""
 
     agent_id: AgentId
     status: TaskStatus
+    more: tuple[TaskStatus, ...] = ()
+
+    @property
+    def statuses(self) -> tuple[TaskStatus, ...]:
+        return (self.status, *self.more)
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,14 +88,17 @@ class Handlers:
             service.handle(HeartbeatReceived(call.agent_id, call.task_ids))
             return m.HeartbeatAck(service.commands_pending(call.agent_id))
         if isinstance(call, m.StatusUpdate):
-            status = call.status
-            if status.agent_id != call.agent_id:
-                if status.agent_id:
-                    raise MalformedMessage(f"agent {call.agent_id!r} reports a status of agent {status.agent_id!r}")
-                status = replace(status, agent_id=call.agent_id)  # frameworks always see the agent
-            service.handle(StatusReceived(call.agent_id, status))
+            statuses = []
+            for status in call.statuses:  # all checked before any is taken: a bad batch changes nothing
+                if status.agent_id != call.agent_id:
+                    if status.agent_id:
+                        raise MalformedMessage(f"agent {call.agent_id!r} reports a status of agent {status.agent_id!r}")
+                    status = replace(status, agent_id=call.agent_id)  # frameworks always see the agent
+                statuses.append(status)
+            first, *rest = statuses
+            service.handle(StatusReceived(call.agent_id, first, tuple(rest)))  # in order, as single UPDATEs
             await service.durable()
-            return m.StatusAcknowledged(status.task_id, status.uuid)
+            return m.StatusAcknowledged(first.task_id, first.uuid, tuple((s.task_id, s.uuid) for s in rest))
         if isinstance(call, m.TaskLogs):
             if not service.core.agent_known(call.agent_id):
                 raise UnknownAgent(f"agent {call.agent_id!r} is not registered")

@@ -183,10 +183,12 @@ class _HttpAdapter:
                     stream.give_back(command)  # its credential expired: the agent re-joins and gets it then
                     log.info("agent %s: command stream ended, its credential is no longer valid", call.agent_id)
                     break
+                commands = [command, *stream.ready()]  # what queued meanwhile goes in the same write
                 try:
-                    await response.write(wire.frame(wire.encode_agent_event(command)))
+                    await response.write(b"".join(wire.frame(wire.encode_agent_event(c)) for c in commands))
                 except (ConnectionError, asyncio.CancelledError):
-                    stream.give_back(command)
+                    for c in reversed(commands):  # back in their order, first in line
+                        stream.give_back(c)
                     raise
             await response.write_eof()
         except ConnectionError:
@@ -258,9 +260,12 @@ class _HttpAdapter:
                 if security is not None and principal is not None and not security.store.valid(principal):
                     log.info("framework %s: event stream ended, %s is no longer valid", stream.framework_id, principal)
                     break  # expired: events stay unacknowledged in the core until a valid credential subscribes
-                if isinstance(event, m.Offers) and security is not None and principal is not None:
-                    event = self._within_offer_limit(principal, security, stream.framework_id, event)
-                await response.write(wire.frame(wire.encode_event(event)))
+                frames = []
+                for one in (event, *stream.ready()):  # what queued meanwhile goes in the same write
+                    if isinstance(one, m.Offers) and security is not None and principal is not None:
+                        one = self._within_offer_limit(principal, security, stream.framework_id, one)
+                    frames.append(wire.frame(wire.encode_event(one)))
+                await response.write(b"".join(frames))
             await response.write_eof()
         except ConnectionError:
             log.debug("framework %s event stream dropped", stream.framework_id)

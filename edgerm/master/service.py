@@ -228,6 +228,14 @@ class EventStream:
             finally:
                 self._waiter = None
 
+    def ready(self, limit: int = 256) -> list[m.SchedulerEvent]:
+        """The events queued right now, up to ``limit`` (taken: the transport writes them with the one it got)."""
+        items = self._items
+        out: list[m.SchedulerEvent] = []
+        while items and len(out) < limit:
+            out.append(items.popleft())
+        return out
+
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
@@ -339,6 +347,13 @@ class CommandStream:
                 await _wait(self._waiter, None)
             finally:
                 self._waiter = None
+
+    def ready(self, limit: int = 256) -> list[AgentCommand]:
+        """The commands queued right now, up to ``limit`` (taken: the transport writes them with the one it got)."""
+        out: list[AgentCommand] = []
+        while len(out) < limit and not self._detached and (command := self._outbox._next()) is not None:
+            out.append(command)
+        return out
 
     def give_back(self, command: AgentCommand) -> None:
         """Requeue a command the transport could not deliver (sent again first)."""

@@ -493,9 +493,13 @@ class MasterCore:
         agent = self._agents.get(e.agent_id)
         if agent is None or agent.state is AgentState.RECOVERING:
             raise UnknownAgent(f"agent {e.agent_id!r} is not registered")
-        status = replace(e.status, agent_id=e.agent_id)
-        actions = self._reported(e.agent_id, status, now, kill_if_ended=False)
-        if status.state.terminal:
+        actions: list[MasterAction] = []
+        ended = False
+        for status in e.statuses:  # a batch: each as if alone, one allocation for all at the end
+            status = replace(status, agent_id=e.agent_id)
+            actions += self._reported(e.agent_id, status, now, kill_if_ended=False)
+            ended = ended or status.state.terminal
+        if ended:
             self._prune(now)
             actions += self._allocate(now)
         return actions
@@ -645,9 +649,13 @@ class MasterCore:
 
     def _acknowledge(self, call: m.Acknowledge, now: float) -> list[MasterAction]:
         self._subscribed(call.framework_id)
-        task_id = self._outbox.acknowledge(call.framework_id, call.uuid, call.task_id or None)
-        if task_id is not None:
-            self._tasks.changed.add(task_id)  # its status is acknowledged now
+        acked = False
+        for one in call.each():  # a batch (``more``) is taken in order, as single calls would be
+            task_id = self._outbox.acknowledge(one.framework_id, one.uuid, one.task_id or None)
+            if task_id is not None:
+                self._tasks.changed.add(task_id)  # its status is acknowledged now
+                acked = True
+        if acked:
             self._prune(now)
         return []
 

@@ -111,11 +111,12 @@ class TaskTable:
     last took it (for the registry).
     """
 
-    __slots__ = ("_changes", "_completed", "_ended_at", "_live_by_agent", "_records", "changed", "now")
+    __slots__ = ("_changes", "_completed", "_ended_at", "_live_by_agent", "_records", "_used", "changed", "now")
 
     def __init__(self) -> None:
         self._records: dict[TaskId, TaskRecord] = {}
         self._live_by_agent: dict[AgentId, dict[TaskId, None]] = {}
+        self._used: dict[AgentId, Resources] = {}  # used_on, kept until the agent's live tasks change
         self._completed: deque[TaskId] = deque()
         self._ended_at: dict[TaskId, float] = {}  # master time a task became terminal
         self.changed: set[TaskId] = set()
@@ -145,6 +146,8 @@ class TaskTable:
             self._unindex(old)
         if record.live:
             self._live_by_agent.setdefault(record.agent_id, {})[record.task_id] = None
+            if old is None or not old.live or old.agent_id != record.agent_id or old.info is not record.info:
+                self._used.pop(record.agent_id, None)
         elif old is None or old.live:
             self._completed.append(record.task_id)
             self._ended_at[record.task_id] = self.now
@@ -156,6 +159,7 @@ class TaskTable:
         return changes
 
     def _unindex(self, record: TaskRecord) -> None:
+        self._used.pop(record.agent_id, None)
         live = self._live_by_agent.get(record.agent_id)
         if live is not None:
             live.pop(record.task_id, None)
@@ -167,10 +171,13 @@ class TaskTable:
         return [self._records[t] for t in self._live_by_agent.get(agent_id, {})]
 
     def used_on(self, agent_id: AgentId) -> Resources:
-        """Resources held by the live tasks on an agent."""
-        used = EMPTY
-        for record in self.live_on(agent_id):
-            used = used + record.info.resources
+        """Resources held by the live tasks on an agent (summed once per change of its live tasks)."""
+        used = self._used.get(agent_id)
+        if used is None:
+            used = EMPTY
+            for record in self.live_on(agent_id):
+                used = used + record.info.resources
+            self._used[agent_id] = used
         return used
 
     def of_framework(self, framework_id: FrameworkId) -> list[TaskRecord]:

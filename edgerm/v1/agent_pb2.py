@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from edgerm.v1 import common_pb2 as edgerm_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x65\x64germ/v1/agent.proto\x12\tedgerm.v1\x1a\x16\x65\x64germ/v1/common.proto\"\x94\x05\n\tAgentCall\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\'\n\x04type\x18\x02 \x01(\x0e\x32\x19.edgerm.v1.AgentCall.Type\x12/\n\x08register\x18\x03 \x01(\x0b\x32\x1d.edgerm.v1.AgentCall.Register\x12\x31\n\theartbeat\x18\x04 \x01(\x0b\x32\x1e.edgerm.v1.AgentCall.Heartbeat\x12+\n\x06update\x18\x05 \x01(\x0b\x32\x1b.edgerm.v1.AgentCall.Update\x12\'\n\x04logs\x18\n \x01(\x0b\x32\x19.edgerm.v1.AgentCall.Logs\x1aj\n\x08Register\x12#\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x14.edgerm.v1.AgentInfo\x12$\n\x05tasks\x18\x02 \x03(\x0b\x32\x15.edgerm.v1.TaskStatus\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\x1a\x1d\n\tHeartbeat\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x1a/\n\x06Update\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.edgerm.v1.TaskStatus\x1av\n\x04Logs\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06stream\x18\x03 \x01(\t\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x0c\n\x04size\x18\x06 \x01(\x03\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"^\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x0c\n\x08REGISTER\x10\x01\x12\r\n\tHEARTBEAT\x10\x02\x12\n\n\x06UPDATE\x10\x03\x12\r\n\tSUBSCRIBE\x10\x04\x12\x08\n\x04LOGS\x10\n\"\xcc\x07\n\nAgentEvent\x12(\n\x04type\x18\x01 \x01(\x0e\x32\x1a.edgerm.v1.AgentEvent.Type\x12\x34\n\nregistered\x18\x02 \x01(\x0b\x32 .edgerm.v1.AgentEvent.Registered\x12\x39\n\rheartbeat_ack\x18\x03 \x01(\x0b\x32\".edgerm.v1.AgentEvent.HeartbeatAck\x12\x38\n\x0c\x61\x63knowledged\x18\x04 \x01(\x0b\x32\".edgerm.v1.AgentEvent.Acknowledged\x12,\n\x06launch\x18\x05 \x01(\x0b\x32\x1c.edgerm.v1.AgentEvent.Launch\x12(\n\x04kill\x18\x06 \x01(\x0b\x32\x1a.edgerm.v1.AgentEvent.Kill\x12\x1f\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x10.edgerm.v1.Error\x12\x31\n\tsend_logs\x18\n \x01(\x0b\x32\x1e.edgerm.v1.AgentEvent.SendLogs\x12\x39\n\rlogs_received\x18\x0b \x01(\x0b\x32\".edgerm.v1.AgentEvent.LogsReceived\x1a\x45\n\nRegistered\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x11\n\tmaster_id\x18\x02 \x01(\t\x12\x12\n\nbroker_url\x18\x03 \x01(\t\x1a(\n\x0cHeartbeatAck\x12\x18\n\x10\x63ommands_pending\x18\x01 \x01(\x08\x1a-\n\x0c\x41\x63knowledged\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x1a+\n\x06Launch\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.edgerm.v1.TaskInfo\x1a.\n\x04Kill\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x15\n\rgrace_seconds\x18\x02 \x01(\x01\x1a^\n\x08SendLogs\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06stream\x18\x03 \x01(\t\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\r\n\x05limit\x18\x05 \x01(\x05\x1a\x0e\n\x0cLogsReceived\"\x94\x01\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x0e\n\nREGISTERED\x10\x01\x12\x11\n\rHEARTBEAT_ACK\x10\x02\x12\x10\n\x0c\x41\x43KNOWLEDGED\x10\x03\x12\n\n\x06LAUNCH\x10\x04\x12\x08\n\x04KILL\x10\x05\x12\t\n\x05\x45RROR\x10\x06\x12\r\n\tSEND_LOGS\x10\n\x12\x11\n\rLOGS_RECEIVED\x10\x0b\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x65\x64germ/v1/agent.proto\x12\tedgerm.v1\x1a\x16\x65\x64germ/v1/common.proto\"\xb9\x05\n\tAgentCall\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\'\n\x04type\x18\x02 \x01(\x0e\x32\x19.edgerm.v1.AgentCall.Type\x12/\n\x08register\x18\x03 \x01(\x0b\x32\x1d.edgerm.v1.AgentCall.Register\x12\x31\n\theartbeat\x18\x04 \x01(\x0b\x32\x1e.edgerm.v1.AgentCall.Heartbeat\x12+\n\x06update\x18\x05 \x01(\x0b\x32\x1b.edgerm.v1.AgentCall.Update\x12\'\n\x04logs\x18\n \x01(\x0b\x32\x19.edgerm.v1.AgentCall.Logs\x1aj\n\x08Register\x12#\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x14.edgerm.v1.AgentInfo\x12$\n\x05tasks\x18\x02 \x03(\x0b\x32\x15.edgerm.v1.TaskStatus\x12\x13\n\x0binstance_id\x18\x03 \x01(\t\x1a\x1d\n\tHeartbeat\x12\x10\n\x08task_ids\x18\x01 \x03(\t\x1aT\n\x06Update\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.edgerm.v1.TaskStatus\x12#\n\x04more\x18\x02 \x03(\x0b\x32\x15.edgerm.v1.TaskStatus\x1av\n\x04Logs\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06stream\x18\x03 \x01(\t\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x0c\n\x04size\x18\x06 \x01(\x03\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"^\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x0c\n\x08REGISTER\x10\x01\x12\r\n\tHEARTBEAT\x10\x02\x12\n\n\x06UPDATE\x10\x03\x12\r\n\tSUBSCRIBE\x10\x04\x12\x08\n\x04LOGS\x10\n\"\xfe\x07\n\nAgentEvent\x12(\n\x04type\x18\x01 \x01(\x0e\x32\x1a.edgerm.v1.AgentEvent.Type\x12\x34\n\nregistered\x18\x02 \x01(\x0b\x32 .edgerm.v1.AgentEvent.Registered\x12\x39\n\rheartbeat_ack\x18\x03 \x01(\x0b\x32\".edgerm.v1.AgentEvent.HeartbeatAck\x12\x38\n\x0c\x61\x63knowledged\x18\x04 \x01(\x0b\x32\".edgerm.v1.AgentEvent.Acknowledged\x12,\n\x06launch\x18\x05 \x01(\x0b\x32\x1c.edgerm.v1.AgentEvent.Launch\x12(\n\x04kill\x18\x06 \x01(\x0b\x32\x1a.edgerm.v1.AgentEvent.Kill\x12\x1f\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x10.edgerm.v1.Error\x12\x31\n\tsend_logs\x18\n \x01(\x0b\x32\x1e.edgerm.v1.AgentEvent.SendLogs\x12\x39\n\rlogs_received\x18\x0b \x01(\x0b\x32\".edgerm.v1.AgentEvent.LogsReceived\x1a\x45\n\nRegistered\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x11\n\tmaster_id\x18\x02 \x01(\t\x12\x12\n\nbroker_url\x18\x03 \x01(\t\x1a(\n\x0cHeartbeatAck\x12\x18\n\x10\x63ommands_pending\x18\x01 \x01(\x08\x1a_\n\x0c\x41\x63knowledged\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12\x30\n\x04more\x18\x03 \x03(\x0b\x32\".edgerm.v1.AgentEvent.Acknowledged\x1a+\n\x06Launch\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.edgerm.v1.TaskInfo\x1a.\n\x04Kill\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x15\n\rgrace_seconds\x18\x02 \x01(\x01\x1a^\n\x08SendLogs\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06stream\x18\x03 \x01(\t\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\r\n\x05limit\x18\x05 \x01(\x05\x1a\x0e\n\x0cLogsReceived\"\x94\x01\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x0e\n\nREGISTERED\x10\x01\x12\x11\n\rHEARTBEAT_ACK\x10\x02\x12\x10\n\x0c\x41\x43KNOWLEDGED\x10\x03\x12\n\n\x06LAUNCH\x10\x04\x12\x08\n\x04KILL\x10\x05\x12\t\n\x05\x45RROR\x10\x06\x12\r\n\tSEND_LOGS\x10\n\x12\x11\n\rLOGS_RECEIVED\x10\x0b\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,33 +33,33 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'edgerm.v1.agent_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AGENTCALL']._serialized_start=61
-  _globals['_AGENTCALL']._serialized_end=721
+  _globals['_AGENTCALL']._serialized_end=758
   _globals['_AGENTCALL_REGISTER']._serialized_start=319
   _globals['_AGENTCALL_REGISTER']._serialized_end=425
   _globals['_AGENTCALL_HEARTBEAT']._serialized_start=427
   _globals['_AGENTCALL_HEARTBEAT']._serialized_end=456
   _globals['_AGENTCALL_UPDATE']._serialized_start=458
-  _globals['_AGENTCALL_UPDATE']._serialized_end=505
-  _globals['_AGENTCALL_LOGS']._serialized_start=507
-  _globals['_AGENTCALL_LOGS']._serialized_end=625
-  _globals['_AGENTCALL_TYPE']._serialized_start=627
-  _globals['_AGENTCALL_TYPE']._serialized_end=721
-  _globals['_AGENTEVENT']._serialized_start=724
-  _globals['_AGENTEVENT']._serialized_end=1696
-  _globals['_AGENTEVENT_REGISTERED']._serialized_start=1182
-  _globals['_AGENTEVENT_REGISTERED']._serialized_end=1251
-  _globals['_AGENTEVENT_HEARTBEATACK']._serialized_start=1253
-  _globals['_AGENTEVENT_HEARTBEATACK']._serialized_end=1293
-  _globals['_AGENTEVENT_ACKNOWLEDGED']._serialized_start=1295
-  _globals['_AGENTEVENT_ACKNOWLEDGED']._serialized_end=1340
-  _globals['_AGENTEVENT_LAUNCH']._serialized_start=1342
-  _globals['_AGENTEVENT_LAUNCH']._serialized_end=1385
-  _globals['_AGENTEVENT_KILL']._serialized_start=1387
-  _globals['_AGENTEVENT_KILL']._serialized_end=1433
-  _globals['_AGENTEVENT_SENDLOGS']._serialized_start=1435
-  _globals['_AGENTEVENT_SENDLOGS']._serialized_end=1529
-  _globals['_AGENTEVENT_LOGSRECEIVED']._serialized_start=1531
-  _globals['_AGENTEVENT_LOGSRECEIVED']._serialized_end=1545
-  _globals['_AGENTEVENT_TYPE']._serialized_start=1548
-  _globals['_AGENTEVENT_TYPE']._serialized_end=1696
+  _globals['_AGENTCALL_UPDATE']._serialized_end=542
+  _globals['_AGENTCALL_LOGS']._serialized_start=544
+  _globals['_AGENTCALL_LOGS']._serialized_end=662
+  _globals['_AGENTCALL_TYPE']._serialized_start=664
+  _globals['_AGENTCALL_TYPE']._serialized_end=758
+  _globals['_AGENTEVENT']._serialized_start=761
+  _globals['_AGENTEVENT']._serialized_end=1783
+  _globals['_AGENTEVENT_REGISTERED']._serialized_start=1219
+  _globals['_AGENTEVENT_REGISTERED']._serialized_end=1288
+  _globals['_AGENTEVENT_HEARTBEATACK']._serialized_start=1290
+  _globals['_AGENTEVENT_HEARTBEATACK']._serialized_end=1330
+  _globals['_AGENTEVENT_ACKNOWLEDGED']._serialized_start=1332
+  _globals['_AGENTEVENT_ACKNOWLEDGED']._serialized_end=1427
+  _globals['_AGENTEVENT_LAUNCH']._serialized_start=1429
+  _globals['_AGENTEVENT_LAUNCH']._serialized_end=1472
+  _globals['_AGENTEVENT_KILL']._serialized_start=1474
+  _globals['_AGENTEVENT_KILL']._serialized_end=1520
+  _globals['_AGENTEVENT_SENDLOGS']._serialized_start=1522
+  _globals['_AGENTEVENT_SENDLOGS']._serialized_end=1616
+  _globals['_AGENTEVENT_LOGSRECEIVED']._serialized_start=1618
+  _globals['_AGENTEVENT_LOGSRECEIVED']._serialized_end=1632
+  _globals['_AGENTEVENT_TYPE']._serialized_start=1635
+  _globals['_AGENTEVENT_TYPE']._serialized_end=1783
 # @@protoc_insertion_point(module_scope)

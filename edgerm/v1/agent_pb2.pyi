@@ -39,10 +39,12 @@ class AgentCall(_message.Message):
         task_ids: _containers.RepeatedScalarFieldContainer[str]
         def __init__(self, task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
     class Update(_message.Message):
-        __slots__ = ("status",)
+        __slots__ = ("status", "more")
         STATUS_FIELD_NUMBER: _ClassVar[int]
+        MORE_FIELD_NUMBER: _ClassVar[int]
         status: _common_pb2.TaskStatus
-        def __init__(self, status: _Optional[_Union[_common_pb2.TaskStatus, _Mapping]] = ...) -> None: ...
+        more: _containers.RepeatedCompositeFieldContainer[_common_pb2.TaskStatus]
+        def __init__(self, status: _Optional[_Union[_common_pb2.TaskStatus, _Mapping]] = ..., more: _Optional[_Iterable[_Union[_common_pb2.TaskStatus, _Mapping]]] = ...) -> None: ...
     class Logs(_message.Message):
         __slots__ = ("request_id", "task_id", "stream", "offset", "data", "size", "error")
         REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
@@ -111,12 +113,14 @@ class AgentEvent(_message.Message):
         commands_pending: bool
         def __init__(self, commands_pending: _Optional[bool] = ...) -> None: ...
     class Acknowledged(_message.Message):
-        __slots__ = ("task_id", "uuid")
+        __slots__ = ("task_id", "uuid", "more")
         TASK_ID_FIELD_NUMBER: _ClassVar[int]
         UUID_FIELD_NUMBER: _ClassVar[int]
+        MORE_FIELD_NUMBER: _ClassVar[int]
         task_id: str
         uuid: str
-        def __init__(self, task_id: _Optional[str] = ..., uuid: _Optional[str] = ...) -> None: ...
+        more: _containers.RepeatedCompositeFieldContainer[AgentEvent.Acknowledged]
+        def __init__(self, task_id: _Optional[str] = ..., uuid: _Optional[str] = ..., more: _Optional[_Iterable[_Union[AgentEvent.Acknowledged, _Mapping]]] = ...) -> None: ...
     class Launch(_message.Message):
         __slots__ = ("task",)
         TASK_FIELD_NUMBER: _ClassVar[int]

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from edgerm.v1 import common_pb2 as edgerm_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65\x64germ/v1/scheduler.proto\x12\tedgerm.v1\x1a\x16\x65\x64germ/v1/common.proto\"!\n\x07\x46ilters\x12\x16\n\x0erefuse_seconds\x18\x01 \x01(\x01\"\xe3\x08\n\x04\x43\x61ll\x12\x14\n\x0c\x66ramework_id\x18\x01 \x01(\t\x12\"\n\x04type\x18\x02 \x01(\x0e\x32\x14.edgerm.v1.Call.Type\x12,\n\tsubscribe\x18\x03 \x01(\x0b\x32\x19.edgerm.v1.Call.Subscribe\x12&\n\x06\x61\x63\x63\x65pt\x18\x04 \x01(\x0b\x32\x16.edgerm.v1.Call.Accept\x12(\n\x07\x64\x65\x63line\x18\x05 \x01(\x0b\x32\x17.edgerm.v1.Call.Decline\x12\"\n\x04kill\x18\x06 \x01(\x0b\x32\x14.edgerm.v1.Call.Kill\x12\x30\n\x0b\x61\x63knowledge\x18\x07 \x01(\x0b\x32\x1b.edgerm.v1.Call.Acknowledge\x12,\n\treconcile\x18\x08 \x01(\x0b\x32\x19.edgerm.v1.Call.Reconcile\x1a\x38\n\tSubscribe\x12+\n\tframework\x18\x01 \x01(\x0b\x32\x18.edgerm.v1.FrameworkInfo\x1a\xc3\x01\n\tOperation\x12,\n\x04type\x18\x01 \x01(\x0e\x32\x1e.edgerm.v1.Call.Operation.Type\x12\x30\n\x06launch\x18\x02 \x01(\x0b\x32 .edgerm.v1.Call.Operation.Launch\x1a,\n\x06Launch\x12\"\n\x05tasks\x18\x01 \x03(\x0b\x32\x13.edgerm.v1.TaskInfo\"(\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\n\n\x06LAUNCH\x10\x01\x1ao\n\x06\x41\x63\x63\x65pt\x12\x11\n\toffer_ids\x18\x01 \x03(\t\x12-\n\noperations\x18\x02 \x03(\x0b\x32\x19.edgerm.v1.Call.Operation\x12#\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\x12.edgerm.v1.Filters\x1a\x41\n\x07\x44\x65\x63line\x12\x11\n\toffer_ids\x18\x01 \x03(\t\x12#\n\x07\x66ilters\x18\x02 \x01(\x0b\x32\x12.edgerm.v1.Filters\x1a)\n\x04Kill\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x1a>\n\x0b\x41\x63knowledge\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0c\n\x04uuid\x18\x03 \x01(\t\x1a\x65\n\tReconcile\x12-\n\x05tasks\x18\x01 \x03(\x0b\x32\x1e.edgerm.v1.Call.Reconcile.Task\x1a)\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\"\x96\x01\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\r\n\tSUBSCRIBE\x10\x01\x12\x0c\n\x08TEARDOWN\x10\x02\x12\n\n\x06\x41\x43\x43\x45PT\x10\x03\x12\x0b\n\x07\x44\x45\x43LINE\x10\x04\x12\n\n\x06REVIVE\x10\x05\x12\x0c\n\x08SUPPRESS\x10\x06\x12\x08\n\x04KILL\x10\x07\x12\x0f\n\x0b\x41\x43KNOWLEDGE\x10\x08\x12\r\n\tRECONCILE\x10\t\"\x92\x05\n\x05\x45vent\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.edgerm.v1.Event.Type\x12/\n\nsubscribed\x18\x02 \x01(\x0b\x32\x1b.edgerm.v1.Event.Subscribed\x12\'\n\x06offers\x18\x03 \x01(\x0b\x32\x17.edgerm.v1.Event.Offers\x12)\n\x07rescind\x18\x04 \x01(\x0b\x32\x18.edgerm.v1.Event.Rescind\x12\'\n\x06update\x18\x05 \x01(\x0b\x32\x17.edgerm.v1.Event.Update\x12)\n\x07\x66\x61ilure\x18\x06 \x01(\x0b\x32\x18.edgerm.v1.Event.Failure\x12\x1f\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x10.edgerm.v1.Error\x1aY\n\nSubscribed\x12\x14\n\x0c\x66ramework_id\x18\x01 \x01(\t\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01\x12\x11\n\tmaster_id\x18\x03 \x01(\t\x1a*\n\x06Offers\x12 \n\x06offers\x18\x01 \x03(\x0b\x32\x10.edgerm.v1.Offer\x1a\x1b\n\x07Rescind\x12\x10\n\x08offer_id\x18\x01 \x01(\t\x1a/\n\x06Update\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.edgerm.v1.TaskStatus\x1a\x1b\n\x07\x46\x61ilure\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"x\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x0e\n\nSUBSCRIBED\x10\x01\x12\n\n\x06OFFERS\x10\x02\x12\x0b\n\x07RESCIND\x10\x03\x12\n\n\x06UPDATE\x10\x04\x12\x0b\n\x07\x46\x41ILURE\x10\x05\x12\t\n\x05\x45RROR\x10\x06\x12\r\n\tHEARTBEAT\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65\x64germ/v1/scheduler.proto\x12\tedgerm.v1\x1a\x16\x65\x64germ/v1/common.proto\"!\n\x07\x46ilters\x12\x16\n\x0erefuse_seconds\x18\x01 \x01(\x01\"\x8e\t\n\x04\x43\x61ll\x12\x14\n\x0c\x66ramework_id\x18\x01 \x01(\t\x12\"\n\x04type\x18\x02 \x01(\x0e\x32\x14.edgerm.v1.Call.Type\x12,\n\tsubscribe\x18\x03 \x01(\x0b\x32\x19.edgerm.v1.Call.Subscribe\x12&\n\x06\x61\x63\x63\x65pt\x18\x04 \x01(\x0b\x32\x16.edgerm.v1.Call.Accept\x12(\n\x07\x64\x65\x63line\x18\x05 \x01(\x0b\x32\x17.edgerm.v1.Call.Decline\x12\"\n\x04kill\x18\x06 \x01(\x0b\x32\x14.edgerm.v1.Call.Kill\x12\x30\n\x0b\x61\x63knowledge\x18\x07 \x01(\x0b\x32\x1b.edgerm.v1.Call.Acknowledge\x12,\n\treconcile\x18\x08 \x01(\x0b\x32\x19.edgerm.v1.Call.Reconcile\x1a\x38\n\tSubscribe\x12+\n\tframework\x18\x01 \x01(\x0b\x32\x18.edgerm.v1.FrameworkInfo\x1a\xc3\x01\n\tOperation\x12,\n\x04type\x18\x01 \x01(\x0e\x32\x1e.edgerm.v1.Call.Operation.Type\x12\x30\n\x06launch\x18\x02 \x01(\x0b\x32 .edgerm.v1.Call.Operation.Launch\x1a,\n\x06Launch\x12\"\n\x05tasks\x18\x01 \x03(\x0b\x32\x13.edgerm.v1.TaskInfo\"(\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\n\n\x06LAUNCH\x10\x01\x1ao\n\x06\x41\x63\x63\x65pt\x12\x11\n\toffer_ids\x18\x01 \x03(\t\x12-\n\noperations\x18\x02 \x03(\x0b\x32\x19.edgerm.v1.Call.Operation\x12#\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\x12.edgerm.v1.Filters\x1a\x41\n\x07\x44\x65\x63line\x12\x11\n\toffer_ids\x18\x01 \x03(\t\x12#\n\x07\x66ilters\x18\x02 \x01(\x0b\x32\x12.edgerm.v1.Filters\x1a)\n\x04Kill\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x1ai\n\x0b\x41\x63knowledge\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0c\n\x04uuid\x18\x03 \x01(\t\x12)\n\x04more\x18\x04 \x03(\x0b\x32\x1b.edgerm.v1.Call.Acknowledge\x1a\x65\n\tReconcile\x12-\n\x05tasks\x18\x01 \x03(\x0b\x32\x1e.edgerm.v1.Call.Reconcile.Task\x1a)\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\"\x96\x01\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\r\n\tSUBSCRIBE\x10\x01\x12\x0c\n\x08TEARDOWN\x10\x02\x12\n\n\x06\x41\x43\x43\x45PT\x10\x03\x12\x0b\n\x07\x44\x45\x43LINE\x10\x04\x12\n\n\x06REVIVE\x10\x05\x12\x0c\n\x08SUPPRESS\x10\x06\x12\x08\n\x04KILL\x10\x07\x12\x0f\n\x0b\x41\x43KNOWLEDGE\x10\x08\x12\r\n\tRECONCILE\x10\t\"\x92\x05\n\x05\x45vent\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.edgerm.v1.Event.Type\x12/\n\nsubscribed\x18\x02 \x01(\x0b\x32\x1b.edgerm.v1.Event.Subscribed\x12\'\n\x06offers\x18\x03 \x01(\x0b\x32\x17.edgerm.v1.Event.Offers\x12)\n\x07rescind\x18\x04 \x01(\x0b\x32\x18.edgerm.v1.Event.Rescind\x12\'\n\x06update\x18\x05 \x01(\x0b\x32\x17.edgerm.v1.Event.Update\x12)\n\x07\x66\x61ilure\x18\x06 \x01(\x0b\x32\x18.edgerm.v1.Event.Failure\x12\x1f\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x10.edgerm.v1.Error\x1aY\n\nSubscribed\x12\x14\n\x0c\x66ramework_id\x18\x01 \x01(\t\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01\x12\x11\n\tmaster_id\x18\x03 \x01(\t\x1a*\n\x06Offers\x12 \n\x06offers\x18\x01 \x03(\x0b\x32\x10.edgerm.v1.Offer\x1a\x1b\n\x07Rescind\x12\x10\n\x08offer_id\x18\x01 \x01(\t\x1a/\n\x06Update\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.edgerm.v1.TaskStatus\x1a\x1b\n\x07\x46\x61ilure\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"x\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x0e\n\nSUBSCRIBED\x10\x01\x12\n\n\x06OFFERS\x10\x02\x12\x0b\n\x07RESCIND\x10\x03\x12\n\n\x06UPDATE\x10\x04\x12\x0b\n\x07\x46\x41ILURE\x10\x05\x12\t\n\x05\x45RROR\x10\x06\x12\r\n\tHEARTBEAT\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,7 +35,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FILTERS']._serialized_start=64
   _globals['_FILTERS']._serialized_end=97
   _globals['_CALL']._serialized_start=100
-  _globals['_CALL']._serialized_end=1223
+  _globals['_CALL']._serialized_end=1266
   _globals['_CALL_SUBSCRIBE']._serialized_start=426
   _globals['_CALL_SUBSCRIBE']._serialized_end=482
   _globals['_CALL_OPERATION']._serialized_start=485
@@ -51,25 +51,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CALL_KILL']._serialized_start=862
   _globals['_CALL_KILL']._serialized_end=903
   _globals['_CALL_ACKNOWLEDGE']._serialized_start=905
-  _globals['_CALL_ACKNOWLEDGE']._serialized_end=967
-  _globals['_CALL_RECONCILE']._serialized_start=969
-  _globals['_CALL_RECONCILE']._serialized_end=1070
-  _globals['_CALL_RECONCILE_TASK']._serialized_start=1029
-  _globals['_CALL_RECONCILE_TASK']._serialized_end=1070
-  _globals['_CALL_TYPE']._serialized_start=1073
-  _globals['_CALL_TYPE']._serialized_end=1223
-  _globals['_EVENT']._serialized_start=1226
-  _globals['_EVENT']._serialized_end=1884
-  _globals['_EVENT_SUBSCRIBED']._serialized_start=1522
-  _globals['_EVENT_SUBSCRIBED']._serialized_end=1611
-  _globals['_EVENT_OFFERS']._serialized_start=1613
-  _globals['_EVENT_OFFERS']._serialized_end=1655
-  _globals['_EVENT_RESCIND']._serialized_start=1657
-  _globals['_EVENT_RESCIND']._serialized_end=1684
-  _globals['_EVENT_UPDATE']._serialized_start=1686
-  _globals['_EVENT_UPDATE']._serialized_end=1733
-  _globals['_EVENT_FAILURE']._serialized_start=1735
-  _globals['_EVENT_FAILURE']._serialized_end=1762
-  _globals['_EVENT_TYPE']._serialized_start=1764
-  _globals['_EVENT_TYPE']._serialized_end=1884
+  _globals['_CALL_ACKNOWLEDGE']._serialized_end=1010
+  _globals['_CALL_RECONCILE']._serialized_start=1012
+  _globals['_CALL_RECONCILE']._serialized_end=1113
+  _globals['_CALL_RECONCILE_TASK']._serialized_start=1072
+  _globals['_CALL_RECONCILE_TASK']._serialized_end=1113
+  _globals['_CALL_TYPE']._serialized_start=1116
+  _globals['_CALL_TYPE']._serialized_end=1266
+  _globals['_EVENT']._serialized_start=1269
+  _globals['_EVENT']._serialized_end=1927
+  _globals['_EVENT_SUBSCRIBED']._serialized_start=1565
+  _globals['_EVENT_SUBSCRIBED']._serialized_end=1654
+  _globals['_EVENT_OFFERS']._serialized_start=1656
+  _globals['_EVENT_OFFERS']._serialized_end=1698
+  _globals['_EVENT_RESCIND']._serialized_start=1700
+  _globals['_EVENT_RESCIND']._serialized_end=1727
+  _globals['_EVENT_UPDATE']._serialized_start=1729
+  _globals['_EVENT_UPDATE']._serialized_end=1776
+  _globals['_EVENT_FAILURE']._serialized_start=1778
+  _globals['_EVENT_FAILURE']._serialized_end=1805
+  _globals['_EVENT_TYPE']._serialized_start=1807
+  _globals['_EVENT_TYPE']._serialized_end=1927
 # @@protoc_insertion_point(module_scope)

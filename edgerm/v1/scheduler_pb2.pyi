@@ -85,14 +85,16 @@ class Call(_message.Message):
         agent_id: str
         def __init__(self, task_id: _Optional[str] = ..., agent_id: _Optional[str] = ...) -> None: ...
     class Acknowledge(_message.Message):
-        __slots__ = ("agent_id", "task_id", "uuid")
+        __slots__ = ("agent_id", "task_id", "uuid", "more")
         AGENT_ID_FIELD_NUMBER: _ClassVar[int]
         TASK_ID_FIELD_NUMBER: _ClassVar[int]
         UUID_FIELD_NUMBER: _ClassVar[int]
+        MORE_FIELD_NUMBER: _ClassVar[int]
         agent_id: str
         task_id: str
         uuid: str
-        def __init__(self, agent_id: _Optional[str] = ..., task_id: _Optional[str] = ..., uuid: _Optional[str] = ...) -> None: ...
+        more: _containers.RepeatedCompositeFieldContainer[Call.Acknowledge]
+        def __init__(self, agent_id: _Optional[str] = ..., task_id: _Optional[str] = ..., uuid: _Optional[str] = ..., more: _Optional[_Iterable[_Union[Call.Acknowledge, _Mapping]]] = ...) -> None: ...
     class Reconcile(_message.Message):
         __slots__ = ("tasks",)
         class Task(_message.Message):

@@ -122,6 +122,14 @@ scheduler_calls = st.one_of(
     st.builds(m.Suppress, fid),
     st.builds(m.Kill, fid, ids.map(TaskId), ids.map(AgentId)),
     st.builds(m.Acknowledge, fid, ids.map(AgentId), ids.map(TaskId), ids),
+    st.builds(  # a batch (``more``)
+        m.Acknowledge,
+        fid,
+        ids.map(AgentId),
+        ids.map(TaskId),
+        ids,
+        st.lists(st.tuples(ids.map(AgentId), ids.map(TaskId), ids), max_size=3).map(tuple),
+    ),
     st.builds(m.Reconcile, fid, st.lists(st.tuples(ids.map(TaskId), ids.map(AgentId)), max_size=3).map(tuple)),
 )
 error_codes = st.sampled_from(["MALFORMED", "UNKNOWN_OFFER", "INSUFFICIENT_RESOURCES", "UNAVAILABLE"])
@@ -138,6 +146,7 @@ agent_calls = st.one_of(
     st.builds(m.RegisterAgent, agents, st.lists(statuses, max_size=3).map(tuple)),
     st.builds(m.AgentHeartbeat, ids.map(AgentId), st.lists(ids.map(TaskId), max_size=3).map(tuple)),
     st.builds(m.StatusUpdate, ids.map(AgentId), statuses),
+    st.builds(m.StatusUpdate, ids.map(AgentId), statuses, st.lists(statuses, max_size=3).map(tuple)),
     st.builds(m.SubscribeAgent, ids.map(AgentId)),
     st.builds(
         m.TaskLogs,
@@ -155,6 +164,9 @@ agent_events = st.one_of(
     st.builds(m.AgentRegistered, ids.map(AgentId), text, text),
     st.builds(m.HeartbeatAck, st.booleans()),
     st.builds(m.StatusAcknowledged, ids.map(TaskId), ids),
+    st.builds(
+        m.StatusAcknowledged, ids.map(TaskId), ids, st.lists(st.tuples(ids.map(TaskId), ids), max_size=3).map(tuple)
+    ),
     st.builds(m.LaunchCommand, tasks),
     st.builds(m.KillCommand, ids.map(TaskId), amounts),
     st.builds(

@@ -70,3 +70,30 @@ def test_recordio_rejects_oversized_and_garbage() -> None:
         wire.RecordReader(max_record=10).feed(b"11\n")
     with pytest.raises(errors.MalformedMessage):
         wire.RecordReader().feed(b"abc\n")
+
+
+def test_batches_are_bounded_and_flat() -> None:
+    from edgerm.limits import MAX_ACKS_PER_CALL, MAX_STATUSES_PER_UPDATE
+
+    c = agent_pb2.AgentCall(agent_id="a", type=agent_pb2.AgentCall.UPDATE)
+    running = common_pb2.TASK_RUNNING
+    c.update.status.task_id, c.update.status.state = "t", running
+    for i in range(MAX_STATUSES_PER_UPDATE):
+        c.update.more.add(task_id=f"t{i}", state=running)
+    with pytest.raises(errors.MessageTooLarge, match="task statuses"):
+        wire.decode_agent_call(c.SerializeToString())
+    del c.update.more[-1]
+    update = wire.decode_agent_call(c.SerializeToString())
+    assert isinstance(update, wire.m.StatusUpdate) and len(update.statuses) == MAX_STATUSES_PER_UPDATE
+
+    s = scheduler_pb2.Call(framework_id="f", type=scheduler_pb2.Call.ACKNOWLEDGE)
+    s.acknowledge.task_id, s.acknowledge.uuid = "t", "u"
+    inner = s.acknowledge.more.add(task_id="t2", uuid="u2")
+    inner.more.add(task_id="t3", uuid="u3")
+    with pytest.raises(errors.MalformedMessage, match="own `more`"):
+        wire.decode_call(s.SerializeToString())
+    del inner.more[:]
+    for i in range(MAX_ACKS_PER_CALL - 1):
+        s.acknowledge.more.add(task_id=f"x{i}", uuid="u")
+    with pytest.raises(errors.MessageTooLarge, match="acknowledgements"):
+        wire.decode_call(s.SerializeToString())

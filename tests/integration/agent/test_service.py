@@ -41,12 +41,13 @@ class MemoryMaster:
         self.subscriptions = 0
         self.queue: asyncio.Queue[m.AgentEvent | None] = asyncio.Queue()
         self.closed = False
+        self.ack_first_only = False  # as a master from before batched UPDATEs: ``more`` is not acknowledged
 
     def of(self, kind: type[C]) -> list[C]:
         return [c for c in self.calls if isinstance(c, kind)]
 
     def statuses(self, task_id: str) -> list[TaskState]:
-        return [c.status.state for c in self.of(m.StatusUpdate) if c.status.task_id == task_id]
+        return [s.state for c in self.of(m.StatusUpdate) for s in c.statuses if s.task_id == task_id]
 
     async def call(self, call: m.AgentCall) -> m.AgentEvent:
         self.calls.append(call)
@@ -65,7 +66,8 @@ class MemoryMaster:
                 self.forget_on_next_update = False
                 self.known = False
                 raise UnknownAgent("forgotten")
-            return m.StatusAcknowledged(call.status.task_id, call.status.uuid)
+            more = () if self.ack_first_only else tuple((s.task_id, s.uuid) for s in call.more)
+            return m.StatusAcknowledged(call.status.task_id, call.status.uuid, more)
         raise AssertionError(f"unexpected call {call!r}")
 
     async def commands(self, agent_id: AgentId) -> AsyncIterator[m.AgentEvent]:
@@ -185,3 +187,35 @@ async def test_a_kill_right_behind_its_launch_is_not_lost_while_the_launch_recor
         await eventually(lambda: agent.service.core.task_ids() == ())
         assert fake.running() == []
         assert agent.service.journal.live() == (0, 0)
+
+
+async def test_statuses_that_come_together_go_in_one_update(tmp_path: Path) -> None:
+    master = MemoryMaster()
+    async with start_agent("http://memory", CONFIG, tmp_path, runtimes={"wasm": FakeRuntime()}, transport=master):
+        await eventually(lambda: master.subscriptions == 1)
+        for i in range(20):
+            master.queue.put_nowait(launch(f"t{i}", "finish"))
+        for i in range(20):
+            await eventually(lambda i=i: master.statuses(f"t{i}") == [TaskState.RUNNING, TaskState.FINISHED])
+        updates = master.of(m.StatusUpdate)
+        assert any(u.more for u in updates)  # batched: fewer calls than statuses
+        assert len(updates) < 40
+        assert all(len(u.statuses) <= 64 for u in updates)
+
+
+async def test_a_master_that_acknowledges_only_the_first_of_a_batch_still_gets_every_status(tmp_path: Path) -> None:
+    master = MemoryMaster()
+    master.ack_first_only = True
+    config = AgentConfig(heartbeat_interval=0.05, executors=frozenset({"wasm"}))
+    async with start_agent("http://memory", config, tmp_path, runtimes={"wasm": FakeRuntime()}, transport=master) as a:
+        await eventually(lambda: master.subscriptions == 1)
+        for i in range(10):
+            master.queue.put_nowait(launch(f"t{i}", "finish"))
+        # The unacknowledged rest of each batch is retried until each is acknowledged first in a call of its own.
+        every = [f"t{i}" for i in range(10)]
+        await eventually(lambda: all(TaskState.FINISHED in master.statuses(t) for t in every), within=30)
+        await eventually(lambda: a.service.core.task_ids() == (), within=30)
+        for i in range(10):
+            got = master.statuses(f"t{i}")
+            assert set(got) == {TaskState.RUNNING, TaskState.FINISHED}
+            assert got.index(TaskState.RUNNING) < len(got) - 1 - got[::-1].index(TaskState.FINISHED)

@@ -153,7 +153,8 @@ class FakeMaster:
             return self._error(error)
         self.calls.append(call)
         if isinstance(call, m.Acknowledge):
-            self.unacked.pop(call.uuid, None)
+            for one in call.each():
+                self.unacked.pop(one.uuid, None)
         if isinstance(call, m.Teardown):
             stream.queue.put_nowait(_DROP)
         await self._notify()

@@ -182,6 +182,18 @@ async def test_update_acknowledged_after_the_callback_returns(fake_master: Any) 
     await finish(driver, task)
 
 
+async def test_automatic_acknowledgements_are_batched_in_order(fake_master: Any) -> None:
+    fw = Recorder()
+    driver, task = await started(fake_master, fw)
+    for i in range(50):
+        fake_master.push(m.Update(status(f"t{i}", TaskState.RUNNING, uuid=f"u{i}")))
+    await fake_master.wait_until(lambda: len(fake_master.calls_of(m.Acknowledge)) >= 1 and not fake_master.unacked)
+    acks = fake_master.calls_of(m.Acknowledge)
+    assert [one.uuid for call in acks for one in call.each()] == [f"u{i}" for i in range(50)]  # each once, in order
+    assert len(acks) < 50  # those that came while one was in flight went together
+    await finish(driver, task)
+
+
 @pytest.mark.expect_errors("callback status_update raised")  # user code raising: logged with its traceback
 async def test_failed_callback_is_redelivered_after_reconnect(fake_master: Any) -> None:
     fw = Recorder()

@@ -422,3 +422,14 @@ def test_killing_task_missing_at_reregistration_is_killed(h):
     [update] = h.updates(h.agent())
     assert (update.task_id, update.state, update.source) == (T1, TaskState.KILLED, Source.MASTER)
     assert update.reason is Reason.KILLED_BY_FRAMEWORK
+
+
+def test_used_on_follows_the_agents_live_tasks(h):
+    staged(h, "t1", "t2", resources="cpus:1;mem:128")
+    assert h.core.used_on(A1) == Resources.parse("cpus:2;mem:256")
+    h.status("t1", TaskState.RUNNING)
+    assert h.core.used_on(A1) == Resources.parse("cpus:2;mem:256")  # still live: the same
+    h.status("t1", TaskState.FINISHED)
+    assert h.core.used_on(A1) == Resources.parse("cpus:1;mem:128")  # kept sums are dropped when a task ends
+    h.status("t2", TaskState.FAILED)
+    assert h.core.used_on(A1) == EMPTY
