@@ -479,7 +479,17 @@ def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dic
         else:
             time.sleep(1.5)
     else:
-        cmd = [py, "-m", "edgerm.master.main", "--port", str(http_port), "--no-broker", "--log-level", "WARNING", "--insecure"]
+        cmd = [
+            py,
+            "-m",
+            "edgerm.master.main",
+            "--port",
+            str(http_port),
+            "--no-broker",
+            "--log-level",
+            "WARNING",
+            "--insecure",
+        ]
         cmd += ["--coap-port", str(coap_port)] if transport == "coap" else ["--no-coap"]
         proc = _spawn_server(cmd, log)
         _wait_http(f"http://127.0.0.1:{http_port}/metrics", proc)
