@@ -312,6 +312,11 @@ class MasterCore:
         """When the current settle period ends (None: there has been none)."""
         return self._settle_until if self._settle_until > float("-inf") else None
 
+    @property
+    def size(self) -> int:
+        """Agents plus tasks held: how large the state is (the GC policy freezes as it grows)."""
+        return len(self._agents) + len(self._tasks)
+
     def agent_known(self, agent_id: AgentId) -> bool:
         return agent_id in self._agents
 

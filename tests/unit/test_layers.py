@@ -101,6 +101,7 @@ LAYERS: dict[str, list[str]] = {
         "edgerm.master.store",
         "edgerm.master.writer",
         "edgerm.master.eventlog",
+        "edgerm.master.gc_policy",  # gc.freeze() as the fleet grows, GC pause timing
         "edgerm.agent.service",
         "edgerm.agent.tasklog",
         "edgerm.agent.journal",  # the agent's durable update log
