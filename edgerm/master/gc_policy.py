@@ -12,8 +12,9 @@ would take longer: a heartbeat tail of a second, and a risk of false losses.
 Policy (:class:`GcPolicy`):
 
 - At start (after the application is built): ``gc.freeze()``, and larger
-  thresholds (:data:`GC_THRESHOLDS`) so a request's short-lived objects die
-  young instead of piling up in the old generations.
+  thresholds (:data:`GC_THRESHOLDS`, or ``EDGERM_GC_THRESHOLDS``) so a
+  request's short-lived objects die young instead of piling up in the old
+  generations.
 - Whenever the fleet (agents + tasks the core holds) has grown by
   ``growth`` (25 %) and ``minimum`` (1,000) since the last freeze, checked
   every ``interval``: a young-generation pass (cheap), then ``gc.freeze()``,
@@ -35,13 +36,31 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 
 from edgerm.master.metrics import MasterMetrics
 
 log = logging.getLogger(__name__)
 
 GC_THRESHOLDS = (20_000, 50, 100)  # CPython's default is (700, 10, 10)
+#: ``EDGERM_GC_THRESHOLDS="g0,g1,g2"`` overrides them (for measurements: bench/scale.py).
+THRESHOLDS_ENV = "EDGERM_GC_THRESHOLDS"
+
+
+def thresholds(environ: Mapping[str, str] = os.environ) -> tuple[int, int, int]:
+    """The thresholds to set: :data:`GC_THRESHOLDS` unless the environment names three positive ints."""
+    text = environ.get(THRESHOLDS_ENV, "")
+    try:
+        g0, g1, g2 = (int(x) for x in text.split(","))
+    except ValueError:
+        if text:
+            log.warning("%s=%r is not three integers: using %s", THRESHOLDS_ENV, text, GC_THRESHOLDS)
+        return GC_THRESHOLDS
+    if min(g0, g1, g2) < 1:
+        log.warning("%s=%r: thresholds must be positive: using %s", THRESHOLDS_ENV, text, GC_THRESHOLDS)
+        return GC_THRESHOLDS
+    return g0, g1, g2
 
 
 class GcPolicy:
@@ -65,7 +84,7 @@ class GcPolicy:
 
     def install(self) -> None:
         gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
+        gc.set_threshold(*thresholds())
         self.frozen_size = self._size()
         self._unwatch = self._metrics.watch_gc()
 

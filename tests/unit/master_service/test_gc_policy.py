@@ -44,3 +44,12 @@ def test_collections_are_timed_into_the_metrics():
     text = render_metrics(service.metrics, service.core, service.gauges(), 0.0)
     assert 'edgerm_gc_pause_seconds_count{generation="2"}' in text
     assert "edgerm_gc_freezes_total 0" in text
+
+
+def test_thresholds_come_from_the_environment_only_when_valid():
+    from edgerm.master.gc_policy import GC_THRESHOLDS, thresholds
+
+    assert thresholds({}) == GC_THRESHOLDS
+    assert thresholds({"EDGERM_GC_THRESHOLDS": "5000,20,100"}) == (5000, 20, 100)
+    assert thresholds({"EDGERM_GC_THRESHOLDS": "5000,20"}) == GC_THRESHOLDS
+    assert thresholds({"EDGERM_GC_THRESHOLDS": "0,20,100"}) == GC_THRESHOLDS
