@@ -12,14 +12,20 @@ on the master's server context with bounded ones:
   EXCHANGE_LIFETIME, bounded by count and bytes (oldest dropped first), kept
   in arrival order so expiry needs no timer; a stored response is its
   encoded bytes, not a ``Message``.
-- **Idempotent requests are not deduplicated at all** (:func:`idempotent`):
+- **Idempotent requests have a short retry memory only** (:func:`idempotent`):
   every call of the agent API (``POST /agent``: REGISTER, HEARTBEAT, UPDATE
   carry ids, uuids and full state, so a retransmitted one handled twice has
   the effect of one; ``POST /agents/{id}/commands`` confirms a cursor) and
-  every plain GET. A duplicate of one is simply answered again, so the hot
-  path keeps nothing. Observe registrations and block-wise uploads stay
-  deduplicated: handling those twice would replace an observation or append
-  a block twice.
+  every plain GET. Their responses are kept for :data:`RETRY_MEMORY` (20 s,
+  bounded by count and bytes; keyed by the peer's address, not its remote
+  object), so a retransmission is answered from memory instead of being
+  handled again: when the master falls behind (a loaded machine), agents
+  retransmit, and handling every retransmission again doubled and tripled
+  its work exactly then, so it never caught up (bench/scale.py: p50 of
+  seconds). A later duplicate is simply handled again. Observe
+  registrations and block-wise uploads stay deduplicated for
+  EXCHANGE_LIFETIME: handling those twice would replace an observation or
+  append a block twice.
 - **No garbage cycle per request** (:class:`_LeanTokenManager`): aiocoap's
   ``TokenManager.process_request`` ties each incoming request into a
   reference cycle (its ``on_event`` closure holds ``stop``, a partial that
@@ -69,6 +75,11 @@ MAX_TRANSMIT_WAIT = TransportTuning().MAX_TRANSMIT_WAIT  # 93 s
 DEFAULT_DEDUP_ENTRIES = 20_000
 DEFAULT_DEDUP_BYTES = 4 * 1024 * 1024
 DEFAULT_BLOCK_ENTRIES = 256
+#: How long an idempotent request's response is kept to answer its retransmissions: a CON is retransmitted
+#: after ~2, 6, 14 and 30 s (ACK_TIMEOUT 2 s, doubling), so this covers every retry but the last.
+RETRY_MEMORY = 20.0
+DEFAULT_RETRY_ENTRIES = 40_000
+DEFAULT_RETRY_BYTES = 8 * 1024 * 1024
 DEFAULT_BLOCK_BYTES = 32 * 1024 * 1024
 _ENTRY_OVERHEAD = 200  # bytes counted per entry besides the stored response
 
@@ -146,28 +157,43 @@ class DedupCache:
             self.evicted += 1
 
 
+def _retry_key(message: aiocoap.Message) -> tuple[Any, int]:
+    """The retry memory's key: the peer's address (not its remote object, which would stay alive) and mid."""
+    remote = message.remote
+    sockaddr = getattr(remote, "sockaddr", None)
+    return (sockaddr[:2] if sockaddr is not None else remote), message.mid
+
+
 class _BoundedMessageManager(MessageManager):  # type: ignore[misc]  # aiocoap ships no type hints
     """aiocoap's UDP message manager with :class:`DedupCache` instead of its timer-per-request dict."""
 
     _edgerm_dedup: DedupCache
+    _edgerm_retries: DedupCache
 
     def _deduplicate_message(self, message: aiocoap.Message) -> bool:
         if idempotent(message):
-            return False
-        cache = self._edgerm_dedup
-        key = (message.remote, message.mid)
+            cache, key = self._edgerm_retries, _retry_key(message)
+        else:
+            cache, key = self._edgerm_dedup, (message.remote, message.mid)
         entry = cache.get(key)
         if entry is None:
             cache.add(key)
             return False
         if message.mtype is CON and entry.raw is not None:
-            again = aiocoap.Message.decode(entry.raw, entry.remote)
+            again = aiocoap.Message.decode(entry.raw, entry.remote if entry.remote is not None else message.remote)
             again.direction = Direction.OUTGOING
             self._send_via_transport(again)
         return True
 
     def _store_response_for_duplicates(self, message: aiocoap.Message) -> None:
         if message.mid is None or message.remote is None:
+            return
+        request = getattr(message, "request", None)
+        if request is not None and idempotent(request):
+            key = _retry_key(message)
+            entry = self._edgerm_retries.get(key)
+            if entry is not None and entry.raw is None:
+                self._edgerm_retries.store(key, message.encode(), None)
             return
         cache = self._edgerm_dedup
         key = (message.remote, message.mid)
@@ -217,7 +243,9 @@ class _LeanTokenManager(TokenManager):  # type: ignore[misc]
         self.context.render_to_pipe(pipe)
 
 
-def bound_server_state(context: Any, dedup: DedupCache | None = None) -> list[DedupCache]:
+def bound_server_state(
+    context: Any, dedup: DedupCache | None = None, retries: DedupCache | None = None
+) -> list[DedupCache]:
     """Give each UDP message manager of ``context`` a bounded :class:`DedupCache`, and each token manager
     the cycle-free request handling of :class:`_LeanTokenManager`; return the caches."""
     caches = []
@@ -228,6 +256,9 @@ def bound_server_state(context: Any, dedup: DedupCache | None = None) -> list[De
         if isinstance(manager, MessageManager) and not isinstance(manager, _BoundedMessageManager):
             manager.__class__ = _BoundedMessageManager
             manager._edgerm_dedup = cache = dedup if dedup is not None else DedupCache()
+            manager._edgerm_retries = (
+                retries if retries is not None else DedupCache(RETRY_MEMORY, DEFAULT_RETRY_ENTRIES, DEFAULT_RETRY_BYTES)
+            )
             manager._recent_messages.clear()
             caches.append(cache)
     return caches
