@@ -16,7 +16,7 @@ on the master's server context with bounded ones:
   every call of the agent API (``POST /agent``: REGISTER, HEARTBEAT, UPDATE
   carry ids, uuids and full state, so a retransmitted one handled twice has
   the effect of one; ``POST /agents/{id}/commands`` confirms a cursor) and
-  every plain GET. Their responses are kept for :data:`RETRY_MEMORY` (20 s,
+  every plain GET. Their responses are kept for :data:`RETRY_MEMORY` (15 s,
   bounded by count and bytes; keyed by the peer's address, not its remote
   object), so a retransmission is answered from memory instead of being
   handled again: when the master falls behind (a loaded machine), agents
@@ -76,8 +76,9 @@ DEFAULT_DEDUP_ENTRIES = 20_000
 DEFAULT_DEDUP_BYTES = 4 * 1024 * 1024
 DEFAULT_BLOCK_ENTRIES = 256
 #: How long an idempotent request's response is kept to answer its retransmissions: a CON is retransmitted
-#: after ~2, 6, 14 and 30 s (ACK_TIMEOUT 2 s, doubling), so this covers every retry but the last.
-RETRY_MEMORY = 20.0
+#: after ~2, 6, 14 and 30 s (ACK_TIMEOUT 2 s, doubling), so this covers the first three (about 1 KiB per
+#: agent at 0.1 Hz; a later retry is handled again, which is harmless).
+RETRY_MEMORY = 15.0
 DEFAULT_RETRY_ENTRIES = 40_000
 DEFAULT_RETRY_BYTES = 8 * 1024 * 1024
 DEFAULT_BLOCK_BYTES = 32 * 1024 * 1024
