@@ -47,7 +47,6 @@ import multiprocessing as mp
 import os
 import random
 import resource
-import shutil
 import struct
 import subprocess
 import sys
@@ -110,6 +109,7 @@ class Report:
     forgotten: int = 0  # heartbeat answered UNKNOWN_AGENT: the master lost the agent
     channel_ended: int = 0  # the master ended a stream or observation
     errors: dict[str, int] = field(default_factory=dict)
+    loop_lags: list[float] = field(default_factory=list)  # the worker's own event-loop lag, measurement window
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -404,11 +404,24 @@ async def _sleep_until(t: float) -> None:
         await asyncio.sleep(delay)
 
 
+LAG_PROBE_INTERVAL = 0.01
+
+
+async def _probe_lag(plan: Plan, report: Report) -> None:
+    """How late this worker's loop wakes up (every 10 ms): its own lag adds to every latency it measures."""
+    while time.time() < plan.t_idle:
+        t0 = time.perf_counter()
+        await asyncio.sleep(LAG_PROBE_INTERVAL)
+        if time.time() >= plan.t_measure:
+            report.loop_lags.append(max(0.0, time.perf_counter() - t0 - LAG_PROBE_INTERVAL))
+
+
 async def _run_worker(plan: Plan) -> Report:
     report = Report()
     stopping = asyncio.Event()
     run = _http_agent if plan.transport == "http" else _coap_agent
     tasks = [asyncio.create_task(run(plan, plan.first + i, report, stopping)) for i in range(plan.count)]
+    tasks.append(asyncio.create_task(_probe_lag(plan, report)))
     try:
         await asyncio.wait_for(asyncio.gather(*tasks), plan.t_end - time.time() + 2 * plan.interval + 30)
     except TimeoutError:
@@ -457,6 +470,59 @@ def _stop(proc: psutil.Popen) -> None:
         proc.wait(timeout=10)
 
 
+def _scrape(url: str) -> dict[tuple[str, str], float]:
+    """The master's /metrics as {(name, labels): value} (histogram buckets, sums and counts included)."""
+    out: dict[tuple[str, str], float] = {}
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            text = r.read().decode()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")
+        name, _, labels = head.partition("{")
+        out[(name, labels.rstrip("}"))] = float(value)
+    return out
+
+
+def _histogram(
+    before: dict[tuple[str, str], float], after: dict[tuple[str, str], float], name: str, match: str = ""
+) -> dict[str, Any]:
+    """One histogram's observations between two scrapes (series whose labels contain ``match``):
+    count, mean, and the bucket bounds holding the p99 and the largest one."""
+    buckets: dict[float, float] = {}
+    total = count = 0.0
+    for (n, labels), v in after.items():
+        if match not in labels:
+            continue
+        d = v - before.get((n, labels), 0.0)
+        if n == name + "_bucket":
+            le = labels.rsplit('le="', 1)[1].rstrip('"')
+            bound = float("inf") if le == "+Inf" else float(le)
+            buckets[bound] = buckets.get(bound, 0.0) + d
+        elif n == name + "_sum":
+            total += d
+        elif n == name + "_count":
+            count += d
+    bounds = sorted(buckets)  # cumulative counts by upper bound
+
+    def upper(q: float) -> float | None:
+        for b in bounds:
+            if buckets[b] >= q * count and count:
+                return None if b == float("inf") else round(b * 1000, 3)
+        return None
+
+    return {
+        "n": int(count),
+        "mean_ms": round(1000 * total / count, 3) if count else None,
+        "p99_le_ms": upper(0.99),
+        "max_le_ms": upper(1.0),
+        "sum_ms": round(1000 * total, 1),
+    }
+
+
 def _rss(proc: psutil.Popen) -> int:
     return int(proc.memory_info().rss)
 
@@ -472,7 +538,7 @@ def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dic
     tag = f"{transport}-{n}{'-echo' if echo else ''}"
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"edgerm-scale-{tag}.log"
     py = sys.executable
-    state_dir = ""
+    state_dir = tempfile.TemporaryDirectory(prefix="edgerm-scale-")
     if echo:
         script = "_echo_http.py" if transport == "http" else "_echo_coap.py"
         port = http_port if transport == "http" else coap_port
@@ -482,10 +548,21 @@ def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dic
         else:
             time.sleep(1.5)
     else:
-        # A fresh registry per run: the default state dir would restore the last run's fleet.
-        state_dir = tempfile.mkdtemp(prefix=f"edgerm-scale-{tag}-")
-        cmd = [py, "-m", "edgerm.master.main", "--port", str(http_port), "--no-broker", "--log-level", "WARNING"]
-        cmd += ["--insecure", "--state-dir", state_dir]
+        cmd = [
+            py,
+            "-m",
+            "edgerm.master.main",
+            "--port",
+            str(http_port),
+            "--no-broker",
+            "--log-level",
+            "WARNING",
+            "--insecure",
+            # A registry of its own, fresh: the default state dir is shared by every master run as this
+            # user, and a master started on an earlier run's registry restores that fleet first.
+            "--state-dir",
+            state_dir.name,
+        ]
         cmd += ["--coap-port", str(coap_port)] if transport == "coap" else ["--no-coap"]
         proc = _spawn_server(cmd, log)
         _wait_http(f"http://127.0.0.1:{http_port}/metrics", proc)
@@ -493,7 +570,10 @@ def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dic
     time.sleep(0.5)
     rss_before = _rss(proc)
     fds_per_agent = (1 if echo else 2) if transport == "http" else 1
-    workers = args.workers or max(2, -(-n * fds_per_agent // 15000))
+    # Enough worker loops that the generator's own lag stays small (reported as load_generator_lag_ms):
+    # a CoAP agent costs a worker more per heartbeat than an HTTP one (a socket and a datagram each way).
+    per_worker = 2500 if transport == "coap" else 15000 // fds_per_agent
+    workers = args.workers or max(2, -(-n // per_worker))
     ramp = n / RAMP_PER_SECOND
     t_start = time.time() + 2.0
     t_measure = t_start + ramp + args.interval + 2
@@ -531,6 +611,14 @@ def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dic
         pipes.append(parent)
         procs.append(p)
     print(f"  {tag}: {n} agents in {len(plans)} workers, ramp {ramp:.0f}s, measuring {args.duration:.0f}s", flush=True)
+    metrics_url = f"http://127.0.0.1:{http_port}/metrics"
+    if not echo:
+        # The first scrape renders every agent's lines (0.4 s on the loop at 10,000 agents; later ones
+        # re-render only what changed): taken in the warm-up, well before the window.
+        time.sleep(max(0.0, t_measure - args.interval - time.time()))
+        _scrape(metrics_url)
+    time.sleep(max(0.0, t_measure - 2 - time.time()))
+    scraped0 = {} if echo else _scrape(metrics_url)  # before the window: a scrape walks every agent
     time.sleep(max(0.0, t_measure - time.time()))
     loaders = [psutil.Process(p.pid) for p in procs]
     load0 = sum(_cpu(x) for x in loaders)
@@ -542,6 +630,7 @@ def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dic
     cpu1, w1 = _cpu(proc), time.monotonic()
     load1 = sum(_cpu(x) for x in loaders)
     time.sleep(max(0.0, t_idle + 1 - time.time()))  # in-flight heartbeats finish
+    scraped1 = {} if echo else _scrape(metrics_url)
     cpu2, w2 = _cpu(proc), time.monotonic()
     time.sleep(max(0.0, t_end - 1 - time.time()))
     cpu3, w3 = _cpu(proc), time.monotonic()
@@ -562,8 +651,7 @@ def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dic
             p.terminate()
     master_log = log.read_text(errors="replace")[-2000:] if log.exists() else ""
     _stop(proc)
-    if state_dir:
-        shutil.rmtree(state_dir, ignore_errors=True)
+    state_dir.cleanup()
     lat = [x for r in reports for x in r.latencies]
     errors: dict[str, int] = {}
     for r in reports:
@@ -604,6 +692,37 @@ def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dic
         "rss_before_mib": round(rss_before / 2**20, 1),
         "rss_per_agent_kib": round((rss_fleet - rss_before) / max(1, n) / 1024, 2),
     }
+    lags = [x for r in reports for x in r.loop_lags]
+    result["load_generator_lag_ms"] = {
+        "p50": round(pct(lags, 50) * 1000, 2),
+        "p99": round(pct(lags, 99) * 1000, 2),
+        "max": round(max(lags) * 1000, 2) if lags else None,
+    }
+    if not echo:
+        # The master's own view of the window (its /metrics, diffed): where a latency tail comes from.
+        result["master_inside"] = {
+            "event_loop_lag": _histogram(scraped0, scraped1, "edgerm_event_loop_lag_seconds"),
+            "gc_pauses_gen2": _histogram(scraped0, scraped1, "edgerm_gc_pause_seconds", 'generation="2"'),
+            "gc_pauses_gen1": _histogram(scraped0, scraped1, "edgerm_gc_pause_seconds", 'generation="1"'),
+            "gc_pauses_gen0": _histogram(scraped0, scraped1, "edgerm_gc_pause_seconds", 'generation="0"'),
+            "gc_cpu_ms": {
+                g: round(
+                    1000
+                    * (
+                        scraped1.get(("edgerm_gc_cpu_seconds_total", f'generation="{g}"'), 0.0)
+                        - scraped0.get(("edgerm_gc_cpu_seconds_total", f'generation="{g}"'), 0.0)
+                    ),
+                    1,
+                )
+                for g in "012"
+            },
+            "gc_freezes": scraped1.get(("edgerm_gc_freezes_total", ""), 0.0),
+            "tick": _histogram(scraped0, scraped1, "edgerm_allocation_cycle_seconds"),
+            "heartbeat_core": _histogram(scraped0, scraped1, "edgerm_core_event_seconds", 'event="HeartbeatReceived"'),
+            "heartbeat_handler": _histogram(
+                scraped0, scraped1, "edgerm_request_seconds", f'type="HEARTBEAT",transport="{transport}"'
+            ),
+        }
     if errors or not registered:
         result["server_log_tail"] = master_log[-600:]
     print("  " + json.dumps({k: v for k, v in result.items() if k != "server_log_tail"}), flush=True)

@@ -12,14 +12,29 @@ on the master's server context with bounded ones:
   EXCHANGE_LIFETIME, bounded by count and bytes (oldest dropped first), kept
   in arrival order so expiry needs no timer; a stored response is its
   encoded bytes, not a ``Message``.
-- **Idempotent requests are not deduplicated at all** (:func:`idempotent`):
+- **Idempotent requests have a short retry memory only** (:func:`idempotent`):
   every call of the agent API (``POST /agent``: REGISTER, HEARTBEAT, UPDATE
   carry ids, uuids and full state, so a retransmitted one handled twice has
   the effect of one; ``POST /agents/{id}/commands`` confirms a cursor) and
-  every plain GET. A duplicate of one is simply answered again, so the hot
-  path keeps nothing. Observe registrations and block-wise uploads stay
-  deduplicated: handling those twice would replace an observation or append
-  a block twice.
+  every plain GET. Their responses are kept for :data:`RETRY_MEMORY` (15 s,
+  bounded by count and bytes; keyed by the peer's address, not its remote
+  object), so a retransmission is answered from memory instead of being
+  handled again: when the master falls behind (a loaded machine), agents
+  retransmit, and handling every retransmission again doubled and tripled
+  its work exactly then, so it never caught up (bench/scale.py: p50 of
+  seconds). A later duplicate is simply handled again. Observe
+  registrations and block-wise uploads stay deduplicated for
+  EXCHANGE_LIFETIME: handling those twice would replace an observation or
+  append a block twice.
+- **No garbage cycle per request** (:class:`_LeanTokenManager`): aiocoap's
+  ``TokenManager.process_request`` ties each incoming request into a
+  reference cycle (its ``on_event`` closure holds ``stop``, a partial that
+  holds ``on_event``), so the request, its options, its remote, the pipe and
+  the closures (17 objects per heartbeat) are freed only by the cyclic
+  garbage collector: at 1,000 heartbeats/s a young-generation pass every
+  ~20 s of 20,000 such objects, each stopping the loop for 15-30 ms of CPU
+  (bench/scale.py, ``master_inside.gc_*``). The same method, with the cycle
+  broken when the request ends, lets reference counting free them at once.
 - **Block-wise** (:class:`BoundedBlock1Spool`, :class:`BoundedBlock2Cache`):
   an assembly or a response being served in blocks is dropped as soon as its
   last block has gone, and at most ``max_entries`` / ``max_bytes`` are held
@@ -50,6 +65,8 @@ from aiocoap.messagemanager import MessageManager
 from aiocoap.numbers.constants import TransportTuning
 from aiocoap.numbers.types import CON
 from aiocoap.optiontypes import BlockOption
+from aiocoap.pipe import Pipe
+from aiocoap.tokenmanager import TokenManager
 
 from edgerm.coap_util import AGENT_PATH, AGENTS_PREFIX, COMMANDS_SEGMENT
 
@@ -58,6 +75,12 @@ MAX_TRANSMIT_WAIT = TransportTuning().MAX_TRANSMIT_WAIT  # 93 s
 DEFAULT_DEDUP_ENTRIES = 20_000
 DEFAULT_DEDUP_BYTES = 4 * 1024 * 1024
 DEFAULT_BLOCK_ENTRIES = 256
+#: How long an idempotent request's response is kept to answer its retransmissions: a CON is retransmitted
+#: after ~2, 6, 14 and 30 s (ACK_TIMEOUT 2 s, doubling), so this covers the first three (about 1 KiB per
+#: agent at 0.1 Hz; a later retry is handled again, which is harmless).
+RETRY_MEMORY = 15.0
+DEFAULT_RETRY_ENTRIES = 40_000
+DEFAULT_RETRY_BYTES = 8 * 1024 * 1024
 DEFAULT_BLOCK_BYTES = 32 * 1024 * 1024
 _ENTRY_OVERHEAD = 200  # bytes counted per entry besides the stored response
 
@@ -135,28 +158,43 @@ class DedupCache:
             self.evicted += 1
 
 
+def _retry_key(message: aiocoap.Message) -> tuple[Any, int]:
+    """The retry memory's key: the peer's address (not its remote object, which would stay alive) and mid."""
+    remote = message.remote
+    sockaddr = getattr(remote, "sockaddr", None)
+    return (sockaddr[:2] if sockaddr is not None else remote), message.mid
+
+
 class _BoundedMessageManager(MessageManager):  # type: ignore[misc]  # aiocoap ships no type hints
     """aiocoap's UDP message manager with :class:`DedupCache` instead of its timer-per-request dict."""
 
     _edgerm_dedup: DedupCache
+    _edgerm_retries: DedupCache
 
     def _deduplicate_message(self, message: aiocoap.Message) -> bool:
         if idempotent(message):
-            return False
-        cache = self._edgerm_dedup
-        key = (message.remote, message.mid)
+            cache, key = self._edgerm_retries, _retry_key(message)
+        else:
+            cache, key = self._edgerm_dedup, (message.remote, message.mid)
         entry = cache.get(key)
         if entry is None:
             cache.add(key)
             return False
         if message.mtype is CON and entry.raw is not None:
-            again = aiocoap.Message.decode(entry.raw, entry.remote)
+            again = aiocoap.Message.decode(entry.raw, entry.remote if entry.remote is not None else message.remote)
             again.direction = Direction.OUTGOING
             self._send_via_transport(again)
         return True
 
     def _store_response_for_duplicates(self, message: aiocoap.Message) -> None:
         if message.mid is None or message.remote is None:
+            return
+        request = getattr(message, "request", None)
+        if request is not None and idempotent(request):
+            key = _retry_key(message)
+            entry = self._edgerm_retries.get(key)
+            if entry is not None and entry.raw is None:
+                self._edgerm_retries.store(key, message.encode(), None)
             return
         cache = self._edgerm_dedup
         key = (message.remote, message.mid)
@@ -165,14 +203,63 @@ class _BoundedMessageManager(MessageManager):  # type: ignore[misc]  # aiocoap s
             cache.store(key, message.encode(), message.remote)
 
 
-def bound_server_state(context: Any, dedup: DedupCache | None = None) -> list[DedupCache]:
-    """Give each UDP message manager of ``context`` a bounded :class:`DedupCache`; return them."""
+class _LeanTokenManager(TokenManager):  # type: ignore[misc]
+    """aiocoap 0.4.17's ``TokenManager.process_request``, with its reference cycle broken at the end.
+
+    Identical but for ``on_end`` clearing ``stop`` (see the module docstring); nothing else changed."""
+
+    def process_request(self, request: aiocoap.Message) -> None:
+        key = (request.token, request.remote)
+        if key in self.incoming_requests:
+            # A new request on a token in use (an observation renewed): the old one ends.
+            (_, old_stop) = self.incoming_requests.pop(key)
+            old_stop()
+        pipe = Pipe(request, self.log)
+        stop: Any = None
+
+        def on_event(ev: Any) -> bool | None:
+            if ev.message is not None:
+                m = ev.message
+                m.token = request.token
+                m.remote = request.remote.as_response_address()
+                m.request = request
+                self.token_interface.send_message(m, stop)
+            else:
+                self.log.error(
+                    "Requests shouldn't receive errors at the level of a TokenManager any more, but this did: %s", ev
+                )
+            if not ev.is_last:
+                return True
+            return None
+
+        def on_end() -> None:
+            nonlocal stop
+            if key in self.incoming_requests:
+                del self.incoming_requests[key]
+            stop = None  # the partial holds on_event, whose closure held the partial: the cycle ends here
+
+        stop = pipe.on_event(on_event)
+        pipe.on_interest_end(on_end)
+        self.incoming_requests[key] = (pipe, stop)
+        self.context.render_to_pipe(pipe)
+
+
+def bound_server_state(
+    context: Any, dedup: DedupCache | None = None, retries: DedupCache | None = None
+) -> list[DedupCache]:
+    """Give each UDP message manager of ``context`` a bounded :class:`DedupCache`, and each token manager
+    the cycle-free request handling of :class:`_LeanTokenManager`; return the caches."""
     caches = []
     for interface in context.request_interfaces:
+        if type(interface) is TokenManager:
+            interface.__class__ = _LeanTokenManager
         manager = getattr(interface, "token_interface", None)
         if isinstance(manager, MessageManager) and not isinstance(manager, _BoundedMessageManager):
             manager.__class__ = _BoundedMessageManager
             manager._edgerm_dedup = cache = dedup if dedup is not None else DedupCache()
+            manager._edgerm_retries = (
+                retries if retries is not None else DedupCache(RETRY_MEMORY, DEFAULT_RETRY_ENTRIES, DEFAULT_RETRY_BYTES)
+            )
             manager._recent_messages.clear()
             caches.append(cache)
     return caches

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
-import gc
 import importlib.util
 import logging
 import math
@@ -75,6 +74,7 @@ from edgerm.master.broker_gate import MASTER_USER, BrokerGate, TaskView
 from edgerm.master.coap import CoapServer, start_coap_server
 from edgerm.master.coap_oscore import CoapSecurity
 from edgerm.master.dataflow_stats import StatsListener
+from edgerm.master.gc_policy import GcPolicy
 from edgerm.master.handlers import Handlers
 from edgerm.master.http import DEFAULT_MAX_BODY, make_app
 from edgerm.master.http_auth import HttpSecurity
@@ -137,7 +137,6 @@ def _busy(e: OSError) -> bool:
 
 
 LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
-GC_THRESHOLDS = (20_000, 50, 100)  # CPython's default is (700, 10, 10); see _serve
 
 
 class RunningMaster:
@@ -752,14 +751,11 @@ async def _serve(args: argparse.Namespace) -> None:
         ) as master:
             loop.add_signal_handler(signal.SIGHUP, master.reload_credentials)
             pid_file = write_pid(store.path.parent) if store is not None and store.path is not None else None
-            # The cyclic GC's full collections stop the loop for as long as it
-            # takes to scan every object: 0.3-2 s with thousands of agents
-            # (bench/scale.py). Everything loaded so far (modules, the app)
-            # lives as long as the process, so it leaves the scans; and a larger
-            # young generation lets a request's short-lived objects die young
-            # instead of piling up in the old one and triggering full passes.
-            gc.freeze()
-            gc.set_threshold(*GC_THRESHOLDS)
+            # The cyclic GC stops the loop for as long as a pass scans: what the app and
+            # the fleet keep is frozen out of the scans (edgerm.master.gc_policy).
+            gc_policy = GcPolicy(master.service.metrics, lambda: master.service.core.size)
+            gc_policy.install()
+            freezer = asyncio.create_task(gc_policy.run(), name="edgerm-master-gc")
             print(f"edgerm-master listening on {master.url}", flush=True)
             for url in (master.coap_url, master.coap_tcp_url):
                 if url:
@@ -771,6 +767,8 @@ async def _serve(args: argparse.Namespace) -> None:
             try:
                 await stop.wait()
             finally:
+                freezer.cancel()
+                gc_policy.uninstall()
                 if pid_file is not None:
                     pid_file.unlink(missing_ok=True)
             log.info("shutting down")

@@ -37,7 +37,9 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import gc
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import edgerm
@@ -143,6 +145,17 @@ class MasterMetrics:
             LATENCY_BUCKETS,
         )
         self.last_loop_lag = 0.0
+        self.gc_pauses = Histogram(
+            "edgerm_gc_pause_seconds",
+            "Pauses of the cyclic garbage collector (the whole process stops), by generation; "
+            "counted once the entry point installs watch_gc().",
+            ("generation",),
+        )
+        self._gc_started = (0.0, 0.0)  # wall and this thread's CPU time at the start of a pass
+        #: CPU seconds of the passes by generation (thread time: unlike the pauses, not inflated when
+        #: other processes take the cores)
+        self.gc_cpu: dict[str, float] = {}
+        self.gc_freezes = 0  # gc.freeze() calls by the GC policy (edgerm.master.gc_policy)
         #: per agent: its load row, its rendered resource lines, its info labels and line (see render_metrics)
         self.agent_lines: dict[AgentId, tuple[AgentLoad, str, tuple[str, ...], str]] = {}
 
@@ -161,6 +174,24 @@ class MasterMetrics:
     def lag(self, seconds: float) -> None:
         self.last_loop_lag = max(0.0, seconds)
         self.loop_lag.observe(self.last_loop_lag)
+
+    def watch_gc(self) -> Callable[[], None]:
+        """Time every collection (``gc.callbacks``) into ``gc_pauses``; returns the function that stops it.
+
+        A full collection stops the event loop for as long as it scans every tracked object, which
+        with a large fleet is the longest stall the master has: this makes it visible."""
+
+        def callback(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                self._gc_started = (time.perf_counter(), time.thread_time())
+            else:
+                wall, cpu = self._gc_started
+                generation = str(info["generation"])
+                self.gc_pauses.observe(time.perf_counter() - wall, generation)
+                self.gc_cpu[generation] = self.gc_cpu.get(generation, 0.0) + time.thread_time() - cpu
+
+        gc.callbacks.append(callback)
+        return lambda: gc.callbacks.remove(callback)
 
     # -- from the service --------------------------------------------------------------
 
@@ -395,6 +426,16 @@ def render_metrics(
     w.histogram(metrics.core_seconds)
     w.histogram(metrics.allocation_seconds)
     w.histogram(metrics.loop_lag)
+    w.histogram(metrics.gc_pauses)
+    w.counter_samples(
+        "edgerm_gc_cpu_seconds_total",
+        "CPU time of the garbage collector's passes, by generation.",
+        [((g,), v) for g, v in sorted(metrics.gc_cpu.items())],
+        ("generation",),
+    )
+    w.counter_samples(
+        "edgerm_gc_freezes_total", "Times the GC policy froze the heap (the fleet grew).", [((), metrics.gc_freezes)]
+    )
     w.value("edgerm_event_loop_lag_last_seconds", "Lag of the latest periodic tick.", metrics.last_loop_lag)
     for name, value in sorted(gauges.items()):
         w.value(name, _GAUGE_HELP.get(name, name.replace("_", " ") + "."), value)

@@ -65,6 +65,9 @@ Rules:
   within ``unreachable_timeout`` its tasks go back to what they were;
   otherwise they become LOST and the agent is told to kill them when it
   returns.
+  Liveness is kept as deadlines (:mod:`edgerm.master.deadlines`): a Tick
+  looks only at the agents whose deadline passed, never at the whole fleet;
+  a heartbeat only moves its agent's deadline later and touches no heap.
 - Settle periods: after ``restore`` and after any gap between Ticks longer
   than the shortest heartbeat interval (the master itself stalled), no agent
   is declared unreachable for ``reregister_grace`` seconds, and a task an
@@ -85,6 +88,7 @@ from edgerm.ids import AgentId, FrameworkId, TaskId
 from edgerm.master import events as ev
 from edgerm.master.actions import DropAgent, KillTask, LaunchTask, MasterAction, Notice, Persist, SendEvent
 from edgerm.master.allocator import DRFSorter, Grant, Sorter, allocate, offerable
+from edgerm.master.deadlines import Deadlines
 from edgerm.master.offers import OfferBook
 from edgerm.master.readviews import ReadViews
 from edgerm.master.registry import AgentRow, Changes, FrameworkRow, Registry, TaskRow, strip_module
@@ -174,6 +178,9 @@ class MasterCore:
         self._dirty_agents: set[AgentId] = set()  # to look at in the next cycle
         self._dirty_frameworks: set[FrameworkId] = set()  # may take pool agents they could not before
         self._intervals: dict[float, int] = {}  # heartbeat interval -> how many agents state it (min/max per tick)
+        #: When each agent must next be looked at for liveness (see ``_liveness_deadline``): a Tick looks
+        #: only at the agents whose deadline passed, never at the whole fleet.
+        self._liveness: Deadlines[AgentId] = Deadlines()
         self.views = ReadViews(
             self._agents,
             self._frameworks,
@@ -218,6 +225,7 @@ class MasterCore:
                 unreachable_since=a.unreachable_since,
                 persisted_seen=a.last_seen,
             )
+            self._watch_agent(a.info.id)
         interval = self.config.status_retry_interval
         self._tasks.now = now
         for t in registry.tasks:
@@ -303,6 +311,11 @@ class MasterCore:
     def settling_until(self) -> float | None:
         """When the current settle period ends (None: there has been none)."""
         return self._settle_until if self._settle_until > float("-inf") else None
+
+    @property
+    def size(self) -> int:
+        """Agents plus tasks held: how large the state is (the GC policy freezes as it grows)."""
+        return len(self._agents) + len(self._tasks)
 
     def agent_known(self, agent_id: AgentId) -> bool:
         return agent_id in self._agents
@@ -455,6 +468,9 @@ class MasterCore:
             agent = replace(agent, persisted_seen=now)
             self._changed_agents.add(e.agent_id)
         self._agents[e.agent_id] = replace(agent, last_seen=now)
+        if back:
+            self._watch_agent(e.agent_id)  # its deadline is sooner than its unreachable timeout
+        # Otherwise its deadline only moved later: the entry it has comes up first and is re-checked.
         settling = now < self._settle_until
         for task_id in listed:
             known = self._tasks.get(task_id)
@@ -654,6 +670,7 @@ class MasterCore:
             task_id = self._outbox.acknowledge(one.framework_id, one.uuid, one.task_id or None)
             if task_id is not None:
                 self._tasks.changed.add(task_id)  # its status is acknowledged now
+                self._tasks.release(task_id)  # if it was kept only for this acknowledgement, it may go now
                 acked = True
         if acked:
             self._prune(now)
@@ -706,7 +723,8 @@ class MasterCore:
             actions.append(KillTask(record.agent_id, record.task_id, record.info.kill_grace))
         self._drop_offers_of(fid)
         self._sorter.remove(fid)
-        self._outbox.drop_framework(fid)
+        for task_id in self._outbox.drop_framework(fid):
+            self._tasks.release(task_id)  # nobody is left to acknowledge it
         self._offers.clear_filters(framework_id=fid)
         del self._frameworks[fid]
         self._changed_frameworks.add(fid)
@@ -770,19 +788,41 @@ class MasterCore:
         return actions
 
     def _check_agents(self, now: float) -> list[MasterAction]:
+        """Agents whose liveness deadline passed: silent ACTIVE ones become UNREACHABLE, RECOVERING ones
+        too (they did not re-register while the master settled), UNREACHABLE ones past the unreachable
+        timeout are lost. Only the agents that came due are looked at; those still known are watched
+        again (an ACTIVE agent that heartbeated meanwhile is simply not due yet)."""
         actions: list[MasterAction] = []
         factor = self.config.agent_timeout_factor
-        for agent in list(self._agents.values()):
+        for agent_id in self._liveness.due(now):
+            agent = self._agents.get(agent_id)
+            if agent is None:
+                continue
             if agent.state is AgentState.ACTIVE:
                 if now - agent.last_seen > factor * _interval(agent.info):
                     actions += self._agent_unreachable(agent, now)
             elif agent.state is AgentState.RECOVERING:
-                actions += self._agent_unreachable(agent, now)  # did not re-register while the master settled
+                actions += self._agent_unreachable(agent, now)
             elif (
                 agent.unreachable_since is not None and now - agent.unreachable_since > self.config.unreachable_timeout
             ):
-                actions += self._lose_agent(agent.info.id, now)
+                actions += self._lose_agent(agent_id, now)
+            if agent_id in self._agents:
+                self._watch_agent(agent_id)
         return actions
+
+    def _liveness_deadline(self, agent: AgentRecord) -> float:
+        """When ``_check_agents`` must next look at this agent (it then re-checks the exact condition)."""
+        if agent.state is AgentState.ACTIVE:
+            return agent.last_seen + self.config.agent_timeout_factor * _interval(agent.info)
+        if agent.state is AgentState.RECOVERING:
+            return float("-inf")  # as soon as the master has settled
+        if agent.unreachable_since is None:
+            return float("inf")
+        return agent.unreachable_since + self.config.unreachable_timeout
+
+    def _watch_agent(self, agent_id: AgentId) -> None:
+        self._liveness.watch(agent_id, self._liveness_deadline(self._agents[agent_id]))
 
     def _agent_unreachable(self, agent: AgentRecord, now: float) -> list[MasterAction]:
         agent_id = agent.info.id
@@ -825,6 +865,7 @@ class MasterCore:
         self._total = self._total - _scalars(self._agents[agent_id].info.resources)
         self._count_interval(self._agents[agent_id].info, -1)
         del self._agents[agent_id]
+        self._liveness.forget(agent_id)
         self._dirty_agents.discard(agent_id)
         self._pool.discard(agent_id)
         self._changed_agents.add(agent_id)
@@ -961,6 +1002,7 @@ class MasterCore:
 
     def _put_agent(self, record: AgentRecord) -> None:
         self._agents[record.info.id] = record
+        self._watch_agent(record.info.id)
         self._changed_agents.add(record.info.id)
         self._dirty_agents.add(record.info.id)  # its state or resources changed: look at it again
 

@@ -111,13 +111,26 @@ class TaskTable:
     last took it (for the registry).
     """
 
-    __slots__ = ("_changes", "_completed", "_ended_at", "_live_by_agent", "_records", "_used", "changed", "now")
+    __slots__ = (
+        "_changes",
+        "_completed",
+        "_ended_at",
+        "_held",
+        "_live_by_agent",
+        "_records",
+        "_used",
+        "changed",
+        "now",
+    )
 
     def __init__(self) -> None:
         self._records: dict[TaskId, TaskRecord] = {}
         self._live_by_agent: dict[AgentId, dict[TaskId, None]] = {}
         self._used: dict[AgentId, Resources] = {}  # used_on, kept until the agent's live tasks change
         self._completed: deque[TaskId] = deque()
+        #: Ended tasks that are due to be forgotten but were kept (an update waits for its acknowledgement),
+        #: oldest first: set aside so that pruning does not look at them again until :meth:`release`.
+        self._held: dict[TaskId, None] = {}
         self._ended_at: dict[TaskId, float] = {}  # master time a task became terminal
         self.changed: set[TaskId] = set()
         self.now = 0.0  # set by the core before each event: when ``put`` happens
@@ -188,26 +201,36 @@ class TaskTable:
 
     def prune(self, limit: int, keep: Callable[[TaskId], bool], ended_before: float | None = None) -> None:
         """Forget the oldest terminal tasks beyond ``limit``, and those that ended
-        before ``ended_before``, except those ``keep`` names."""
-        kept: list[TaskId] = []
+        before ``ended_before``, except those ``keep`` names: those are set aside
+        (still remembered and counted) until :meth:`release`, so a prune looks only
+        at the tasks it may forget, never again at the kept ones."""
         while self._completed:
             task_id = self._completed[0]
             record = self._records.get(task_id)
             if record is None or record.live:
                 self._completed.popleft()
                 continue
-            too_many = len(self._completed) + len(kept) > limit
+            too_many = len(self._completed) + len(self._held) > limit
             too_old = ended_before is not None and self._ended_at.get(task_id, self.now) < ended_before
             if not (too_many or too_old):
                 break
             self._completed.popleft()
             if keep(task_id):
-                kept.append(task_id)
+                self._held[task_id] = None
             else:
-                del self._records[task_id]
-                self._ended_at.pop(task_id, None)
-                self.changed.add(task_id)
-        self._completed.extendleft(reversed(kept))
+                self._forget(task_id)
+
+    def release(self, task_id: TaskId) -> None:
+        """The update a kept task waited for was acknowledged (or its framework is gone): the next
+        prune may forget it (it goes first: it is among the oldest)."""
+        if task_id in self._held:
+            del self._held[task_id]
+            self._completed.appendleft(task_id)
+
+    def _forget(self, task_id: TaskId) -> None:
+        del self._records[task_id]
+        self._ended_at.pop(task_id, None)
+        self.changed.add(task_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,8 +306,6 @@ class UpdateOutbox:
                 out.append(p.status)
         return out
 
-    def drop_framework(self, framework_id: FrameworkId) -> None:
-        self._boxes.pop(framework_id, None)
-
-    def holds_task(self, task_id: TaskId) -> bool:
-        return any(task_id in box for box in self._boxes.values())
+    def drop_framework(self, framework_id: FrameworkId) -> list[TaskId]:
+        """Forget a framework's pending updates; return their tasks."""
+        return list(self._boxes.pop(framework_id, {}))

@@ -60,6 +60,7 @@ LAYERS: dict[str, list[str]] = {
         "edgerm.master.events",
         "edgerm.master.actions",
         "edgerm.master.offers",
+        "edgerm.master.deadlines",  # agent liveness deadlines (a heap), for the core
         "edgerm.master.tasks",
         "edgerm.master.registry",  # the rows the core persists
         "edgerm.master.readviews",  # the typed views the core keeps for the read side
@@ -100,6 +101,7 @@ LAYERS: dict[str, list[str]] = {
         "edgerm.master.store",
         "edgerm.master.writer",
         "edgerm.master.eventlog",
+        "edgerm.master.gc_policy",  # gc.freeze() as the fleet grows, GC pause timing
         "edgerm.agent.service",
         "edgerm.agent.tasklog",
         "edgerm.agent.journal",  # the agent's durable update log

@@ -12,8 +12,10 @@ from edgerm.ids import AgentId, FrameworkId, TaskId
 from edgerm.master import events as ev
 from edgerm.master.actions import DropAgent, KillTask, LaunchTask, SendEvent
 from edgerm.master.state import MasterConfig
+from edgerm.master.tasks import TaskRecord, TaskTable
 from edgerm.model import Reason, Source, TaskState, TaskStatus
 from edgerm.resources import EMPTY, Resources
+from tests.unit.master.conftest import task_info
 
 A1, F1, F2, T1 = AgentId("a1"), FrameworkId("f1"), FrameworkId("f2"), TaskId("t1")
 
@@ -433,3 +435,27 @@ def test_used_on_follows_the_agents_live_tasks(h):
     assert h.core.used_on(A1) == Resources.parse("cpus:1;mem:128")  # kept sums are dropped when a task ends
     h.status("t2", TaskState.FAILED)
     assert h.core.used_on(A1) == EMPTY
+
+
+def test_pruning_does_not_look_again_at_ended_tasks_kept_for_their_acknowledgement():
+    """Ended tasks beyond the limit whose update waits for an acknowledgement are set aside, not re-walked
+    by every prune (every Tick prunes); once acknowledged they are forgotten."""
+    table = TaskTable()
+    for i in range(500):
+        info = task_info(f"t{i}", agent_id="a1")
+        table.put(TaskRecord(info, TaskStatus(info.task_id, AgentId("a1"), TaskState.FINISHED)))
+    asked: list[TaskId] = []
+
+    def keep(task_id: TaskId) -> bool:
+        asked.append(task_id)
+        return True
+
+    table.prune(10, keep)
+    assert len(asked) == 500 and len(table) == 500  # each asked once; all kept: they wait for acknowledgements
+    asked.clear()
+    for _ in range(100):
+        table.prune(10, keep)
+    assert asked == []  # not looked at again
+    table.release(TaskId("t0"))
+    table.prune(10, lambda _: False)
+    assert TaskId("t0") not in table and len(table) == 499
