@@ -39,12 +39,14 @@ async def cluster_state(url: str) -> dict[str, Any]:
 
 
 class Launcher(Framework):
-    """Launches the tasks it is given, one offer at a time, and records every status."""
+    """Launches the tasks it is given on the first offer that ``on`` takes (any offer by default), and
+    records every status."""
 
     name = "agent-tests"
 
-    def __init__(self, make: Callable[[Offer], list[Any]]) -> None:
+    def __init__(self, make: Callable[[Offer], list[Any]], on: Callable[[Offer], bool] = lambda _: True) -> None:
         self.make = make
+        self.on = on
         self.todo = True
         self.statuses: list[TaskStatus] = []
         self.changed = asyncio.Event()
@@ -53,11 +55,13 @@ class Launcher(Framework):
         if not self.todo:
             await driver.decline([o.id for o in offers], refuse_seconds=60)
             return
-        self.todo = False
-        first, *rest = offers
-        await driver.accept([first.id], self.make(first))
+        first = next((o for o in offers if self.on(o)), None)
+        rest = [o.id for o in offers if o is not first]
+        if first is not None:
+            self.todo = False
+            await driver.accept([first.id], self.make(first))
         if rest:
-            await driver.decline([o.id for o in rest])
+            await driver.decline(rest)
 
     async def status_update(self, driver: FrameworkDriver, status: TaskStatus) -> None:
         self.statuses.append(status)

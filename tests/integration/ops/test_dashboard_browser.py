@@ -115,7 +115,7 @@ async def test_a_person_sees_the_cluster(browser: Browser, tmp_path: Path) -> No
         driving: asyncio.Task[None] | None = None
         try:
             await fleet.agent("sensor-1", sensor="sim:sine")
-            await fleet.agent("edge-2")
+            edge = await fleet.agent("edge-2")
             cloud = await fleet.agent("cloud-1", domain="cloud")
             flaky = await fleet.agent("flaky-3")
             await fleet.agent(EVIL)
@@ -133,7 +133,7 @@ async def test_a_person_sees_the_cluster(browser: Browser, tmp_path: Path) -> No
                 ]
                 return [dataclasses.replace(t, name=f"demo-{t.task_id}") for t in made]
 
-            fw = Launcher(tasks)
+            fw = Launcher(tasks, on=lambda offer: offer.agent_id == edge.agent_id)  # not on cloud-1, stopped below
             driver = HttpDriver(fw, master.url)
             driving = asyncio.create_task(driver.run())
             await fw.wait_state("hello-1", TaskState.FINISHED)
