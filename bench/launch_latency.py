@@ -26,15 +26,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import free_port, get_state, save, secure_master, spawn, stop, summary_ms
+from _frameworks import OfferHolder
 
-from edgerm.frameworks import Framework, FrameworkDriver, docker_task, fits, load_module, run, supports, wasm_task
+from edgerm.frameworks import FrameworkDriver, docker_task, fits, load_module, run, wasm_task
 from edgerm.model import Filters, Offer, TaskInfo, TaskState, TaskStatus
 
 REPO = Path(__file__).resolve().parents[1]
 MODULE = REPO / "examples" / "wasm" / "hello.wat"
 
 
-class Prober(Framework):
+class Prober(OfferHolder):
     """Launches one task at a time on a held offer and records latencies."""
 
     name = "launch-latency-bench"
@@ -47,9 +48,9 @@ class Prober(Framework):
         need: str,
         before_launch: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        super().__init__()
         self.count, self.make_task, self.executor, self.need = count, make_task, executor, need
         self.before_launch = before_launch  # awaited before each launch, outside the timed span
-        self.held: dict[str, Offer] = {}
         self.accepted_at: dict[str, float] = {}
         self.running: list[float] = []
         self.finished: list[float] = []
@@ -57,17 +58,6 @@ class Prober(Framework):
         self.in_flight = False
         self.launched = 0
         self.done = asyncio.Event()
-
-    async def resource_offers(self, driver: FrameworkDriver, offers: list[Offer]) -> None:
-        for o in offers:
-            if supports(o, self.executor):
-                self.held[o.id] = o
-            else:
-                await driver.decline([o.id], refuse_seconds=3600)
-        await self._launch(driver)
-
-    async def offer_rescinded(self, driver: FrameworkDriver, offer_id: str) -> None:
-        self.held.pop(offer_id, None)
 
     async def _launch(self, driver: FrameworkDriver) -> None:
         fitting = [oid for oid, o in self.held.items() if fits(o, self.need)]

@@ -40,11 +40,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import free_port, get_state, save, secure_master, spawn, stop, summary_ms
+from _frameworks import OfferHolder
 
 from edgerm.errors import WireError
-from edgerm.frameworks import Framework, FrameworkDriver, load_module, run, supports, wasm_task
+from edgerm.frameworks import FrameworkDriver, load_module, run, wasm_task
 from edgerm.ids import OfferId
-from edgerm.model import Offer, TaskInfo, TaskState, TaskStatus
+from edgerm.model import TaskInfo, TaskState, TaskStatus
 from edgerm.resources import Resources
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,15 +77,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-class Launcher(Framework):
+class Launcher(OfferHolder):
     """Accepts every offer with as many tasks as fit, while fewer than ``in_flight`` are unfinished."""
 
     name = "task-throughput-bench"
 
     def __init__(self, module: bytes, in_flight: int, pipelined: bool) -> None:
+        super().__init__()
         self.module, self.in_flight, self.pipelined = module, in_flight, pipelined
         self.accepts: set[asyncio.Task[None]] = set()
-        self.held: dict[str, Offer] = {}
         self.accepted_at: dict[str, float] = {}
         self.unfinished = 0
         self.launched = 0
@@ -98,21 +99,11 @@ class Launcher(Framework):
         self.tasks_per_accept: list[int] = []
         self.stopping = False
 
-    async def resource_offers(self, driver: FrameworkDriver, offers: list[Offer]) -> None:
-        for o in offers:
-            if supports(o, "wasm"):
-                self.held[o.id] = o
-            else:
-                await driver.decline([o.id], refuse_seconds=3600)
-        await self._launch(driver)
-
-    async def offer_rescinded(self, driver: FrameworkDriver, offer_id: str) -> None:
-        self.held.pop(offer_id, None)
-
     async def _launch(self, driver: FrameworkDriver) -> None:
         while self.held and not self.stopping and self.unfinished < self.in_flight:
             oid, offer = self.held.popitem()
-            tasks, free = [], offer.resources
+            tasks: list[TaskInfo] = []
+            free = offer.resources
             while free >= NEED and self.unfinished + len(tasks) < self.in_flight:
                 tasks.append(wasm_task(offer, f"t{self.launched + len(tasks)}", self.module, NEED))
                 free = free - NEED
