@@ -12,7 +12,8 @@ Rules:
 
 - Pure: no I/O, no clock, no randomness, no asyncio. Time comes only from
   ``now``; offer ids and status uuids come from counters
-  (``{master_id}-O{n}``, ``{master_id}-S{n}``).
+  (``{master_id}-O{n}``, ``{master_id}-S{n}``); a KILLING status re-issued
+  reliably by a restored master gets ``{master_id}-K{its timestamp in µs}``.
 - Validate first, mutate after: a call that cannot be honoured raises a
   :class:`edgerm.errors.WireError` before anything changed.
 - Resources: an agent's free resources are its total minus what its live
@@ -232,8 +233,9 @@ class MasterCore:
             status = t.status
             if not t.acknowledged and not status.uuid and t.info.framework_id in self._frameworks:
                 # The framework had not acknowledged an older update, and the latest status is one the master
-                # made without a uuid (KILLING): only the latest is kept, so it goes out reliably instead.
-                status = replace(status, uuid=self._new_uuid())
+                # made without a uuid (KILLING): only the latest is kept, so it goes out reliably instead,
+                # under a uuid derived from the status itself, so every later restart sends it under the same.
+                status = replace(status, uuid=f"{self.config.master_id}-K{round(status.timestamp * 1e6)}")
             record = TaskRecord(t.info, status, last_sent=now, seen_uuids=frozenset({status.uuid} - {""}))
             self._tasks.put(record)
             if record.framework_id in self._frameworks:

@@ -366,7 +366,8 @@ class MasterMachine(RuleBasedStateMachine):
         }
         for before, after in zip(old_state["frameworks"], new_state["frameworks"], strict=True):
             # The same tasks have updates waiting; each keeps its uuid, except where the latest status is one
-            # the master made without a uuid (KILLING): only the latest status is kept, sent under a new uuid.
+            # the master made without a uuid (KILLING): only the latest is kept, sent under a uuid derived from it
+            # (the same at every later restart).
             assert {u["task_id"] for u in after["unacknowledged"]} == {u["task_id"] for u in before["unacknowledged"]}
             kept = {u["uuid"] for u in before["unacknowledged"] if self._latest_uuid(u["task_id"])}
             assert kept <= {u["uuid"] for u in after["unacknowledged"]}

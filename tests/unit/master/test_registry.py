@@ -74,12 +74,12 @@ def test_a_second_master_on_one_state_dir_is_refused_naming_the_pid(tmp_path: Pa
     SqliteStore(tmp_path).close()  # free again once the first closed
 
 
-def _restarted(make_harness, h, tmp_path: Path, **config):
+def _restarted(make_harness, h, tmp_path: Path, incarnation: str = "two", **config):
     store = SqliteStore(tmp_path)
     _persist(store, h.persisted)
     registry = store.load()
     store.close()
-    h2 = make_harness(MasterConfig(master_id="m", incarnation="two", **config))
+    h2 = make_harness(MasterConfig(master_id="m", incarnation=incarnation, **config))
     h2.now = h.now + 5.0
     h2.notices += h2.core.restore(registry, h2.now)
     return h2
@@ -115,6 +115,28 @@ def test_unacknowledged_updates_survive_a_restart_and_are_resent_on_resubscribe(
     h2 = _restarted(make_harness, h, tmp_path)
     [resent] = h2.updates(h2.framework("f1"))
     assert resent.uuid == u.uuid and resent.state is TaskState.RUNNING
+
+
+def test_a_kill_pending_at_a_restart_is_resent_under_the_same_uuid_after_every_restart(make_harness, tmp_path):
+    # KILLING is a status the master makes without a uuid; when the framework had not acknowledged the update
+    # before it, a restored master re-sends KILLING reliably, under a uuid that each later restart repeats
+    # (an acknowledgement of it, sent to the previous incarnation, is not refused as unknown by the next).
+    h = make_harness()
+    h.framework("f1")
+    h.agent("a1", heartbeat=1.0)
+    [offer] = h.core.offers_of(F1)
+    h.accept("f1", [offer], [h.task("t1")], refuse=0)
+    h.updates(h.status("t1", TaskState.RUNNING, uuid="r-1"))  # never acknowledged
+    h.do(m.Kill(F1, T1))
+    assert h.core.task(T1).state is TaskState.KILLING
+    h2 = _restarted(make_harness, h, tmp_path)
+    [first] = h2.updates(h2.framework("f1"))
+    assert first.state is TaskState.KILLING and first.uuid
+    h3 = _restarted(make_harness, h2, tmp_path, incarnation="three")
+    [again] = h3.updates(h3.framework("f1"))
+    assert again.state is TaskState.KILLING and again.uuid == first.uuid
+    h3.do(m.Acknowledge(F1, A1, T1, first.uuid))
+    assert [u for u in h3.updates(h3.tick(60.0)) if u.uuid == first.uuid] == []  # acknowledged: not re-sent
 
 
 def test_unknown_tasks_are_killed_only_after_the_settle_period(make_harness, tmp_path):
