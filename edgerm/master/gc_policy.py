@@ -81,17 +81,25 @@ class GcPolicy:
         self.interval = interval
         self.frozen_size = 0
         self._unwatch: Callable[[], None] | None = None
+        self._thresholds_before: tuple[int, int, int] | None = None
 
     def install(self) -> None:
+        self._thresholds_before = gc.get_threshold()
         gc.freeze()
         gc.set_threshold(*thresholds())
         self.frozen_size = self._size()
         self._unwatch = self._metrics.watch_gc()
 
     def uninstall(self) -> None:
+        """Undo :meth:`install`: the frozen objects go back to the oldest generation, the thresholds to what
+        they were (a process that ran a master in passing, a test or an embedding, is left as it was)."""
         if self._unwatch is not None:
             self._unwatch()
             self._unwatch = None
+        if self._thresholds_before is not None:
+            gc.unfreeze()
+            gc.set_threshold(*self._thresholds_before)
+            self._thresholds_before = None
 
     def check(self) -> bool:
         """Freeze if the fleet grew enough since the last freeze; whether it did."""

@@ -27,8 +27,7 @@ def test_freezes_only_when_the_fleet_grew_by_the_growth_and_minimum():
         assert policy.check() and metrics.gc_freezes == 2
     finally:
         policy.uninstall()
-        gc.unfreeze()
-        gc.set_threshold(*thresholds)
+    assert gc.get_threshold() == thresholds and gc.get_freeze_count() == 0  # the process is left as it was
 
 
 def test_collections_are_timed_into_the_metrics():
