@@ -38,6 +38,10 @@ Rules:
   per agent (the agent fetches ``/modules/{sha256}`` unless it has it).
 - Everything runs on the event loop; nothing here blocks or raises into the
   stream (a window that ends gives its commands back and goes quiet).
+- Memory per observing agent stays small (issue #13: a fleet of 10,000): a
+  window's wake-ups are :class:`Wake` flags (an ``asyncio.Event`` carries a
+  deque of waiters, 860 bytes, for the one waiter there ever is), and its
+  queue exists only while it holds commands.
 """
 
 from __future__ import annotations
@@ -62,13 +66,46 @@ log = logging.getLogger(__name__)
 DEFAULT_WINDOW_CAPACITY = 256
 
 
+class Wake:
+    """A flag one coroutine waits on: ``asyncio.Event`` for a single waiter, without the Event's deque."""
+
+    __slots__ = ("_flag", "_waiter")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        self._flag = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._flag = False
+
+    async def wait(self) -> None:
+        """Return once the flag is set (at once if it is); one waiter at a time."""
+        if self._flag:
+            return
+        if self._waiter is not None:
+            raise RuntimeError("Wake has a waiter already")
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+
 class Observer:
     """One open observation of a window; woken when the window changes or ends."""
 
     __slots__ = ("ended", "wake")
 
     def __init__(self) -> None:
-        self.wake = asyncio.Event()
+        self.wake = Wake()
         #: Why this observation must end (set once): replaced, agent gone, master stopping.
         self.ended: WireError | None = None
 
@@ -92,11 +129,12 @@ class CommandWindow:
         self._stream = stream
         self._channels = channels
         self._capacity = capacity
-        self._entries: deque[tuple[int, bytes]] = deque()  # (number, RecordIO frame of the AgentEvent)
+        # (number, RecordIO frame of the AgentEvent); an empty tuple while empty (a deque costs 770 bytes)
+        self._entries: deque[tuple[int, bytes]] | tuple[()] = ()
         self._commands: dict[int, AgentCommand] = {}
         self._last = channels.last_number(agent_id)
         self._payload: bytes | None = b""
-        self._room = asyncio.Event()
+        self._room = Wake()
         self._observer: Observer | None = None
         self.closed = False
         self._pump = asyncio.create_task(self._drain(), name=f"edgerm-coap-commands-{agent_id}")
@@ -143,10 +181,15 @@ class CommandWindow:
         if cursor.incarnation != self._channels.incarnation:
             return 0
         dropped = 0
-        while self._entries and self._entries[0][0] <= cursor.seq:
-            number, _ = self._entries.popleft()
+        entries = self._entries
+        if not isinstance(entries, deque):
+            return 0
+        while entries and entries[0][0] <= cursor.seq:
+            number, _ = entries.popleft()
             del self._commands[number]
             dropped += 1
+        if not entries:
+            self._entries = ()
         if dropped:
             self._payload = None
             self._room.set()
@@ -159,7 +202,9 @@ class CommandWindow:
             async for command in self._stream:
                 number = self._channels.next_number(self.agent_id)
                 sent = self._channels.by_hash(command)
-                self._entries.append((number, wire.frame(wire.encode_agent_event(sent))))
+                entries = self._entries if isinstance(self._entries, deque) else deque()
+                entries.append((number, wire.frame(wire.encode_agent_event(sent))))
+                self._entries = entries
                 self._commands[number] = command  # given back as it came
                 self._last = number
                 self._payload = None
@@ -185,7 +230,7 @@ class CommandWindow:
             self._stream.give_back(self._commands[number])
         if self._entries:
             log.debug("agent %s: %d unconfirmed command(s) back to the outbox", self.agent_id, len(self._entries))
-        self._entries.clear()
+        self._entries = ()
         self._commands.clear()
         self._payload = None
         self._stream.close()

@@ -255,7 +255,8 @@ class CommandOutbox:
     def __init__(self, agent_id: AgentId, limit: int) -> None:
         self.agent_id = agent_id
         self._limit = limit
-        self._items: deque[AgentCommand] = deque()
+        # None while empty: most agents' outboxes are empty most of the time, and a deque costs 770 bytes.
+        self._items: deque[AgentCommand] | None = None
         self._consumer: CommandStream | None = None
         self._closed = False
         self.dropped = 0  # commands dropped because the outbox was full
@@ -265,7 +266,7 @@ class CommandOutbox:
         return bool(self._items)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) if self._items is not None else 0
 
     @property
     def attached(self) -> bool:
@@ -274,6 +275,8 @@ class CommandOutbox:
     def put(self, command: AgentCommand) -> None:
         if self._closed:
             return
+        if self._items is None:
+            self._items = deque()
         if len(self._items) >= self._limit:
             dropped = self._items.popleft()
             self.dropped += 1
@@ -297,15 +300,23 @@ class CommandOutbox:
 
     def close(self) -> None:
         self._closed = True
-        self._items.clear()
+        self._items = None
         if self._consumer is not None:
             self._consumer._detach()
 
     def _next(self) -> AgentCommand | None:
-        return self._items.popleft() if self._items else None
+        items = self._items
+        if not items:
+            return None
+        command = items.popleft()
+        if not items:
+            self._items = None
+        return command
 
     def _give_back(self, command: AgentCommand) -> None:
         if not self._closed:
+            if self._items is None:
+                self._items = deque()
             self._items.appendleft(command)
             if self._consumer is not None:
                 self._consumer._wake()

@@ -127,3 +127,50 @@ def test_a_full_outbox_logs_once_per_burst_not_once_per_command(caplog: pytest.L
             outbox.put(m.KillCommand(TaskId(f"t{i}"), 1.0))
     assert len(outbox) == 10 and outbox.dropped == 2_000
     assert len(caplog.records) == 3  # the first drop, the 1000th and the 2000th
+
+
+async def test_an_outbox_keeps_no_queue_while_empty_and_gives_back_in_order() -> None:
+    outbox = CommandOutbox(AgentId("a1"), limit=2)
+    stream = outbox.attach()
+    assert outbox._items is None and len(outbox) == 0 and not outbox.pending
+    one, two, three = (m.KillCommand(TaskId(f"t{i}")) for i in (1, 2, 3))
+    outbox.put(one)
+    outbox.put(two)
+    outbox.put(three)  # full: the oldest goes
+    assert outbox.dropped == 1 and len(outbox) == 2
+    assert await anext(stream) == two and await anext(stream) == three
+    assert outbox._items is None  # drained: the queue went with it
+    stream.give_back(three)
+    stream.give_back(two)
+    assert [await anext(stream), await anext(stream)] == [two, three]
+    outbox.close()
+    outbox.put(one)  # closed: ignored
+    assert len(outbox) == 0
+
+
+async def test_a_wake_flag_wakes_its_one_waiter() -> None:
+    import asyncio
+
+    from edgerm.master.coap_commands import Wake
+
+    wake = Wake()
+    wake.set()
+    await asyncio.wait_for(wake.wait(), 1.0)  # already set: at once
+    wake.clear()
+    waiter = asyncio.create_task(wake.wait())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    with pytest.raises(RuntimeError, match="waiter already"):
+        await wake.wait()
+    wake.set()
+    await asyncio.wait_for(waiter, 1.0)
+    assert wake.is_set()
+    wake.clear()
+    cancelled = asyncio.create_task(wake.wait())
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    await asyncio.sleep(0)
+    wake.set()  # a cancelled waiter left nothing behind
+    await asyncio.wait_for(wake.wait(), 1.0)
