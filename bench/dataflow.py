@@ -1,6 +1,6 @@
-"""Dataflow pipeline: latency against its floor, flood throughput (float, JSON, 1 MiB binary), and a move.
+"""Dataflow pipeline: latency against its floor, flood throughput (float, JSON, 1 MiB binary), a move, a switch.
 
-    python bench/dataflow.py [--seconds 5] [--heartbeat 0.5] [--brokers embedded,mosquitto]
+    python bench/dataflow.py [--seconds 5] [--heartbeat 0.5] [--brokers embedded,mosquitto] [--switch-cycles 2]
 
 A real master (with its embedded amqtt broker, or pointed at a mosquitto this script starts) and real agents
 run as their own processes on 127.0.0.1; this process runs the dataflow framework (``DataflowRun``), a
@@ -27,6 +27,10 @@ Scenarios, per broker:
   re-placed (the master declares the agent lost after 3 missed heartbeats), kill -> the stream resumed at the
   tap, and, counted at the tap by (src, seq) between the first and the last record: records lost, and records
   that arrived more than once.
+- ``switch``: bench/dataflow_switch.py's scenario (its own pipeline and cluster), ``--switch-cycles`` times: a
+  quality condition (sink rate below 5/s for 1 s) broken on purpose, the switch to the fallback, the stream
+  back through it, and the switch back to main once the condition is restored; against its baselines (the
+  condition's period, the DAG's cold placement). ``--switch-cycles 0`` skips it.
 
 Masters: a secure one (``edgerm-master init``) for mosquitto; for the embedded broker, the round trip and the
 floods run against an ``--insecure`` master (a secure master's broker lets only tasks publish: no feed, no
@@ -58,6 +62,7 @@ import aiomqtt
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import free_port, get_state, save, secure_master, spawn, stop, summary_ms
 from _dataflow_baselines import mosquitto, mqtt_round_trip, wasm_batch_cost
+from dataflow_switch import scenario as switch_scenario
 
 from edgerm.dataflow_records import Record, binary_heads, encode_binary
 from edgerm.frameworks.dataflow import DataflowRun, RunOptions, loads
@@ -472,14 +477,26 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "scenarios": [],
     }
     brokers = args.brokers.split(",")
+    switch_args = argparse.Namespace(cycles=args.switch_cycles, period=1.0, hold=2.0)
+
+    async def switch(name: str, url: str | None) -> dict[str, Any]:
+        try:
+            return await switch_scenario(name, url, switch_args)
+        except Exception as e:  # the other figures stand without it
+            return {"error": f"{type(e).__name__}: {e}"[:2000]}
+
     if "embedded" in brokers:
         result["scenarios"].append(await scenario("embedded", None, args, module_floor))
+        if args.switch_cycles:
+            result["scenarios"][-1]["switch"] = await switch("embedded", None)
     if "mosquitto" in brokers:
         async with mosquitto() as url:
             if url is None:
                 result["mosquitto"] = "not installed (scripts/setup_mosquitto.sh)"
             else:
                 result["scenarios"].append(await scenario("mosquitto", url, args, module_floor))
+                if args.switch_cycles:
+                    result["scenarios"][-1]["switch"] = await switch("mosquitto", url)
     return result
 
 
@@ -511,6 +528,17 @@ def report(result: dict[str, Any]) -> None:
             f" kill -> resumed {m['kill_to_stream_resumed_s']} s; {m['records_lost']} lost,"
             f" {m['records_duplicated_at_tap']} duplicated at the tap (of {m['records_seen']})"
         )
+        w = s.get("switch", {})
+        if "error" in w:
+            print(f"[{b}] switch: failed: {w['error']}")
+        elif w:
+            print(
+                f"[{b}] switch ({len(w['cycles'])} cycles, p50): break -> breach {w['break_to_breach_s']['p50']} s"
+                f" (period {w['baseline_period_s']} s), breach -> fallback running"
+                f" {w['breach_to_fallback_running_s']['p50']} s (cold placement {w['baseline_cold_placement_s']} s),"
+                f" break -> stream resumed {w['break_to_stream_resumed_s']['p50']} s, hold end -> main running"
+                f" {w['hold_end_to_main_running_s']['p50']} s"
+            )
     if "mosquitto" in result:
         print(f"mosquitto: {result['mosquitto']}")
 
@@ -521,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=int, default=8, help="flood feed: batches between publish and the tap")
     p.add_argument("--heartbeat", type=float, default=0.5, help="agents' heartbeat interval (s)")
     p.add_argument("--brokers", default="embedded,mosquitto", help="comma-separated: embedded, mosquitto")
+    p.add_argument("--switch-cycles", type=int, default=2, help="quality switch cycles per broker (0: skip)")
     args = p.parse_args(argv)
     result = asyncio.run(main_async(args))
     report(result)

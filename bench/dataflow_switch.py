@@ -117,7 +117,10 @@ async def cluster(tmp: Path, broker: str | None, device: Path) -> AsyncIterator[
         flags = ["--broker-port", broker.rsplit(":", 1)[1]]
     else:
         flags = ["--broker", broker]
-    master = [PY, "-m", "edgerm.master.main", "--host", "127.0.0.1", "--port", str(port), "--no-coap", *flags]
+    # --insecure: the tap subscribes without credentials (bench/dataflow.py measures a secure master); a fresh
+    # state dir, not the shared default one (a master there would restore an earlier run's cluster).
+    master = [PY, "-m", "edgerm.master.main", "--host", "127.0.0.1", "--port", str(port), "--no-coap", *flags,
+              "--insecure", "--state-dir", str(tmp / "master")]  # fmt: skip
     procs = [spawn([*master, "--log-level", "WARNING"], ready_url=url + "/api/v1/state")]
     try:
         for name, domain, dev in (("edge-1", "edge", True), ("cloud-1", "cloud", False)):
@@ -139,34 +142,37 @@ async def scenario(name: str, broker: str | None, args: argparse.Namespace) -> d
     with tempfile.TemporaryDirectory(prefix="edgerm-bench-switch-") as tmp_dir:
         tmp = Path(tmp_dir)
         readings = Readings(tmp / "readings.txt")
-        async with cluster(tmp, broker, readings.path) as (url, broker_url):
-            opts = RunOptions(deadline=30, status_interval=0, retry_seconds=0.3, quality_hold=args.hold)
-            run = DataflowRun(loads(pipeline(args.period)), url, broker_url=broker_url, options=opts)
-            arrivals: list[tuple[float, float]] = []  # (monotonic arrival, value)
-            host, _, port = broker_url.removeprefix("mqtt://").rpartition(":")
-            async with aiomqtt.Client(host, int(port)) as tap:
-                await tap.subscribe("edgerm/qbench/out/out", qos=1)
+        try:
+            async with cluster(tmp, broker, readings.path) as (url, broker_url):
+                opts = RunOptions(deadline=30, status_interval=0, retry_seconds=0.3, quality_hold=args.hold)
+                run = DataflowRun(loads(pipeline(args.period)), url, broker_url=broker_url, options=opts)
+                arrivals: list[tuple[float, float]] = []  # (monotonic arrival, value)
+                host, _, port = broker_url.removeprefix("mqtt://").rpartition(":")
+                async with aiomqtt.Client(host, int(port)) as tap:
+                    await tap.subscribe("edgerm/qbench/out/out", qos=1)
 
-                async def collect() -> None:
-                    async for message in tap.messages:
-                        if isinstance(message.payload, bytes | bytearray):
-                            now = time.monotonic()
-                            for line in bytes(message.payload).decode().splitlines():
-                                arrivals.append((now, float(line.split()[3])))
+                    async def collect() -> None:
+                        async for message in tap.messages:
+                            if isinstance(message.payload, bytes | bytearray):
+                                now = time.monotonic()
+                                for line in bytes(message.payload).decode().splitlines():
+                                    arrivals.append((now, float(line.split()[3])))
 
-                collector = asyncio.create_task(collect())
-                started = time.monotonic()
-                await run.start()
-                try:
-                    if not await run.wait_running(30):
-                        raise RuntimeError(run.render())
-                    cold = time.monotonic() - started
-                    cycles = [await cycle(run, readings, arrivals, args) for _ in range(args.cycles)]
-                finally:
-                    await run.stop()
-                    collector.cancel()
-                    await asyncio.gather(collector, return_exceptions=True)
-        readings.job.cancel()
+                    collector = asyncio.create_task(collect())
+                    started = time.monotonic()
+                    await run.start()
+                    try:
+                        if not await run.wait_running(30):
+                            raise RuntimeError(run.render())
+                        cold = time.monotonic() - started
+                        cycles = [await cycle(run, readings, arrivals, args) for _ in range(args.cycles)]
+                    finally:
+                        await run.stop()
+                        collector.cancel()
+                        await asyncio.gather(collector, return_exceptions=True)
+        finally:
+            readings.job.cancel()
+            await asyncio.gather(readings.job, return_exceptions=True)
     keys = cycles[0].keys()
     return {
         "broker": name,

@@ -20,7 +20,11 @@ generator stays cheap:
 Agents join over a ramp (500 per second), heartbeat for one interval of
 warm-up, then for ``--duration`` seconds of measurement, then pause their
 heartbeats for one interval (streams and observations stay open) to measure
-what idle push channels cost the master. Reported per transport and N:
+what idle push channels cost the master. Reported per transport and N (for the master, not the echoes):
+offer latency, from a real framework (edgerm.frameworks.HttpDriver, in a process of its own) that
+subscribes during the window: SUBSCRIBE -> its first OFFERS, then, over and over, DECLINE of one offer
+(``refuse_seconds=0``) -> the next OFFERS (what a framework waits for resources that became free while the
+whole fleet heartbeats). And:
 p50/p99/p999 heartbeat latency (measurement window), false losses (agents
 the master forgot or whose stream/observation it ended, and agents missing
 from ``/api/v1/state`` at the end), master CPU % (busy and idle windows),
@@ -437,6 +441,69 @@ def _worker(plan: Plan, out: Any) -> None:
     out.close()
 
 
+# -- offer latency: a real framework ------------------------------------------------------------------
+
+
+def _offer_probe(url: str, until: float, out: Any) -> None:
+    """A framework process: SUBSCRIBE -> first OFFERS, then DECLINE (refuse 0) -> next OFFERS, until ``until``."""
+    from edgerm.frameworks import Framework, FrameworkDriver, HttpDriver
+    from edgerm.model import Offer
+
+    class Probe(Framework):
+        name = "scale-offer-probe"
+
+        def __init__(self) -> None:
+            self.t_subscribe = 0.0
+            self.first: float | None = None
+            self.declined_at: float | None = None
+            self.after_decline: list[float] = []
+
+        async def resource_offers(self, driver: FrameworkDriver, offers: list[Offer]) -> None:
+            now = time.perf_counter()
+            if self.first is None:
+                self.first = now - self.t_subscribe
+            elif self.declined_at is not None:
+                self.after_decline.append(now - self.declined_at)
+            if time.time() >= until:
+                self.declined_at = None
+                return
+            await asyncio.sleep(0.05)  # about 20 samples a second: the probe must not load the master itself
+            self.declined_at = time.perf_counter()
+            await driver.decline([offers[0].id], refuse_seconds=0)
+
+    async def go() -> None:
+        probe = Probe()
+        driver = HttpDriver(probe, url)
+        probe.t_subscribe = time.perf_counter()
+        job = asyncio.create_task(driver.run())
+        await asyncio.sleep(max(0.0, until - time.time()) + 1.0)
+        await driver.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(job, 5.0)
+        out.send({"first": probe.first, "after_decline": probe.after_decline})
+
+    try:
+        asyncio.run(go())
+    except Exception as e:  # reported, not raised: the fleet's figures stand without it
+        out.send({"error": f"{type(e).__name__}: {e}"})
+
+
+def _offer_figures(got: dict[str, Any] | None) -> dict[str, Any]:
+    if got is None or "error" in got:
+        return {"error": (got or {}).get("error", "the probe sent nothing")}
+    lat = got["after_decline"]
+    first = got["first"]
+    return {
+        "subscribe_to_first_offers_ms": round(first * 1000, 2) if first is not None else None,
+        "decline_to_next_offers_ms": {
+            "n": len(lat),
+            "p50": round(pct(lat, 50) * 1000, 2),
+            "p99": round(pct(lat, 99) * 1000, 2),
+            "max": round(max(lat) * 1000, 2) if lat else None,
+        },
+    }
+
+
 def _spawn_server(args: list[str], log: Path) -> psutil.Popen:
     def limits() -> None:
         _raise_fd_limit()
@@ -523,11 +590,11 @@ def _histogram(
     }
 
 
-def _rss(proc: psutil.Popen) -> int:
+def _rss(proc: psutil.Process) -> int:
     return int(proc.memory_info().rss)
 
 
-def _cpu(proc: psutil.Popen) -> float:
+def _cpu(proc: psutil.Process) -> float:
     t = proc.cpu_times()
     return float(t.user + t.system)
 
@@ -620,6 +687,13 @@ def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dic
     time.sleep(max(0.0, t_measure - 2 - time.time()))
     scraped0 = {} if echo else _scrape(metrics_url)  # before the window: a scrape walks every agent
     time.sleep(max(0.0, t_measure - time.time()))
+    probe = probe_pipe = None
+    if not echo:
+        probe_pipe, probe_end = ctx.Pipe(duplex=False)
+        probe_url = f"http://127.0.0.1:{http_port}"
+        probe = ctx.Process(target=_offer_probe, args=(probe_url, t_idle - 2, probe_end), daemon=True)
+        probe.start()
+        probe_end.close()
     loaders = [psutil.Process(p.pid) for p in procs]
     load0 = sum(_cpu(x) for x in loaders)
     cpu0, w0 = _cpu(proc), time.monotonic()
@@ -629,6 +703,13 @@ def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dic
         rss_samples.append(_rss(proc))
     cpu1, w1 = _cpu(proc), time.monotonic()
     load1 = sum(_cpu(x) for x in loaders)
+    offers = None
+    if probe is not None and probe_pipe is not None:
+        got = probe_pipe.recv() if probe_pipe.poll(15) else None
+        probe.join(timeout=5)
+        if probe.is_alive():
+            probe.terminate()
+        offers = _offer_figures(got)
     time.sleep(max(0.0, t_idle + 1 - time.time()))  # in-flight heartbeats finish
     scraped1 = {} if echo else _scrape(metrics_url)
     cpu2, w2 = _cpu(proc), time.monotonic()
@@ -692,6 +773,8 @@ def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dic
         "rss_before_mib": round(rss_before / 2**20, 1),
         "rss_per_agent_kib": round((rss_fleet - rss_before) / max(1, n) / 1024, 2),
     }
+    if offers is not None:
+        result["offer_latency"] = offers
     lags = [x for r in reports for x in r.loop_lags]
     result["load_generator_lag_ms"] = {
         "p50": round(pct(lags, 50) * 1000, 2),
