@@ -29,11 +29,12 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,8 +139,20 @@ async def cluster(tmp: Path, broker: str | None, device: Path) -> AsyncIterator[
             stop(p)
 
 
+@contextlib.contextmanager
+def _open_cluster_env() -> Iterator[None]:
+    """No credentials of another (secure) master in this process's environment, which the agents and the
+    framework here would inherit and present to this insecure one (bench/dataflow.py runs this after its own
+    secure clusters); put back afterwards."""
+    saved = {k: os.environ.pop(k) for k in ("EDGERM_TOKEN", "EDGERM_JOIN_TOKEN") if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
 async def scenario(name: str, broker: str | None, args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="edgerm-bench-switch-") as tmp_dir:
+    with _open_cluster_env(), tempfile.TemporaryDirectory(prefix="edgerm-bench-switch-") as tmp_dir:
         tmp = Path(tmp_dir)
         readings = Readings(tmp / "readings.txt")
         try:
