@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python bench/metrics_scrape.py            # 100, 1,000 and 3,000 agents
+    python bench/metrics_scrape.py            # 100, 1,000, 3,000 and 10,000 agents
     python bench/metrics_scrape.py --quick    # 100 and 1,000 agents
 
 A real MasterService (its core, observers and handler table; no sockets,
@@ -16,6 +16,11 @@ Per size it prints and saves (``bench/results/metrics_scrape.json``):
 - ``ratio``: scrape / snapshot (below 1: cheaper than re-reading the state);
 - ``per_agent_us``: scrape time per agent (flat means linear in the
   per-agent series, nothing more);
+- ``sliced_longest_ms``: what ``/metrics`` serves, the sliced scrape
+  (``render_metrics_sliced``, 1,000 agents per slice): its longest stretch
+  without yielding the event loop, as a task spinning on the loop sees it
+  (what a heartbeat arriving during a scrape may wait), and ``sliced_ms``,
+  its whole time;
 - ``observe_us``: mean cost the observers (metrics, dashboard history) add
   to one heartbeat, from timing heartbeats with and without them.
 """
@@ -93,11 +98,37 @@ def best(fn: object, repeat: int) -> float:
     return min(times)
 
 
+async def sliced_scrape(h: Handlers, repeat: int) -> tuple[float, float]:
+    """The best whole time of ``metrics_text_sliced`` and, in that run, the longest gap between two turns of a
+    task spinning on the loop."""
+    results = []
+    for _ in range(repeat):
+        gaps: list[float] = []
+
+        async def spin(gaps: list[float] = gaps) -> None:
+            last = time.perf_counter()
+            while True:
+                await asyncio.sleep(0)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        spinner = asyncio.create_task(spin())
+        await asyncio.sleep(0)
+        started = time.perf_counter()
+        await h.metrics_text_sliced()
+        whole = time.perf_counter() - started
+        spinner.cancel()
+        results.append((whole, max(gaps, default=whole)))
+    return min(results)
+
+
 async def measure(n_agents: int) -> dict[str, float]:
     h, _ = await build(n_agents)
     service = h.service
     repeat = 5
     scrape = best(h.metrics_text, repeat)
+    sliced, longest = await sliced_scrape(h, repeat)
     snapshot = best(service.core.snapshot, repeat)
     beats = [HeartbeatReceived(AgentId(f"a{i % n_agents}")) for i in range(5000)]
 
@@ -116,6 +147,8 @@ async def measure(n_agents: int) -> dict[str, float]:
         "scrape_ms": round(scrape * 1000, 3),
         "snapshot_ms": round(snapshot * 1000, 3),
         "ratio": round(scrape / snapshot, 3),
+        "sliced_ms": round(sliced * 1000, 3),
+        "sliced_longest_ms": round(longest * 1000, 3),
         "per_agent_us": round(scrape / n_agents * 1e6, 2),
         "heartbeat_us": round(without / len(beats) * 1e6, 2),
         "observe_us": round((with_observers - without) / len(beats) * 1e6, 2),
@@ -125,19 +158,22 @@ async def measure(n_agents: int) -> dict[str, float]:
 async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--sizes", default="", help="comma-separated agent counts (default 100,1000,3000,10000)")
     args = p.parse_args()
-    sizes = (100, 1000) if args.quick else (100, 1000, 3000)
+    default = (100, 1000) if args.quick else (100, 1000, 3000, 10000)
+    sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else default
     rows = []
     print(
         f"{'agents':>7} {'tasks':>6} {'scrape ms':>10} {'snapshot ms':>12} {'ratio':>6} {'us/agent':>9} "
-        f"{'hb us':>6} {'observe us':>11}"
+        f"{'hb us':>6} {'observe us':>11} {'sliced ms':>10} {'longest slice ms':>17}"
     )
     for n in sizes:
         r = await measure(n)
         rows.append(r)
         print(
             f"{r['agents']:>7} {r['tasks_known']:>6} {r['scrape_ms']:>10} {r['snapshot_ms']:>12} {r['ratio']:>6} "
-            f"{r['per_agent_us']:>9} {r['heartbeat_us']:>6} {r['observe_us']:>11}"
+            f"{r['per_agent_us']:>9} {r['heartbeat_us']:>6} {r['observe_us']:>11} {r['sliced_ms']:>10} "
+            f"{r['sliced_longest_ms']:>17}"
         )
     path = save("metrics_scrape", {"rows": rows, "baseline": "MasterCore.snapshot() in the same run"})
     print(f"saved {path}")

@@ -31,7 +31,7 @@ from edgerm.master import views
 from edgerm.master.actions import KillTask
 from edgerm.master.events import AgentRegistered, HeartbeatReceived, StatusReceived
 from edgerm.master.logs import LogPiece, LogRequests
-from edgerm.master.metrics import render_metrics
+from edgerm.master.metrics import render_metrics, render_metrics_sliced
 from edgerm.master.service import CommandStream, EventStream, MasterService
 from edgerm.master.state import task_json
 from edgerm.master.state_api import StateQuery, state_page
@@ -201,6 +201,14 @@ class Handlers:
         """Prometheus text exposition of the master's figures."""
         service = self.service
         return render_metrics(self._metrics, service.core, service.gauges(), service.now(), service.lost_recently())
+
+    async def metrics_text_sliced(self) -> str:
+        """:meth:`metrics_text`, yielding the event loop every :data:`~edgerm.master.metrics.SCRAPE_SLICE`
+        agents (what ``/metrics`` serves)."""
+        service = self.service
+        return await render_metrics_sliced(
+            self._metrics, service.core, service.gauges, service.now(), service.lost_recently
+        )
 
     def task(self, task_id: TaskId) -> dict[str, object] | None:
         """One task with its status history (the dashboard's task view), or None if not remembered."""

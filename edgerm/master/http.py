@@ -318,7 +318,8 @@ class _HttpAdapter:
         return web.json_response(state, headers={"Cache-Control": "no-store"})
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(body=self._handlers.metrics_text().encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+        text = await self._handlers.metrics_text_sliced()
+        return web.Response(body=text.encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def task(self, request: web.Request) -> web.StreamResponse:
         task_id = TaskId(request.match_info["id"])

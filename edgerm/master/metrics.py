@@ -37,6 +37,7 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -308,44 +309,90 @@ def _agent_lines(aid: AgentId, load: AgentLoad) -> str:
     return "\n".join(lines)
 
 
+class AgentPass:
+    """The per-agent part of a scrape, filled by :meth:`add` over the agents (in one go or in slices, see
+    :func:`render_metrics_sliced`) and then rendered by :func:`render_metrics`."""
+
+    __slots__ = ("fresh", "info", "metrics", "now", "per_agent", "states", "views")
+
+    def __init__(self, metrics: MasterMetrics, core: MasterCore, now: float) -> None:
+        self.metrics, self.views, self.now = metrics, core.views, now
+        self.states = {"active": 0, "silent": 0}
+        self.info: list[str] = []
+        self.per_agent: list[str] = []
+        self.fresh: dict[AgentId, tuple[AgentLoad, str, tuple[str, ...], str]] = {}
+
+    def add(self, aids: Iterable[AgentId]) -> None:
+        views, metrics, now, cache = self.views, self.metrics, self.now, self.metrics.agent_lines
+        for aid in aids:
+            record = views.agent_record(aid)
+            load = views.load(aid)
+            if record is None or load is None:
+                continue  # gone since the pass began
+            interval = record.info.heartbeat_interval if record.info.heartbeat_interval > 0 else 1.0
+            state = "silent" if now - record.last_seen > SILENT_AFTER_INTERVALS * interval else "active"
+            self.states[state] += 1
+            labels = (aid, record.info.hostname, metrics.agent_transport.get(aid, "http"), state)
+            cached = cache.get(aid)
+            if cached is None:
+                line = sample_line("edgerm_agent_info", _INFO_LABELS, labels, 1)
+                cached = (load, _agent_lines(aid, load), labels, line)
+            else:
+                if cached[0] is not load:
+                    cached = (load, _agent_lines(aid, load), cached[2], cached[3])
+                if cached[2] != labels:
+                    cached = (cached[0], cached[1], labels, sample_line("edgerm_agent_info", _INFO_LABELS, labels, 1))
+            self.fresh[aid] = cached
+            self.info.append(cached[3])
+            self.per_agent.append(cached[1])
+
+
+#: Agents per slice of a sliced scrape: about 5 ms of the event loop each (bench/metrics_scrape.py).
+SCRAPE_SLICE = 1_000
+
+
+async def render_metrics_sliced(
+    metrics: MasterMetrics,
+    core: MasterCore,
+    gauges: Callable[[], Mapping[str, float]],
+    now: float,
+    lost_recently: Callable[[], int],
+    slice_size: int = SCRAPE_SLICE,
+) -> str:
+    """:func:`render_metrics`, with the per-agent pass done :data:`SCRAPE_SLICE` agents at a time, yielding
+    the event loop between slices: a scrape of a large fleet delays no heartbeat by more than one slice.
+    Agents that join meanwhile wait for the next scrape; those that leave are skipped."""
+    aids = list(core.views.agent_ids)
+    agents = AgentPass(metrics, core, now)
+    for i in range(0, len(aids), slice_size):
+        if i:
+            await asyncio.sleep(0)
+        agents.add(aids[i : i + slice_size])
+    return render_metrics(metrics, core, gauges(), now, lost_recently(), agents=agents)
+
+
 def render_metrics(
-    metrics: MasterMetrics, core: MasterCore, gauges: Mapping[str, float], now: float, lost_recently: int = 0
+    metrics: MasterMetrics,
+    core: MasterCore,
+    gauges: Mapping[str, float],
+    now: float,
+    lost_recently: int = 0,
+    agents: AgentPass | None = None,
 ) -> str:
     """The Prometheus text exposition of every figure of the master.
 
     Cluster figures come from the core's read views (kept as the core changes). The
-    per-agent families are one pass over the agents: each agent's resource lines are
-    rendered once per change of its load (cached on the load row), its info line once
-    per change of its host, transport or state; only the silent/active test runs per
-    agent per scrape."""
+    per-agent families are one pass over the agents (``agents``, if done already): each
+    agent's resource lines are rendered once per change of its load (cached on the load
+    row), its info line once per change of its host, transport or state; only the
+    silent/active test runs per agent per scrape."""
     w = Writer()
     views = core.views
     totals = views.totals()
-    states = {"active": 0, "silent": 0}
-    info: list[str] = []
-    per_agent: list[str] = []
-    cache = metrics.agent_lines
-    fresh: dict[AgentId, tuple[AgentLoad, str, tuple[str, ...], str]] = {}
-    for aid in views.agent_ids:
-        record = views.agent_record(aid)
-        load = views.load(aid)
-        if record is None or load is None:
-            continue
-        interval = record.info.heartbeat_interval if record.info.heartbeat_interval > 0 else 1.0
-        state = "silent" if now - record.last_seen > SILENT_AFTER_INTERVALS * interval else "active"
-        states[state] += 1
-        labels = (aid, record.info.hostname, metrics.agent_transport.get(aid, "http"), state)
-        cached = cache.get(aid)
-        if cached is None:
-            cached = (load, _agent_lines(aid, load), labels, sample_line("edgerm_agent_info", _INFO_LABELS, labels, 1))
-        else:
-            if cached[0] is not load:
-                cached = (load, _agent_lines(aid, load), cached[2], cached[3])
-            if cached[2] != labels:
-                cached = (cached[0], cached[1], labels, sample_line("edgerm_agent_info", _INFO_LABELS, labels, 1))
-        fresh[aid] = cached
-        info.append(cached[3])
-        per_agent.append(cached[1])
+    if agents is None:
+        agents = AgentPass(metrics, core, now)
+        agents.add(views.agent_ids)
+    states, info, per_agent, fresh = agents.states, agents.info, agents.per_agent, agents.fresh
     metrics.agent_lines = fresh  # departed agents drop out
     states["lost"] = lost_recently
     w.gauge(

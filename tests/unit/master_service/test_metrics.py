@@ -220,3 +220,36 @@ def test_histograms_and_counters_render_in_the_reference_format() -> None:
     assert [(s.labels["le"], s.value) for s in buckets] == [("0.1", 1), ("1.0", 2), ("+Inf", 3)]
     with pytest.raises(ValueError):
         Counter("bad", "no _total")
+
+
+async def test_a_sliced_scrape_yields_the_loop_and_renders_what_one_pass_renders(
+    handlers: Handlers, clock: Clock
+) -> None:
+    import edgerm.master.metrics as metrics_module
+
+    for i in range(25):
+        await handlers.agent_call(m.RegisterAgent(agent(f"a{i:02d}")))
+    whole = handlers.metrics_text()
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    counter = asyncio.create_task(count_turns())
+    await asyncio.sleep(0)
+    service = handlers.service
+    text = await metrics_module.render_metrics_sliced(
+        handlers._metrics, service.core, service.gauges, service.now(), service.lost_recently, slice_size=4
+    )
+    counter.cancel()
+    assert turns >= 25 // 4  # the loop ran between the slices
+    skip = ("edgerm_event_loop", "edgerm_gc_", "edgerm_master_process_", "edgerm_request")  # they move alone
+
+    def stable(t: str) -> list[str]:
+        return [line for line in t.splitlines() if not line.startswith(skip)]
+
+    assert stable(text) == stable(whole)
+    assert await handlers.metrics_text_sliced() and text.count('edgerm_agent_info{agent_id="a') == 25
