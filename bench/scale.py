@@ -22,9 +22,10 @@ warm-up, then for ``--duration`` seconds of measurement, then pause their
 heartbeats for one interval (streams and observations stay open) to measure
 what idle push channels cost the master. Reported per transport and N (for the master, not the echoes):
 offer latency, from a real framework (edgerm.frameworks.HttpDriver, in a process of its own) that
-subscribes during the window: SUBSCRIBE -> its first OFFERS, then, over and over, DECLINE of one offer
-(``refuse_seconds=0``) -> the next OFFERS (what a framework waits for resources that became free while the
-whole fleet heartbeats). And:
+subscribes during the window: SUBSCRIBE -> its first OFFERS, then, over and over, a task launched on one
+emulated HTTP agent, which reports it RUNNING and FINISHED at once (its push stream is parsed for LAUNCH
+commands), from the agent's UPDATE call to the framework's OFFERS of the freed resources (what a framework
+waits for resources that became free while the whole fleet heartbeats; HTTP fleets only). And:
 p50/p99/p999 heartbeat latency (measurement window), false losses (agents
 the master forgot or whose stream/observation it ended, and agents missing
 from ``/api/v1/state`` at the end), master CPU % (busy and idle windows),
@@ -68,8 +69,8 @@ from _common import free_port, pct, save
 
 from edgerm import messages as m
 from edgerm import wire
-from edgerm.ids import AgentId
-from edgerm.model import AgentInfo
+from edgerm.ids import AgentId, TaskId
+from edgerm.model import AgentInfo, Source, TaskState, TaskStatus
 from edgerm.resources import Resources
 
 HERE = Path(__file__).resolve().parent
@@ -232,9 +233,11 @@ async def _http_stream(
         writer.close()
         return
     report.channels += 1
+    commands = _Commands()
     try:
-        while await reader.read(65536):
-            pass  # commands (none are sent in this benchmark)
+        while chunk := await reader.read(65536):
+            for task in commands.launches(chunk):  # only the offer probe launches (on one agent at a time)
+                await _finish(plan, local, task, report)
         if not stopping.is_set() and time.time() < plan.t_end:
             report.channel_ended += 1
     except OSError:
@@ -242,6 +245,45 @@ async def _http_stream(
             report.channel_ended += 1
     finally:
         writer.close()
+
+
+class _Commands:
+    """The LAUNCH commands in an agent's push stream: HTTP chunked transfer coding, then RecordIO frames."""
+
+    def __init__(self) -> None:
+        self._raw = bytearray()
+        self._records = wire.RecordReader()
+
+    def launches(self, data: bytes) -> list[m.LaunchCommand]:
+        self._raw += data
+        body = bytearray()
+        while (eol := self._raw.find(b"\r\n")) >= 0:
+            size = int(self._raw[:eol].split(b";")[0] or b"0", 16)
+            if len(self._raw) < eol + 2 + size + 2:
+                break
+            body += self._raw[eol + 2 : eol + 2 + size]
+            del self._raw[: eol + 2 + size + 2]
+        events = [wire.decode_agent_event(r) for r in self._records.feed(bytes(body))] if body else []
+        return [e for e in events if isinstance(e, m.LaunchCommand)]
+
+
+async def _finish(plan: Plan, local: tuple[str, int], launch: m.LaunchCommand, report: Report) -> None:
+    """The task ran and ended at once: RUNNING and FINISHED in one UPDATE, FINISHED stamped with the wall
+    clock just before the call (the offer probe measures from it to the offer of the freed resources)."""
+    task, aid = launch.task.task_id, launch.task.agent_id
+    running = TaskStatus(task, aid, TaskState.RUNNING, uuid=f"{task}-r", source=Source.AGENT)
+    finished = TaskStatus(
+        task, aid, TaskState.FINISHED, uuid=f"{task}-f", message=f"sent={time.time():.6f}", source=Source.AGENT
+    )
+    body = wire.encode_agent_call(m.StatusUpdate(aid, running, (finished,)))
+    try:
+        reader, writer = await asyncio.open_connection(plan.host, plan.port, local_addr=local)
+        try:
+            await asyncio.wait_for(_http_request(reader, writer, body, close=True), REQUEST_TIMEOUT)
+        finally:
+            writer.close()
+    except (OSError, TimeoutError, asyncio.IncompleteReadError) as e:
+        report.error(f"update: {type(e).__name__}")
 
 
 # -- CoAP ---------------------------------------------------------------------------------------
@@ -445,9 +487,15 @@ def _worker(plan: Plan, out: Any) -> None:
 
 
 def _offer_probe(url: str, until: float, out: Any) -> None:
-    """A framework process: SUBSCRIBE -> first OFFERS, then DECLINE (refuse 0) -> next OFFERS, until ``until``."""
+    """A framework process (the real HttpDriver): SUBSCRIBE -> its first OFFERS; then, one agent at a time,
+    it launches a task taking the whole offer there (an emulated HTTP agent reports it RUNNING and FINISHED at
+    once, stamping the
+    FINISHED with its wall clock) and measures from that stamp to the OFFERS of the agent's freed resources,
+    then launches there again. The other offers it declines for an hour."""
     from edgerm.frameworks import Framework, FrameworkDriver, HttpDriver
-    from edgerm.model import Offer
+    from edgerm.model import Offer, TaskInfo, WasmSpec
+
+    whole = Resources.parse("cpus:4;mem:4096")  # an emulated agent, all free
 
     class Probe(Framework):
         name = "scale-offer-probe"
@@ -455,21 +503,54 @@ def _offer_probe(url: str, until: float, out: Any) -> None:
         def __init__(self) -> None:
             self.t_subscribe = 0.0
             self.first: float | None = None
-            self.declined_at: float | None = None
-            self.after_decline: list[float] = []
+            self.target: str | None = None  # the agent running the probe's task
+            self.finished_sent: float | None = None  # its FINISHED's stamp, once reported
+            self.freed_at: float | None = None  # when an offer of its freed resources arrived
+            self.freed: list[float] = []
+            self.launched = 0
+
+        def _done(self) -> None:
+            if self.freed_at is not None and self.finished_sent is not None:
+                self.freed.append(self.freed_at - self.finished_sent)
+                self.target = self.finished_sent = self.freed_at = None
 
         async def resource_offers(self, driver: FrameworkDriver, offers: list[Offer]) -> None:
-            now = time.perf_counter()
+            now = time.time()
             if self.first is None:
-                self.first = now - self.t_subscribe
-            elif self.declined_at is not None:
-                self.after_decline.append(now - self.declined_at)
-            if time.time() >= until:
-                self.declined_at = None
-                return
-            await asyncio.sleep(0.05)  # about 20 samples a second: the probe must not load the master itself
-            self.declined_at = time.perf_counter()
-            await driver.decline([offers[0].id], refuse_seconds=0)
+                self.first = time.perf_counter() - self.t_subscribe
+            freed: Offer | None = None
+            for o in offers:
+                # Freed: the agent whole again (the task's share is back), or any offer of it once the FINISHED
+                # was reported (the master handled it before, so the offer has what it freed).
+                mine = o.agent_id == self.target and self.freed_at is None
+                if mine and (whole <= o.resources or self.finished_sent is not None):
+                    self.freed_at, freed = now, o
+            self._done()
+            take: Offer | None = None
+            if self.target is None and now < until:
+                # The same agent again once it is free; the first one to start with.
+                take = freed or next((o for o in offers if str(o.agent_id).startswith("bench-http-")), None)
+            rest = [o.id for o in offers if o is not take]
+            if rest:
+                # A polite framework: what it does not want it declines for long, so it holds no offers and
+                # stays under its offer limit (a framework at its limit is offered nothing, freed or not).
+                await driver.decline(rest, refuse_seconds=3600)
+            if take is not None:
+                await asyncio.sleep(0.05)  # about 20 samples a second at most: the probe must not load the master
+                self.launched += 1
+                # The task takes the whole offer: no leftover offer is outstanding when it ends, so what it frees
+                # is offered at once (a held or just-declined offer of the agent would wait for the next cycle).
+                task = TaskInfo(
+                    TaskId(f"probe-{self.launched}"), "probe", take.agent_id, take.resources, WasmSpec(b"\0asm")
+                )
+                self.target = str(take.agent_id)
+                await driver.accept([take.id], [task])
+
+        async def status_update(self, driver: FrameworkDriver, status: TaskStatus) -> None:
+            done = status.state is TaskState.FINISHED and str(status.agent_id) == self.target
+            if done and status.message.startswith("sent="):
+                self.finished_sent = float(status.message.removeprefix("sent="))
+                self._done()
 
     async def go() -> None:
         probe = Probe()
@@ -480,7 +561,7 @@ def _offer_probe(url: str, until: float, out: Any) -> None:
         await driver.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(job, 5.0)
-        out.send({"first": probe.first, "after_decline": probe.after_decline})
+        out.send({"first": probe.first, "freed": probe.freed, "launched": probe.launched})
 
     try:
         asyncio.run(go())
@@ -491,11 +572,13 @@ def _offer_probe(url: str, until: float, out: Any) -> None:
 def _offer_figures(got: dict[str, Any] | None) -> dict[str, Any]:
     if got is None or "error" in got:
         return {"error": (got or {}).get("error", "the probe sent nothing")}
-    lat = got["after_decline"]
+    lat = got["freed"]
     first = got["first"]
     return {
         "subscribe_to_first_offers_ms": round(first * 1000, 2) if first is not None else None,
-        "decline_to_next_offers_ms": {
+        "tasks_launched": got["launched"],
+        # the agent's FINISHED sent (its UPDATE call) -> the OFFERS of the freed resources at the framework
+        "finished_to_offer_of_freed_ms": {
             "n": len(lat),
             "p50": round(pct(lat, 50) * 1000, 2),
             "p99": round(pct(lat, 99) * 1000, 2),
