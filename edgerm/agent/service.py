@@ -28,9 +28,8 @@ Rules:
   rest again at once, and one status per call from then on.
 - Runtime reports may come from any thread; they are moved to the loop.
 - Each task gets ``work_dir/tasks/<task>/`` as its workdir; the workdirs of
-  the last :data:`KEPT_SANDBOXES` finished tasks are kept for inspection
-  (older ones are removed :data:`REMOVE_SANDBOXES` at a time, so between
-  32 and 47 are on disk).
+  the last 32 finished tasks are kept for inspection, older ones are
+  recycled or removed 16 at a time (sandboxes.py).
 - A dataflow task (env ``EDGERM_DF_ROLE``) that sets no ``EDGERM_BROKER``
   gets the broker the master named in REGISTERED (docs/dataflow.md).
 - What must outlive the process goes through the work dir's journal
@@ -49,23 +48,22 @@ import dataclasses
 import hashlib
 import itertools
 import logging
-import re
-import shutil
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Coroutine, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from edgerm import messages as m
+from edgerm.agent import sandboxes
 from edgerm.agent.dataflow.contract import with_broker
 from edgerm.agent.journal import Journal, ModuleStore
 from edgerm.agent.logs import read_piece
 from edgerm.agent.metrics import AgentMetrics
 from edgerm.agent.runtime import RecoveredTask, Runtime, RuntimeReport, TaskEnded
+from edgerm.agent.sandboxes import Sandboxes, sandbox_name
 from edgerm.agent.state import (
     MAX_PENDING,
     AgentAction,
@@ -102,20 +100,10 @@ from edgerm.model import AgentInfo, Reason, RestartPolicy, TaskInfo, TaskState, 
 
 log = logging.getLogger(__name__)
 
-KEPT_SANDBOXES = 32
-REMOVE_SANDBOXES = 16  # older sandboxes are removed this many at a time
 PENDING_ACKS_TO_REOPEN = 2  # consecutive heartbeat acks saying commands_pending
 UPDATE_CALLS = 2  # UPDATE calls in flight at once; statuses that come meanwhile wait and go in one batch
 MAX_BATCH = 64  # statuses per UPDATE at most (a transport may ask for fewer: max_statuses_per_update)
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
-
-
-def sandbox_name(task_id: TaskId) -> str:
-    """A directory name for a task id that may hold any characters."""
-    readable = _UNSAFE.sub("_", task_id)[:64].lstrip(".") or "task"
-    if readable == task_id:
-        return readable
-    return f"{readable}-{hashlib.sha256(task_id.encode()).hexdigest()[:10]}"
+__all__ = ["AgentService", "sandbox_name"]
 
 
 class AgentService:
@@ -155,7 +143,7 @@ class AgentService:
         self._wake = asyncio.Event()
         self._heartbeat_in_flight = False
         self._pending_acks = 0
-        self._sandboxes: deque[Path] = deque()
+        self._sandboxes = Sandboxes(work_dir / "tasks")
         self._launching: dict[TaskId, asyncio.Task[None]] = {}  # StartTask jobs not yet handed to the runtime
         self._outgoing: dict[tuple[TaskId, str], TaskStatus] = {}  # statuses for the next UPDATE, in order
         self._senders = 0  # UPDATE calls in flight (at most UPDATE_CALLS)
@@ -178,6 +166,8 @@ class AgentService:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         (self.work_dir / "tasks").mkdir(parents=True, exist_ok=True)
+        for extra in self._sandboxes.add_spares(await asyncio.to_thread(sandboxes.find_spares, self._sandboxes.root)):
+            await asyncio.to_thread(sandboxes.remove, [extra])
         restored = await self._restore()
         recovered: list[Recovered] = []
         for executor, runtime in self.runtimes.items():
@@ -485,14 +475,17 @@ class AgentService:
         try:
             if runtime is None:
                 raise RuntimeFailure(f"no {task.executor} runtime")
-            workdir = self.work_dir / "tasks" / sandbox_name(task.task_id)
+            workdir = self._sandboxes.path(task.task_id)
+            spare = self._sandboxes.take_spare()
             # In a thread, while the launch record is written: a mkdir can block for milliseconds on a busy disk.
-            made = asyncio.create_task(asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True))
+            made = asyncio.create_task(asyncio.to_thread(sandboxes.make, workdir, spare))
             try:
                 task = with_broker(task, self.broker_url, self.broker_ca)
                 await self._keep_launch(task)
             finally:
                 await asyncio.wait({made})
+            if made.exception() is None and not made.result() and spare is not None:
+                self._sandboxes.add_spares([spare])
             made.result()  # an OSError fails the task as before
             await runtime.launch(task, workdir, self.report)
         except asyncio.CancelledError:
@@ -543,13 +536,11 @@ class AgentService:
         runtime = self.runtimes.get(action.executor)
         if runtime is not None:
             await runtime.cleanup(action.task_id)
-        self._sandboxes.append(self.work_dir / "tasks" / sandbox_name(action.task_id))
-        old: list[Path] = []
-        if len(self._sandboxes) >= KEPT_SANDBOXES + REMOVE_SANDBOXES:  # one thread hop per REMOVE_SANDBOXES tasks
-            while len(self._sandboxes) > KEPT_SANDBOXES:
-                old.append(self._sandboxes.popleft())
+        old = self._sandboxes.finished(action.task_id)
         if old:
-            await asyncio.to_thread(_remove_dirs, old)
+            extra = self._sandboxes.add_spares(await asyncio.to_thread(sandboxes.retire, old))
+            if extra:
+                await asyncio.to_thread(sandboxes.remove, extra)
 
     # -- loops -------------------------------------------------------------------------------
 
@@ -632,8 +623,3 @@ class AgentService:
 
 def _restartable_wasm(task: TaskInfo) -> bool:
     return task.restart_policy is RestartPolicy.ON_AGENT_RESTART and isinstance(task.container, WasmSpec)
-
-
-def _remove_dirs(paths: list[Path]) -> None:
-    for path in paths:
-        shutil.rmtree(path, ignore_errors=True)
