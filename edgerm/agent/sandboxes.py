@@ -21,7 +21,8 @@ spare never collides with a sandbox. At most :data:`MAX_SPARES` spares are
 kept; spares found at start (from an earlier process) are used too.
 
 Blocking work (:func:`make`, :func:`retire`, :func:`find_spares`) runs in a
-thread; the :class:`Sandboxes` bookkeeping runs on the event loop.
+thread; the :class:`Sandboxes` bookkeeping and :func:`claim` (one rename of
+a spare, no inode made) run on the event loop.
 """
 
 from __future__ import annotations
@@ -87,6 +88,15 @@ class Sandboxes:
     @property
     def spares(self) -> int:
         return len(self._spares)
+
+
+def claim(spare: Path, workdir: Path) -> bool:
+    """Rename a spare to a new sandbox: one metadata call, cheap enough for the event loop. False: not done."""
+    try:
+        os.rename(spare, workdir)
+    except OSError:
+        return False
+    return True
 
 
 def make(workdir: Path, spare: Path | None) -> bool:

@@ -48,9 +48,9 @@ import dataclasses
 import hashlib
 import itertools
 import logging
+import random
 import threading
 import time
-import uuid
 from collections.abc import Coroutine, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -99,6 +99,7 @@ from edgerm.ids import TaskId, new_id
 from edgerm.model import AgentInfo, Reason, RestartPolicy, TaskInfo, TaskState, TaskStatus, WasmSpec
 
 log = logging.getLogger(__name__)
+_random_bits = random.Random().getrandbits  # seeded from os.urandom; status uuids (see _stamp)
 
 PENDING_ACKS_TO_REOPEN = 2  # consecutive heartbeat acks saying commands_pending
 UPDATE_CALLS = 2  # UPDATE calls in flight at once; statuses that come meanwhile wait and go in one batch
@@ -286,7 +287,9 @@ class AgentService:
 
     @staticmethod
     def _stamp() -> Stamp:
-        return Stamp(uuid.uuid4().hex, time.time())
+        # 128 random bits as 32 hex digits, like uuid4().hex but without a getrandom call per status: a
+        # status uuid must be unique, not secret (the generator is seeded from the OS at start).
+        return Stamp(f"{_random_bits(128):032x}", time.time())
 
     # -- the journal (what outlives the process) --------------------------------------------
 
@@ -477,16 +480,21 @@ class AgentService:
                 raise RuntimeFailure(f"no {task.executor} runtime")
             workdir = self._sandboxes.path(task.task_id)
             spare = self._sandboxes.take_spare()
-            # In a thread, while the launch record is written: a mkdir can block for milliseconds on a busy disk.
-            made = asyncio.create_task(asyncio.to_thread(sandboxes.make, workdir, spare))
+            made: asyncio.Task[bool] | None = None
+            # A spare becomes the sandbox by one rename, here (a thread hop costs more); else a mkdir in a
+            # thread, while the launch record is written: it can block for milliseconds on a busy disk.
+            if spare is None or not sandboxes.claim(spare, workdir):
+                made = asyncio.create_task(asyncio.to_thread(sandboxes.make, workdir, spare))
             try:
                 task = with_broker(task, self.broker_url, self.broker_ca)
                 await self._keep_launch(task)
             finally:
-                await asyncio.wait({made})
-            if made.exception() is None and not made.result() and spare is not None:
-                self._sandboxes.add_spares([spare])
-            made.result()  # an OSError fails the task as before
+                if made is not None:
+                    await asyncio.wait({made})
+            if made is not None:
+                if made.exception() is None and not made.result() and spare is not None:
+                    self._sandboxes.add_spares([spare])
+                made.result()  # an OSError fails the task as before
             await runtime.launch(task, workdir, self.report)
         except asyncio.CancelledError:
             raise

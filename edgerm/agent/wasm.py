@@ -38,7 +38,9 @@ How, and why so:
 - **Threads**: modules compile and run in a ThreadPoolExecutor, never on the
   event loop; reports are delivered on the loop that called ``launch``.
   ``TaskStarted`` is sent right before ``_start`` runs, so queued tasks stay
-  STARTING and a queued task that is killed never runs.
+  STARTING and a queued task that is killed never runs. What the threads
+  hand to the loop joins one queue, and the loop is woken once for all that
+  queued meanwhile (a wake-up per report cost more than the report).
 - **Module cache** by sha256: in memory (LRU) and, when a work dir is given,
   serialized under ``work_dir/modules/`` so a restarted agent deserializes
   instead of compiling. A module named only by ``module_sha256`` and not
@@ -56,7 +58,7 @@ import hashlib
 import logging
 import os
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -146,6 +148,8 @@ class WasmRuntime:
         self._modules_lock = threading.Lock()
         self._runs: dict[TaskId, _Run] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._posted: deque[tuple[Callable[..., None], tuple[object, ...]]] = deque()  # wasm threads -> loop
+        self._drain_due = False  # a drain of _posted is scheduled on the loop
         self._closed = False
         #: How many modules were compiled / loaded from disk / found in memory (for tests and metrics).
         self.compiled = 0
@@ -282,12 +286,27 @@ class WasmRuntime:
         run.report(ended)
 
     def _post(self, fn: Callable[..., None], *args: object) -> None:
-        """Run ``fn(*args)`` on the loop (from a wasm thread)."""
+        """Run ``fn(*args)`` on the loop (from a wasm thread), in the order posted."""
         assert self._loop is not None
+        self._posted.append((fn, args))
+        if self._drain_due:  # the loop will run it with the others (it clears the flag before it drains)
+            return
+        self._drain_due = True
         try:
-            self._loop.call_soon_threadsafe(fn, *args)
+            self._loop.call_soon_threadsafe(self._drain)
         except RuntimeError:  # the loop is closed: nobody is listening any more
             log.debug("wasm report dropped: loop closed")
+
+    def _drain(self) -> None:
+        """Loop side: run what the wasm threads posted."""
+        self._drain_due = False
+        posted = self._posted
+        while posted:
+            fn, args = posted.popleft()
+            try:
+                fn(*args)
+            except Exception:  # boundary: one report that fails does not hold up the others
+                log.exception("wasm runtime: a report failed on the loop")
 
     async def _fetch_module(self, sha256: str) -> bytes:
         if self._fetch is None:

@@ -70,3 +70,11 @@ def test_spares_are_bounded_and_found_again_at_start(tmp_path: Path) -> None:
     assert len(extra) == 2 and boxes.spares == sandboxes.MAX_SPARES
     assert boxes.take_spare() in found
     assert sandboxes.find_spares(tmp_path / "missing") == []
+
+
+def test_claiming_a_spare_renames_it_or_says_it_did_not(tmp_path: Path) -> None:
+    spare = tmp_path / (SPARE_PREFIX + "2")
+    spare.mkdir()
+    assert sandboxes.claim(spare, tmp_path / "t") is True
+    assert (tmp_path / "t").is_dir() and not spare.exists()
+    assert sandboxes.claim(spare, tmp_path / "u") is False and not (tmp_path / "u").exists()
