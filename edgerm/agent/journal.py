@@ -99,24 +99,29 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+# The lines are what json.dumps would write for these dicts, formatted directly (several per task).
+_q = json.encoder.encode_basestring_ascii  # a JSON string literal, quoted
+
+
 def _launch_line(task: TaskInfo) -> str:
-    record = launch_record(task)
-    blob = _b64(encode_task_info(record))
-    return json.dumps({"op": "launch", "task": task.task_id, "executor": task.executor, "info": blob})
+    blob = _b64(encode_task_info(launch_record(task)))
+    return f'{{"op": "launch", "task": {_q(task.task_id)}, "executor": {_q(task.executor)}, "info": "{blob}"}}'
 
 
 def _update_line(status: TaskStatus, executor: str) -> str:
     blob = _b64(encode_task_status(status))
-    return json.dumps(
-        {
-            "op": "update",
-            "task": status.task_id,
-            "uuid": status.uuid,
-            "state": status.state.value,
-            "executor": executor,
-            "status": blob,
-        }
+    return (
+        f'{{"op": "update", "task": {_q(status.task_id)}, "uuid": {_q(status.uuid)}, '
+        f'"state": {_q(status.state.value)}, "executor": {_q(executor)}, "status": "{blob}"}}'
     )
+
+
+def _ack_line(task_id: TaskId, uuid: str) -> str:
+    return f'{{"op": "ack", "task": {_q(task_id)}, "uuid": {_q(uuid)}}}'
+
+
+def _forget_line(task_id: TaskId) -> str:
+    return f'{{"op": "forget", "task": {_q(task_id)}}}'
 
 
 class Journal:
@@ -228,12 +233,12 @@ class Journal:
 
     def ack(self, task_id: TaskId, uuid: str) -> None:
         if self._pending.pop((task_id, uuid), None) is not None:
-            self._append(json.dumps({"op": "ack", "task": task_id, "uuid": uuid}))
+            self._append(_ack_line(task_id, uuid))
 
     def forget(self, task_id: TaskId) -> None:
         if self._launches.pop(task_id, None) is not None:
             self._executors.pop(task_id, None)
-            self._append(json.dumps({"op": "forget", "task": task_id}))
+            self._append(_forget_line(task_id))
 
     def live(self) -> tuple[int, int]:
         """(launch records, unacknowledged updates) held."""
