@@ -20,7 +20,8 @@ Rules:
   ``commands_pending`` (the master holds commands no stream takes; one such
   ack alone can be a command caught between the queue and the stream).
 - Status updates are batched: a status to send joins a queue, and at most
-  :data:`UPDATE_CALLS` UPDATE calls are in flight, each carrying what was
+  :data:`UPDATE_CALLS` UPDATE calls (a transport may ask for more:
+  ``update_calls_in_flight``) are in flight, each carrying what was
   queued when it left (up to the transport's ``max_statuses_per_update``,
   at most :data:`MAX_BATCH`). An unacknowledged status is queued again by
   the core's retry timer, so a failed batch loses nothing. A master that
@@ -102,7 +103,9 @@ log = logging.getLogger(__name__)
 _random_bits = random.Random().getrandbits  # seeded from os.urandom; status uuids (see _stamp)
 
 PENDING_ACKS_TO_REOPEN = 2  # consecutive heartbeat acks saying commands_pending
-UPDATE_CALLS = 2  # UPDATE calls in flight at once; statuses that come meanwhile wait and go in one batch
+# UPDATE calls in flight at once; statuses that come meanwhile wait and go in one batch (2 made smaller batches:
+# more calls, offers and ACCEPTs per task and less throughput, bench/task_throughput.py; CoAP asks for 2)
+UPDATE_CALLS = 1
 MAX_BATCH = 64  # statuses per UPDATE at most (a transport may ask for fewer: max_statuses_per_update)
 __all__ = ["AgentService", "sandbox_name"]
 
@@ -147,7 +150,8 @@ class AgentService:
         self._sandboxes = Sandboxes(work_dir / "tasks")
         self._launching: dict[TaskId, asyncio.Task[None]] = {}  # StartTask jobs not yet handed to the runtime
         self._outgoing: dict[tuple[TaskId, str], TaskStatus] = {}  # statuses for the next UPDATE, in order
-        self._senders = 0  # UPDATE calls in flight (at most UPDATE_CALLS)
+        self._senders = 0  # UPDATE calls in flight (at most self._update_calls)
+        self._update_calls = max(1, int(getattr(transport, "update_calls_in_flight", UPDATE_CALLS)))
         self._batch = max(1, min(int(getattr(transport, "max_statuses_per_update", MAX_BATCH)), MAX_BATCH))
         self._started = False
         self._stopping = False
@@ -397,9 +401,9 @@ class AgentService:
             backoff = min(backoff * 2, self._backoff_max)
 
     def _queue_status(self, status: TaskStatus) -> None:
-        """Queue a status for the next UPDATE call; start a sender if fewer than UPDATE_CALLS are busy."""
+        """Queue a status for the next UPDATE call; start a sender if fewer than allowed are busy."""
         self._outgoing.setdefault((status.task_id, status.uuid), status)  # a retry of a queued one adds nothing
-        if self._senders < UPDATE_CALLS:
+        if self._senders < self._update_calls:
             self._senders += 1
             self._spawn(self._send_statuses())
 
