@@ -245,7 +245,9 @@ def run_before(args: argparse.Namespace, seconds: float) -> dict[str, Any] | str
         cmd += ["--seconds", str(seconds), "--warmup", str(args.warmup), "--agents", str(args.agents)]
         cmd += ["--in-flight", str(args.in_flight)] + (["--serial-accepts"] if args.serial_accepts else [])
         env = {**os.environ, "PYTHONPATH": tmp}  # its edgerm first, for this process and the servers it starts
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        # cwd too: ``python -m`` (the servers) puts the working directory first on sys.path, ahead of PYTHONPATH,
+        # so run from a checkout they would run this tree's edgerm (they did until this was fixed).
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp)
         lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
         if out.returncode != 0 or not lines:
             return f"the run on {args.before} failed: {out.stderr.strip()[-500:]}"
