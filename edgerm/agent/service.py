@@ -145,6 +145,7 @@ class AgentService:
         self._registering: asyncio.Task[None] | None = None
         self._stream: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._retry_at: float | None = None  # the deadline the retry loop waits for (None: none)
         self._heartbeat_in_flight = False
         self._pending_acks = 0
         self._sandboxes = Sandboxes(work_dir / "tasks")
@@ -233,7 +234,11 @@ class AgentService:
             self._registered.set()
         else:
             self._registered.clear()
-        self._wake.set()  # retry deadlines may have moved
+        # Wake the retry loop only if the next re-send is now due sooner than it waits for (a later one just
+        # costs a Tick with nothing due): waking it for every event cost a timer and a task step each.
+        deadline = self.core.next_deadline()
+        if deadline is not None and (self._retry_at is None or deadline < self._retry_at):
+            self._wake.set()
         if not self._stopping:
             for action in actions:
                 self._apply(action)
@@ -566,7 +571,7 @@ class AgentService:
         """Feed ``Tick`` when the core's next retry deadline comes."""
         while True:
             self._wake.clear()
-            deadline = self.core.next_deadline()
+            deadline = self._retry_at = self.core.next_deadline()
             delay = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 async with asyncio.timeout(delay):
