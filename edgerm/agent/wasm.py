@@ -35,8 +35,8 @@ How, and why so:
   (MiB) or the agent's default; ``Config.memory_reservation`` is kept small
   (memories move when they grow past it) so a 32-bit board does not run out
   of address space reserving 4 GiB per instance.
-- **Threads**: modules compile and run in a ThreadPoolExecutor, never on the
-  event loop; reports are delivered on the loop that called ``launch``.
+- **Threads**: modules compile and run in a pool of threads (threads.py), never
+  on the event loop; reports are delivered on the loop that called ``launch``.
   ``TaskStarted`` is sent right before ``_start`` runs, so queued tasks stay
   STARTING and a queued task that is killed never runs. What the threads
   hand to the loop joins one queue, and the loop is woken once for all that
@@ -60,12 +60,12 @@ import os
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgerm.agent.runtime import RecoveredTask, ReportCallback, TaskEnded, TaskStarted
+from edgerm.agent.threads import RunPool
 from edgerm.errors import EdgermError
 from edgerm.ids import TaskId
 from edgerm.lazy import lazy_module
@@ -143,7 +143,7 @@ class WasmRuntime:
         self._default_time_limit = default_time_limit
         self._default_memory = default_memory
         self._fetch = fetch_module
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="edgerm-wasm")
+        self._pool = RunPool(threads, "edgerm-wasm")
         self._modules: OrderedDict[str, wasmtime.Module] = OrderedDict()
         self._modules_lock = threading.Lock()
         self._runs: dict[TaskId, _Run] = {}
@@ -254,9 +254,9 @@ class WasmRuntime:
         if stuck:
             # Threads blocked in a host call cannot be interrupted; do not wait for them forever.
             log.warning("%d wasm task(s) did not stop; leaving their threads behind", stuck)
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=False)
         else:
-            await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+            await asyncio.to_thread(self._pool.shutdown, wait=True)
 
     # -- loop side ------------------------------------------------------------------------
 
