@@ -51,7 +51,7 @@ from edgerm.resources import Resources
 REPO = Path(__file__).resolve().parents[1]
 MODULE = REPO / "examples" / "wasm" / "hello.wat"
 NEED = Resources.parse("cpus:0.05;mem:16")
-BEFORE = "c3d20d9"  # the last commit before this scenario's fixes (issue #13 part 6): one status per UPDATE/ACK
+BEFORE = "2ed4ca1"  # main before the second pass (sandbox recycling, fewer thread hops; c3d20d9 before the first)
 LOG_LEVEL = os.environ.get("TPUT_LOG_LEVEL", "WARNING")
 PROFILE_DIR = os.environ.get("TPUT_PROFILE_DIR", "")  # set: each agent runs under cProfile, saved there
 LOG_DIR = Path(os.environ["TPUT_LOG_DIR"]) if os.environ.get("TPUT_LOG_DIR") else None  # per-process logs
