@@ -51,7 +51,7 @@ from edgerm.resources import Resources
 REPO = Path(__file__).resolve().parents[1]
 MODULE = REPO / "examples" / "wasm" / "hello.wat"
 NEED = Resources.parse("cpus:0.05;mem:16")
-BEFORE = "c3d20d9"  # the last commit before this scenario's fixes (issue #13 part 6): one status per UPDATE/ACK
+BEFORE = "2ed4ca1"  # main before the second pass (sandbox recycling, fewer thread hops; c3d20d9 before the first)
 LOG_LEVEL = os.environ.get("TPUT_LOG_LEVEL", "WARNING")
 PROFILE_DIR = os.environ.get("TPUT_PROFILE_DIR", "")  # set: each agent runs under cProfile, saved there
 LOG_DIR = Path(os.environ["TPUT_LOG_DIR"]) if os.environ.get("TPUT_LOG_DIR") else None  # per-process logs
@@ -245,7 +245,9 @@ def run_before(args: argparse.Namespace, seconds: float) -> dict[str, Any] | str
         cmd += ["--seconds", str(seconds), "--warmup", str(args.warmup), "--agents", str(args.agents)]
         cmd += ["--in-flight", str(args.in_flight)] + (["--serial-accepts"] if args.serial_accepts else [])
         env = {**os.environ, "PYTHONPATH": tmp}  # its edgerm first, for this process and the servers it starts
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        # cwd too: ``python -m`` (the servers) puts the working directory first on sys.path, ahead of PYTHONPATH,
+        # so run from a checkout they would run this tree's edgerm (they did until this was fixed).
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp)
         lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
         if out.returncode != 0 or not lines:
             return f"the run on {args.before} failed: {out.stderr.strip()[-500:]}"

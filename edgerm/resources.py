@@ -226,6 +226,27 @@ class Resources:
 
 EMPTY = Resources()
 
+
+def total(bags: Iterable[Resources]) -> Resources:
+    """The sum of many bags, built once (``a + b + ...`` builds and normalizes every partial sum)."""
+    scalars: dict[str, float] = {}
+    ranges: dict[str, tuple[Range, ...]] = {}
+    sets: dict[str, frozenset[str]] = {}
+    devices: dict[str, Device] = {}
+    for bag in bags:
+        for k, v in bag.scalars.items():
+            scalars[k] = scalars.get(k, 0.0) + v
+        for k, r in bag.ranges.items():
+            ranges[k] = ranges.get(k, ()) + r
+        for k, s in bag.sets.items():
+            sets[k] = sets.get(k, frozenset()) | s
+        if bag.devices:
+            devices.update(bag.devices)
+    if not (scalars or ranges or sets or devices):
+        return EMPTY
+    return Resources(scalars, ranges, sets, devices)
+
+
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 _RANGE = re.compile(r"\s*(\d+)\s*-\s*(\d+)\s*")
 

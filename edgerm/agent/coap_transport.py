@@ -114,6 +114,9 @@ class CoapAgentTransport:
 
     #: Statuses per batched UPDATE: few enough that the call stays within one or two blocks.
     max_statuses_per_update = 4
+    #: UPDATE calls in flight at once (AgentService's default is 1): a lost datagram holds up one call
+    #: for a retransmission timeout, so a second keeps statuses moving meanwhile.
+    update_calls_in_flight = 2
 
     def __init__(
         self,

@@ -16,10 +16,12 @@ takes them back (``state.Restored``) and delivers them, and relaunches or
 fails the tasks that died with the process. Rules:
 
 - **Durable before sent.** Records are queued on the event loop and
-  written by one writer (a thread hop per batch), many records per
-  ``fsync`` (group commit). :meth:`durable` waits until everything queued
-  so far is on disk; the service awaits it before it sends an update or
-  launches a task, so a crash never loses a fact the master was not told.
+  written by one writer thread of the journal's own, many records per
+  ``fsync`` (group commit): it takes whatever queued while it was writing,
+  without a round trip through the loop, and tells the loop once per batch.
+  :meth:`durable` waits until everything queued so far is on disk; the
+  service awaits it before it sends an update or launches a task, so a
+  crash never loses a fact the master was not told.
 - **Torn tails are expected.** ``kill -9`` or a power cut can cut the last
   line short; replay drops a last line that does not parse (a bad line in
   the middle is skipped with a warning).
@@ -41,9 +43,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import os
+import threading
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -94,24 +99,29 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+# The lines are what json.dumps would write for these dicts, formatted directly (several per task).
+_q = json.encoder.encode_basestring_ascii  # a JSON string literal, quoted
+
+
 def _launch_line(task: TaskInfo) -> str:
-    record = launch_record(task)
-    blob = _b64(encode_task_info(record))
-    return json.dumps({"op": "launch", "task": task.task_id, "executor": task.executor, "info": blob})
+    blob = _b64(encode_task_info(launch_record(task)))
+    return f'{{"op": "launch", "task": {_q(task.task_id)}, "executor": {_q(task.executor)}, "info": "{blob}"}}'
 
 
 def _update_line(status: TaskStatus, executor: str) -> str:
     blob = _b64(encode_task_status(status))
-    return json.dumps(
-        {
-            "op": "update",
-            "task": status.task_id,
-            "uuid": status.uuid,
-            "state": status.state.value,
-            "executor": executor,
-            "status": blob,
-        }
+    return (
+        f'{{"op": "update", "task": {_q(status.task_id)}, "uuid": {_q(status.uuid)}, '
+        f'"state": {_q(status.state.value)}, "executor": {_q(executor)}, "status": "{blob}"}}'
     )
+
+
+def _ack_line(task_id: TaskId, uuid: str) -> str:
+    return f'{{"op": "ack", "task": {_q(task_id)}, "uuid": {_q(uuid)}}}'
+
+
+def _forget_line(task_id: TaskId) -> str:
+    return f'{{"op": "forget", "task": {_q(task_id)}}}'
 
 
 class Journal:
@@ -124,12 +134,15 @@ class Journal:
         self._launches: dict[TaskId, str] = {}
         self._executors: dict[TaskId, str] = {}
         self._pending: dict[tuple[TaskId, str], str] = {}
-        self._lines = 0  # lines in the file, for compaction
-        self._queue: list[str] = []
+        self._lines = 0  # lines in the file (counted on the loop as they are queued), for compaction
+        # Loop -> writer thread: lines, or a list of the live lines (compact: the file becomes these).
+        self._queue: deque[str | list[str]] = deque()
         self._queued = 0  # records ever queued
         self._written = 0  # records ever written (or given up on)
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._writer: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._file: Any = None
         self._failed = False
         self._closed = False
@@ -220,12 +233,12 @@ class Journal:
 
     def ack(self, task_id: TaskId, uuid: str) -> None:
         if self._pending.pop((task_id, uuid), None) is not None:
-            self._append(json.dumps({"op": "ack", "task": task_id, "uuid": uuid}))
+            self._append(_ack_line(task_id, uuid))
 
     def forget(self, task_id: TaskId) -> None:
         if self._launches.pop(task_id, None) is not None:
             self._executors.pop(task_id, None)
-            self._append(json.dumps({"op": "forget", "task": task_id}))
+            self._append(_forget_line(task_id))
 
     def live(self) -> tuple[int, int]:
         """(launch records, unacknowledged updates) held."""
@@ -241,10 +254,13 @@ class Journal:
         await future
 
     async def close(self) -> None:
-        """Write what is queued, then close the file."""
-        if self._writer is not None:
-            await asyncio.shield(self._writer)
+        """Write what is queued, then close the file (and stop the writer thread)."""
         self._closed = True
+        writer = self._writer
+        if writer is not None:
+            self._wake.set()
+            await asyncio.to_thread(writer.join)
+            self._writer = None
         if self._file is not None:
             await asyncio.to_thread(self._file.close)
             self._file = None
@@ -252,36 +268,76 @@ class Journal:
     # -- the writer ----------------------------------------------------------------------
 
     def _append(self, line: str) -> None:
-        self._queue.append(line)
         self._queued += 1
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="agent-journal")
+        self._lines += 1
+        if self._should_compact():
+            live = self._live_lines()
+            self._lines = len(live)
+            self._queue.append(live)  # the file becomes the live records: they include this line's effect
+        else:
+            self._queue.append(line)
+        if self._writer is None:
+            self._loop = asyncio.get_running_loop()
+            self._writer = threading.Thread(target=self._write_thread, name="edgerm-journal", daemon=True)
+            self._writer.start()
+        if not self._wake.is_set():
+            self._wake.set()
 
-    async def _write_loop(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue, []
-            upto = self._queued
-            live = self._live_lines() if self._should_compact(len(batch)) else None
-            try:
-                await asyncio.to_thread(self._write, batch, live)
-            except OSError as e:
-                if not self._failed:
-                    log.warning(
-                        "cannot write the journal %s (%s): status updates are kept in memory only", self.path, e
-                    )
-                self._failed = True
-            self._written = upto
-            still: list[tuple[int, asyncio.Future[None]]] = []
-            for target, future in self._waiters:
-                if target <= upto:
-                    if not future.done():
-                        future.set_result(None)
-                else:
-                    still.append((target, future))
-            self._waiters = still
+    def _write_thread(self) -> None:
+        """Writer thread: write what is queued, in batches, until the journal is closed."""
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            taken: list[str | list[str]] = []
+            while self._queue:
+                taken.append(self._queue.popleft())
+            if taken:
+                self._write_taken(taken)
+            if self._closed and not self._queue:
+                return
 
-    def _should_compact(self, adding: int) -> bool:
-        lines = self._lines + adding
+    def _write_taken(self, taken: list[str | list[str]]) -> None:
+        # A compaction covers every line queued before it: write the last one and the lines after it.
+        last = max((i for i, item in enumerate(taken) if isinstance(item, list)), default=-1)
+        live = taken[last] if last >= 0 else None
+        batch = [item for item in taken[last + 1 :] if isinstance(item, str)]
+        try:
+            if live is not None:
+                assert isinstance(live, list)
+                self._write([], live)
+            if batch:
+                self._write(batch, None)
+            error: Exception | None = None
+        except Exception as e:  # the writer thread's boundary: a disk error (or a bug) loses no waiter
+            error = e
+        self._post(len(taken), error)
+
+    def _post(self, count: int, error: Exception | None) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            self._loop.call_soon_threadsafe(self._wrote, count, error)
+
+    def _wrote(self, count: int, error: Exception | None) -> None:
+        """Loop side: ``count`` more records are written (or given up on); wake who waited for them."""
+        if error is not None:
+            if not self._failed:
+                log.warning(
+                    "cannot write the journal %s (%s): status updates are kept in memory only", self.path, error
+                )
+            self._failed = True
+        self._written += count
+        upto = self._written
+        still: list[tuple[int, asyncio.Future[None]]] = []
+        for target, future in self._waiters:
+            if target <= upto:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                still.append((target, future))
+        self._waiters = still
+
+    def _should_compact(self) -> bool:
+        lines = self._lines
         return lines > COMPACT_AT and lines > 4 * (len(self._launches) + len(self._pending))
 
     def _live_lines(self) -> list[str]:
@@ -293,7 +349,7 @@ class Journal:
             if self._file is not None:
                 self._file.close()
                 self._file = None
-            self._rewrite(live)
+            self._rewrite(live, count=False)
             return
         if self._file is None:
             self._file = _open_append(self.path)
@@ -301,9 +357,8 @@ class Journal:
         self._file.flush()
         if self._fsync:
             os.fsync(self._file.fileno())
-        self._lines += len(batch)
 
-    def _rewrite(self, lines: list[str]) -> None:
+    def _rewrite(self, lines: list[str], *, count: bool = True) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -315,7 +370,8 @@ class Journal:
         os.replace(tmp, self.path)
         if self._fsync:
             _fsync_dir(self.path.parent)
-        self._lines = len(lines)
+        if count:  # at load; while running the loop counts
+            self._lines = len(lines)
 
 
 def _open_append(path: Path) -> Any:

@@ -20,7 +20,8 @@ Rules:
   ``commands_pending`` (the master holds commands no stream takes; one such
   ack alone can be a command caught between the queue and the stream).
 - Status updates are batched: a status to send joins a queue, and at most
-  :data:`UPDATE_CALLS` UPDATE calls are in flight, each carrying what was
+  :data:`UPDATE_CALLS` UPDATE calls (a transport may ask for more:
+  ``update_calls_in_flight``) are in flight, each carrying what was
   queued when it left (up to the transport's ``max_statuses_per_update``,
   at most :data:`MAX_BATCH`). An unacknowledged status is queued again by
   the core's retry timer, so a failed batch loses nothing. A master that
@@ -28,9 +29,8 @@ Rules:
   rest again at once, and one status per call from then on.
 - Runtime reports may come from any thread; they are moved to the loop.
 - Each task gets ``work_dir/tasks/<task>/`` as its workdir; the workdirs of
-  the last :data:`KEPT_SANDBOXES` finished tasks are kept for inspection
-  (older ones are removed :data:`REMOVE_SANDBOXES` at a time, so between
-  32 and 47 are on disk).
+  the last 32 finished tasks are kept for inspection, older ones are
+  recycled or removed 16 at a time (sandboxes.py).
 - A dataflow task (env ``EDGERM_DF_ROLE``) that sets no ``EDGERM_BROKER``
   gets the broker the master named in REGISTERED (docs/dataflow.md).
 - What must outlive the process goes through the work dir's journal
@@ -49,23 +49,22 @@ import dataclasses
 import hashlib
 import itertools
 import logging
-import re
-import shutil
+import random
 import threading
 import time
-import uuid
-from collections import deque
 from collections.abc import Coroutine, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from edgerm import messages as m
+from edgerm.agent import sandboxes
 from edgerm.agent.dataflow.contract import with_broker
 from edgerm.agent.journal import Journal, ModuleStore
 from edgerm.agent.logs import read_piece
 from edgerm.agent.metrics import AgentMetrics
 from edgerm.agent.runtime import RecoveredTask, Runtime, RuntimeReport, TaskEnded
+from edgerm.agent.sandboxes import Sandboxes, sandbox_name
 from edgerm.agent.state import (
     MAX_PENDING,
     AgentAction,
@@ -101,21 +100,14 @@ from edgerm.ids import TaskId, new_id
 from edgerm.model import AgentInfo, Reason, RestartPolicy, TaskInfo, TaskState, TaskStatus, WasmSpec
 
 log = logging.getLogger(__name__)
+_random_bits = random.Random().getrandbits  # seeded from os.urandom; status uuids (see _stamp)
 
-KEPT_SANDBOXES = 32
-REMOVE_SANDBOXES = 16  # older sandboxes are removed this many at a time
 PENDING_ACKS_TO_REOPEN = 2  # consecutive heartbeat acks saying commands_pending
-UPDATE_CALLS = 2  # UPDATE calls in flight at once; statuses that come meanwhile wait and go in one batch
+# UPDATE calls in flight at once; statuses that come meanwhile wait and go in one batch (2 made smaller batches:
+# more calls, offers and ACCEPTs per task and less throughput, bench/task_throughput.py; CoAP asks for 2)
+UPDATE_CALLS = 1
 MAX_BATCH = 64  # statuses per UPDATE at most (a transport may ask for fewer: max_statuses_per_update)
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
-
-
-def sandbox_name(task_id: TaskId) -> str:
-    """A directory name for a task id that may hold any characters."""
-    readable = _UNSAFE.sub("_", task_id)[:64].lstrip(".") or "task"
-    if readable == task_id:
-        return readable
-    return f"{readable}-{hashlib.sha256(task_id.encode()).hexdigest()[:10]}"
+__all__ = ["AgentService", "sandbox_name"]
 
 
 class AgentService:
@@ -153,12 +145,14 @@ class AgentService:
         self._registering: asyncio.Task[None] | None = None
         self._stream: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._retry_at: float | None = None  # the deadline the retry loop waits for (None: none)
         self._heartbeat_in_flight = False
         self._pending_acks = 0
-        self._sandboxes: deque[Path] = deque()
+        self._sandboxes = Sandboxes(work_dir / "tasks")
         self._launching: dict[TaskId, asyncio.Task[None]] = {}  # StartTask jobs not yet handed to the runtime
         self._outgoing: dict[tuple[TaskId, str], TaskStatus] = {}  # statuses for the next UPDATE, in order
-        self._senders = 0  # UPDATE calls in flight (at most UPDATE_CALLS)
+        self._senders = 0  # UPDATE calls in flight (at most self._update_calls)
+        self._update_calls = max(1, int(getattr(transport, "update_calls_in_flight", UPDATE_CALLS)))
         self._batch = max(1, min(int(getattr(transport, "max_statuses_per_update", MAX_BATCH)), MAX_BATCH))
         self._started = False
         self._stopping = False
@@ -178,6 +172,8 @@ class AgentService:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         (self.work_dir / "tasks").mkdir(parents=True, exist_ok=True)
+        for extra in self._sandboxes.add_spares(await asyncio.to_thread(sandboxes.find_spares, self._sandboxes.root)):
+            await asyncio.to_thread(sandboxes.remove, [extra])
         restored = await self._restore()
         recovered: list[Recovered] = []
         for executor, runtime in self.runtimes.items():
@@ -238,7 +234,11 @@ class AgentService:
             self._registered.set()
         else:
             self._registered.clear()
-        self._wake.set()  # retry deadlines may have moved
+        # Wake the retry loop only if the next re-send is now due sooner than it waits for (a later one just
+        # costs a Tick with nothing due): waking it for every event cost a timer and a task step each.
+        deadline = self.core.next_deadline()
+        if deadline is not None and (self._retry_at is None or deadline < self._retry_at):
+            self._wake.set()
         if not self._stopping:
             for action in actions:
                 self._apply(action)
@@ -296,7 +296,9 @@ class AgentService:
 
     @staticmethod
     def _stamp() -> Stamp:
-        return Stamp(uuid.uuid4().hex, time.time())
+        # 128 random bits as 32 hex digits, like uuid4().hex but without a getrandom call per status: a
+        # status uuid must be unique, not secret (the generator is seeded from the OS at start).
+        return Stamp(f"{_random_bits(128):032x}", time.time())
 
     # -- the journal (what outlives the process) --------------------------------------------
 
@@ -404,9 +406,9 @@ class AgentService:
             backoff = min(backoff * 2, self._backoff_max)
 
     def _queue_status(self, status: TaskStatus) -> None:
-        """Queue a status for the next UPDATE call; start a sender if fewer than UPDATE_CALLS are busy."""
+        """Queue a status for the next UPDATE call; start a sender if fewer than allowed are busy."""
         self._outgoing.setdefault((status.task_id, status.uuid), status)  # a retry of a queued one adds nothing
-        if self._senders < UPDATE_CALLS:
+        if self._senders < self._update_calls:
             self._senders += 1
             self._spawn(self._send_statuses())
 
@@ -485,15 +487,23 @@ class AgentService:
         try:
             if runtime is None:
                 raise RuntimeFailure(f"no {task.executor} runtime")
-            workdir = self.work_dir / "tasks" / sandbox_name(task.task_id)
-            # In a thread, while the launch record is written: a mkdir can block for milliseconds on a busy disk.
-            made = asyncio.create_task(asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True))
+            workdir = self._sandboxes.path(task.task_id)
+            spare = self._sandboxes.take_spare()
+            made: asyncio.Task[bool] | None = None
+            # A spare becomes the sandbox by one rename, here (a thread hop costs more); else a mkdir in a
+            # thread, while the launch record is written: it can block for milliseconds on a busy disk.
+            if spare is None or not sandboxes.claim(spare, workdir):
+                made = asyncio.create_task(asyncio.to_thread(sandboxes.make, workdir, spare))
             try:
                 task = with_broker(task, self.broker_url, self.broker_ca)
                 await self._keep_launch(task)
             finally:
-                await asyncio.wait({made})
-            made.result()  # an OSError fails the task as before
+                if made is not None:
+                    await asyncio.wait({made})
+            if made is not None:
+                if made.exception() is None and not made.result() and spare is not None:
+                    self._sandboxes.add_spares([spare])
+                made.result()  # an OSError fails the task as before
             await runtime.launch(task, workdir, self.report)
         except asyncio.CancelledError:
             raise
@@ -543,13 +553,11 @@ class AgentService:
         runtime = self.runtimes.get(action.executor)
         if runtime is not None:
             await runtime.cleanup(action.task_id)
-        self._sandboxes.append(self.work_dir / "tasks" / sandbox_name(action.task_id))
-        old: list[Path] = []
-        if len(self._sandboxes) >= KEPT_SANDBOXES + REMOVE_SANDBOXES:  # one thread hop per REMOVE_SANDBOXES tasks
-            while len(self._sandboxes) > KEPT_SANDBOXES:
-                old.append(self._sandboxes.popleft())
+        old = self._sandboxes.finished(action.task_id)
         if old:
-            await asyncio.to_thread(_remove_dirs, old)
+            extra = self._sandboxes.add_spares(await asyncio.to_thread(sandboxes.retire, old))
+            if extra:
+                await asyncio.to_thread(sandboxes.remove, extra)
 
     # -- loops -------------------------------------------------------------------------------
 
@@ -563,7 +571,7 @@ class AgentService:
         """Feed ``Tick`` when the core's next retry deadline comes."""
         while True:
             self._wake.clear()
-            deadline = self.core.next_deadline()
+            deadline = self._retry_at = self.core.next_deadline()
             delay = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 async with asyncio.timeout(delay):
@@ -632,8 +640,3 @@ class AgentService:
 
 def _restartable_wasm(task: TaskInfo) -> bool:
     return task.restart_policy is RestartPolicy.ON_AGENT_RESTART and isinstance(task.container, WasmSpec)
-
-
-def _remove_dirs(paths: list[Path]) -> None:
-    for path in paths:
-        shutil.rmtree(path, ignore_errors=True)

@@ -73,12 +73,14 @@ class TaskLog:
 
     def _starting(self, task: TaskInfo) -> None:
         self._remember(task)
-        self._line(logging.INFO, "task starting", task.task_id, f"resources={task.resources}")
+        if self._log.isEnabledFor(logging.INFO):  # the line is not even formatted when it would not be shown
+            self._line(logging.INFO, "task starting", task.task_id, f"resources={task.resources}")
 
     def _ended(self, task_id: TaskId, state: TaskState, reason: Reason, message: str, exit_code: int) -> None:
         level = logging.WARNING if reason in RUNTIME_FAILURES else logging.INFO
-        detail = _detail(state, reason, message) + ([f"exit_code={exit_code}"] if exit_code else [])
-        self._line(level, f"task {state.value.lower()}", task_id, *detail, state=state, reason=reason)
+        if self._log.isEnabledFor(level):
+            detail = _detail(state, reason, message) + ([f"exit_code={exit_code}"] if exit_code else [])
+            self._line(level, f"task {state.value.lower()}", task_id, *detail, state=state, reason=reason)
         self._tasks.pop(task_id, None)
 
     def _line(
@@ -90,6 +92,8 @@ class TaskLog:
         state: TaskState | None = None,
         reason: Reason | None = None,
     ) -> None:
+        if not self._log.isEnabledFor(level):
+            return
         name, framework_id, executor = self._tasks.get(task_id, ("", FrameworkId(""), ""))
         self._log.log(
             level,

@@ -35,10 +35,12 @@ How, and why so:
   (MiB) or the agent's default; ``Config.memory_reservation`` is kept small
   (memories move when they grow past it) so a 32-bit board does not run out
   of address space reserving 4 GiB per instance.
-- **Threads**: modules compile and run in a ThreadPoolExecutor, never on the
-  event loop; reports are delivered on the loop that called ``launch``.
+- **Threads**: modules compile and run in a pool of threads (threads.py), never
+  on the event loop; reports are delivered on the loop that called ``launch``.
   ``TaskStarted`` is sent right before ``_start`` runs, so queued tasks stay
-  STARTING and a queued task that is killed never runs.
+  STARTING and a queued task that is killed never runs. What the threads
+  hand to the loop joins one queue, and the loop is woken once for all that
+  queued meanwhile (a wake-up per report cost more than the report).
 - **Module cache** by sha256: in memory (LRU) and, when a work dir is given,
   serialized under ``work_dir/modules/`` so a restarted agent deserializes
   instead of compiling. A module named only by ``module_sha256`` and not
@@ -56,14 +58,14 @@ import hashlib
 import logging
 import os
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgerm.agent.runtime import RecoveredTask, ReportCallback, TaskEnded, TaskStarted
+from edgerm.agent.threads import RunPool
 from edgerm.errors import EdgermError
 from edgerm.ids import TaskId
 from edgerm.lazy import lazy_module
@@ -141,11 +143,13 @@ class WasmRuntime:
         self._default_time_limit = default_time_limit
         self._default_memory = default_memory
         self._fetch = fetch_module
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="edgerm-wasm")
+        self._pool = RunPool(threads, "edgerm-wasm")
         self._modules: OrderedDict[str, wasmtime.Module] = OrderedDict()
         self._modules_lock = threading.Lock()
         self._runs: dict[TaskId, _Run] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._posted: deque[tuple[Callable[..., None], tuple[object, ...]]] = deque()  # wasm threads -> loop
+        self._drain_due = False  # a drain of _posted is scheduled on the loop
         self._closed = False
         #: How many modules were compiled / loaded from disk / found in memory (for tests and metrics).
         self.compiled = 0
@@ -250,9 +254,9 @@ class WasmRuntime:
         if stuck:
             # Threads blocked in a host call cannot be interrupted; do not wait for them forever.
             log.warning("%d wasm task(s) did not stop; leaving their threads behind", stuck)
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=False)
         else:
-            await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+            await asyncio.to_thread(self._pool.shutdown, wait=True)
 
     # -- loop side ------------------------------------------------------------------------
 
@@ -282,12 +286,27 @@ class WasmRuntime:
         run.report(ended)
 
     def _post(self, fn: Callable[..., None], *args: object) -> None:
-        """Run ``fn(*args)`` on the loop (from a wasm thread)."""
+        """Run ``fn(*args)`` on the loop (from a wasm thread), in the order posted."""
         assert self._loop is not None
+        self._posted.append((fn, args))
+        if self._drain_due:  # the loop will run it with the others (it clears the flag before it drains)
+            return
+        self._drain_due = True
         try:
-            self._loop.call_soon_threadsafe(fn, *args)
+            self._loop.call_soon_threadsafe(self._drain)
         except RuntimeError:  # the loop is closed: nobody is listening any more
             log.debug("wasm report dropped: loop closed")
+
+    def _drain(self) -> None:
+        """Loop side: run what the wasm threads posted."""
+        self._drain_due = False
+        posted = self._posted
+        while posted:
+            fn, args = posted.popleft()
+            try:
+                fn(*args)
+            except Exception:  # boundary: one report that fails does not hold up the others
+                log.exception("wasm runtime: a report failed on the loop")
 
     async def _fetch_module(self, sha256: str) -> bytes:
         if self._fetch is None:

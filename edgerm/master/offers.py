@@ -36,7 +36,7 @@ from typing import TypeVar
 
 from edgerm.ids import AgentId, FrameworkId, OfferId
 from edgerm.model import AgentInfo, Offer
-from edgerm.resources import EMPTY, Resources
+from edgerm.resources import Resources, total
 
 _K = TypeVar("_K", AgentId, FrameworkId)
 _HEAP_SLACK = 1024  # stale heap entries tolerated beyond the live ones before a rebuild
@@ -149,10 +149,7 @@ class OfferBook:
 
     def offered_on(self, agent_id: AgentId) -> Resources:
         """The sum of an agent's outstanding offers."""
-        total = EMPTY
-        for offer in self.on_agent(agent_id):
-            total = total + offer.resources
-        return total
+        return total(offer.resources for offer in self.on_agent(agent_id))
 
     def holder(self, agent_id: AgentId) -> FrameworkId | None:
         """The framework holding offers on this agent, if any."""

@@ -92,7 +92,7 @@ from edgerm.master.allocator import DRFSorter, Grant, Sorter, allocate, offerabl
 from edgerm.master.deadlines import Deadlines
 from edgerm.master.offers import OfferBook
 from edgerm.master.readviews import ReadViews
-from edgerm.master.registry import AgentRow, Changes, FrameworkRow, Registry, TaskRow, strip_module
+from edgerm.master.registry import AgentRow, Changes, FrameworkRow, ModuleStripper, Registry, TaskRow
 from edgerm.master.tasks import TaskChange, TaskRecord, TaskTable, UpdateOutbox, may_follow
 from edgerm.master.validation import check_accept, check_offers, require_subscribed
 from edgerm.model import AgentInfo, FrameworkInfo, Offer, Reason, Source, TaskState, TaskStatus, WasmSpec
@@ -173,6 +173,7 @@ class MasterCore:
         self._changed_agents: set[AgentId] = set()
         self._changed_frameworks: set[FrameworkId] = set()
         self._new_modules: list[bytes] = []
+        self._strip = ModuleStripper()  # the registry's rows of tasks, without inline modules
         # Incremental allocation (see the module docstring).
         self._total = EMPTY  # the scalars of every known agent: what DRF shares are taken of
         self._pool: set[AgentId] = set()  # agents with free resources that nobody could take when last seen
@@ -1024,7 +1025,7 @@ class MasterCore:
                 tasks_gone.append(task_id)
             else:
                 acked = not self._outbox.has(record.framework_id, task_id)
-                task_rows.append(TaskRow(strip_module(record.info), record.status, acked))
+                task_rows.append(TaskRow(self._strip(record.info), record.status, acked))
         agent_rows: list[AgentRow] = []
         agents_gone: list[AgentId] = []
         for agent_id in agents:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 
 from edgerm.ids import AgentId, FrameworkId, TaskId
 from edgerm.model import TERMINAL_STATES, TaskInfo, TaskState, TaskStatus
-from edgerm.resources import EMPTY, Resources
+from edgerm.resources import Resources, total
 
 STATUS_RETRY_CAP = 30.0
 #: Status changes kept for the service between two drains (one event changes far fewer).
@@ -187,9 +187,8 @@ class TaskTable:
         """Resources held by the live tasks on an agent (summed once per change of its live tasks)."""
         used = self._used.get(agent_id)
         if used is None:
-            used = EMPTY
-            for record in self.live_on(agent_id):
-                used = used + record.info.resources
+            records = self._records
+            used = total(records[t].info.resources for t in self._live_by_agent.get(agent_id, {}))
             self._used[agent_id] = used
         return used
 

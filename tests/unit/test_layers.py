@@ -105,6 +105,8 @@ LAYERS: dict[str, list[str]] = {
         "edgerm.agent.service",
         "edgerm.agent.tasklog",
         "edgerm.agent.journal",  # the agent's durable update log
+        "edgerm.agent.sandboxes",  # task sandboxes: made, kept, recycled
+        "edgerm.agent.threads",  # the wasm runtime's pool of threads
         "edgerm.logs",  # log formatting, shared by services and entry points
         "edgerm.promtext",  # Prometheus text, shared by the master, agents and the dataflow server
         "edgerm.master.history",

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgerm.resources import Device, Range, Resources
+from edgerm.resources import EMPTY, Device, Range, Resources, total
 
 
 def test_parse_all_kinds() -> None:
@@ -70,3 +70,14 @@ def test_add_then_subtract_is_identity(a: dict[str, float], b: dict[str, float])
     ra, rb = Resources(a), Resources(b)
     assert (ra + rb) - rb == ra
     assert rb <= ra + rb
+
+
+def test_total_is_the_sum_built_once() -> None:
+    bags = [Resources.parse("cpus:0.05;mem:16;ports:[8000-8001]"), Resources.parse("cpus:0.05;ports:[8002-8002]")]
+    bags += [Resources.parse("cpus:0.1;zone:{a}"), Resources.parse("gpu:device(/dev/g0)")] * 7
+    by_adding = EMPTY
+    for bag in bags:
+        by_adding = by_adding + bag
+    assert total(bags) == by_adding
+    assert total(Resources.parse("cpus:0.05") for _ in range(20)) == Resources.parse("cpus:1")
+    assert total([]) is EMPTY

@@ -173,3 +173,17 @@ async def test_a_disk_that_fails_is_logged_once_and_does_not_block_updates(
     assert len(warnings) == 1 and "No space left" in warnings[0].getMessage()
     assert j.live() == (0, 3)
     await j.close()
+
+
+def test_records_are_the_json_lines_json_dumps_writes() -> None:
+    odd = TaskId('t "1" \\ é\n')
+    info = replace(task("x"), task_id=odd)
+    s = replace(status("x", TaskState.RUNNING, "u-é"), task_id=odd)
+    launch = json.loads(journal_mod._launch_line(info))
+    assert journal_mod._launch_line(info) == json.dumps(launch)
+    assert launch["task"] == odd and launch["executor"] == "wasm"
+    update = journal_mod._update_line(s, "wasm")
+    assert update == json.dumps(json.loads(update)) and json.loads(update)["uuid"] == "u-é"
+    assert json.loads(journal_mod._ack_line(odd, "u")) == {"op": "ack", "task": odd, "uuid": "u"}
+    assert json.loads(journal_mod._forget_line(odd)) == {"op": "forget", "task": odd}
+    assert journal_mod._forget_line(odd) == json.dumps({"op": "forget", "task": odd})

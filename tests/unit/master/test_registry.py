@@ -16,10 +16,10 @@ from edgerm import messages as m
 from edgerm.errors import ConfigError, Conflict, LimitExceeded, UnknownAgent
 from edgerm.ids import AgentId, FrameworkId, TaskId
 from edgerm.master import events as ev
-from edgerm.master.registry import Changes
+from edgerm.master.registry import Changes, ModuleStripper, strip_module
 from edgerm.master.state import AgentState, MasterConfig
 from edgerm.master.store import SqliteStore
-from edgerm.model import AgentInfo, FrameworkInfo, Reason, TaskState, TaskStatus, WasmSpec
+from edgerm.model import AgentInfo, FrameworkInfo, Reason, TaskInfo, TaskState, TaskStatus, WasmSpec
 from edgerm.resources import Resources
 
 A1, F1, T1 = AgentId("a1"), FrameworkId("f1"), TaskId("t1")
@@ -263,3 +263,18 @@ def test_restored_agent_state_is_recovering_until_it_registers(make_harness, tmp
     state = h2.core.snapshot()
     [agent] = state["agents"]  # type: ignore[misc]
     assert agent["state"] == AgentState.RECOVERING.value
+
+
+def test_the_module_stripper_strips_each_task_info_once_and_stays_bounded() -> None:
+    strip = ModuleStripper(size=2)
+    info = TaskInfo(TaskId("a"), "a", AgentId("ag"), Resources.parse("cpus:1"), WasmSpec(module=b"\0asm-bytes"))
+    first = strip(info)
+    assert first == strip_module(info) and first.container == WasmSpec(module_sha256=info.container.sha256)
+    assert strip(info) is first  # the same info: the same stripped copy
+    changed = replace(info, name="renamed")
+    assert strip(changed) is not first and strip(changed).name == "renamed"
+    plain = replace(info, task_id=TaskId("b"), container=WasmSpec(module_sha256="ab" * 32))
+    assert strip(plain) is plain
+    for n in range(5):
+        strip(replace(info, task_id=TaskId(f"t{n}")))
+    assert len(strip._done) <= 2
