@@ -486,12 +486,17 @@ def _worker(plan: Plan, out: Any) -> None:
 # -- offer latency: a real framework ------------------------------------------------------------------
 
 
-def _offer_probe(url: str, until: float, out: Any) -> None:
+def _offer_probe(url: str, subscribe_at: float, until: float, out: Any) -> None:
     """A framework process (the real HttpDriver): SUBSCRIBE -> its first OFFERS; then, one agent at a time,
     it launches a task taking the whole offer there (an emulated HTTP agent reports it RUNNING and FINISHED at
     once, stamping the
     FINISHED with its wall clock) and measures from that stamp to the OFFERS of the agent's freed resources,
-    then launches there again. The other offers it declines for an hour."""
+    then launches there again. The other offers it declines for an hour. It subscribes before the fleet joins,
+    so each agent is offered to it, and filtered, as it registers, not all at once in the window (declining
+    a whole fleet 100 offers per cycle would itself load the master for the whole window).
+
+    SUBSCRIBE -> first OFFERS is a second framework, subscribing at ``subscribe_at`` (in the window) and
+    torn down once it has them."""
     from edgerm.frameworks import Framework, FrameworkDriver, HttpDriver
     from edgerm.model import Offer, TaskInfo, WasmSpec
 
@@ -501,8 +506,6 @@ def _offer_probe(url: str, until: float, out: Any) -> None:
         name = "scale-offer-probe"
 
         def __init__(self) -> None:
-            self.t_subscribe = 0.0
-            self.first: float | None = None
             self.target: str | None = None  # the agent running the probe's task
             self.finished_sent: float | None = None  # its FINISHED's stamp, once reported
             self.freed_at: float | None = None  # when an offer of its freed resources arrived
@@ -516,8 +519,6 @@ def _offer_probe(url: str, until: float, out: Any) -> None:
 
         async def resource_offers(self, driver: FrameworkDriver, offers: list[Offer]) -> None:
             now = time.time()
-            if self.first is None:
-                self.first = time.perf_counter() - self.t_subscribe
             freed: Offer | None = None
             for o in offers:
                 # Freed: the agent whole again (the task's share is back), or any offer of it once the FINISHED
@@ -552,16 +553,42 @@ def _offer_probe(url: str, until: float, out: Any) -> None:
                 self.finished_sent = float(status.message.removeprefix("sent="))
                 self._done()
 
+    class FirstOffers(Framework):
+        name = "scale-first-offers"
+
+        def __init__(self) -> None:
+            self.t_subscribe = 0.0
+            self.first: float | None = None
+            self.got = asyncio.Event()
+
+        async def resource_offers(self, driver: FrameworkDriver, offers: list[Offer]) -> None:
+            if self.first is None:
+                self.first = time.perf_counter() - self.t_subscribe
+                self.got.set()
+
+    async def first_offers() -> float | None:
+        await asyncio.sleep(max(0.0, subscribe_at - time.time()))
+        fw = FirstOffers()
+        driver = HttpDriver(fw, url)
+        fw.t_subscribe = time.perf_counter()
+        job = asyncio.create_task(driver.run())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(fw.got.wait(), 10.0)
+        await driver.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(job, 5.0)
+        return fw.first
+
     async def go() -> None:
         probe = Probe()
         driver = HttpDriver(probe, url)
-        probe.t_subscribe = time.perf_counter()
         job = asyncio.create_task(driver.run())
+        first = await first_offers()
         await asyncio.sleep(max(0.0, until - time.time()) + 1.0)
         await driver.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(job, 5.0)
-        out.send({"first": probe.first, "freed": probe.freed, "launched": probe.launched})
+        out.send({"first": first, "freed": probe.freed, "launched": probe.launched})
 
     try:
         asyncio.run(go())
@@ -752,6 +779,13 @@ def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dic
                 )
             )
     ctx = mp.get_context("fork")
+    probe = probe_pipe = None
+    if not echo and transport == "http":  # before the fleet joins (see _offer_probe)
+        probe_pipe, probe_end = ctx.Pipe(duplex=False)
+        probe_args = (f"http://127.0.0.1:{http_port}", t_measure + args.duration / 2, t_idle - 2, probe_end)
+        probe = ctx.Process(target=_offer_probe, args=probe_args, daemon=True)
+        probe.start()
+        probe_end.close()
     pipes, procs = [], []
     for plan in plans:
         parent, child = ctx.Pipe(duplex=False)
@@ -770,13 +804,6 @@ def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dic
     time.sleep(max(0.0, t_measure - 2 - time.time()))
     scraped0 = {} if echo else _scrape(metrics_url)  # before the window: a scrape walks every agent
     time.sleep(max(0.0, t_measure - time.time()))
-    probe = probe_pipe = None
-    if not echo:
-        probe_pipe, probe_end = ctx.Pipe(duplex=False)
-        probe_url = f"http://127.0.0.1:{http_port}"
-        probe = ctx.Process(target=_offer_probe, args=(probe_url, t_idle - 2, probe_end), daemon=True)
-        probe.start()
-        probe_end.close()
     loaders = [psutil.Process(p.pid) for p in procs]
     load0 = sum(_cpu(x) for x in loaders)
     cpu0, w0 = _cpu(proc), time.monotonic()
