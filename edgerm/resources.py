@@ -192,16 +192,7 @@ class Resources:
     # -- arithmetic ---------------------------------------------------------
 
     def __add__(self, other: Resources) -> Resources:
-        scalars = dict(self.scalars)
-        for k, v in other.scalars.items():
-            scalars[k] = scalars.get(k, 0.0) + v
-        ranges = dict(self.ranges)
-        for k, r in other.ranges.items():
-            ranges[k] = ranges.get(k, ()) + r
-        sets = dict(self.sets)
-        for k, s in other.sets.items():
-            sets[k] = sets.get(k, frozenset()) | s
-        return Resources(scalars, ranges, sets, {**self.devices, **other.devices})
+        return total((self, other))
 
     def __sub__(self, other: Resources) -> Resources:
         scalars = {k: v - other.scalars.get(k, 0.0) for k, v in self.scalars.items()}
