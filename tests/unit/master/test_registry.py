@@ -105,13 +105,19 @@ def test_restarted_master_keeps_running_tasks_running_with_no_kill_and_no_duplic
     assert h2.drops(h2.tick(20.0)) == [] and h2.kills(h2.tick(1.0)) == []
 
 
-def test_unacknowledged_updates_survive_a_restart_and_are_resent_on_resubscribe(make_harness, tmp_path):
-    h = make_harness()
+def _unacknowledged_running_task(h) -> TaskStatus:
+    """f1 runs t1 on a1; the RUNNING update was never acknowledged."""
     h.framework("f1")
     h.agent("a1", heartbeat=1.0)
     [offer] = h.core.offers_of(F1)
     h.accept("f1", [offer], [h.task("t1")], refuse=0)
-    [u] = h.updates(h.status("t1", TaskState.RUNNING, uuid="r-1"))  # never acknowledged
+    [u] = h.updates(h.status("t1", TaskState.RUNNING, uuid="r-1"))
+    return u
+
+
+def test_unacknowledged_updates_survive_a_restart_and_are_resent_on_resubscribe(make_harness, tmp_path):
+    h = make_harness()
+    u = _unacknowledged_running_task(h)
     h2 = _restarted(make_harness, h, tmp_path)
     [resent] = h2.updates(h2.framework("f1"))
     assert resent.uuid == u.uuid and resent.state is TaskState.RUNNING
@@ -122,11 +128,7 @@ def test_a_kill_pending_at_a_restart_is_resent_under_the_same_uuid_after_every_r
     # before it, a restored master re-sends KILLING reliably, under a uuid that each later restart repeats
     # (an acknowledgement of it, sent to the previous incarnation, is not refused as unknown by the next).
     h = make_harness()
-    h.framework("f1")
-    h.agent("a1", heartbeat=1.0)
-    [offer] = h.core.offers_of(F1)
-    h.accept("f1", [offer], [h.task("t1")], refuse=0)
-    h.updates(h.status("t1", TaskState.RUNNING, uuid="r-1"))  # never acknowledged
+    _unacknowledged_running_task(h)
     h.do(m.Kill(F1, T1))
     assert h.core.task(T1).state is TaskState.KILLING
     h2 = _restarted(make_harness, h, tmp_path)
