@@ -52,6 +52,7 @@ import multiprocessing as mp
 import os
 import random
 import resource
+import statistics
 import struct
 import subprocess
 import sys
@@ -486,6 +487,10 @@ def _worker(plan: Plan, out: Any) -> None:
 # -- offer latency: a real framework ------------------------------------------------------------------
 
 
+FIRST_OFFERS_SAMPLES = 5  # SUBSCRIBE -> first OFFERS samples, one framework at a time
+FIRST_OFFERS_EVERY = 2.0  # seconds between them
+
+
 def _offer_probe(url: str, subscribe_at: float, until: float, out: Any) -> None:
     """A framework process (the real HttpDriver): SUBSCRIBE -> its first OFFERS; then, one agent at a time,
     it launches a task taking the whole offer there (an emulated HTTP agent reports it RUNNING and FINISHED at
@@ -495,8 +500,9 @@ def _offer_probe(url: str, subscribe_at: float, until: float, out: Any) -> None:
     so each agent is offered to it, and filtered, as it registers, not all at once in the window (declining
     a whole fleet 100 offers per cycle would itself load the master for the whole window).
 
-    SUBSCRIBE -> first OFFERS is a second framework, subscribing at ``subscribe_at`` (in the window) and
-    torn down once it has them."""
+    SUBSCRIBE -> first OFFERS is measured by other frameworks, one at a time: each subscribes (the first at
+    ``subscribe_at``, in the window, then every ``FIRST_OFFERS_EVERY`` seconds, ``FIRST_OFFERS_SAMPLES`` in all)
+    and is torn down once it has them."""
     from edgerm.frameworks import Framework, FrameworkDriver, HttpDriver
     from edgerm.model import Offer, TaskInfo, WasmSpec
 
@@ -566,8 +572,8 @@ def _offer_probe(url: str, subscribe_at: float, until: float, out: Any) -> None:
                 self.first = time.perf_counter() - self.t_subscribe
                 self.got.set()
 
-    async def first_offers() -> float | None:
-        await asyncio.sleep(max(0.0, subscribe_at - time.time()))
+    async def first_offers(at: float) -> float | None:
+        await asyncio.sleep(max(0.0, at - time.time()))
         fw = FirstOffers()
         driver = HttpDriver(fw, url)
         fw.t_subscribe = time.perf_counter()
@@ -583,7 +589,7 @@ def _offer_probe(url: str, subscribe_at: float, until: float, out: Any) -> None:
         probe = Probe()
         driver = HttpDriver(probe, url)
         job = asyncio.create_task(driver.run())
-        first = await first_offers()
+        first = [await first_offers(subscribe_at + i * FIRST_OFFERS_EVERY) for i in range(FIRST_OFFERS_SAMPLES)]
         await asyncio.sleep(max(0.0, until - time.time()) + 1.0)
         await driver.stop()
         with contextlib.suppress(Exception):
@@ -600,9 +606,15 @@ def _offer_figures(got: dict[str, Any] | None) -> dict[str, Any]:
     if got is None or "error" in got:
         return {"error": (got or {}).get("error", "the probe sent nothing")}
     lat = got["freed"]
-    first = got["first"]
+    first = [f for f in got["first"] if f is not None]
     return {
-        "subscribe_to_first_offers_ms": round(first * 1000, 2) if first is not None else None,
+        "subscribe_to_first_offers_ms": {
+            "n": len(first),
+            "missed": len(got["first"]) - len(first),
+            "p50": round(statistics.median(first) * 1000, 2) if first else None,
+            "max": round(max(first) * 1000, 2) if first else None,
+            "all": [round(f * 1000, 2) for f in first],
+        },
         "tasks_launched": got["launched"],
         # the agent's FINISHED sent (its UPDATE call) -> the OFFERS of the freed resources at the framework
         "finished_to_offer_of_freed_ms": {
@@ -782,7 +794,7 @@ def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dic
     probe = probe_pipe = None
     if not echo and transport == "http":  # before the fleet joins (see _offer_probe)
         probe_pipe, probe_end = ctx.Pipe(duplex=False)
-        probe_args = (f"http://127.0.0.1:{http_port}", t_measure + args.duration / 2, t_idle - 2, probe_end)
+        probe_args = (f"http://127.0.0.1:{http_port}", t_measure + args.duration / 4, t_idle - 2, probe_end)
         probe = ctx.Process(target=_offer_probe, args=probe_args, daemon=True)
         probe.start()
         probe_end.close()

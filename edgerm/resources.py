@@ -195,6 +195,8 @@ class Resources:
         return total((self, other))
 
     def __sub__(self, other: Resources) -> Resources:
+        if not (other.scalars or other.ranges or other.sets or other.devices):
+            return self  # nothing taken (hot: an agent with no tasks or no offers)
         scalars = {k: v - other.scalars.get(k, 0.0) for k, v in self.scalars.items()}
         scalars = {k: v for k, v in scalars.items() if v > _EPSILON}
         ranges = {k: _subtract_ranges(v, other.ranges.get(k, ())) for k, v in self.ranges.items()}

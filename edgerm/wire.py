@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.message import DecodeError
 
 from edgerm import limits as lim
@@ -52,20 +53,28 @@ pb = common_pb2
 
 
 def resources_to_pb(res: Resources) -> list[common_pb2.Resource]:
-    out: list[common_pb2.Resource] = []
+    holder = pb.Offer()
+    _resources_into(holder.resources, res)
+    return list(holder.resources)
+
+
+def _resources_into(field: RepeatedCompositeFieldContainer[common_pb2.Resource], res: Resources) -> None:
+    """Append ``res`` to a repeated Resource field, sorted by kind then name (built in place: no copies)."""
     R = common_pb2.Resource
+    add = field.add
     for name, v in sorted(res.scalars.items()):
-        out.append(R(name=name, type=R.SCALAR, scalar=v))
+        add(name=name, type=R.SCALAR, scalar=v)
     for name, rs in sorted(res.ranges.items()):
-        out.append(R(name=name, type=R.RANGES, ranges=[pb.Range(begin=r.begin, end=r.end) for r in rs]))
+        add(name=name, type=R.RANGES, ranges=[pb.Range(begin=r.begin, end=r.end) for r in rs])
     for name, s in sorted(res.sets.items()):
-        out.append(R(name=name, type=R.SET, set=sorted(s)))
+        add(name=name, type=R.SET, set=sorted(s))
     for name, d in sorted(res.devices.items()):
-        out.append(R(name=name, type=R.DEVICE, device=pb.Device(handle=d.handle, shared=d.shared)))
-    return out
+        add(name=name, type=R.DEVICE, device=pb.Device(handle=d.handle, shared=d.shared))
 
 
 def resources_from_pb(items: Iterable[common_pb2.Resource]) -> Resources:
+    # Hot (every offer a framework receives, every agent call): names already seen valid and in-range scalars
+    # skip the checkers, which are called only to raise their error.
     scalars: dict[str, float] = {}
     ranges: dict[str, tuple[Range, ...]] = {}
     sets: dict[str, frozenset[str]] = {}
@@ -74,27 +83,37 @@ def resources_from_pb(items: Iterable[common_pb2.Resource]) -> Resources:
     if not isinstance(items, Sequence):
         items = list(items)
     lim.check_count(items, lim.MAX_RESOURCES, "resources")
+    good, text_ok = _GOOD_NAMES, _GOOD_TEXT
     for r in items:
-        lim.check_resource_name(r.name, "resource")
-        if r.type == R.SCALAR:
-            total = scalars.get(r.name, 0.0) + lim.check_scalar(r.scalar, f"resource {r.name}")
-            scalars[r.name] = lim.check_scalar(total, f"resource {r.name}")
-        elif r.type == R.RANGES:
-            lim.check_count(r.ranges, lim.MAX_ITEMS, f"ranges of resource {r.name}")
+        name = r.name
+        if name not in good:
+            _remember(lim.check_resource_name(name, "resource"))
+        kind = r.type
+        if kind == R.SCALAR:
+            value = r.scalar
+            if not 0.0 <= value <= lim.MAX_SCALAR:
+                lim.check_scalar(value, f"resource {name}")
+            if name in scalars:
+                scalars[name] = lim.check_scalar(scalars[name] + value, f"resource {name}")
+            else:
+                scalars[name] = value
+        elif kind == R.RANGES:
+            lim.check_count(r.ranges, lim.MAX_ITEMS, f"ranges of resource {name}")
             try:
-                ranges[r.name] = ranges.get(r.name, ()) + tuple(Range(x.begin, x.end) for x in r.ranges)
+                ranges[name] = ranges.get(name, ()) + tuple(Range(x.begin, x.end) for x in r.ranges)
             except ValueError as e:
-                raise MalformedMessage(f"resource {r.name}: {e}") from None
-        elif r.type == R.SET:
-            lim.check_count(r.set, lim.MAX_ITEMS, f"items of resource {r.name}")
+                raise MalformedMessage(f"resource {name}: {e}") from None
+        elif kind == R.SET:
+            lim.check_count(r.set, lim.MAX_ITEMS, f"items of resource {name}")
             for item in r.set:
-                lim.check_name(item, f"an item of resource {r.name}")
-            sets[r.name] = sets.get(r.name, frozenset()) | frozenset(r.set)
-        elif r.type == R.DEVICE:
-            lim.check_name(r.device.handle, f"device handle of resource {r.name}")
-            devices[r.name] = Device(r.device.handle, r.device.shared)
+                if item not in good and item not in text_ok:
+                    _remember_text(lim.check_name(item, f"an item of resource {name}"))
+            sets[name] = sets.get(name, frozenset()) | frozenset(r.set)
+        elif kind == R.DEVICE:
+            lim.check_name(r.device.handle, f"device handle of resource {name}")
+            devices[name] = Device(r.device.handle, r.device.shared)
         else:
-            raise MalformedMessage(f"resource {r.name}: unknown type {r.type}")
+            raise MalformedMessage(f"resource {name}: unknown type {kind}")
     return Resources(scalars, ranges, sets, devices)
 
 
@@ -113,14 +132,45 @@ def attributes_from_pb(items: Iterable[common_pb2.Attribute]) -> dict[str, str |
     if not isinstance(items, Sequence):
         items = list(items)
     lim.check_count(items, lim.MAX_ATTRIBUTES, "attributes")
+    good, text_ok = _GOOD_NAMES, _GOOD_TEXT
     for a in items:
-        lim.check_resource_name(a.name, "attribute")
-        lim.check_name(a.text, f"attribute {a.name}")
-        lim.check_count(a.set, lim.MAX_ITEMS, f"items of attribute {a.name}")
-        for item in a.set:
-            lim.check_name(item, f"an item of attribute {a.name}")
-        out[a.name] = frozenset(a.set) if a.set else a.text
+        name = a.name
+        if name not in good:
+            _remember(lim.check_resource_name(name, "attribute"))
+        values = a.set
+        if values:
+            lim.check_count(values, lim.MAX_ITEMS, f"items of attribute {name}")
+            for item in values:
+                if item not in good and item not in text_ok:
+                    _remember_text(lim.check_name(item, f"an item of attribute {name}"))
+            out[name] = frozenset(values)
+        else:
+            text = a.text
+            if text not in good and text not in text_ok:
+                _remember_text(lim.check_name(text, f"attribute {name}"))
+            out[name] = text
     return out
+
+
+# Strings already checked: resource and attribute names that passed ``check_resource_name`` (_GOOD_NAMES), and
+# attribute text and set items that passed ``check_name`` (_GOOD_TEXT). A fleet repeats a few of them in every
+# message, so decoding checks each once. A checked name is also good text (``check_name`` accepts every resource
+# name), never the other way round. Bounded: a set is cleared when full.
+_GOOD_NAMES: set[str] = set()
+_GOOD_TEXT: set[str] = set()
+_GOOD_MAX = 4096
+
+
+def _remember(name: str) -> None:
+    if len(_GOOD_NAMES) >= _GOOD_MAX:
+        _GOOD_NAMES.clear()
+    _GOOD_NAMES.add(name)
+
+
+def _remember_text(text: str) -> None:
+    if len(_GOOD_TEXT) >= _GOOD_MAX:
+        _GOOD_TEXT.clear()
+    _GOOD_TEXT.add(text)
 
 
 # -- agents, frameworks, tasks -------------------------------------------------
@@ -348,6 +398,34 @@ def offer_to_pb(o: Offer) -> common_pb2.Offer:
     )
 
 
+def _offers_event(offers: Sequence[Offer]) -> scheduler_pb2.Event:
+    """``offer_to_pb`` for each, built in place (hot: every allocation cycle's offers). Offers of one agent share
+    its attributes, so they are encoded once and merged in as bytes."""
+    event = E(type=E.OFFERS)
+    add = event.offers.offers.add
+    for o in offers:
+        x = add(id=o.id, framework_id=o.framework_id, agent_id=o.agent_id, hostname=o.hostname, expires_at=o.expires_at)
+        _resources_into(x.resources, o.resources)
+        if o.attributes:
+            x.MergeFromString(_attributes_bytes(o.attributes))
+    return event
+
+
+def _attributes_bytes(attrs: Attributes) -> bytes:
+    """A serialized Offer holding only ``attrs``, cached by the mapping's identity (checked against a copy)."""
+    hit = _ATTRIBUTE_BYTES.get(id(attrs))
+    if hit is not None and hit[0] is attrs and hit[1] == attrs:
+        return hit[2]
+    data = pb.Offer(attributes=attributes_to_pb(attrs)).SerializeToString()
+    if len(_ATTRIBUTE_BYTES) >= _GOOD_MAX:
+        _ATTRIBUTE_BYTES.clear()
+    _ATTRIBUTE_BYTES[id(attrs)] = (attrs, dict(attrs), data)  # holding attrs keeps its id from being reused
+    return data
+
+
+_ATTRIBUTE_BYTES: dict[int, tuple[Attributes, dict[str, str | frozenset[str]], bytes]] = {}
+
+
 def offer_from_pb(o: common_pb2.Offer) -> Offer:
     return Offer(
         id=OfferId(lim.check_id(o.id, "offer id")),
@@ -524,7 +602,7 @@ def event_to_pb(ev: m.SchedulerEvent) -> scheduler_pb2.Event:
             ),
         )
     if isinstance(ev, m.Offers):
-        return E(type=E.OFFERS, offers=E.Offers(offers=[offer_to_pb(o) for o in ev.offers]))
+        return _offers_event(ev.offers)
     if isinstance(ev, m.Rescind):
         return E(type=E.RESCIND, rescind=E.Rescind(offer_id=ev.offer_id))
     if isinstance(ev, m.Update):

@@ -40,7 +40,7 @@ Sorters:
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -202,6 +202,7 @@ def allocate(
     holder: Callable[[AgentId], FrameworkId | None],
     eligible: Callable[[FrameworkId, AgentId], bool],
     granted: Callable[[Grant], None] | None = None,
+    among: Collection[FrameworkId] | None = None,
 ) -> list[Grant]:
     """Run one allocation cycle and record it in ``sorter``.
 
@@ -216,14 +217,23 @@ def allocate(
     granted one agent drops behind the others for the next. ``granted(grant)``,
     if given, is called as each grant is made, before the next agent is
     visited: the caller can record it (make the offer) so that ``holder`` and
-    ``eligible`` see it (e.g. a limit on offers per framework).
+    ``eligible`` see it (e.g. a limit on offers per framework). ``among``, if
+    given, restricts the candidates to these frameworks (still in the sorter's
+    order; a single one needs no sort).
     """
     grants: list[Grant] = []
     for agent_id, resources in free:
         if not offerable(resources):
             continue
         held_by = holder(agent_id)
-        candidates = [held_by] if held_by is not None else sorter.sort(total)
+        if held_by is not None:
+            candidates = [held_by] if among is None or held_by in among else []
+        elif among is None:
+            candidates = sorter.sort(total)
+        elif len(among) == 1:
+            candidates = list(among)
+        else:
+            candidates = [f for f in sorter.sort(total) if f in among]
         for framework_id in candidates:
             if eligible(framework_id, agent_id):
                 sorter.allocated(framework_id, resources)

@@ -36,7 +36,7 @@ from typing import TypeVar
 
 from edgerm.ids import AgentId, FrameworkId, OfferId
 from edgerm.model import AgentInfo, Offer
-from edgerm.resources import Resources, total
+from edgerm.resources import EMPTY, Resources, total
 
 _K = TypeVar("_K", AgentId, FrameworkId)
 _HEAP_SLACK = 1024  # stale heap entries tolerated beyond the live ones before a rebuild
@@ -149,7 +149,12 @@ class OfferBook:
 
     def offered_on(self, agent_id: AgentId) -> Resources:
         """The sum of an agent's outstanding offers."""
-        return total(offer.resources for offer in self.on_agent(agent_id))
+        ids = self._by_agent.get(agent_id)
+        if not ids:
+            return EMPTY
+        if len(ids) == 1:
+            return self._offers[next(iter(ids))].resources
+        return total(self._offers[i].resources for i in ids)
 
     def holder(self, agent_id: AgentId) -> FrameworkId | None:
         """The framework holding offers on this agent, if any."""

@@ -944,7 +944,7 @@ class MasterCore:
                 framework_id, agent_id, now, free_of[agent_id]
             )
 
-        allocate(free, self._total, self._sorter, self._offers.holder, eligible, granted)
+        allocate(free, self._total, self._sorter, self._offers.holder, eligible, granted, among)
 
     def _may_take(self, framework_id: FrameworkId, agent_id: AgentId, now: float) -> bool:
         """Whether the framework may be offered this agent, its limit aside: not filtered, and the

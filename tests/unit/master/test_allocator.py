@@ -63,3 +63,23 @@ def test_round_robin_ignores_allocations():
     assert s.sort(total) == [A, B]
     s.offered(A)
     assert s.sort(total) == [B, A]
+
+
+def test_allocate_among_some_frameworks_keeps_the_sorter_order_and_exclusivity():
+    from edgerm.ids import AgentId
+    from edgerm.master.allocator import allocate
+
+    total = Resources.parse("cpus:30;mem:300")
+    s = DRFSorter()
+    for c in (A, B, C):
+        s.add(c)
+    s.allocated(A, Resources.parse("cpus:10"))  # A is served most: B and C come first
+    one = Resources.parse("cpus:1;mem:1")
+    free = [(AgentId("x1"), one), (AgentId("x2"), one), (AgentId("held"), one)]
+    holder = {AgentId("held"): B}.get
+    grants = allocate(free, total, s, holder, lambda f, a: True, among={A, C})
+    # Only A and C take part, C (least served) first: after x1 it holds 1/30 of the cpus, still less than
+    # A's 10/30, so x2 is C's too; B holds an offer on "held", so it goes to neither.
+    assert [(g.agent_id, g.framework_id) for g in grants] == [(AgentId("x1"), C), (AgentId("x2"), C)]
+    only = allocate([(AgentId("x3"), one)], total, s, holder, lambda f, a: True, among={B})
+    assert [(g.agent_id, g.framework_id) for g in only] == [(AgentId("x3"), B)]
