@@ -73,6 +73,7 @@ from edgerm.master.broker import DEFAULT_BROKER_PORT, EMBEDDED, EmbeddedBroker, 
 from edgerm.master.broker_gate import MASTER_USER, BrokerGate, TaskView
 from edgerm.master.coap import CoapServer, start_coap_server
 from edgerm.master.coap_oscore import CoapSecurity
+from edgerm.master.conn_guard import GuardedTCPSite, connection_limit, quiet_accept_errors
 from edgerm.master.dataflow_stats import StatsListener
 from edgerm.master.gc_policy import GcPolicy
 from edgerm.master.handlers import Handlers
@@ -426,7 +427,13 @@ async def _start_serving(
         # A fleet reconnecting at once (a master restart, a network back) must not
         # overflow aiohttp's default listen backlog of 128: SYNs dropped there
         # cost the agents 1-3 s of retransmission each (bench/scale.py).
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=LISTEN_BACKLOG)
+        # Connections past the open-file limit (less a reserve) are answered UNAVAILABLE and closed: the
+        # process never runs out of descriptors (edgerm.master.conn_guard).
+        quiet_accept_errors(asyncio.get_running_loop())
+        open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        site = GuardedTCPSite(
+            runner, host, port, limit=connection_limit(open_files), ssl_context=ssl_context, backlog=LISTEN_BACKLOG
+        )
         try:
             await site.start()
         except OSError as e:
@@ -801,8 +808,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.log_level, args.log_format).addFilter(_NoBrokerTraceback())
     limit = _raise_open_files_limit()
+    connections = connection_limit(limit)
     log.info(
-        "up to %d open files (about %d HTTP agents: a push stream and a keep-alive connection each)", limit, limit // 2
+        "up to %d open files: %d HTTP connections (about %d HTTP agents: a push stream and a keep-alive connection "
+        "each), more are refused UNAVAILABLE",
+        limit,
+        connections,
+        connections // 2,
     )
     try:
         asyncio.run(_serve(args))
