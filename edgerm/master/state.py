@@ -91,7 +91,7 @@ from edgerm.master.actions import DropAgent, KillTask, LaunchTask, MasterAction,
 from edgerm.master.allocator import DRFSorter, Grant, Sorter, allocate, offerable
 from edgerm.master.deadlines import Deadlines
 from edgerm.master.offers import OfferBook
-from edgerm.master.readviews import ReadViews
+from edgerm.master.readviews import ReadViews, SortedIds
 from edgerm.master.registry import AgentRow, Changes, FrameworkRow, ModuleStripper, Registry, TaskRow
 from edgerm.master.tasks import TaskChange, TaskRecord, TaskTable, UpdateOutbox, may_follow
 from edgerm.master.validation import check_accept, check_offers, require_subscribed
@@ -176,7 +176,8 @@ class MasterCore:
         self._strip = ModuleStripper()  # the registry's rows of tasks, without inline modules
         # Incremental allocation (see the module docstring).
         self._total = EMPTY  # the scalars of every known agent: what DRF shares are taken of
-        self._pool: set[AgentId] = set()  # agents with free resources that nobody could take when last seen
+        # Agents with free resources that nobody could take when last seen, in id order.
+        self._pool: SortedIds[AgentId] = SortedIds()
         self._dirty_agents: set[AgentId] = set()  # to look at in the next cycle
         self._dirty_frameworks: set[FrameworkId] = set()  # may take pool agents they could not before
         self._intervals: dict[float, int] = {}  # heartbeat interval -> how many agents state it (min/max per tick)
@@ -883,8 +884,9 @@ class MasterCore:
 
         First the dirty agents, in id order, each to the first eligible framework in DRF order.
         Then each dirty framework (one that may take agents it could not before): the pool agents
-        it may take, in id order, one at a time while it may still be offered more; each such
-        visit makes an offer, so the cost is proportional to the offers made, not to the pool.
+        it may take, in id order, one at a time while it may still be offered more (the pool is
+        read lazily, so a framework stops at its limit): the cost is the offers made and the pool
+        agents passed over (filtered or held by others), not the whole pool.
         A pool agent that is not dirty had no eligible framework at the end of the last cycle,
         and whatever could make one eligible for it (a filter ending, an offer on it going, its
         free resources growing) marks it dirty; so only the dirty frameworks can take it, and
@@ -903,11 +905,16 @@ class MasterCore:
         for fid in sorted(frameworks):
             if not self._may_be_offered(fid):
                 continue
-            for agent_id in sorted(a for a in self._pool if self._may_take(fid, a, now)):
-                if not self._may_be_offered(fid):
-                    break  # it reached its limit
-                if agent_id in self._pool and self._may_take(fid, agent_id, now):
-                    self._offer_agents([agent_id], now, new, among=frameworks)
+            # The pool in id order, read lazily from a cursor (each offer takes its agent out of the pool):
+            # a framework under its limit stops at the limit, not at the end of the pool.
+            cursor = ""
+            while self._may_be_offered(fid):
+                following = next(self._pool.after(cursor), None)
+                if following is None:
+                    break
+                cursor = following
+                if self._may_take(fid, following, now):
+                    self._offer_agents([following], now, new, among=frameworks)
         return [SendEvent(fid, m.Offers(tuple(offers))) for fid, offers in new.items()]
 
     def _offer_agents(
