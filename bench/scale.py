@@ -922,6 +922,8 @@ def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dic
                 for g in "012"
             },
             "gc_freezes": scraped1.get(("edgerm_gc_freezes_total", ""), 0.0),
+            "gc_young_collections": scraped1.get(("edgerm_gc_young_collections_total", ""), 0.0)
+            - scraped0.get(("edgerm_gc_young_collections_total", ""), 0.0),
             "tick": _histogram(scraped0, scraped1, "edgerm_allocation_cycle_seconds"),
             "heartbeat_core": _histogram(scraped0, scraped1, "edgerm_core_event_seconds", 'event="HeartbeatReceived"'),
             "heartbeat_handler": _histogram(

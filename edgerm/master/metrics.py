@@ -157,6 +157,7 @@ class MasterMetrics:
         #: other processes take the cores)
         self.gc_cpu: dict[str, float] = {}
         self.gc_freezes = 0  # gc.freeze() calls by the GC policy (edgerm.master.gc_policy)
+        self.gc_young_collections = 0  # young-generation passes the GC policy ran (edgerm.master.gc_policy)
         #: per agent: its load row, its rendered resource lines, its info labels and line (see render_metrics)
         self.agent_lines: dict[AgentId, tuple[AgentLoad, str, tuple[str, ...], str]] = {}
 
@@ -482,6 +483,11 @@ def render_metrics(
     )
     w.counter_samples(
         "edgerm_gc_freezes_total", "Times the GC policy froze the heap (the fleet grew).", [((), metrics.gc_freezes)]
+    )
+    w.counter_samples(
+        "edgerm_gc_young_collections_total",
+        "Young-generation passes the GC policy ran (the young generation outgrew its limit).",
+        [((), metrics.gc_young_collections)],
     )
     w.value("edgerm_event_loop_lag_last_seconds", "Lag of the latest periodic tick.", metrics.last_loop_lag)
     for name, value in sorted(gauges.items()):

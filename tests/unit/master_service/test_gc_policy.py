@@ -13,7 +13,7 @@ def test_freezes_only_when_the_fleet_grew_by_the_growth_and_minimum():
     size = [0]
     metrics = MasterMetrics()
     thresholds = gc.get_threshold()
-    policy = GcPolicy(metrics, lambda: size[0], growth=0.25, minimum=100)
+    policy = GcPolicy(metrics, lambda: size[0], growth=0.25, minimum=100, young_limit=0)
     try:
         policy.install()
         assert not policy.check()
@@ -52,3 +52,26 @@ def test_thresholds_come_from_the_environment_only_when_valid():
     assert thresholds({"EDGERM_GC_THRESHOLDS": "5000,20,100"}) == (5000, 20, 100)
     assert thresholds({"EDGERM_GC_THRESHOLDS": "5000,20"}) == GC_THRESHOLDS
     assert thresholds({"EDGERM_GC_THRESHOLDS": "0,20,100"}) == GC_THRESHOLDS
+
+
+def test_a_young_generation_over_its_limit_is_collected_even_when_the_count_stays_low():
+    metrics = MasterMetrics()
+    policy = GcPolicy(metrics, lambda: 0, young_limit=1_000)
+    try:
+        policy.install()
+        gc.collect(0)
+        assert not policy.check() and metrics.gc_young_collections == 0  # nothing young yet
+        # Many new objects while as many old ones are freed: the young count stays low, the generation grows.
+        old = [[i] for i in range(3_000)]
+        gc.collect(0)  # the old ones are past the young generation
+        new = []
+        for i in range(3_000):
+            new.append([i])
+            old.pop()
+        assert gc.get_count()[0] < 1_000 and len(gc.get_objects(0)) > 1_000
+        assert not policy.check()  # no freeze: the fleet did not grow
+        assert metrics.gc_young_collections == 1 and len(gc.get_objects(0)) < 1_000
+        assert "edgerm_gc_young_collections_total 1" in render_metrics(metrics, MasterService().core, {}, 0.0)
+    finally:
+        policy.uninstall()
+    del new
