@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -93,3 +94,29 @@ async def oscore_transport(
     context, renew = await coap_security(coap_url, work_dir, AgentId(agent_id), join_url=join_url, deadline=0.0)
     assert context is not None, f"no OSCORE context for {agent_id}: is {coap_url} an in-process secure master?"
     return CoapAgentTransport(coap_url, security_context=context, renew=renew, **options)
+
+
+FAULT_ENV = {**os.environ, "PYTHONFAULTHANDLER": "1"}  # a child started with it dumps its threads on SIGABRT
+
+
+async def exit_code(proc: asyncio.subprocess.Process, within: float, log: Path | None = None) -> int:
+    """The child's exit code once it exits within ``within`` seconds. Otherwise abort it (a child started
+    with :data:`FAULT_ENV` writes every thread's stack to its stderr then) and fail with that stack: from
+    its stderr pipe, or from ``log`` if its stderr went to that file."""
+    try:
+        return await asyncio.wait_for(proc.wait(), within)
+    except TimeoutError:
+        pass
+    proc.send_signal(signal.SIGABRT)
+    try:
+        await asyncio.wait_for(proc.wait(), 10)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+    if log is not None:
+        err = await asyncio.to_thread(log.read_text, errors="replace")
+    elif proc.stderr is not None:
+        err = (await proc.stderr.read()).decode(errors="replace")
+    else:
+        err = "(stderr not captured)"
+    raise AssertionError(f"pid {proc.pid} did not exit within {within}s; its threads then:\n{err[-6000:]}")

@@ -29,7 +29,7 @@ from edgerm.model import Offer, TaskState, TaskStatus
 from edgerm.resources import Resources
 from tests.integration.agent.helpers import eventually
 from tests.integration.dataflow_plane.brokers import Watcher, login_for
-from tests.support import init_state_dir
+from tests.support import FAULT_ENV, exit_code, init_state_dir
 
 SOURCE_ENV = {
     "EDGERM_DF_DAG": "m",
@@ -119,6 +119,7 @@ async def test_master_process_embeds_its_broker_on_an_ephemeral_port(tmp_path: P
         *("--state-dir", str(tmp_path)),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env=FAULT_ENV,
     )
     try:
         assert proc.stdout is not None
@@ -132,7 +133,7 @@ async def test_master_process_embeds_its_broker_on_an_ephemeral_port(tmp_path: P
                 pass
         assert (tmp_path / "broker.key").stat().st_mode & 0o777 == 0o600
         proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        assert await exit_code(proc, 20) == 0
         assert proc.stderr is not None
         assert b"Traceback" not in await proc.stderr.read()
     finally:

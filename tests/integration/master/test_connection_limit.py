@@ -13,7 +13,7 @@ import aiohttp
 
 from edgerm import wire
 from edgerm.master.conn_guard import connection_limit
-from tests.support import eventually
+from tests.support import FAULT_ENV, eventually, exit_code
 
 OPEN_FILES = 220  # the master's RLIMIT_NOFILE, soft and hard: it cannot raise it
 
@@ -39,6 +39,7 @@ async def test_connections_past_the_limit_are_refused_typed_and_the_rest_keep_wo
         stdout=asyncio.subprocess.PIPE,
         stderr=log_file,
         preexec_fn=_low_limit,
+        env=FAULT_ENV,
     )
     held: list[socket.socket] = []
     try:
@@ -71,7 +72,7 @@ async def test_connections_past_the_limit_are_refused_typed_and_the_rest_keep_wo
 
             await eventually(served, within=10, what="a new connection is served once the others closed")
         proc.terminate()
-        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        assert await exit_code(proc, 20, log_path) == 0
         err = log_path.read_text()
         assert "Traceback" not in err
         refusals = [x for x in err.splitlines() if "refused since the last report" in x]
