@@ -903,8 +903,6 @@ class MasterCore:
             frameworks = set()
         self._offer_agents(sorted(dirty), now, new)
         for fid in sorted(frameworks):
-            if not self._may_be_offered(fid):
-                continue
             # The pool in id order, read lazily from a cursor (each offer takes its agent out of the pool):
             # a framework under its limit stops at the limit, not at the end of the pool.
             cursor = ""
@@ -944,9 +942,7 @@ class MasterCore:
 
         free_of = dict(free)
 
-        def eligible(framework_id: FrameworkId, agent_id: AgentId) -> bool:
-            if among is not None and framework_id not in among:
-                return False
+        def eligible(framework_id: FrameworkId, agent_id: AgentId) -> bool:  # allocate() keeps to ``among``
             return self._may_be_offered(framework_id) and not self._offers.filtered(
                 framework_id, agent_id, now, free_of[agent_id]
             )
