@@ -87,7 +87,7 @@ def resources_from_pb(items: Iterable[common_pb2.Resource]) -> Resources:
     for r in items:
         name = r.name
         if name not in good:
-            _remember(lim.check_resource_name(name, "resource"))
+            _remember(good, lim.check_resource_name(name, "resource"))
         kind = r.type
         if kind == R.SCALAR:
             value = r.scalar
@@ -107,7 +107,7 @@ def resources_from_pb(items: Iterable[common_pb2.Resource]) -> Resources:
             lim.check_count(r.set, lim.MAX_ITEMS, f"items of resource {name}")
             for item in r.set:
                 if item not in good and item not in text_ok:
-                    _remember_text(lim.check_name(item, f"an item of resource {name}"))
+                    _remember(text_ok, lim.check_name(item, f"an item of resource {name}"))
             sets[name] = sets.get(name, frozenset()) | frozenset(r.set)
         elif kind == R.DEVICE:
             lim.check_name(r.device.handle, f"device handle of resource {name}")
@@ -136,19 +136,15 @@ def attributes_from_pb(items: Iterable[common_pb2.Attribute]) -> dict[str, str |
     for a in items:
         name = a.name
         if name not in good:
-            _remember(lim.check_resource_name(name, "attribute"))
-        values = a.set
-        if values:
-            lim.check_count(values, lim.MAX_ITEMS, f"items of attribute {name}")
-            for item in values:
-                if item not in good and item not in text_ok:
-                    _remember_text(lim.check_name(item, f"an item of attribute {name}"))
-            out[name] = frozenset(values)
-        else:
-            text = a.text
-            if text not in good and text not in text_ok:
-                _remember_text(lim.check_name(text, f"attribute {name}"))
-            out[name] = text
+            _remember(good, lim.check_resource_name(name, "attribute"))
+        text, values = a.text, a.set
+        if text not in good and text not in text_ok:  # checked even when the set wins, as it always was
+            _remember(text_ok, lim.check_name(text, f"attribute {name}"))
+        lim.check_count(values, lim.MAX_ITEMS, f"items of attribute {name}")
+        for item in values:
+            if item not in good and item not in text_ok:
+                _remember(text_ok, lim.check_name(item, f"an item of attribute {name}"))
+        out[name] = frozenset(values) if values else text
     return out
 
 
@@ -161,16 +157,10 @@ _GOOD_TEXT: set[str] = set()
 _GOOD_MAX = 4096
 
 
-def _remember(name: str) -> None:
-    if len(_GOOD_NAMES) >= _GOOD_MAX:
-        _GOOD_NAMES.clear()
-    _GOOD_NAMES.add(name)
-
-
-def _remember_text(text: str) -> None:
-    if len(_GOOD_TEXT) >= _GOOD_MAX:
-        _GOOD_TEXT.clear()
-    _GOOD_TEXT.add(text)
+def _remember(checked: set[str], value: str) -> None:
+    if len(checked) >= _GOOD_MAX:
+        checked.clear()
+    checked.add(value)
 
 
 # -- agents, frameworks, tasks -------------------------------------------------

@@ -63,3 +63,9 @@ def test_the_memo_is_bounded() -> None:
         wire.attributes_from_pb([common_pb2.Attribute(name=f"n{i}", text=f"t{i}")])
     assert len(wire._GOOD_NAMES) <= wire._GOOD_MAX
     assert len(wire._GOOD_TEXT) <= wire._GOOD_MAX
+
+
+def test_an_attributes_text_is_checked_even_when_it_has_a_set() -> None:
+    bad = common_pb2.Attribute(name="zone", text="bad\x01", set=["a"])
+    with pytest.raises(errors.MalformedMessage, match="control character"):
+        wire.attributes_from_pb([bad])
