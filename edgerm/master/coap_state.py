@@ -35,6 +35,11 @@ on the master's server context with bounded ones:
   ~20 s of 20,000 such objects, each stopping the loop for 15-30 ms of CPU
   (bench/scale.py, ``master_inside.gc_*``). The same method, with the cycle
   broken when the request ends, lets reference counting free them at once.
+- **An answer without the machinery** (``answer`` of
+  :func:`bound_server_state`): a new CON request it answers (the master's
+  plain heartbeats) gets its reply piggybacked at once, kept in the retry
+  memory like any other; aiocoap's token manager, pipe, render task and
+  empty-ACK timer (about half the CPU of a heartbeat) are not made for it.
 - **Block-wise** (:class:`BoundedBlock1Spool`, :class:`BoundedBlock2Cache`):
   an assembly or a response being served in blocks is dropped as soon as its
   last block has gone, and at most ``max_entries`` / ``max_bytes`` are held
@@ -63,7 +68,7 @@ from aiocoap import blockwise
 from aiocoap.message import Direction
 from aiocoap.messagemanager import MessageManager
 from aiocoap.numbers.constants import TransportTuning
-from aiocoap.numbers.types import CON
+from aiocoap.numbers.types import ACK, CON
 from aiocoap.optiontypes import BlockOption
 from aiocoap.pipe import Pipe
 from aiocoap.tokenmanager import TokenManager
@@ -158,6 +163,12 @@ class DedupCache:
             self.evicted += 1
 
 
+#: Answers a request at once, in the callback that received its datagram, or returns None to let aiocoap
+#: handle it. A response is piggybacked on the request's ACK and kept for retransmissions like any other;
+#: no pipe, no render task and no empty-ACK timer is made for it.
+Answer = Callable[[aiocoap.Message], "aiocoap.Message | None"]
+
+
 def _retry_key(message: aiocoap.Message) -> tuple[Any, int]:
     """The retry memory's key: the peer's address (not its remote object, which would stay alive) and mid."""
     remote = message.remote
@@ -170,6 +181,25 @@ class _BoundedMessageManager(MessageManager):  # type: ignore[misc]  # aiocoap s
 
     _edgerm_dedup: DedupCache
     _edgerm_retries: DedupCache
+    _edgerm_answer: Answer | None = None
+
+    def _process_request(self, request: aiocoap.Message) -> None:
+        answer = self._edgerm_answer
+        if (
+            answer is not None
+            and request.mtype is CON
+            and (request.token, request.remote) not in self.token_manager.incoming_requests
+            and (request.remote, request.token) not in self._piggyback_opportunities
+        ):
+            response = answer(request)
+            if response is not None:
+                response.token = request.token
+                response.remote = request.remote.as_response_address()
+                response.request = request
+                response.mtype, response.mid = ACK, request.mid  # piggybacked on the request's ACK
+                self._send_initially(response)
+                return
+        super()._process_request(request)
 
     def _deduplicate_message(self, message: aiocoap.Message) -> bool:
         if idempotent(message):
@@ -245,10 +275,12 @@ class _LeanTokenManager(TokenManager):  # type: ignore[misc]
 
 
 def bound_server_state(
-    context: Any, dedup: DedupCache | None = None, retries: DedupCache | None = None
+    context: Any, dedup: DedupCache | None = None, retries: DedupCache | None = None, answer: Answer | None = None
 ) -> list[DedupCache]:
     """Give each UDP message manager of ``context`` a bounded :class:`DedupCache`, and each token manager
-    the cycle-free request handling of :class:`_LeanTokenManager`; return the caches."""
+    the cycle-free request handling of :class:`_LeanTokenManager`; return the caches.
+
+    ``answer`` (see :data:`Answer`) is asked first for every new CON request."""
     caches = []
     for interface in context.request_interfaces:
         if type(interface) is TokenManager:
@@ -261,6 +293,7 @@ def bound_server_state(
                 retries if retries is not None else DedupCache(RETRY_MEMORY, DEFAULT_RETRY_ENTRIES, DEFAULT_RETRY_BYTES)
             )
             manager._recent_messages.clear()
+            manager._edgerm_answer = answer
             caches.append(cache)
     return caches
 

@@ -73,20 +73,32 @@ class Handlers:
         SUBSCRIBE opens a push channel and goes to :meth:`agent_commands`.
         ``transport`` (``http``, ``coap``) labels the latency figures.
         """
+        if type(call) is m.AgentHeartbeat:
+            return self.heartbeat(call, transport)
         started = time.perf_counter()
-        kind = "HEARTBEAT" if type(call) is m.AgentHeartbeat else _AGENT_CALL_NAMES.get(type(call), "UNKNOWN")
+        kind = _AGENT_CALL_NAMES.get(type(call), "UNKNOWN")
         try:
             return await self._agent_call(call, kind, transport)
         finally:
             self._metrics.request("agent", kind, transport, time.perf_counter() - started)
 
+    def heartbeat(self, call: m.AgentHeartbeat, transport: str = "http") -> m.HeartbeatAck:
+        """HEARTBEAT -> HeartbeatAck, at once: a heartbeat never waits for the registry, so a transport
+        may answer it inside the callback that received it (the CoAP adapter does)."""
+        started = time.perf_counter()
+        metrics = self._metrics
+        try:
+            metrics.call("agent", "HEARTBEAT")
+            metrics.heartbeats += 1
+            service = self.service
+            service.handle(HeartbeatReceived(call.agent_id, call.task_ids))
+            return m.HeartbeatAck(service.commands_pending(call.agent_id))
+        finally:
+            metrics.request("agent", "HEARTBEAT", transport, time.perf_counter() - started)
+
     async def _agent_call(self, call: m.AgentCall, kind: str, transport: str) -> m.AgentEvent:
         service = self.service
         self._metrics.call("agent", kind)
-        if type(call) is m.AgentHeartbeat:
-            self._metrics.heartbeats += 1
-            service.handle(HeartbeatReceived(call.agent_id, call.task_ids))
-            return m.HeartbeatAck(service.commands_pending(call.agent_id))
         if isinstance(call, m.StatusUpdate):
             statuses = []
             for status in call.statuses:  # all checked before any is taken: a bad batch changes nothing

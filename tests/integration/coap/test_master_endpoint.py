@@ -241,3 +241,28 @@ async def test_a_retransmitted_heartbeat_is_answered_from_memory_not_handled_aga
                 replies.append(await loop.sock_recv(sock, 2048))
     assert replies[0] == replies[1] and replies[0][1] == 0x44  # the same 2.04, twice
     assert master.service.metrics.heartbeats == before + 1
+
+
+async def test_a_plain_heartbeat_is_answered_at_once_and_other_calls_the_usual_way(
+    master: RunningMaster, client: Any
+) -> None:
+    """Heartbeats skip aiocoap's request machinery (edgerm.master.coap_state, ``answer``); the rest do not."""
+    url = master.coap_url
+    assert master.coap is not None and url is not None
+    (token_manager,) = master.coap._contexts[0].request_interfaces
+    through = []
+    usual = token_manager.process_request
+    token_manager.process_request = lambda request: (through.append(request.opt.uri_path), usual(request))
+    try:
+        await register(client, url, "edge-1")
+        before = master.service.metrics.heartbeats
+        for _ in range(20):
+            await _heartbeat_ok(client, url)
+        unknown = await _post_agent(client, url, _heartbeat("never-registered"))
+        malformed = await _post_agent(client, url, b"\xff\xff")
+    finally:
+        del token_manager.process_request
+    assert master.service.metrics.heartbeats == before + 21
+    assert unknown.code == aiocoap.NOT_FOUND and error_of(unknown).code == "UNKNOWN_AGENT"
+    assert malformed.code == aiocoap.BAD_REQUEST and error_of(malformed).code == "MALFORMED"
+    assert through == [("agent",)]  # the REGISTER only

@@ -106,6 +106,10 @@ async def test_an_unprotected_request_is_unauthenticated_and_changes_nothing(
     assert reply.code == aiocoap.UNAUTHORIZED
     assert error_of(reply).code == "UNAUTHENTICATED"
     assert not secure.service.core.agent_known(AgentId("plain"))
+    # A plain heartbeat too: the insecure master's fast heartbeat path is never taken behind OSCORE.
+    heartbeat = wire.encode_agent_call(m.AgentHeartbeat(AgentId("plain"), ()))
+    reply = await request(client, aiocoap.POST, secure.coap_url + "/agent", heartbeat)
+    assert reply.code == aiocoap.UNAUTHORIZED and error_of(reply).code == "UNAUTHENTICATED"
     observe = await request(client, aiocoap.GET, secure.coap_url + "/agents/plain/commands", observe=0)
     assert observe.code == aiocoap.UNAUTHORIZED
 
