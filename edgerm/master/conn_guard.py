@@ -180,6 +180,10 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
         if context.get("message") == "socket.accept() out of system resource":
             report(str(context.get("exception") or "no detail"))
             return
+        if isinstance(context.get("exception"), ValueError) and "_start_serving" in repr(context.get("handle")):
+            # asyncio resumes accepting 1 s after such a failure; a listener closed meanwhile (shutdown) has
+            # no descriptor left to watch: nothing is wrong, nothing to report.
+            return
         if previous is not None:
             previous(loop, context)
         else:
