@@ -177,14 +177,18 @@ class _Guarded(resource.Resource):  # type: ignore[misc]
     async def render(self, request: aiocoap.Message) -> aiocoap.Message:
         try:
             response: aiocoap.Message = await super().render(request)
-        except WireError as e:
-            return self._adapter.error(e)
         except aiocoap.error.RenderableError:
             raise  # aiocoap's own replies: 4.05 for a method we do not serve, block-wise states
-        except Exception:
-            log.exception("internal error on CoAP %s /%s", request.code, "/".join(request.opt.uri_path))
-            return self._adapter.internal_error()
+        except Exception as e:
+            return self._failed(request, e)
         return response
+
+    def _failed(self, request: aiocoap.Message, error: Exception) -> aiocoap.Message:
+        """The reply to a handler that raised (call it in the ``except``): its typed error, or 5.00 logged."""
+        if isinstance(error, WireError):
+            return self._adapter.error(error)
+        log.exception("internal error on CoAP %s /%s", request.code, "/".join(request.opt.uri_path))
+        return self._adapter.internal_error()
 
 
 class _AgentCalls(_Guarded):
@@ -210,22 +214,17 @@ class _AgentCalls(_Guarded):
             or opt.size1 is not None
             or opt.observe is not None
             or opt.no_response is not None
-            or opt.oscore is not None
             or len(request.payload) > self._adapter.max_body
         ):
             return None
-        adapter = self._adapter
         try:
             call = wire.decode_agent_call(request.payload)
             if type(call) is not m.AgentHeartbeat:
                 return None  # REGISTER and UPDATE wait for the registry: render_post
-            event = adapter.handlers.heartbeat(call, transport="coap")
+            event = self._adapter.handlers.heartbeat(call, transport="coap")
             return aiocoap.Message(code=aiocoap.CHANGED, payload=wire.encode_agent_event(event))
-        except WireError as e:
-            return adapter.error(e)
-        except Exception:
-            log.exception("internal error on CoAP POST /%s", "/".join(AGENT_PATH))
-            return adapter.internal_error()
+        except Exception as e:
+            return self._failed(request, e)
 
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
         call = wire.decode_agent_call(request.payload)
