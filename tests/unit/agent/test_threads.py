@@ -65,3 +65,56 @@ def test_shutdown_drops_jobs_not_started() -> None:
     assert later == []
     with pytest.raises(ValueError):
         RunPool(0, "x")
+
+
+def test_short_jobs_take_turns_in_one_slot() -> None:
+    pool = RunPool(8, "turns", parallel=1, long_after=2.0)
+    lock = threading.Lock()
+    now = [0]
+    most = [0]
+    done = threading.Semaphore(0)
+
+    def job() -> None:
+        with lock:
+            now[0] += 1
+            most[0] = max(most[0], now[0])
+        time.sleep(0.002)  # short: far below long_after
+        with lock:
+            now[0] -= 1
+        done.release()
+
+    for _ in range(40):
+        pool.submit(job)
+    assert all(done.acquire(timeout=10) for _ in range(40))
+    assert most[0] == 1 and pool.went_long == 0
+    pool.shutdown()
+
+
+def test_a_long_job_hands_its_slot_on() -> None:
+    pool = RunPool(4, "long", parallel=1, long_after=0.02)
+    release = threading.Event()
+    quick = threading.Event()
+    pool.submit(release.wait, 10)  # takes the only slot and keeps running
+    started = time.monotonic()
+    pool.submit(quick.set)
+    assert quick.wait(5), "the short job never ran beside the long one"
+    assert time.monotonic() - started < 2.0 and pool.went_long >= 1
+    release.set()
+    # The long job ended without returning a slot: one slot is left, and it still works.
+    again = threading.Event()
+    pool.submit(again.set)
+    assert again.wait(5)
+    deadline = time.monotonic() + 5
+    while pool._slots.qsize() != 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pool._slots.qsize() == 1  # no slot lost, none made up
+    pool.shutdown(wait=True)
+
+
+def test_pool_arguments_are_checked() -> None:
+    with pytest.raises(ValueError):
+        RunPool(2, "x", parallel=0)
+    with pytest.raises(ValueError):
+        RunPool(2, "x", long_after=0)
+    with pytest.raises(ValueError):
+        RunPool(2, "x", long_after=float("nan"))
