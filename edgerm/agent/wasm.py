@@ -37,9 +37,6 @@ How, and why so:
   of address space reserving 4 GiB per instance.
 - **Threads**: modules compile and run in a pool of threads (threads.py), never
   on the event loop; reports are delivered on the loop that called ``launch``.
-  Short runs take turns in one run slot and a run past 5 ms hands it on
-  (threads.py: a hello-world task costs 0.45 ms of CPU so, 1.2-2.0 ms when
-  32 ran at once).
   ``TaskStarted`` is sent right before ``_start`` runs, so queued tasks stay
   STARTING and a queued task that is killed never runs. What the threads
   hand to the loop joins one queue, and the loop is woken once for all that
