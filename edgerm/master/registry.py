@@ -57,10 +57,13 @@ class Changes:
     tasks: tuple[TaskRow, ...] = ()
     tasks_gone: tuple[TaskId, ...] = ()
     modules: tuple[bytes, ...] = ()  # inline module bytes of newly launched tasks
+    # Agents whose row is unchanged but for its last contact (agent id, last_seen): a column update, not a row.
+    seen: tuple[tuple[AgentId, float], ...] = ()
 
     def __bool__(self) -> bool:
         return bool(
-            self.frameworks
+            self.seen
+            or self.frameworks
             or self.frameworks_gone
             or self.agents
             or self.agents_gone

@@ -171,6 +171,7 @@ class MasterCore:
         self._last_tick: float | None = None
         self._unknown_reported: dict[tuple[AgentId, TaskId], float] = {}  # seen while settling
         self._changed_agents: set[AgentId] = set()
+        self._seen_agents: set[AgentId] = set()  # only last_seen is due in the registry (Changes.seen)
         self._changed_frameworks: set[FrameworkId] = set()
         self._new_modules: list[bytes] = []
         self._strip = ModuleStripper()  # the registry's rows of tasks, without inline modules
@@ -470,7 +471,7 @@ class MasterCore:
                     actions += self._back_from_unreachable(record, now)
         if now - agent.persisted_seen > self.config.last_seen_persist_interval:
             agent = replace(agent, persisted_seen=now)
-            self._changed_agents.add(e.agent_id)
+            self._seen_agents.add(e.agent_id)  # one column, and no view to refresh
         self._agents[e.agent_id] = replace(agent, last_seen=now)
         if back:
             self._watch_agent(e.agent_id)  # its deadline is sooner than its unreachable timeout
@@ -1018,7 +1019,8 @@ class MasterCore:
         agents, self._changed_agents = self._changed_agents, set()
         frameworks, self._changed_frameworks = self._changed_frameworks, set()
         modules, self._new_modules = self._new_modules, []
-        if not (tasks or agents or frameworks or modules):
+        seen, self._seen_agents = self._seen_agents, set()
+        if not (tasks or agents or frameworks or modules or seen):
             return _NO_CHANGES
         task_rows: list[TaskRow] = []
         tasks_gone: list[TaskId] = []
@@ -1037,6 +1039,11 @@ class MasterCore:
                 agents_gone.append(agent_id)
             else:
                 agent_rows.append(AgentRow(agent.info, agent.persisted_seen, agent.unreachable_since))
+        seen_rows: list[tuple[AgentId, float]] = []
+        for agent_id in seen:
+            agent = self._agents.get(agent_id)
+            if agent is not None and agent_id not in agents:  # a changed agent's row carries it already
+                seen_rows.append((agent_id, agent.persisted_seen))
         framework_rows: list[FrameworkRow] = []
         frameworks_gone: list[FrameworkId] = []
         for fid in frameworks:
@@ -1053,6 +1060,7 @@ class MasterCore:
             tuple(task_rows),
             tuple(tasks_gone),
             tuple(modules),
+            tuple(seen_rows),
         )
 
     def _master_status(

@@ -174,6 +174,8 @@ class SqliteStore:
                     )
                 for aid in b.agents_gone:
                     db.execute("delete from agents where id = ?", (aid,))
+                if b.seen:
+                    db.executemany("update agents set last_seen = ? where id = ?", [(t, aid) for aid, t in b.seen])
                 for t in b.tasks:
                     db.execute(
                         "insert or replace into tasks values (?, ?, ?, ?, ?, ?)",

@@ -103,6 +103,9 @@ class Folded:
             self.agents[a.info.id] = a
         for aid in c.agents_gone:
             self.agents.pop(aid, None)
+        for aid, last_seen in c.seen:
+            if aid in self.agents:
+                self.agents[aid] = replace(self.agents[aid], last_seen=last_seen)
         for t in c.tasks:
             self.tasks[t.info.task_id] = t
         for tid in c.tasks_gone:

@@ -280,3 +280,26 @@ def test_the_module_stripper_strips_each_task_info_once_and_stays_bounded() -> N
     for n in range(5):
         strip(replace(info, task_id=TaskId(f"t{n}")))
     assert len(strip._done) <= 2
+
+
+def test_a_heartbeat_refreshes_only_last_seen_in_the_registry_once_per_interval(make_harness, tmp_path: Path) -> None:
+    h = make_harness(MasterConfig(master_id="m", last_seen_persist_interval=60.0))
+    h.agent("a1", heartbeat=10.0)
+    store = SqliteStore(tmp_path)
+    _persist(store, h.persisted)
+    [first] = store.load().agents
+    for _ in range(5):  # 50 s: within the interval, nothing to write
+        h.advance(10.0)
+        h.heartbeat("a1")
+    assert not any(h.persisted)
+    h.advance(15.0)
+    h.heartbeat("a1")  # 65 s after the registration: the column is due, and the row is not rewritten
+    [changes] = h.persisted
+    assert changes.seen == ((A1, h.now),) and changes.agents == ()
+    _persist(store, h.persisted)
+    [row] = store.load().agents
+    assert row.last_seen == h.now and row.info == first.info and row.unreachable_since == first.unreachable_since
+    h.advance(10.0)
+    h.heartbeat("a1")
+    assert not any(h.persisted)  # the next one is due 60 s later again
+    store.close()
