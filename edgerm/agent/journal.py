@@ -143,7 +143,7 @@ class Journal:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._writer: threading.Thread | None = None
         # Loop -> writer: one token when lines were queued while it slept (a C-level queue: an Event's
-        # set() is a Python-level condition, which cost 8 % of an agent's GIL time at 750 tasks a second).
+        # set() is a Python-level condition: 8 % of an agent's GIL samples in bench/task_throughput.py).
         self._wake: queue.SimpleQueue[bool] = queue.SimpleQueue()
         self._wake_due = False  # a token is in _wake (or the writer is awake and has not yet cleared this)
         self._loop: asyncio.AbstractEventLoop | None = None
