@@ -108,14 +108,22 @@ def summary_ms(values: Sequence[float]) -> dict[str, float]:
 
 
 def save(name: str, data: dict[str, Any]) -> Path:
-    """Write ``bench/results/NAME.json`` with machine facts added, and return its path."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    """Write ``bench/results/NAME.json`` with machine facts added, and return its path.
+
+    ``name`` may also be a path (it holds a ``/`` or ends in ``.json``): the file is written there instead,
+    relative to the working directory (``--out bench/results/x.json`` once became
+    ``bench/results/bench/results/x.json.json`` and the run's figures were lost)."""
+    if "/" in name or name.endswith(".json"):
+        path = Path(name if name.endswith(".json") else name + ".json")
+        name = path.stem
+    else:
+        path = RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     data = {
         "benchmark": name,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform()},
         **data,
     }
-    path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
