@@ -946,7 +946,7 @@ def main() -> None:
     p.add_argument("--http-heartbeats", choices=["keepalive", "close"], default="keepalive")
     p.add_argument("--no-echo", action="store_true", help="skip the echo baselines")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--out", default="scale", help="result name under bench/results/")
+    p.add_argument("--out", default="scale", help="result name under bench/results/, or a path")
     args = p.parse_args()
     hard = _raise_fd_limit()
     runs: list[dict[str, Any]] = []
