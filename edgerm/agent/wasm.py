@@ -40,7 +40,9 @@ How, and why so:
   ``TaskStarted`` is sent right before ``_start`` runs, so queued tasks stay
   STARTING and a queued task that is killed never runs. What the threads
   hand to the loop joins one queue, and the loop is woken once for all that
-  queued meanwhile (a wake-up per report cost more than the report).
+  queued meanwhile (a wake-up per report cost more than the report). The
+  short C calls a run makes keep the GIL instead of handing it to another
+  thread about 20 times per task (wasm_calls.py).
 - **Module cache** by sha256: in memory (LRU) and, when a work dir is given,
   serialized under ``work_dir/modules/`` so a restarted agent deserializes
   instead of compiling. A module named only by ``module_sha256`` and not
@@ -66,6 +68,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgerm.agent.runtime import RecoveredTask, ReportCallback, TaskEnded, TaskStarted
 from edgerm.agent.threads import RunPool
+from edgerm.agent.wasm_calls import keep_gil_for_short_calls
 from edgerm.errors import EdgermError
 from edgerm.ids import TaskId
 from edgerm.lazy import lazy_module
@@ -171,6 +174,7 @@ class WasmRuntime:
             with self._wasm_lock:
                 wasm = self._wasm
                 if wasm is None:
+                    keep_gil_for_short_calls()
                     config = wasmtime.Config()
                     config.epoch_interruption = True
                     config.memory_reservation = MEMORY_RESERVATION
