@@ -46,7 +46,7 @@ from edgerm.errors import WireError
 from edgerm.frameworks import FrameworkDriver, load_module, run, wasm_task
 from edgerm.ids import OfferId
 from edgerm.model import TaskInfo, TaskState, TaskStatus
-from edgerm.resources import Resources
+from edgerm.resources import Resources, total
 
 REPO = Path(__file__).resolve().parents[1]
 MODULE = REPO / "examples" / "wasm" / "hello.wat"
@@ -82,9 +82,10 @@ class Launcher(OfferHolder):
 
     name = "task-throughput-bench"
 
-    def __init__(self, module: bytes, in_flight: int, pipelined: bool) -> None:
+    def __init__(self, module: bytes, in_flight: int, pipelined: bool, batched: bool = True) -> None:
         super().__init__()
-        self.module, self.in_flight, self.pipelined = module, in_flight, pipelined
+        self.module, self.in_flight, self.pipelined, self.batched = module, in_flight, pipelined, batched
+        self.launch_due = False
         self.accepts: set[asyncio.Task[None]] = set()
         self.accepted_at: dict[str, float] = {}
         self.unfinished = 0
@@ -102,13 +103,17 @@ class Launcher(OfferHolder):
     async def _launch(self, driver: FrameworkDriver) -> None:
         while self.held and not self.stopping and self.unfinished < self.in_flight:
             oid, offer = self.held.popitem()
+            taken = {oid: offer}
+            if self.batched:  # every offer held on that agent goes into the one ACCEPT
+                for other in [i for i, o in self.held.items() if o.agent_id == offer.agent_id]:
+                    taken[other] = self.held.pop(other)
             tasks: list[TaskInfo] = []
-            free = offer.resources
+            free = total(o.resources for o in taken.values())
             while free >= NEED and self.unfinished + len(tasks) < self.in_flight:
                 tasks.append(wasm_task(offer, f"t{self.launched + len(tasks)}", self.module, NEED))
                 free = free - NEED
             if not tasks:
-                self.held[oid] = offer
+                self.held.update(taken)
                 return
             t0 = time.perf_counter()
             for t in tasks:
@@ -116,15 +121,15 @@ class Launcher(OfferHolder):
             self.launched += len(tasks)
             self.unfinished += len(tasks)
             if self.pipelined:  # the ACCEPT goes out now; events keep being dispatched while it is answered
-                job = asyncio.create_task(self._accept(driver, oid, tasks, t0))
+                job = asyncio.create_task(self._accept(driver, list(taken), tasks, t0))
                 self.accepts.add(job)
                 job.add_done_callback(self.accepts.discard)
             else:
-                await self._accept(driver, oid, tasks, t0)
+                await self._accept(driver, list(taken), tasks, t0)
 
-    async def _accept(self, driver: FrameworkDriver, oid: str, tasks: list[TaskInfo], t0: float) -> None:
+    async def _accept(self, driver: FrameworkDriver, oids: list[str], tasks: list[TaskInfo], t0: float) -> None:
         try:
-            await driver.accept([OfferId(oid)], tasks)
+            await driver.accept([OfferId(o) for o in oids], tasks)
             self.accept_rtt.append(time.perf_counter() - t0)
             self.tasks_per_accept.append(len(tasks))
         except WireError as e:  # the offer went away meanwhile: the tasks were never launched
@@ -157,7 +162,17 @@ class Launcher(OfferHolder):
                 self.finished_in_window += 1
         elif len(self.failed) < 10:
             self.failed.append(f"{status.state.value}: {status.message}")
-        await self._launch(driver)
+        if not self.batched:
+            await self._launch(driver)
+        elif not self.launch_due:  # once the driver has dispatched all the events it read together
+            self.launch_due = True
+            asyncio.get_running_loop().call_soon(self._launch_soon, driver)
+
+    def _launch_soon(self, driver: FrameworkDriver) -> None:
+        self.launch_due = False
+        job = asyncio.create_task(self._launch(driver))
+        self.accepts.add(job)
+        job.add_done_callback(self.accepts.discard)
 
 
 def cluster(tmp: Path, agents: int, secure: bool) -> tuple[list[Any], str]:
@@ -243,7 +258,8 @@ def run_before(args: argparse.Namespace, seconds: float) -> dict[str, Any] | str
         subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
         cmd = [sys.executable, __file__, "--mode", "insecure", "--no-baseline", "--emit", "--before", ""]
         cmd += ["--seconds", str(seconds), "--warmup", str(args.warmup), "--agents", str(args.agents)]
-        cmd += ["--in-flight", str(args.in_flight)] + (["--serial-accepts"] if args.serial_accepts else [])
+        cmd += ["--in-flight", str(args.in_flight), "--launch", args.launch]
+        cmd += ["--serial-accepts"] if args.serial_accepts else []
         env = {**os.environ, "PYTHONPATH": tmp}  # its edgerm first, for this process and the servers it starts
         # cwd too: ``python -m`` (the servers) puts the working directory first on sys.path, ahead of PYTHONPATH,
         # so run from a checkout they would run this tree's edgerm (they did until this was fixed).
@@ -259,7 +275,7 @@ def one_run(mode: str, args: argparse.Namespace, module: bytes, seconds: float) 
     with tempfile.TemporaryDirectory(prefix="edgerm-tput-") as tmpdir:
         procs, url = cluster(Path(tmpdir), args.agents, mode == "secure")
         try:
-            launcher = Launcher(module, args.in_flight, not args.serial_accepts)
+            launcher = Launcher(module, args.in_flight, not args.serial_accepts, args.launch == "batched")
             return asyncio.run(measure(launcher, url, procs, args.warmup, seconds))
         finally:
             for p in reversed(procs):
@@ -313,6 +329,13 @@ def main() -> None:
     parser.add_argument("--name", default="task_throughput", help="results file name")
     parser.add_argument(
         "--serial-accepts", action="store_true", help="await each ACCEPT in the callback (no pipelining)"
+    )
+    parser.add_argument(
+        "--launch",
+        choices=("batched", "per-status"),
+        default="batched",
+        help="batched: launch once per batch of events read, over all offers held on an agent; "
+        "per-status: after every terminal update, one offer per ACCEPT",
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the core-alone baseline (profiling runs)")
     parser.add_argument(
