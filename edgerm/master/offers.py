@@ -57,6 +57,7 @@ class OfferBook:
         "_filters",
         "_filters_count",
         "_master_id",
+        "_offered",
         "_offers",
         "touched",
     )
@@ -65,6 +66,7 @@ class OfferBook:
         self._master_id = master_id
         self._offers: dict[OfferId, Offer] = {}
         self._by_agent: dict[AgentId, dict[OfferId, None]] = {}
+        self._offered: dict[AgentId, Resources] = {}  # offered_on's sums, dropped when the agent's offers change
         self._by_framework: dict[FrameworkId, dict[OfferId, None]] = {}
         self._expiry: list[tuple[float, int, OfferId]] = []  # (expires_at, n, id): a heap
         self._expired: OrderedDict[OfferId, None] = OrderedDict()
@@ -103,6 +105,7 @@ class OfferBook:
         )
         self._offers[offer.id] = offer
         self._by_agent.setdefault(agent.id, {})[offer.id] = None
+        self._offered.pop(agent.id, None)
         self.touched.add(agent.id)
         self._by_framework.setdefault(framework_id, {})[offer.id] = None
         if len(self._expiry) > 2 * len(self._offers) + _HEAP_SLACK:
@@ -115,6 +118,7 @@ class OfferBook:
         """Forget an offer (used, declined or rescinded). It must exist."""
         offer = self._offers.pop(offer_id)
         _unindex(self._by_agent, offer.agent_id, offer_id)
+        self._offered.pop(offer.agent_id, None)
         _unindex(self._by_framework, offer.framework_id, offer_id)
         self.touched.add(offer.agent_id)
         return offer
@@ -148,13 +152,16 @@ class OfferBook:
         return [self._offers[i] for i in self._by_agent.get(agent_id, {})]
 
     def offered_on(self, agent_id: AgentId) -> Resources:
-        """The sum of an agent's outstanding offers."""
+        """The sum of an agent's outstanding offers (summed once per change of them)."""
         ids = self._by_agent.get(agent_id)
         if not ids:
             return EMPTY
         if len(ids) == 1:
             return self._offers[next(iter(ids))].resources
-        return total(self._offers[i].resources for i in ids)
+        offered = self._offered.get(agent_id)
+        if offered is None:
+            offered = self._offered[agent_id] = total(self._offers[i].resources for i in ids)
+        return offered
 
     def holder(self, agent_id: AgentId) -> FrameworkId | None:
         """The framework holding offers on this agent, if any."""
