@@ -517,7 +517,8 @@ class MasterCore:
         actions: list[MasterAction] = []
         ended = False
         for status in e.statuses:  # a batch: each as if alone, one allocation for all at the end
-            status = replace(status, agent_id=e.agent_id)
+            if status.agent_id != e.agent_id:
+                status = replace(status, agent_id=e.agent_id)
             actions += self._reported(e.agent_id, status, now, kill_if_ended=False)
             ended = ended or status.state.terminal
         if ended:
@@ -538,12 +539,13 @@ class MasterCore:
             return []
         if status.uuid and status.uuid in record.seen_uuids:
             return []  # a retry of an update already taken in
-        if status.uuid:
-            record = replace(record, seen_uuids=record.seen_uuids | {status.uuid})
         if not may_follow(record.state, status.state) or (not status.uuid and status.state is record.state):
-            self._tasks.put(record)  # late, backwards, or no news: remember the uuid only
+            if status.uuid:  # late, backwards, or no news: remember the uuid only
+                self._tasks.put(replace(record, seen_uuids=record.seen_uuids | {status.uuid}))
             return []
-        return self._set_status(record, replace(status, uuid=status.uuid or self._new_uuid()), now)
+        if not status.uuid:
+            status = replace(status, uuid=self._new_uuid())
+        return self._set_status(record, status, now)  # it remembers the uuid
 
     def _unknown_task(self, agent_id: AgentId, task_id: TaskId, now: float) -> list[MasterAction]:
         """An agent runs a task the master does not know: kill it, but not while settling
