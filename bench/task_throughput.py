@@ -8,7 +8,10 @@ on disk; ``insecure``: ``--insecure`` and an in-memory registry) and ``--agents`
 process is the framework, on :class:`edgerm.frameworks.HttpDriver`. It launches ``examples/wasm/hello.wat`` (prints
 a line, exits 0) as fast as offers allow: every offer is accepted at once with as many tasks as fit it
 (``cpus:0.05;mem:16`` each; each agent advertises ``cpus:1``, so at most 20 per agent run at once) while fewer than
-``--in-flight`` tasks are unfinished. After a warm-up second it counts, for ``--seconds``:
+``--in-flight`` tasks are unfinished. It launches once per batch of events the driver read together, with every
+offer it holds on the agent in one ACCEPT (``--launch per-status``: after every terminal update, one offer per
+ACCEPT, as before 2026-12-03). ``--in-flight`` is 32: at saturation accept -> RUNNING is in-flight / throughput
+(Little's law), and 64 gave no more tasks/s. After a warm-up second it counts, for ``--seconds``:
 
 - tasks/s: FINISHED updates received by the framework in the window, per second;
 - accept -> RUNNING and accept -> FINISHED (p50/p99) of the tasks accepted in the window (the time from just before
@@ -51,7 +54,7 @@ from edgerm.resources import Resources, total
 REPO = Path(__file__).resolve().parents[1]
 MODULE = REPO / "examples" / "wasm" / "hello.wat"
 NEED = Resources.parse("cpus:0.05;mem:16")
-BEFORE = "2ed4ca1"  # main before the second pass (sandbox recycling, fewer thread hops; c3d20d9 before the first)
+BEFORE = "39c4a76"  # main before the fourth pass (GIL-keeping wasmtime calls; 2ed4ca1 before the second, c3d20d9 the first)
 LOG_LEVEL = os.environ.get("TPUT_LOG_LEVEL", "WARNING")
 PROFILE_DIR = os.environ.get("TPUT_PROFILE_DIR", "")  # set: each agent runs under cProfile, saved there
 LOG_DIR = Path(os.environ["TPUT_LOG_DIR"]) if os.environ.get("TPUT_LOG_DIR") else None  # per-process logs
@@ -324,7 +327,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--agents", type=int, default=4)
-    parser.add_argument("--in-flight", type=int, default=64, help="unfinished tasks the framework allows at once")
+    parser.add_argument("--in-flight", type=int, default=32, help="unfinished tasks the framework allows at once")
     parser.add_argument("--mode", default="secure,insecure", help="comma-separated: secure, insecure")
     parser.add_argument("--name", default="task_throughput", help="results file name")
     parser.add_argument(
