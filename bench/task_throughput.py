@@ -54,7 +54,7 @@ from edgerm.resources import Resources, total
 REPO = Path(__file__).resolve().parents[1]
 MODULE = REPO / "examples" / "wasm" / "hello.wat"
 NEED = Resources.parse("cpus:0.05;mem:16")
-BEFORE = "39c4a76"  # main before the fourth pass (GIL-keeping wasmtime calls; 2ed4ca1 before the second, c3d20d9 the first)
+BEFORE = "39c4a76"  # main before the fourth pass (GIL-keeping wasmtime calls); 2ed4ca1, c3d20d9: the 2nd, 1st
 LOG_LEVEL = os.environ.get("TPUT_LOG_LEVEL", "WARNING")
 PROFILE_DIR = os.environ.get("TPUT_PROFILE_DIR", "")  # set: each agent runs under cProfile, saved there
 LOG_DIR = Path(os.environ["TPUT_LOG_DIR"]) if os.environ.get("TPUT_LOG_DIR") else None  # per-process logs
