@@ -448,6 +448,12 @@ class Operator:
                     held, _ = await slot.read_slot(config, self.task_id, state=False)
                     if self._taken_by(held):
                         return
+                else:  # claim the slot before taking the session; a live holder sees it and lets go
+                    held, _ = await slot.read_slot(config, self.task_id, state=False, claim=self._claim)
+                    if self._taken_by(held):
+                        return
+                    if held is not None and held[0] != self.task_id:
+                        await asyncio.sleep(slot.HANDOVER_WAIT)
                 async with client:
                     self._acks.connected()
                     if client.session_present:  # the broker sends the unacknowledged again
@@ -455,13 +461,13 @@ class Operator:
                     self._lost = asyncio.get_running_loop().create_future()
                     if not self.restored.is_set():
                         # The session is ours now, so the checkpoint read next is the last one that counts.
-                        await client.publish(config.claim_topic, self._claim, qos=1, retain=True)
-                        held, found = await slot.read_slot(config, self.task_id, state=True)
+                        held, found = await slot.read_slot(config, self.task_id, state=True, claim=self._claim)
                         if self._taken_by(held):
                             return
                         self.restore(found)
                     for topic in config.inputs:
                         await client.subscribe(topic, qos=1)
+                    await client.subscribe(config.claim_topic, qos=0)  # a later instance's claim: let go
                     self._client = client
                     self.connected.set()
                     logged = False
@@ -475,6 +481,8 @@ class Operator:
                     )
                     async for message in client.messages:
                         self._on_message(message)
+                        if self.yielded:  # disconnect cleanly: the session (and what it holds) is the new one's
+                            return
                         if self.queue.full and len(client.messages) < WAITING_MAX:
                             # Backpressure, not drops: the broker (and aiomqtt) hold the rest.
                             self._space.clear()
@@ -495,6 +503,9 @@ class Operator:
     def _on_message(self, message: aiomqtt.Message) -> None:
         payload = message.payload
         data = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
+        if message.qos == 0 and str(message.topic) == self.config.claim_topic:
+            self._taken_by(slot.parse_claim(data, self.config.run))
+            return
         acks: tuple[object, ...] = (self._acks.received(message.mid),) if message.qos > 0 else ()
         self.take_in(data, acks)
 

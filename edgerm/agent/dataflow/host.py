@@ -237,6 +237,12 @@ class OperatorHost:
                     claim, _ = await slot.read_slot(self.config, self.task.task_id, state=False)
                     if self._taken_by(claim):
                         return
+                else:  # claim the slot before taking the session; a live holder sees it and lets go
+                    claim, _ = await slot.read_slot(self.config, self.task.task_id, state=False, claim=self._claim)
+                    if self._taken_by(claim):
+                        return
+                    if claim is not None and claim[0] != self.task.task_id:
+                        await asyncio.sleep(slot.HANDOVER_WAIT)
                 async with client:
                     self._acks.connected()
                     if client.session_present:
@@ -246,13 +252,15 @@ class OperatorHost:
                     if not self._restored.is_set():
                         # The session is ours now (an instance it was taken from can no longer acknowledge),
                         # so the checkpoint read next is the last one that counts.
-                        await client.publish(self.config.claim_topic, self._claim, qos=1, retain=True)
-                        claim, found = await slot.read_slot(self.config, self.task.task_id, state=True)
+                        claim, found = await slot.read_slot(
+                            self.config, self.task.task_id, state=True, claim=self._claim
+                        )
                         if self._taken_by(claim):
                             return
                         self._start_from(found)
                     for topic in self.config.inputs:
                         await client.subscribe(topic, qos=1)
+                    await client.subscribe(self.config.claim_topic, qos=0)  # a later instance's claim: let go
                     self._client = client
                     self._connected.set()
                     log.info(
@@ -265,6 +273,8 @@ class OperatorHost:
                     backoff = 0.1
                     async for message in client.messages:
                         self._on_message(client, message)
+                        if self._yielded:  # disconnect cleanly: the session (and what it holds) is the new one's
+                            return
                         if self.queue.full and len(client.messages) < WAITING_MAX:
                             # Backpressure, not drops: the broker's queue (and aiomqtt's) hold the rest; a
                             # session's backlog after a move arrives all at once. Past WAITING_MAX waiting
@@ -307,6 +317,9 @@ class OperatorHost:
         if not isinstance(payload, bytes | bytearray):
             payload = b""
         data = bytes(payload)
+        if message.qos == 0 and str(message.topic) == self.config.claim_topic:
+            self._taken_by(slot.parse_claim(data, self.config.run))
+            return
         acks: tuple[object, ...] = (self._acks.received(message.mid),) if message.qos > 0 else ()
         chosen = select(data, self.config.index, self.config.replicas, acks)
         self.counters.dropped += chosen.malformed

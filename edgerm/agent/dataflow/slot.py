@@ -3,8 +3,16 @@
 Shared by everything that runs an operator instance under the slot's persistent session (the agent's
 :class:`~.host.OperatorHost` and the Python operator SDK; docs/dataflow.md "Delivery"):
 
-- On its first connection an instance publishes a retained **claim** (:func:`claim`, ``{"task", "t", "run"}``)
-  on the slot's claim topic, and only then reads the checkpoint: the session is its own from then on.
+- Before it first takes the slot's session, an instance publishes a retained **claim** (:func:`claim`,
+  ``{"task", "t", "run"}``) on the slot's claim topic, unless a later instance's is there already; once
+  the session is its own it reads the checkpoint (and claims again, in case the first did not get
+  through).
+- A running instance watches the claim topic on its session (QoS 0); when a later claim arrives it stops
+  processing and disconnects cleanly, leaving what it has not acknowledged in the session. A new
+  instance that replaced another's claim waits ``HANDOVER_WAIT`` before it takes the session, so a live
+  old instance has let it go by then and no broker take-over is needed: amqtt's take-over (0.12) leaves
+  the old connection open and can lose the acknowledgements of what the new one sends right after it.
+  An instance that reconnects also reads the claim first.
 - Before it reconnects, it reads the claim again; when a later instance holds it (:func:`later`), it gives
   the slot up instead of taking the session back.
 - :func:`read_slot` reads both on a connection of its own: the slot's session may hold a full window of
@@ -27,6 +35,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds to wait for the probe to come back before going on without a checkpoint.
 RESTORE_WAIT = 5.0
+#: Seconds a new instance gives the instance whose claim it replaced to see the new claim and let the
+#: session go, before it takes the session (a take-over that is not needed is not made).
+HANDOVER_WAIT = 0.5
 PROBE = b"\x00probe "
 
 #: A slot's claim: the task holding it and when that instance started.
@@ -58,9 +69,12 @@ def later(held: Claim | None, task_id: str, started: float) -> bool:
 
 
 async def read_slot(
-    config: OperatorConfig, task_id: str, *, state: bool, wait: float = RESTORE_WAIT
+    config: OperatorConfig, task_id: str, *, state: bool, claim: bytes = b"", wait: float = RESTORE_WAIT
 ) -> tuple[Claim | None, Checkpoint | None]:
     """The slot's retained claim and (with ``state``) this run's checkpoint, read on a connection of its own.
+
+    ``claim`` (this instance's): published, retained, after the read unless the claim read is a later
+    instance's (publishing it again is harmless). The claim returned is the one read before.
 
     Raises ``aiomqtt.MqttError`` when the broker cannot be reached; a broker that does not answer within
     ``wait`` seconds gives what was read so far (logged).
@@ -93,6 +107,9 @@ async def read_slot(
                         log.warning("dataflow task %s: the checkpoint is not usable: %s", task_id, e)
                         continue
                     found = candidate if candidate.run == config.run else None
+            mine = parse_claim(claim, config.run) if claim else None
+            if mine is not None and not later(held, *mine):
+                await reader.publish(config.claim_topic, claim, qos=1, retain=True)
     except TimeoutError:
         log.warning("dataflow task %s: no answer from the broker's retained messages; going on", task_id)
     finally:
