@@ -1,4 +1,4 @@
-"""Suite-wide fixtures.
+"""Suite-wide fixtures (and hypothesis imported early; see the comment below the imports).
 
 Every master started without ``--state-dir`` (a console script, a README
 block) keeps its registry under ``$XDG_STATE_HOME``: point that at a fresh
@@ -12,9 +12,15 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import hypothesis  # noqa: F401  (see below)
 import pytest
 
 from tests.harness import Checks, Cluster, watch
+
+# hypothesis is imported here, at collection, for the runs whose tests do not use it: its pytest plugin
+# imports it at the session's end otherwise, from deep in pluggy's stack, where CPython 3.11.7's ast.parse
+# (pytest's assertion rewriting) fails now and then with "SystemError: AST constructor recursion depth
+# mismatch" (2 runs in 45 of one test file on a loaded machine).
 
 
 @pytest.fixture(scope="session", autouse=True)
