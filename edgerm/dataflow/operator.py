@@ -442,18 +442,18 @@ class Operator:
         config = self.config
         logged = False
         while not self._done.done():
-            client = mqtt.client(config.broker, config.client_id)
+            client = mqtt.client(config.broker, config.client_id, will=slot.release(config, self.task_id))
             try:
                 if self.restored.is_set():  # a reconnection: was the slot taken over meanwhile?
                     held, _ = await slot.read_slot(config, self.task_id, state=False)
                     if self._taken_by(held):
                         return
                 else:  # claim the slot before taking the session; a live holder sees it and lets go
-                    held, _ = await slot.read_slot(config, self.task_id, state=False, claim=self._claim)
+                    held, _ = await slot.read_slot(
+                        config, self.task_id, state=False, claim=self._claim, handover=slot.HANDOVER_WAIT
+                    )
                     if self._taken_by(held):
                         return
-                    if held is not None and held[0] != self.task_id:
-                        await asyncio.sleep(slot.HANDOVER_WAIT)
                 async with client:
                     self._acks.connected()
                     if client.session_present:  # the broker sends the unacknowledged again
@@ -465,9 +465,11 @@ class Operator:
                         if self._taken_by(held):
                             return
                         self.restore(found)
-                    for topic in config.inputs:
-                        await client.subscribe(topic, qos=1)
-                    await client.subscribe(config.claim_topic, qos=0)  # a later instance's claim: let go
+                    if not client.session_present:  # a session the broker kept has them (one SUBSCRIBE for all)
+                        # The inputs at QoS 1; the claim topic at QoS 0 (a later instance's claim: let go). Not
+                        # sent again on a kept session: amqtt 0.12 answered that SUBSCRIBE under a packet id of
+                        # the session's re-sent messages, and the SUBACK never reached the client.
+                        await client.subscribe([*((t, 1) for t in config.inputs), (config.claim_topic, 0)])
                     self._client = client
                     self.connected.set()
                     logged = False
@@ -482,6 +484,7 @@ class Operator:
                     async for message in client.messages:
                         self._on_message(message)
                         if self.yielded:  # disconnect cleanly: the session (and what it holds) is the new one's
+                            await slot.publish_release(client, config, self.task_id)
                             return
                         if self.queue.full and len(client.messages) < WAITING_MAX:
                             # Backpressure, not drops: the broker (and aiomqtt) hold the rest.

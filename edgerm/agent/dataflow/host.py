@@ -231,18 +231,20 @@ class OperatorHost:
         later instance (make-before-break, or an instance whose agent came back after it was replaced)."""
         backoff = 0.1
         while True:
-            client = mqtt.client(self.config.broker, self.config.client_id)
+            client = mqtt.client(
+                self.config.broker, self.config.client_id, will=slot.release(self.config, self.task.task_id)
+            )
             try:
                 if self._restored.is_set():  # a reconnection: was the slot taken over meanwhile?
                     claim, _ = await slot.read_slot(self.config, self.task.task_id, state=False)
                     if self._taken_by(claim):
                         return
                 else:  # claim the slot before taking the session; a live holder sees it and lets go
-                    claim, _ = await slot.read_slot(self.config, self.task.task_id, state=False, claim=self._claim)
+                    claim, _ = await slot.read_slot(
+                        self.config, self.task.task_id, state=False, claim=self._claim, handover=slot.HANDOVER_WAIT
+                    )
                     if self._taken_by(claim):
                         return
-                    if claim is not None and claim[0] != self.task.task_id:
-                        await asyncio.sleep(slot.HANDOVER_WAIT)
                 async with client:
                     self._acks.connected()
                     if client.session_present:
@@ -258,9 +260,11 @@ class OperatorHost:
                         if self._taken_by(claim):
                             return
                         self._start_from(found)
-                    for topic in self.config.inputs:
-                        await client.subscribe(topic, qos=1)
-                    await client.subscribe(self.config.claim_topic, qos=0)  # a later instance's claim: let go
+                    if not client.session_present:  # a session the broker kept has them (one SUBSCRIBE for all)
+                        # The inputs at QoS 1; the claim topic at QoS 0 (a later instance's claim: let go). Not
+                        # sent again on a kept session: amqtt 0.12 answered that SUBSCRIBE under a packet id of
+                        # the session's re-sent messages, and the SUBACK never reached the client.
+                        await client.subscribe([*((t, 1) for t in self.config.inputs), (self.config.claim_topic, 0)])
                     self._client = client
                     self._connected.set()
                     log.info(
@@ -274,6 +278,7 @@ class OperatorHost:
                     async for message in client.messages:
                         self._on_message(client, message)
                         if self._yielded:  # disconnect cleanly: the session (and what it holds) is the new one's
+                            await slot.publish_release(client, self.config, self.task.task_id)
                             return
                         if self.queue.full and len(client.messages) < WAITING_MAX:
                             # Backpressure, not drops: the broker's queue (and aiomqtt's) hold the rest; a
@@ -382,6 +387,8 @@ class OperatorHost:
                 for job in jobs:
                     if not job.done():
                         job.cancel()
+                    elif not job.cancelled():
+                        job.exception()  # taken note of: one past the first that failed failed the same way
         if messages:
             raise asyncio.CancelledError
 

@@ -73,8 +73,15 @@ def tls_context(broker: Broker) -> ssl.SSLContext | None:
         raise ConfigError(f"broker CA {broker.ca}: {e}") from None
 
 
-def client(broker: Broker, client_id: str, *, persistent: bool = True, manual_ack: bool = True) -> Client:
-    """An unconnected client for ``broker`` (enter it with ``async with``)."""
+def client(
+    broker: Broker,
+    client_id: str,
+    *,
+    persistent: bool = True,
+    manual_ack: bool = True,
+    will: aiomqtt.Will | None = None,
+) -> Client:
+    """An unconnected client for ``broker`` (enter it with ``async with``); ``will``: its last will."""
     made = Client(
         broker.host,
         broker.port,
@@ -86,6 +93,7 @@ def client(broker: Broker, client_id: str, *, persistent: bool = True, manual_ac
         keepalive=KEEPALIVE,
         timeout=CONNECT_TIMEOUT,
         max_inflight_messages=MAX_INFLIGHT,
+        will=will,
         logger=_log,
     )
     if manual_ack:

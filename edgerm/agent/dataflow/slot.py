@@ -8,10 +8,13 @@ Shared by everything that runs an operator instance under the slot's persistent 
   the session is its own it reads the checkpoint (and claims again, in case the first did not get
   through).
 - A running instance watches the claim topic on its session (QoS 0); when a later claim arrives it stops
-  processing and disconnects cleanly, leaving what it has not acknowledged in the session. A new
-  instance that replaced another's claim waits ``HANDOVER_WAIT`` before it takes the session, so a live
-  old instance has let it go by then and no broker take-over is needed: amqtt's take-over (0.12) leaves
-  the old connection open and can lose the acknowledgements of what the new one sends right after it.
+  processing, publishes a retained **release** (``RELEASED`` + its task id) on the slot's probe topic and
+  disconnects cleanly, leaving what it has not acknowledged in the session. The same release is its
+  session's last will, so the broker publishes it when the instance dies. A new instance that replaced
+  another's claim waits for that instance's release, at most ``HANDOVER_WAIT``, before it takes the
+  session: a live or dead old instance has let the session go by then and no broker take-over is needed
+  (only one partitioned or frozen costs the wait). amqtt's take-over (0.12) leaves the old connection
+  open and can lose the acknowledgements of what the new one sends right after it.
   An instance that reconnects also reads the claim first.
 - Before it reconnects, it reads the claim again; when a later instance holds it (:func:`later`), it gives
   the slot up instead of taking the session back.
@@ -26,6 +29,8 @@ import asyncio
 import json
 import logging
 
+import aiomqtt
+
 from edgerm.agent.dataflow import mqtt
 from edgerm.agent.dataflow.contract import OperatorConfig
 from edgerm.agent.dataflow.delivery import Checkpoint, decode_checkpoint
@@ -35,9 +40,10 @@ log = logging.getLogger(__name__)
 
 #: Seconds to wait for the probe to come back before going on without a checkpoint.
 RESTORE_WAIT = 5.0
-#: Seconds a new instance gives the instance whose claim it replaced to see the new claim and let the
-#: session go, before it takes the session (a take-over that is not needed is not made).
-HANDOVER_WAIT = 0.5
+#: Seconds a new instance waits for the release of the instance whose claim it replaced before it takes the
+#: session anyway (that instance is partitioned or frozen: the broker's take-over ends its connection).
+HANDOVER_WAIT = 1.0
+RELEASED = b"\x00released "
 PROBE = b"\x00probe "
 
 #: A slot's claim: the task holding it and when that instance started.
@@ -47,6 +53,22 @@ Claim = tuple[str, float]
 def claim(task_id: str, started: float, run: str) -> bytes:
     """The retained claim an instance publishes on its slot's claim topic."""
     return json.dumps({"task": task_id, "t": started, "run": run}).encode()
+
+
+def release(config: OperatorConfig, task_id: str) -> aiomqtt.Will:
+    """The retained message saying ``task_id``'s instance let the slot's session go (also its last will)."""
+    return aiomqtt.Will(config.probe_topic, RELEASED + task_id.encode(), qos=1, retain=True)
+
+
+async def publish_release(connection: aiomqtt.Client, config: OperatorConfig, task_id: str) -> None:
+    """Say, on the slot's session about to be closed, that ``task_id``'s instance lets it go (bounded: a
+    replacement that does not hear it waits ``HANDOVER_WAIT`` at most)."""
+    will = release(config, task_id)
+    try:
+        async with asyncio.timeout(1.0):
+            await connection.publish(will.topic, will.payload, qos=will.qos, retain=will.retain)
+    except (TimeoutError, aiomqtt.MqttError) as e:
+        log.info("slot %s: the release of task %s was not published: %s", config.client_id, task_id, e)
 
 
 def parse_claim(data: bytes, run: str) -> Claim | None:
@@ -69,18 +91,27 @@ def later(held: Claim | None, task_id: str, started: float) -> bool:
 
 
 async def read_slot(
-    config: OperatorConfig, task_id: str, *, state: bool, claim: bytes = b"", wait: float = RESTORE_WAIT
+    config: OperatorConfig,
+    task_id: str,
+    *,
+    state: bool,
+    claim: bytes = b"",
+    handover: float = 0.0,
+    wait: float = RESTORE_WAIT,
 ) -> tuple[Claim | None, Checkpoint | None]:
     """The slot's retained claim and (with ``state``) this run's checkpoint, read on a connection of its own.
 
     ``claim`` (this instance's): published, retained, after the read unless the claim read is a later
-    instance's (publishing it again is harmless). The claim returned is the one read before.
+    instance's (publishing it again is harmless). The claim returned is the one read before. ``handover``:
+    when that claim was another instance's that has not released the slot, wait this long at most for its
+    release.
 
     Raises ``aiomqtt.MqttError`` when the broker cannot be reached; a broker that does not answer within
     ``wait`` seconds gives what was read so far (logged).
     """
     held: Claim | None = None
     found: Checkpoint | None = None
+    released: set[bytes] = set()  # the tasks whose instances let the session go
     probe = PROBE + task_id.encode()
     reader = mqtt.client(config.broker, f"{config.client_id}-r", persistent=False, manual_ack=False)
     try:
@@ -96,6 +127,9 @@ async def read_slot(
                 topic = str(message.topic)
                 if topic == config.probe_topic and data == probe:
                     break
+                if topic == config.probe_topic and data.startswith(RELEASED):
+                    released.add(data[len(RELEASED) :])
+                    continue
                 if not message.retain:
                     continue
                 if topic == config.claim_topic:
@@ -110,8 +144,32 @@ async def read_slot(
             mine = parse_claim(claim, config.run) if claim else None
             if mine is not None and not later(held, *mine):
                 await reader.publish(config.claim_topic, claim, qos=1, retain=True)
+                if handover > 0 and held is not None and held[0] != task_id:
+                    await _released(reader, config, held[0].encode(), released, handover)
     except TimeoutError:
         log.warning("dataflow task %s: no answer from the broker's retained messages; going on", task_id)
     finally:
         mqtt.settle(reader)
     return held, found
+
+
+async def _released(
+    reader: aiomqtt.Client, config: OperatorConfig, holder: bytes, released: set[bytes], wait: float
+) -> None:
+    """Until ``holder``'s release arrives on the probe topic (or it came already), at most ``wait`` seconds."""
+    if holder in released:
+        return
+    try:
+        async with asyncio.timeout(wait):
+            async for message in reader.messages:
+                payload = message.payload
+                data = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
+                if str(message.topic) == config.probe_topic and data == RELEASED + holder:
+                    return
+    except TimeoutError:
+        log.info(
+            "slot %s: task %s did not release it within %.1fs; taking the session over",
+            config.client_id,
+            holder.decode(errors="replace"),
+            wait,
+        )
