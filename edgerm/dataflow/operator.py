@@ -444,7 +444,8 @@ class Operator:
         while not self._done.done():
             client = mqtt.client(config.broker, config.client_id, will=slot.release(config, self.task_id))
             try:
-                if self.restored.is_set():  # a reconnection: was the slot taken over meanwhile?
+                reconnecting = self.restored.is_set()
+                if reconnecting:  # was the slot taken over meanwhile?
                     held, _ = await slot.read_slot(config, self.task_id, state=False)
                     if self._taken_by(held):
                         return
@@ -470,6 +471,8 @@ class Operator:
                         # sent again on a kept session: amqtt 0.12 answered that SUBSCRIBE under a packet id of
                         # the session's re-sent messages, and the SUBACK never reached the client.
                         await client.subscribe([*((t, 1) for t in config.inputs), (config.claim_topic, 0)])
+                    if reconnecting:  # its will may have said it let go: it holds the slot again
+                        await slot.clear_release(client, config)
                     self._client = client
                     self.connected.set()
                     logged = False

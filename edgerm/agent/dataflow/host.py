@@ -235,7 +235,8 @@ class OperatorHost:
                 self.config.broker, self.config.client_id, will=slot.release(self.config, self.task.task_id)
             )
             try:
-                if self._restored.is_set():  # a reconnection: was the slot taken over meanwhile?
+                reconnecting = self._restored.is_set()
+                if reconnecting:  # was the slot taken over meanwhile?
                     claim, _ = await slot.read_slot(self.config, self.task.task_id, state=False)
                     if self._taken_by(claim):
                         return
@@ -265,6 +266,8 @@ class OperatorHost:
                         # sent again on a kept session: amqtt 0.12 answered that SUBSCRIBE under a packet id of
                         # the session's re-sent messages, and the SUBACK never reached the client.
                         await client.subscribe([*((t, 1) for t in self.config.inputs), (self.config.claim_topic, 0)])
+                    if reconnecting:  # its will may have said it let go: it holds the slot again
+                        await slot.clear_release(client, self.config)
                     self._client = client
                     self._connected.set()
                     log.info(

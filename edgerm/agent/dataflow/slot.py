@@ -15,7 +15,8 @@ Shared by everything that runs an operator instance under the slot's persistent 
   session: a live or dead old instance has let the session go by then and no broker take-over is needed
   (only one partitioned or frozen costs the wait). amqtt's take-over (0.12) leaves the old connection
   open and can lose the acknowledgements of what the new one sends right after it.
-  An instance that reconnects also reads the claim first.
+  An instance that reconnects also reads the claim first, and once connected removes the retained release
+  (its will may have published it while it was away).
 - Before it reconnects, it reads the claim again; when a later instance holds it (:func:`later`), it gives
   the slot up instead of taking the session back.
 - :func:`read_slot` reads both on a connection of its own: the slot's session may hold a full window of
@@ -69,6 +70,15 @@ async def publish_release(connection: aiomqtt.Client, config: OperatorConfig, ta
             await connection.publish(will.topic, will.payload, qos=will.qos, retain=will.retain)
     except (TimeoutError, aiomqtt.MqttError) as e:
         log.info("slot %s: the release of task %s was not published: %s", config.client_id, task_id, e)
+
+
+async def clear_release(connection: aiomqtt.Client, config: OperatorConfig) -> None:
+    """Remove the slot's retained release (its holder is connected again after its will was published);
+    QoS 0: nothing to acknowledge on a session just resumed."""
+    try:
+        await connection.publish(config.probe_topic, b"", qos=0, retain=True)
+    except aiomqtt.MqttError as e:
+        log.debug("slot %s: the release was not cleared: %s", config.client_id, e)
 
 
 def parse_claim(data: bytes, run: str) -> Claim | None:

@@ -9,7 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
-from edgerm.agent.dataflow import slot
+from edgerm.agent.dataflow import mqtt, slot
 from edgerm.agent.dataflow.contract import OperatorConfig, parse_operator
 from tests.integration.dataflow_plane.conftest import df_task
 
@@ -84,3 +84,19 @@ async def test_a_later_claim_is_not_overwritten(broker_url: str) -> None:
     assert held == (later, 5.0)
     again, _ = await slot.read_slot(config, "probe", state=False)
     assert again == (later, 5.0)
+
+
+async def test_a_holder_back_after_its_will_clears_its_release(broker_url: str) -> None:
+    """Its connection dropped (the will said it let go), it reconnected and holds the slot: a replacement must
+    wait for it again, not take the session from under it."""
+    run, old, new = fresh()
+    config = config_of(broker_url, run)
+    await slot.read_slot(config, old, state=False, claim=slot.claim(old, 1.0, config.run))
+    async with mqtt.client(config.broker, f"{config.client_id}-w", persistent=False, manual_ack=False) as c:
+        will = slot.release(config, old)
+        await c.publish(will.topic, will.payload, qos=1, retain=True)  # what the broker published for its will
+        await slot.clear_release(c, config)  # back and connected
+    started = time.monotonic()
+    held, _ = await slot.read_slot(config, new, state=False, claim=slot.claim(new, 2.0, config.run), handover=0.5)
+    assert held == (old, 1.0)
+    assert time.monotonic() - started >= 0.5
