@@ -466,11 +466,7 @@ class Operator:
                         if self._taken_by(held):
                             return
                         self.restore(found)
-                    if not client.session_present:  # a session the broker kept has them (one SUBSCRIBE for all)
-                        # The inputs at QoS 1; the claim topic at QoS 0 (a later instance's claim: let go). Not
-                        # sent again on a kept session: amqtt 0.12 answered that SUBSCRIBE under a packet id of
-                        # the session's re-sent messages, and the SUBACK never reached the client.
-                        await client.subscribe([*((t, 1) for t in config.inputs), (config.claim_topic, 0)])
+                    await slot.subscribe(client, config)
                     if reconnecting:  # its will may have said it let go: it holds the slot again
                         await slot.clear_release(client, config)
                     self._client = client
@@ -509,7 +505,7 @@ class Operator:
     def _on_message(self, message: aiomqtt.Message) -> None:
         payload = message.payload
         data = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
-        if message.qos == 0 and str(message.topic) == self.config.claim_topic:
+        if slot.is_claim(message, self.config):
             self._taken_by(slot.parse_claim(data, self.config.run))
             return
         acks: tuple[object, ...] = (self._acks.received(message.mid),) if message.qos > 0 else ()

@@ -261,11 +261,7 @@ class OperatorHost:
                         if self._taken_by(claim):
                             return
                         self._start_from(found)
-                    if not client.session_present:  # a session the broker kept has them (one SUBSCRIBE for all)
-                        # The inputs at QoS 1; the claim topic at QoS 0 (a later instance's claim: let go). Not
-                        # sent again on a kept session: amqtt 0.12 answered that SUBSCRIBE under a packet id of
-                        # the session's re-sent messages, and the SUBACK never reached the client.
-                        await client.subscribe([*((t, 1) for t in self.config.inputs), (self.config.claim_topic, 0)])
+                    await slot.subscribe(client, self.config)
                     if reconnecting:  # its will may have said it let go: it holds the slot again
                         await slot.clear_release(client, self.config)
                     self._client = client
@@ -325,7 +321,7 @@ class OperatorHost:
         if not isinstance(payload, bytes | bytearray):
             payload = b""
         data = bytes(payload)
-        if message.qos == 0 and str(message.topic) == self.config.claim_topic:
+        if slot.is_claim(message, self.config):
             self._taken_by(slot.parse_claim(data, self.config.run))
             return
         acks: tuple[object, ...] = (self._acks.received(message.mid),) if message.qos > 0 else ()

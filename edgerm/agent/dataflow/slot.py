@@ -72,6 +72,20 @@ async def publish_release(connection: aiomqtt.Client, config: OperatorConfig, ta
         log.info("slot %s: the release of task %s was not published: %s", config.client_id, task_id, e)
 
 
+async def subscribe(connection: mqtt.Client, config: OperatorConfig) -> None:
+    """Subscribe a slot's session: its inputs at QoS 1 and its claim topic at QoS 0 (a later instance's claim:
+    let go), in one SUBSCRIBE. Not sent again on a session the broker kept (it has them): amqtt 0.12
+    answered that SUBSCRIBE under a packet id of the session's re-sent messages, and the SUBACK never
+    reached the client."""
+    if not connection.session_present:
+        await connection.subscribe([*((t, 1) for t in config.inputs), (config.claim_topic, 0)])
+
+
+def is_claim(message: aiomqtt.Message, config: OperatorConfig) -> bool:
+    """Whether a message on a slot's session is a claim (the claim topic, subscribed at QoS 0), not an input."""
+    return message.qos == 0 and str(message.topic) == config.claim_topic
+
+
 async def clear_release(connection: aiomqtt.Client, config: OperatorConfig) -> None:
     """Remove the slot's retained release (its holder is connected again after its will was published);
     QoS 0: nothing to acknowledge on a session just resumed."""
