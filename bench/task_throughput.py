@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -124,9 +125,7 @@ class Launcher(OfferHolder):
             self.launched += len(tasks)
             self.unfinished += len(tasks)
             if self.pipelined:  # the ACCEPT goes out now; events keep being dispatched while it is answered
-                job = asyncio.create_task(self._accept(driver, list(taken), tasks, t0))
-                self.accepts.add(job)
-                job.add_done_callback(self.accepts.discard)
+                self._spawn(self._accept(driver, list(taken), tasks, t0))
             else:
                 await self._accept(driver, list(taken), tasks, t0)
 
@@ -173,7 +172,11 @@ class Launcher(OfferHolder):
 
     def _launch_soon(self, driver: FrameworkDriver) -> None:
         self.launch_due = False
-        job = asyncio.create_task(self._launch(driver))
+        self._spawn(self._launch(driver))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task, kept referenced until it ends."""
+        job = asyncio.create_task(work)
         self.accepts.add(job)
         job.add_done_callback(self.accepts.discard)
 
