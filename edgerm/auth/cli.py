@@ -196,7 +196,7 @@ def _revoke(name: str, path: Path) -> int:
 
 
 def _list(path: Path, as_json: bool) -> int:
-    entries = list(creds.load(path))
+    entries = list(creds.CredentialFiles(path).credentials)
     rows = [
         {
             "name": c.name,

@@ -2,8 +2,10 @@
 
 Role: the master's record of who may connect (:class:`CredentialStore`, an
 :class:`~edgerm.auth.principal.Authenticator`), and the functions that read
-and rewrite the file for ``edgerm-master init``, ``edgerm token`` and the
-agent join endpoint. Format (YAML, ``credentials.yaml`` in the master's
+and rewrite the file for ``edgerm-master init`` and ``edgerm token``. The
+credentials minted by the agent join endpoint go to the join journal beside
+it instead (:mod:`edgerm.auth.joined`: one appended line per join, so a join
+costs O(1)); :class:`CredentialFiles` reads both as one set. Format (YAML, ``credentials.yaml`` in the master's
 state dir, mode 0600)::
 
     version: 1
@@ -44,6 +46,7 @@ import os
 import re
 import secrets
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -51,6 +54,7 @@ from pathlib import Path
 
 import yaml
 
+from edgerm.auth.joined import JOURNAL_FILE, Journal
 from edgerm.auth.principal import Principal, Role
 from edgerm.errors import ConfigError, Forbidden, MalformedMessage
 from edgerm.ids import AgentId, FrameworkId
@@ -142,11 +146,12 @@ class Credential:
 class Credentials:
     """An immutable set of credentials, unique by name and by hash."""
 
-    __slots__ = ("_by_hash", "_by_name")
+    __slots__ = ("_by_agent", "_by_hash", "_by_name")
 
     def __init__(self, entries: Iterable[Credential] = ()) -> None:
         by_name: dict[str, Credential] = {}
         by_hash: dict[str, Credential] = {}
+        by_agent: dict[AgentId, tuple[str, ...]] = {}
         for c in entries:
             if c.name in by_name:
                 raise ConfigError(f"credential {c.name}: the name is used twice")
@@ -154,8 +159,11 @@ class Credentials:
                 raise ConfigError(f"credential {c.name}: the same token as {by_hash[c.sha256].name}")
             by_name[c.name] = c
             by_hash[c.sha256] = c
+            if c.agent_id:
+                by_agent[c.agent_id] = (*by_agent.get(c.agent_id, ()), c.name)
         self._by_name = by_name
         self._by_hash = by_hash
+        self._by_agent = by_agent
 
     def __iter__(self) -> Iterator[Credential]:
         return iter(sorted(self._by_name.values(), key=lambda c: c.name))
@@ -170,14 +178,43 @@ class Credentials:
         return self._by_hash.get(digest)
 
     def agent_credential(self, agent_id: AgentId) -> Credential | None:
-        return next((c for c in self._by_name.values() if c.agent_id == agent_id), None)
+        """The first credential (in the order they were added) that speaks for ``agent_id``."""
+        names = self._by_agent.get(agent_id)
+        return self._by_name[names[0]] if names else None
+
+    def _copy(self) -> Credentials:
+        out = Credentials.__new__(Credentials)
+        out._by_name, out._by_hash, out._by_agent = dict(self._by_name), dict(self._by_hash), dict(self._by_agent)
+        return out
 
     def added(self, credential: Credential) -> Credentials:
-        """A copy with ``credential``; ConfigError if its name or token is taken."""
-        return Credentials([*self._by_name.values(), credential])
+        """A copy with ``credential``; ConfigError if its name or token is taken. O(1) but for copying dicts."""
+        c = credential
+        if c.name in self._by_name:
+            raise ConfigError(f"credential {c.name}: the name is used twice")
+        if c.sha256 in self._by_hash:
+            raise ConfigError(f"credential {c.name}: the same token as {self._by_hash[c.sha256].name}")
+        out = self._copy()
+        out._by_name[c.name] = c
+        out._by_hash[c.sha256] = c
+        if c.agent_id:
+            out._by_agent[c.agent_id] = (*out._by_agent.get(c.agent_id, ()), c.name)
+        return out
 
     def without(self, name: str) -> Credentials:
-        return Credentials(c for c in self._by_name.values() if c.name != name)
+        c = self._by_name.get(name)
+        if c is None:
+            return self
+        out = self._copy()
+        del out._by_name[name]
+        del out._by_hash[c.sha256]
+        if c.agent_id:
+            rest = tuple(n for n in out._by_agent[c.agent_id] if n != name)
+            if rest:
+                out._by_agent[c.agent_id] = rest
+            else:
+                del out._by_agent[c.agent_id]
+        return out
 
     def dump(self) -> str:
         header = "# edgerm credentials: token hashes only. Change with `edgerm token create|revoke`.\n"
@@ -202,10 +239,11 @@ def parse(text: str, source: str = CREDENTIALS_FILE) -> Credentials:
         entries = []
     if not isinstance(entries, list):
         raise ConfigError(f"{source}: credentials: expected a list")
-    return Credentials(_entry(e, f"{source}: credentials[{i}]") for i, e in enumerate(entries))
+    return Credentials(entry(e, f"{source}: credentials[{i}]") for i, e in enumerate(entries))
 
 
-def _entry(raw: object, where: str) -> Credential:
+def entry(raw: object, where: str) -> Credential:
+    """One checked entry of the file (or of the join journal); ConfigError naming ``where``."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected a mapping")
     unknown = set(raw) - _KEYS
@@ -286,19 +324,86 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+class CredentialFiles:
+    """``credentials.yaml`` and the journal of joined agents (:mod:`edgerm.auth.joined`), as last read (file I/O).
+
+    :attr:`credentials` is both together. :meth:`refresh` re-reads the YAML
+    only when its inode, size or mtime changed, and the journal from where it
+    stopped, so a process that keeps one of these pays for what changed.
+    Change it only under the file's lock (:func:`update` and :class:`CredentialStore` take it).
+    """
+
+    def __init__(self, path: Path, *, create: bool = False) -> None:
+        self.path = path
+        self.journal: Journal[Credential] = Journal(path.with_name(JOURNAL_FILE), entry)
+        self.listed = Credentials()  # the YAML's
+        self.credentials = Credentials()  # the YAML's and the journal's
+        self._seen: tuple[int, int, int] | None = None
+        self._create = create
+        self.refresh()
+
+    def refresh(self, *, repair: bool = False) -> bool:
+        """Read what changed on disk; whether anything did. ``repair``: the caller holds the lock."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            if not self._create:
+                raise ConfigError(f"{self.path}: no credentials file (run `edgerm-master init`)") from None
+            st = None
+        seen = (st.st_ino, st.st_size, st.st_mtime_ns) if st is not None else None
+        listed_changed = seen != self._seen or (seen is None and len(self.listed) > 0)
+        if listed_changed:
+            self.listed = load(self.path) if st is not None else Credentials()
+            self._seen = seen
+        if self.journal.refresh(repair=repair) or listed_changed:
+            self.credentials = Credentials([*self.listed._by_name.values(), *self.journal.entries.values()])
+            return True
+        return False
+
+    def commit(self, new: Credentials) -> None:
+        """Make the files hold ``new`` (the caller holds the lock and refreshed): entries the journal
+        holds and ``new`` keeps stay there, the rest is the YAML's (rewritten only if its part changed)."""
+        kept = self.journal.entries
+        removes = [name for name, c in kept.items() if new._by_name.get(name) is not c]
+        listed = Credentials(c for name, c in new._by_name.items() if name not in kept or name in removes)
+        if listed._by_name != self.listed._by_name or not self.path.exists():
+            save(self.path, listed)
+            st = os.stat(self.path)
+            self._seen = (st.st_ino, st.st_size, st.st_mtime_ns)
+        self.listed = listed
+        self.journal.append((), removes)
+        self.credentials = new
+
+    def join(self, credential: Credential, replaces: Iterable[str]) -> None:
+        """Record a joined agent's credential in the journal, dropping ``replaces`` (the caller holds the lock
+        and refreshed); O(1) unless a replaced entry is in the YAML (from an older master)."""
+        gone = [name for name in replaces if self.credentials.get(name) is not None]
+        in_yaml = [name for name in gone if name in self.listed._by_name]
+        new = self.credentials
+        for name in gone:
+            new = new.without(name)
+        if in_yaml:
+            listed = self.listed
+            for name in in_yaml:
+                listed = listed.without(name)
+            save(self.path, listed)
+            st = os.stat(self.path)
+            self.listed, self._seen = listed, (st.st_ino, st.st_size, st.st_mtime_ns)
+        self.journal.append([credential], [name for name in gone if name not in in_yaml])
+        self.credentials = new.added(credential)
+
+
 def update(path: Path, change: Callable[[Credentials], Credentials], *, create: bool = False) -> Credentials:
-    """Read, ``change`` and write the file under its lock; returns what was written.
+    """Read, ``change`` and write the files under their lock; returns what they hold now.
 
     ``create``: a missing file counts as empty (``init``); else it is ConfigError.
+    New entries go to the YAML; removed ones leave whichever file held them.
     """
     with _locked(path):
-        if create and not path.exists():
-            current = Credentials()
-        else:
-            current = load(path)
-        new = change(current)
-        save(path, new)
-        return new
+        files = CredentialFiles(path, create=create)
+        files.refresh(repair=True)
+        files.commit(change(files.credentials))
+        return files.credentials
 
 
 # -- the master's view ------------------------------------------------------------------
@@ -322,17 +427,20 @@ class CredentialStore:
         self.path = path
         self._clock = clock
         self._cache: dict[str, tuple[Principal, float | None]] = {}
+        self._mutex = threading.Lock()  # joins run in worker threads; one at a time changes the files
+        self._files = CredentialFiles(path) if path is not None else None
         if credentials is None:
-            credentials = load(path) if path is not None else Credentials()
+            credentials = self._files.credentials if self._files is not None else Credentials()
         self._set(credentials)
 
     @property
     def credentials(self) -> Credentials:
         return self._credentials
 
-    def _set(self, credentials: Credentials) -> None:
+    def _set(self, credentials: Credentials, *, only_added: bool = False) -> None:
         self._credentials = credentials
-        self._cache = {}  # a new set: nothing remembered may outlive a revocation
+        if not only_added:
+            self._cache = {}  # a new set: nothing remembered may outlive a revocation
 
     def principal_for_token(self, token: str) -> Principal | None:
         hit = self._cache.get(token)
@@ -358,8 +466,10 @@ class CredentialStore:
 
     def reload(self) -> Credentials:
         """Re-read the file (no-op in memory); ConfigError leaves the old set in place."""
-        if self.path is not None:
-            self._set(load(self.path))
+        if self._files is not None:
+            with self._mutex:
+                if self._files.refresh():
+                    self._set(self._files.credentials)
         return self._credentials
 
     def issue(
@@ -409,24 +519,46 @@ class CredentialStore:
         An id whose credential is still valid is taken: Forbidden (revoke it
         first to let another joiner claim it). An expired one is replaced, so
         an agent that was offline past its expiry re-joins under its old id.
+        With a path, the credential is appended to the join journal
+        (:mod:`edgerm.auth.joined`) and fsynced before this returns: O(1) in
+        the number of credentials.
         """
         check_agent_id(agent_id)
         token, credential = self._mint(Role.AGENT, f"agent-{agent_id}", agent_id=agent_id)
-
-        def change(current: Credentials) -> Credentials:
-            old = current.agent_credential(agent_id)
-            if old is not None and not old.expired(self._clock()):
-                raise Forbidden(f"agent {agent_id} has already joined; revoke {old.name!r} to let it join again")
-            stale = current.get(credential.name)  # e.g. an expired entry under the same name
-            if stale is not None and stale.expired(self._clock()):
-                current = current.without(stale.name)
-            return (current.without(old.name) if old is not None else current).added(credential)
-
-        self._change(change)
+        if self._files is None:
+            current = self._credentials
+            for name in self._replaced_by(current, credential):
+                current = current.without(name)
+            self._set(current.added(credential))
+            return token, credential
+        assert self.path is not None
+        with self._mutex, _locked(self.path):
+            changed = self._files.refresh(repair=True)
+            replaced = self._replaced_by(self._files.credentials, credential)
+            self._files.join(credential, replaced)
+            self._set(self._files.credentials, only_added=not changed and not replaced)
         return token, credential
 
+    def _replaced_by(self, current: Credentials, credential: Credential) -> list[str]:
+        """The expired entries a join of ``credential`` replaces; Forbidden if its agent id is taken."""
+        assert credential.agent_id is not None
+        now = self._clock()
+        old = current.agent_credential(credential.agent_id)
+        if old is not None and not old.expired(now):
+            raise Forbidden(f"agent {credential.agent_id} has already joined; revoke {old.name!r} to let it join again")
+        gone = []
+        stale = current.get(credential.name)  # e.g. an expired entry under the same name
+        if stale is not None and stale.expired(now):
+            gone.append(stale.name)
+        if old is not None and old.name not in gone:
+            gone.append(old.name)
+        return gone
+
     def _change(self, change: Callable[[Credentials], Credentials]) -> None:
-        if self.path is None:
+        if self._files is None or self.path is None:
             self._set(change(self._credentials))
-        else:
-            self._set(update(self.path, change))
+            return
+        with self._mutex, _locked(self.path):
+            self._files.refresh(repair=True)
+            self._files.commit(change(self._files.credentials))
+            self._set(self._files.credentials)

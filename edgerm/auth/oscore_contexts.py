@@ -39,13 +39,14 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ CONTEXTS_DIR = "oscore"
 SECRET_FILE = "secret.json"
 BINDING_FILE = "binding.json"
 SEQUENCE_FILE = "sequence.json"  # aiocoap's
+TREE_LOCK = "contexts.lock"  # the master's flock over all its contexts
 MASTER_KID = b""
 KID_BYTES = 6
 SECRET_BYTES = 32
@@ -104,7 +106,7 @@ class OscoreMaterial:
         return cls(secret, salt, sender, recipient)
 
 
-def new_material(taken: frozenset[bytes] | set[bytes] = frozenset()) -> OscoreMaterial:
+def new_material(taken: Container[bytes] = frozenset()) -> OscoreMaterial:
     """Fresh random material with an agent kid not in ``taken``."""
     while True:
         kid = secrets.token_bytes(KID_BYTES)
@@ -150,14 +152,37 @@ def write_context(
     _write_private(directory / BINDING_FILE, binding)
 
 
-def open_context(directory: Path) -> Any:
-    """The ``FilesystemSecurityContext`` in ``directory`` (holds its lock); ConfigError if unusable."""
+class _Unlocked:
+    """Stands in for a context's released ``filelock.FileLock``: aiocoap's close unlinks and releases it."""
+
+    __slots__ = ("lock_file",)
+
+    def __init__(self, lock_file: str) -> None:
+        self.lock_file = lock_file
+
+    def release(self) -> None:
+        pass
+
+
+def open_context(directory: Path, *, hold_lock: bool = True) -> Any:
+    """The ``FilesystemSecurityContext`` in ``directory``; ConfigError if unusable (or its lock is held).
+
+    ``hold_lock`` False: the context's lock file is checked, then let go, so
+    the context costs no file descriptor. Only for a process that holds a
+    lock over the whole tree already (the master: its state dir's ``lock``),
+    which keeps any second user out.
+    """
     try:
-        return oscore.FilesystemSecurityContext(str(directory))
+        context = oscore.FilesystemSecurityContext(str(directory))
     except filelock.Timeout:
         raise ConfigError(f"{directory}: the OSCORE context is in use (its lock is held)") from None
     except (oscore.FilesystemSecurityContext.LoadError, OSError, ValueError) as e:
         raise ConfigError(f"{directory}: not a usable OSCORE context: {e}") from None
+    if not hold_lock:
+        lock = context.lockfile
+        lock.release()
+        context.lockfile = _Unlocked(lock.lock_file)
+    return context
 
 
 def close_context(context: Any) -> None:
@@ -241,12 +266,23 @@ class AgentContexts:
     """The master's per-agent OSCORE contexts under ``root`` (``STATE_DIR/oscore``).
 
     Contexts are opened lazily, on an agent's first protected request, and
-    stay open (one lock file each) until :meth:`close`.
+    stay open until :meth:`close`. They hold no file descriptor: one flock on
+    ``root/contexts.lock``, held from here to :meth:`close`, keeps any other
+    process out of the whole tree (ConfigError if one holds it), so each
+    context's own lock file is let go once checked (10,000 CoAP agents would
+    otherwise hold 10,000 descriptors, out of the budget
+    :mod:`edgerm.master.conn_guard` assumes).
     """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = os.open(root / TREE_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock)
+            raise ConfigError(f"{root}: another process (a second master?) uses these OSCORE contexts") from None
         self._by_kid: dict[bytes, ContextEntry] = {}
         self._by_agent: dict[AgentId, bytes] = {}
         self._open: dict[bytes, Any] = {}
@@ -297,7 +333,7 @@ class AgentContexts:
         agent_id = credential.agent_id
         if credential.role is not Role.AGENT or agent_id is None:
             raise ValueError("OSCORE contexts are for agent credentials")
-        material = new_material(self.taken())
+        material = new_material(self._by_kid.keys())  # membership tests only: no copy per join
         directory = self.root / f"{agent_id}-{material.agent_kid.hex()}"
         binding = {
             "agent_id": agent_id,
@@ -322,7 +358,7 @@ class AgentContexts:
         if entry is None or self._closed:
             return None
         try:
-            context = open_context(entry.directory)
+            context = open_context(entry.directory, hold_lock=False)  # the tree's lock covers it
         except ConfigError as e:
             log.error("agent %s: %s", entry.agent_id, e)
             return None
@@ -354,3 +390,6 @@ class AgentContexts:
         for context in self._open.values():
             close_context(context)
         self._open.clear()
+        if self._lock >= 0:
+            os.close(self._lock)  # releases the tree's flock
+            self._lock = -1

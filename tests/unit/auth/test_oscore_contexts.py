@@ -215,3 +215,30 @@ def test_an_agent_context_in_use_is_not_opened_twice(tmp_path: Path) -> None:
             load_agent_context(tmp_path, COAP, AGENT)
     finally:
         close_context(first)
+
+
+def test_the_masters_contexts_hold_no_descriptor_and_one_lock_keeps_a_second_master_out(tmp_path: Path) -> None:
+    import os
+
+    from edgerm.errors import ConfigError
+
+    store = CredentialStore()
+    contexts = AgentContexts(tmp_path / "master")
+    kids = []
+    for i in range(40):
+        _, credential = store.join(AgentId(f"edge-{i}"))
+        material, entry = contexts.write(credential)
+        contexts.install(entry)
+        kids.append(material.agent_kid)
+    before = len(os.listdir("/proc/self/fd"))
+    opened = [contexts.context(kid) for kid in kids]
+    assert all(c is not None for c in opened)
+    assert len(os.listdir("/proc/self/fd")) == before  # 40 open contexts, no descriptor each
+    with pytest.raises(ConfigError, match="another process"):
+        AgentContexts(tmp_path / "master")
+    contexts.close()  # persists each context (aiocoap unlinks its lock file) and lets the tree go
+    again = AgentContexts(tmp_path / "master")
+    try:
+        assert again.taken() == set(kids) and again.context(kids[0]) is not None
+    finally:
+        again.close()
