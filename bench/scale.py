@@ -2,6 +2,7 @@
 
     python bench/scale.py [--transport http,coap] [--agents 1000,5000,10000] [--duration 30]
                           [--interval 10] [--workers 0] [--http-heartbeats keepalive|close] [--no-echo]
+                          [--security insecure|secure|insecure,secure] [--join-rate 150]
 
 A real ``edgerm-master`` runs as its own process. The load comes from worker
 processes (multiprocessing), each running many light emulated agents on one
@@ -17,7 +18,46 @@ generator stays cheap:
   (retransmitted after 2 s, as RFC 7252), and an Observe registration of its
   command resource kept for the whole run.
 
-Agents join over a ramp (500 per second), heartbeat for one interval of
+``--security insecure`` (the default, as in earlier results) starts the
+master with ``--insecure``. ``--security secure`` starts it as the product
+does by default, on a state dir made by ``edgerm-master init``
+(bench/_common.py ``secure_master``), and every agent authenticates:
+
+- Join phase, before the REGISTER ramp: each emulated agent joins once
+  (``POST /api/v1/join`` with the join token as Bearer, ``{"agent_id": ...}``;
+  a CoAP agent adds ``"coap": true`` and gets its OSCORE context), paced at
+  ``--join-rate`` per second for the whole fleet (the join token is one
+  principal, rate limited by the master: 200 calls/s), at most
+  ``JOIN_CONCURRENCY`` in flight, 429/503 and refused connections retried
+  (``Retry-After`` if given, else a jittered backoff), a timeout not retried
+  (the master may have taken that join in). Once the whole fleet has joined
+  the run goes on exactly as an insecure one (ramp, warm-up, window, idle);
+  a slow join path moves the window later instead of overlapping it.
+  Reported: ``join`` (per agent, first attempt to its answer: p50/p99/max;
+  the time to join the fleet, first attempt to last answer; retries).
+- HTTP agents send ``Authorization: Bearer <own agent token>`` on every
+  REGISTER, SUBSCRIBE, HEARTBEAT and UPDATE.
+- CoAP agents protect every request with OSCORE (RFC 8613) and unprotect
+  every response and notification, with aiocoap's own ``aiocoap.oscore``
+  (no crypto here): an in-memory context (``_AgentOscore``: aiocoap's
+  ``CanProtect``/``CanUnprotect``/``SecurityContextUtils`` mixins, its
+  replay window) built from the join answer's material, sender id the
+  agent's kid; the protected message is encoded with the generator's own
+  message id and token. A response without OSCORE (the master's typed
+  4.01/4.00 refusals) is taken at its outer code.
+- The framework probe, ``/metrics`` scrapes and ``/api/v1/state`` reads use
+  the admin token (``EDGERM_TOKEN``).
+- A refusal (HTTP 401/403/429, CoAP 4.01/4.03/4.29) of any agent call is
+  counted under ``errors``. Before the fleet starts, an unauthenticated and
+  a wrongly authenticated HEARTBEAT (HTTP), and a plain CoAP one, must be
+  refused: ``auth_check`` (a call not refused is counted as an error).
+
+The bare echo servers (bench/_echo_*.py) are never authenticated: they stay
+the transport baseline (``"echo_security": "none"``; an echo run's
+``security`` is "none"), measured once per transport and N whatever
+``--security`` says. Every master run records its ``security``.
+
+Agents register over a ramp (500 per second), heartbeat for one interval of
 warm-up, then for ``--duration`` seconds of measurement, then pause their
 heartbeats for one interval (streams and observations stay open) to measure
 what idle push channels cost the master. Reported per transport and N (for the master, not the echoes):
@@ -38,6 +78,7 @@ File descriptors: each process may hold at most RLIMIT_NOFILE sockets (the
 script raises the soft limit to the hard one). HTTP needs one connection
 per agent for its stream and, with keep-alive heartbeats, a second one, so
 the master's hard fd limit caps the HTTP fleet (see the JSON's ``fd_limit``).
+A secure CoAP master also holds one open lock file per agent's OSCORE context.
 Client sockets are spread over 127.0.0.2-127.0.0.65 so ephemeral ports do
 not run out.
 """
@@ -47,29 +88,38 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import multiprocessing as mp
 import os
 import random
 import resource
+import signal
+import socket
 import statistics
 import struct
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiocoap
+import aiocoap.error
 import psutil
+from aiocoap import oscore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, pct, save
+from _common import free_port, get_state, pct, save, secure_master
 
 from edgerm import messages as m
 from edgerm import wire
+from edgerm.auth.oscore_contexts import OscoreMaterial
+from edgerm.errors import MalformedMessage
 from edgerm.ids import AgentId, TaskId
 from edgerm.model import AgentInfo, Source, TaskState, TaskStatus
 from edgerm.resources import Resources
@@ -78,6 +128,14 @@ HERE = Path(__file__).resolve().parent
 RAMP_PER_SECOND = 500
 SOURCE_ADDRESSES = [f"127.0.0.{i}" for i in range(2, 66)]
 REQUEST_TIMEOUT = 20.0
+# Secure mode: joins, paced for the whole fleet below the join token's rate limit (edgerm.auth.limits: 200/s).
+JOIN_PER_SECOND = 150.0
+JOIN_CONCURRENCY = 64  # joins in flight at most, the whole fleet (split over the workers)
+JOIN_TIMEOUT = 120.0  # one join call; generous: a master's join path may be slow (it is reported)
+JOIN_PATIENCE = 300.0  # seconds past its paced slot an agent keeps retrying a join (429/503/refused)
+JOIN_BACKOFF_INITIAL, JOIN_BACKOFF_MAX = 0.2, 5.0
+TOKEN_ENV = ("EDGERM_TOKEN", "EDGERM_JOIN_TOKEN")
+USER_TOKENS = {k: os.environ.get(k) for k in TOKEN_ENV}  # restored for insecure runs after a secure one
 
 
 def _raise_fd_limit() -> int:
@@ -116,6 +174,12 @@ class Report:
     channel_ended: int = 0  # the master ended a stream or observation
     errors: dict[str, int] = field(default_factory=dict)
     loop_lags: list[float] = field(default_factory=list)  # the worker's own event-loop lag, measurement window
+    # secure mode: the join phase
+    joined: int = 0
+    join_latencies: list[float] = field(default_factory=list)  # per agent: first attempt sent -> its answer
+    join_retries: dict[str, int] = field(default_factory=dict)  # by cause (HTTP 429, HTTP 503, ConnectionError...)
+    join_first: float | None = None  # wall clock: this worker's first join attempt
+    join_last: float | None = None  # ... and its last join answered
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -136,31 +200,51 @@ class Plan:
     echo: bool  # against the echo server: no push channel
     http_close: bool
     seed: int
+    # secure mode (``security == "secure"``): joins at http://host:join_port, paced at join_rate for this
+    # worker from t_join on, at most join_slots in flight; the times above are sent once the fleet joined
+    security: str = "insecure"
+    join_port: int = 0
+    join_token: str = ""
+    join_rate: float = JOIN_PER_SECOND
+    join_slots: int = JOIN_CONCURRENCY
+    t_join: float = 0.0
 
 
 # -- HTTP ---------------------------------------------------------------------------------------
 
 
-async def _http_request(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes, close: bool = False
-) -> tuple[int, bytes | None]:
-    head = (
-        b"POST /api/v1/agent HTTP/1.1\r\nHost: bench\r\nContent-Type: application/x-protobuf\r\n"
-        b"Content-Length: %d\r\n%s\r\n" % (len(body), b"Connection: close\r\n" if close else b"")
-    )
-    writer.write(head + body)
+async def _read_head(reader: asyncio.StreamReader) -> tuple[int, int | None, float | None]:
+    """An HTTP response's status line and headers: status, Content-Length (None: a stream), Retry-After."""
     status = int((await reader.readuntil(b"\r\n")).split()[1])
-    length = None
+    length = retry_after = None
     while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
         name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
+        name = name.strip().lower()
+        if name == b"content-length":
             length = int(value)
+        elif name == b"retry-after":
+            with contextlib.suppress(ValueError):
+                retry_after = float(value)
+    return status, length, retry_after
+
+
+async def _http_request(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes, close: bool = False, auth: bytes = b""
+) -> tuple[int, bytes | None]:
+    """``POST /api/v1/agent``; ``auth``: the agent's ``Authorization`` header line (secure mode), else empty."""
+    head = (
+        b"POST /api/v1/agent HTTP/1.1\r\nHost: bench\r\nContent-Type: application/x-protobuf\r\n"
+        b"Content-Length: %d\r\n%s%s\r\n" % (len(body), auth, b"Connection: close\r\n" if close else b"")
+    )
+    writer.write(head + body)
+    status, length, _ = await _read_head(reader)
     if length is None:
         return status, None  # a stream
     return status, await reader.readexactly(length)
 
 
-async def _http_agent(plan: Plan, index: int, report: Report, stopping: asyncio.Event) -> None:
+async def _http_agent(plan: Plan, index: int, report: Report, stopping: asyncio.Event, auth: Any = b"") -> None:
+    """``auth``: the agent's ``Authorization`` header line (secure mode), sent on every call."""
     agent_id = f"bench-{plan.transport}-{index}"
     register, heartbeat, subscribe = _bodies(agent_id, plan.interval)
     local = (SOURCE_ADDRESSES[index % len(SOURCE_ADDRESSES)], 0)
@@ -168,7 +252,7 @@ async def _http_agent(plan: Plan, index: int, report: Report, stopping: asyncio.
     await _sleep_until(plan.t_start + (index / RAMP_PER_SECOND))
     try:
         reader, writer = await asyncio.open_connection(plan.host, plan.port, local_addr=local)
-        status, _ = await asyncio.wait_for(_http_request(reader, writer, register), REQUEST_TIMEOUT)
+        status, _ = await asyncio.wait_for(_http_request(reader, writer, register, auth=auth), REQUEST_TIMEOUT)
     except (OSError, TimeoutError, asyncio.IncompleteReadError) as e:
         report.error(f"register: {type(e).__name__}")
         return
@@ -178,7 +262,7 @@ async def _http_agent(plan: Plan, index: int, report: Report, stopping: asyncio.
     report.registered += 1
     stream_task = None
     if not plan.echo:
-        stream_task = asyncio.create_task(_http_stream(plan, local, subscribe, report, stopping))
+        stream_task = asyncio.create_task(_http_stream(plan, local, subscribe, report, stopping, auth))
     if plan.http_close:
         writer.close()
     await asyncio.sleep(rng.uniform(0, plan.interval))
@@ -191,7 +275,7 @@ async def _http_agent(plan: Plan, index: int, report: Report, stopping: asyncio.
                         reader, writer = await asyncio.open_connection(plan.host, plan.port, local_addr=local)
                     t0 = time.perf_counter()
                     status, _ = await asyncio.wait_for(
-                        _http_request(reader, writer, heartbeat, close=plan.http_close), REQUEST_TIMEOUT
+                        _http_request(reader, writer, heartbeat, close=plan.http_close, auth=auth), REQUEST_TIMEOUT
                     )
                     elapsed = time.perf_counter() - t0
                     if plan.http_close:
@@ -221,11 +305,11 @@ async def _http_agent(plan: Plan, index: int, report: Report, stopping: asyncio.
 
 
 async def _http_stream(
-    plan: Plan, local: tuple[str, int], body: bytes, report: Report, stopping: asyncio.Event
+    plan: Plan, local: tuple[str, int], body: bytes, report: Report, stopping: asyncio.Event, auth: bytes
 ) -> None:
     try:
         reader, writer = await asyncio.open_connection(plan.host, plan.port, local_addr=local)
-        status, _ = await asyncio.wait_for(_http_request(reader, writer, body), REQUEST_TIMEOUT)
+        status, _ = await asyncio.wait_for(_http_request(reader, writer, body, auth=auth), REQUEST_TIMEOUT)
     except (OSError, TimeoutError, asyncio.IncompleteReadError) as e:
         report.error(f"stream: {type(e).__name__}")
         return
@@ -238,7 +322,7 @@ async def _http_stream(
     try:
         while chunk := await reader.read(65536):
             for task in commands.launches(chunk):  # only the offer probe launches (on one agent at a time)
-                await _finish(plan, local, task, report)
+                await _finish(plan, local, task, report, auth)
         if not stopping.is_set() and time.time() < plan.t_end:
             report.channel_ended += 1
     except OSError:
@@ -268,7 +352,7 @@ class _Commands:
         return [e for e in events if isinstance(e, m.LaunchCommand)]
 
 
-async def _finish(plan: Plan, local: tuple[str, int], launch: m.LaunchCommand, report: Report) -> None:
+async def _finish(plan: Plan, local: tuple[str, int], launch: m.LaunchCommand, report: Report, auth: bytes) -> None:
     """The task ran and ended at once: RUNNING and FINISHED in one UPDATE, FINISHED stamped with the wall
     clock just before the call (the offer probe measures from it to the offer of the freed resources)."""
     task, aid = launch.task.task_id, launch.task.agent_id
@@ -280,11 +364,16 @@ async def _finish(plan: Plan, local: tuple[str, int], launch: m.LaunchCommand, r
     try:
         reader, writer = await asyncio.open_connection(plan.host, plan.port, local_addr=local)
         try:
-            await asyncio.wait_for(_http_request(reader, writer, body, close=True), REQUEST_TIMEOUT)
+            status, _ = await asyncio.wait_for(
+                _http_request(reader, writer, body, close=True, auth=auth), REQUEST_TIMEOUT
+            )
         finally:
             writer.close()
     except (OSError, TimeoutError, asyncio.IncompleteReadError) as e:
         report.error(f"update: {type(e).__name__}")
+    else:
+        if not 200 <= status < 300:  # e.g. a refused credential (401/403)
+            report.error(f"update: HTTP {status}")
 
 
 # -- CoAP ---------------------------------------------------------------------------------------
@@ -324,12 +413,44 @@ def _coap(
     return out
 
 
+_UNVERIFIED = -1  # the code call() returns for a protected response that does not unprotect
+
+
+def _code_name(code: int) -> str:
+    return "OSCORE response does not verify" if code == _UNVERIFIED else f"CoAP {code >> 5}.{code & 31:02d}"
+
+
+class _AgentOscore(oscore.CanProtect, oscore.CanUnprotect, oscore.SecurityContextUtils):
+    """An agent's OSCORE security context, in memory, from its join answer: aiocoap's own mixins do all the
+    crypto (key derivation, protect, unprotect, replay window), as its FilesystemSecurityContext does, minus
+    the files (one lock fd each would not fit thousands of agents in a worker). The agent's sender id is its
+    kid, its recipient id the master's; AES-CCM-16-64-128, HKDF-SHA256, a window of 32, as the master's
+    context directory says (edgerm.auth.oscore_contexts writes no other parameters)."""
+
+    def __init__(self, material: OscoreMaterial) -> None:
+        self.alg_aead = oscore.algorithms[oscore.DEFAULT_ALGORITHM]
+        self.hashfun = oscore.hashfunctions[oscore.DEFAULT_HASHFUNCTION]
+        self.sender_id = material.agent_kid
+        self.recipient_id = material.master_kid
+        self.id_context = None
+        self.derive_keys(material.salt, material.secret)
+        self.sender_sequence_number = 0
+        self.recipient_replay_window = oscore.ReplayWindow(oscore.DEFAULT_WINDOWSIZE, lambda: None)
+        self.recipient_replay_window.initialize_empty()  # a new secret: nothing seen yet
+        self.echo_recovery = None  # a client: it answers no requests, so never a 4.01 Echo
+
+    def post_seqnoincrease(self) -> None:
+        """Nothing to persist: the context lives for one run, and its secret is never used again."""
+
+
 class _CoapAgent(asyncio.DatagramProtocol):
-    def __init__(self, report: Report) -> None:
+    def __init__(self, report: Report, security: _AgentOscore | None = None) -> None:
         self.report = report
+        self.security = security  # secure mode: every request protected, every response unprotected
         self.transport: Any = None
         self.waiting: dict[bytes, asyncio.Future[tuple[int, bytes]]] = {}
         self.observe_token = b""
+        self.observe_request: Any = None  # secure mode: the observation's request id (its notifications')
         self.mid = random.randrange(0x10000)
         self.token = random.randrange(1 << 30)
 
@@ -351,25 +472,55 @@ class _CoapAgent(asyncio.DatagramProtocol):
         future = self.waiting.pop(token, None)
         if future is not None and not future.done():
             future.set_result((code, data))
-        elif token == self.observe_token and code >= 0x80:  # 4.xx/5.xx: the observation ended
-            self.report.channel_ended += 1
+        elif token == self.observe_token:
+            if self.security is not None and self.observe_request is not None:
+                code = self._unprotect(data, self.observe_request)  # the inner code says whether it ended
+                if code == _UNVERIFIED:
+                    self.report.error("observe: notification does not verify")
+            if code >= 0x80:  # 4.xx/5.xx: the observation ended
+                self.report.channel_ended += 1
+
+    def _unprotect(self, data: bytes, request_id: Any) -> int:
+        """The inner code of a protected response; the outer code of an unprotected one (a typed refusal)."""
+        assert self.security is not None
+        try:
+            outer = aiocoap.Message.decode(data)
+            if outer.opt.oscore is None:
+                return int(outer.code)
+            inner, _ = self.security.unprotect(outer, request_id)
+        except (aiocoap.error.Error, ValueError):  # oscore.ProtectionInvalid included
+            return _UNVERIFIED
+        return int(inner.code)
+
+    def _protect(self, code: int, mid: int, token: bytes, path: tuple[str, ...], payload: bytes, observe: bool) -> Any:
+        """The OSCORE-protected datagram of a request, and its request id (to unprotect the responses)."""
+        assert self.security is not None
+        inner = aiocoap.Message(code=code, uri_path=path, payload=payload, observe=0 if observe else None)
+        outer, request_id = self.security.protect(inner)  # outer POST (FETCH if observing), Observe outer
+        outer.mtype, outer.mid, outer.token = aiocoap.CON, mid, token
+        return outer.encode(), request_id
 
     async def call(self, code: int, path: tuple[str, ...], payload: bytes = b"", observe: bool = False) -> int:
         self.mid = (self.mid + 1) & 0xFFFF
         self.token += 1
         token = struct.pack(">I", self.token)
-        datagram = _coap(code, self.mid, token, path, payload, observe)
+        request_id = None
+        if self.security is None:
+            datagram = _coap(code, self.mid, token, path, payload, observe)
+        else:
+            datagram, request_id = self._protect(code, self.mid, token, path, payload, observe)
         future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
         self.waiting[token] = future
         if observe:
             self.observe_token = token
+            self.observe_request = request_id
         timeout = 2.0
         try:
-            for _ in range(5):  # CON: retransmitted with the same message id, doubling the wait
+            for _ in range(5):  # CON: retransmitted with the same message id (and OSCORE sequence number)
                 self.transport.sendto(datagram)
                 try:
-                    got, _ = await asyncio.wait_for(asyncio.shield(future), timeout)
-                    return got
+                    got, data = await asyncio.wait_for(asyncio.shield(future), timeout)
+                    return got if request_id is None else self._unprotect(data, request_id)
                 except TimeoutError:
                     timeout *= 2
             raise TimeoutError
@@ -386,10 +537,11 @@ async def _coap_observe(agent: _CoapAgent, agent_id: str, report: Report) -> Non
     if code == 0x45:  # 2.05
         report.channels += 1
     else:
-        report.error(f"observe: CoAP {code >> 5}.{code & 31:02d}")
+        report.error(f"observe: {_code_name(code)}")
 
 
-async def _coap_agent(plan: Plan, index: int, report: Report, stopping: asyncio.Event) -> None:
+async def _coap_agent(plan: Plan, index: int, report: Report, stopping: asyncio.Event, security: Any = None) -> None:
+    """``security``: the agent's OSCORE context (secure mode), protecting every call."""
     agent_id = f"bench-{plan.transport}-{index}"
     register, heartbeat, _ = _bodies(agent_id, plan.interval)
     rng = random.Random(plan.seed + index)
@@ -398,7 +550,7 @@ async def _coap_agent(plan: Plan, index: int, report: Report, stopping: asyncio.
     observing: asyncio.Task[None] | None = None
     try:
         transport, agent = await loop.create_datagram_endpoint(
-            lambda: _CoapAgent(report),
+            lambda: _CoapAgent(report, security),
             local_addr=(SOURCE_ADDRESSES[index % len(SOURCE_ADDRESSES)], 0),
             remote_addr=(plan.host, plan.port),
         )
@@ -412,7 +564,7 @@ async def _coap_agent(plan: Plan, index: int, report: Report, stopping: asyncio.
             report.error("register: timeout")
             return
         if code != 0x44:  # 2.04
-            report.error(f"register: CoAP {code >> 5}.{code & 31:02d}")
+            report.error(f"register: {_code_name(code)}")
             return
         report.registered += 1
         if not plan.echo:  # observed beside the heartbeats, as the real agent does
@@ -432,7 +584,7 @@ async def _coap_agent(plan: Plan, index: int, report: Report, stopping: asyncio.
                     if code == 0x84:  # 4.04
                         report.forgotten += 1
                     elif code != 0x44:
-                        report.error(f"heartbeat: CoAP {code >> 5}.{code & 31:02d}")
+                        report.error(f"heartbeat: {_code_name(code)}")
                     elif plan.t_measure <= now < plan.t_idle:
                         report.latencies.append(elapsed)
             await asyncio.sleep(plan.interval)
@@ -440,6 +592,100 @@ async def _coap_agent(plan: Plan, index: int, report: Report, stopping: asyncio.
         if observing is not None:
             observing.cancel()
         transport.close()
+
+
+# -- joining (secure mode) ---------------------------------------------------------------------
+
+
+async def _join_call(plan: Plan, local: tuple[str, int], head: bytes) -> tuple[int, float | None, bytes]:
+    """One ``POST /api/v1/join`` on a connection of its own: status, Retry-After, body."""
+    reader, writer = await asyncio.open_connection(plan.host, plan.join_port, local_addr=local)
+    try:
+        writer.write(head)
+        status, length, retry_after = await _read_head(reader)
+        body = await (reader.readexactly(length) if length is not None else reader.read())
+        return status, retry_after, body
+    finally:
+        writer.close()
+
+
+async def _join(plan: Plan, index: int, report: Report, slots: asyncio.Semaphore) -> dict[str, Any] | None:
+    """Join as agent ``index`` at its paced slot, as edgerm.auth.join does (join token as Bearer, the agent id
+    in JSON; ``"coap": true`` for a CoAP agent): the join answer, or None (an error is reported). 429, 503 and
+    a refused or reset connection are retried, for ``JOIN_PATIENCE`` seconds past the slot; a timeout is not
+    (the master may have taken the join in: a second one would be refused as "already joined")."""
+    agent_id = f"bench-{plan.transport}-{index}"
+    local = (SOURCE_ADDRESSES[index % len(SOURCE_ADDRESSES)], 0)
+    doc: dict[str, Any] = {"agent_id": agent_id}
+    if plan.transport == "coap":
+        doc["coap"] = True
+    body = json.dumps(doc).encode()
+    head = (
+        b"POST /api/v1/join HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+        % (plan.join_token.encode(), len(body))
+    ) + body
+    slot = plan.t_join + (index - plan.first) / plan.join_rate
+    await _sleep_until(slot)
+    t0 = time.perf_counter()
+    if report.join_first is None:
+        report.join_first = time.time()
+    backoff = JOIN_BACKOFF_INITIAL
+    while True:
+        status: int | None = None
+        retry_after: float | None = None
+        cause = ""
+        async with slots:
+            try:
+                status, retry_after, answer = await asyncio.wait_for(_join_call(plan, local, head), JOIN_TIMEOUT)
+            except TimeoutError:
+                report.error(f"join: no answer within {JOIN_TIMEOUT:.0f}s")
+                return None
+            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as e:
+                cause = type(e).__name__
+        if status == 200:
+            try:
+                joined = json.loads(answer)
+                if not isinstance(joined.get("token"), str) or not joined["token"]:
+                    raise ValueError("no token")
+            except (ValueError, AttributeError):
+                report.error("join: the answer has no token")
+                return None
+            report.join_latencies.append(time.perf_counter() - t0)
+            report.join_last = time.time()
+            report.joined += 1
+            return dict(joined)
+        if status is not None and status not in (429, 503):
+            report.error(f"join: HTTP {status}")
+            return None
+        cause = f"HTTP {status}" if status is not None else cause
+        report.join_retries[cause] = report.join_retries.get(cause, 0) + 1
+        delay = retry_after if retry_after is not None else backoff * random.uniform(0.5, 1.0)
+        backoff = min(2 * backoff, JOIN_BACKOFF_MAX)
+        if time.time() + delay > slot + JOIN_PATIENCE:
+            report.error(f"join: {cause}, given up after {JOIN_PATIENCE:.0f}s")
+            return None
+        await asyncio.sleep(delay)
+
+
+async def _join_fleet(plan: Plan, report: Report) -> list[Any]:
+    """Join this worker's agents: per agent its credential (HTTP: its ``Authorization`` header line; CoAP: its
+    OSCORE context), or None if it could not join (it then does not register)."""
+    slots = asyncio.Semaphore(plan.join_slots)
+    answers = await asyncio.gather(*(_join(plan, plan.first + i, report, slots) for i in range(plan.count)))
+    credentials: list[Any] = []
+    for answer in answers:
+        if answer is None:
+            credentials.append(None)
+        elif plan.transport == "http":
+            credentials.append(b"Authorization: Bearer %s\r\n" % str(answer["token"]).encode())
+        else:
+            try:
+                credentials.append(_AgentOscore(OscoreMaterial.from_json(answer.get("oscore"))))
+            except MalformedMessage as e:
+                report.error(f"join: no usable OSCORE context ({e.message})")
+                credentials.append(None)
+    return credentials
 
 
 # -- workers and the driver ----------------------------------------------------------------------
@@ -463,11 +709,18 @@ async def _probe_lag(plan: Plan, report: Report) -> None:
             report.loop_lags.append(max(0.0, time.perf_counter() - t0 - LAG_PROBE_INTERVAL))
 
 
-async def _run_worker(plan: Plan) -> Report:
-    report = Report()
+async def _run_worker(plan: Plan, report: Report, credentials: list[Any] | None) -> Report:
+    """The agents' run; ``credentials`` (secure mode): each agent's, from the join phase (None: not joined)."""
     stopping = asyncio.Event()
-    run = _http_agent if plan.transport == "http" else _coap_agent
-    tasks = [asyncio.create_task(run(plan, plan.first + i, report, stopping)) for i in range(plan.count)]
+    run: Any = _http_agent if plan.transport == "http" else _coap_agent
+    if credentials is None:
+        tasks = [asyncio.create_task(run(plan, plan.first + i, report, stopping)) for i in range(plan.count)]
+    else:
+        tasks = [
+            asyncio.create_task(run(plan, plan.first + i, report, stopping, credential))
+            for i, credential in enumerate(credentials)
+            if credential is not None
+        ]
     tasks.append(asyncio.create_task(_probe_lag(plan, report)))
     try:
         await asyncio.wait_for(asyncio.gather(*tasks), plan.t_end - time.time() + 2 * plan.interval + 30)
@@ -477,11 +730,25 @@ async def _run_worker(plan: Plan) -> Report:
     return report
 
 
-def _worker(plan: Plan, out: Any) -> None:
+def _worker(plan: Plan, conn: Any) -> None:
+    """A load process. Secure mode: the join phase first, then ("joined", count) to the driver, which answers
+    with the run's times (None: give up), then the run. The Report goes back at the end."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # forked from the driver, whose handler is not for us
     _raise_fd_limit()
-    report = asyncio.run(_run_worker(plan))
-    out.send(report)
-    out.close()
+    report = Report()
+    credentials = None
+    if plan.security == "secure":
+        credentials = asyncio.run(_join_fleet(plan, report))
+        conn.send(("joined", report.joined))
+        times = conn.recv()
+        if times is None:
+            conn.send(report)
+            conn.close()
+            return
+        plan = dataclasses.replace(plan, **times)
+    report = asyncio.run(_run_worker(plan, report, credentials))
+    conn.send(report)
+    conn.close()
 
 
 # -- offer latency: a real framework ------------------------------------------------------------------
@@ -503,6 +770,7 @@ def _offer_probe(url: str, subscribe_at: float, until: float, out: Any) -> None:
     SUBSCRIBE -> first OFFERS is measured by other frameworks, one at a time: each subscribes (the first at
     ``subscribe_at``, in the window, then every ``FIRST_OFFERS_EVERY`` seconds, ``FIRST_OFFERS_SAMPLES`` in all)
     and is torn down once it has them."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # forked from the driver, whose handler is not for us
     from edgerm.frameworks import Framework, FrameworkDriver, HttpDriver
     from edgerm.model import Offer, TaskInfo, WasmSpec
 
@@ -659,11 +927,71 @@ def _stop(proc: psutil.Popen) -> None:
         proc.wait(timeout=10)
 
 
+def _admin_headers() -> dict[str, str]:
+    """The admin token a secure run exported (bench/_common.py ``secure_master``), as a header."""
+    token = os.environ.get("EDGERM_TOKEN", "")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _security_env(security: str, state_dir: Path) -> list[str]:
+    """The master's security flags; for a secure run also its state dir made by ``edgerm-master init``, whose
+    tokens this process (and the workers and probe it forks) get by environment. An insecure run gets back the
+    tokens the user's environment had (none, usually), not those of an earlier secure run."""
+    if security == "secure":
+        return secure_master(state_dir)
+    for name, value in USER_TOKENS.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    # A registry of its own, fresh: the default state dir is shared by every master run as this
+    # user, and a master started on an earlier run's registry restores that fleet first.
+    return ["--insecure", "--state-dir", str(state_dir)]
+
+
+def _auth_check(transport: str, http_port: int, coap_port: int) -> dict[str, Any]:
+    """What a secure master answers to agent calls without a valid credential (each must be refused):
+    a HEARTBEAT without a token and with a wrong one (HTTP), and a plain, unprotected CoAP one."""
+    _, heartbeat, _ = _bodies("bench-unauthenticated", 10.0)
+    out: dict[str, Any] = {}
+    for name, auth in (("http_no_token", {}), ("http_wrong_token", {"Authorization": "Bearer edgerm_agent_wrong"})):
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{http_port}/api/v1/agent",
+            data=heartbeat,
+            headers={"Content-Type": "application/x-protobuf", **auth},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as r:
+                out[name] = r.status
+        except urllib.error.HTTPError as e:
+            out[name] = e.code
+        except OSError as e:
+            out[name] = type(e).__name__
+    if transport == "coap":
+        out["coap_plain"] = None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(2.0)
+            sock.connect(("127.0.0.1", coap_port))
+            for attempt in range(3):
+                sock.send(_coap(_POST, attempt, b"auth", ("agent",), heartbeat))
+                try:
+                    while (data := sock.recv(2048))[1] == 0:  # an empty ACK: the response follows
+                        pass
+                except (OSError, IndexError):
+                    continue
+                if (data[0] >> 4) & 3 == _CON:
+                    sock.send(bytes([0x60, 0]) + data[2:4])
+                out["coap_plain"] = _code_name(data[1])
+                break
+    out["refused"] = all(v in (401, "CoAP 4.01") for v in list(out.values()))  # UNAUTHENTICATED, each
+    return out
+
+
 def _scrape(url: str) -> dict[tuple[str, str], float]:
     """The master's /metrics as {(name, labels): value} (histogram buckets, sums and counts included)."""
     out: dict[tuple[str, str], float] = {}
     try:
-        with urllib.request.urlopen(url, timeout=30) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=_admin_headers()), timeout=30) as r:
             text = r.read().decode()
     except OSError:
         return out
@@ -721,41 +1049,100 @@ def _cpu(proc: psutil.Process) -> float:
     return float(t.user + t.system)
 
 
-def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dict[str, Any]:
+def _stop_quietly(proc: psutil.Popen) -> None:
+    if proc.poll() is None:
+        _stop(proc)
+
+
+def _end_processes(children: list[Any]) -> None:
+    """Workers and probes still running (a run that failed or was interrupted): ended, then reaped."""
+    for p in children:
+        if p.is_alive():
+            p.terminate()
+    for p in children:
+        p.join(timeout=10)
+        if p.is_alive():
+            p.kill()
+            p.join(timeout=10)
+
+
+def _start_probe(ctx: Any, http_port: int, when: dict[str, float], args: argparse.Namespace) -> tuple[Any, Any]:
+    """The offer probe (see _offer_probe), started before the fleet registers."""
+    probe_pipe, probe_end = ctx.Pipe(duplex=False)
+    probe_args = (f"http://127.0.0.1:{http_port}", when["t_measure"] + args.duration / 4, when["t_idle"] - 2, probe_end)
+    probe = ctx.Process(target=_offer_probe, args=probe_args, daemon=True)
+    probe.start()
+    probe_end.close()
+    return probe, probe_pipe
+
+
+def _join_figures(reports: list[Report], n: int, args: argparse.Namespace, cpu: dict[str, float]) -> dict[str, Any]:
+    lat = [x for r in reports for x in r.join_latencies]
+    joined = sum(r.joined for r in reports)
+    firsts = [r.join_first for r in reports if r.join_first is not None]
+    lasts = [r.join_last for r in reports if r.join_last is not None]
+    fleet = max(lasts) - min(firsts) if firsts and lasts else None
+    retries: dict[str, int] = {}
+    for r in reports:
+        for k, v in r.join_retries.items():
+            retries[k] = retries.get(k, 0) + v
+    return {
+        "joined": joined,
+        "failed": n - joined,
+        "paced_per_second": args.join_rate,
+        # per agent: its first join attempt sent -> the answer with its credential (retries included)
+        "latency_ms": {
+            "n": len(lat),
+            "p50": round(pct(lat, 50) * 1000, 2),
+            "p99": round(pct(lat, 99) * 1000, 2),
+            "max": round(max(lat) * 1000, 2) if lat else None,
+        },
+        # the whole fleet: the first join attempt sent -> the last join answered
+        "fleet_s": round(fleet, 2) if fleet is not None else None,
+        "joins_per_second": round(joined / fleet, 1) if fleet else None,
+        "retries": retries,
+        "master_cpu_ms_per_join": round(1000 * cpu["master"] / joined, 2) if joined else None,
+        "load_generator_cpu_ms_per_join": round(1000 * cpu["load"] / joined, 2) if joined else None,
+    }
+
+
+def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool, security: str = "insecure") -> dict[str, Any]:
+    """One fleet against one server; the server, workers and probe are ended whatever happens."""
+    with contextlib.ExitStack() as cleanup:
+        return _run_one(transport, n, args, echo, security, cleanup)
+
+
+def _run_one(
+    transport: str, n: int, args: argparse.Namespace, echo: bool, security: str, cleanup: contextlib.ExitStack
+) -> dict[str, Any]:
+    secure = security == "secure" and not echo  # the echo servers are never authenticated
     http_port = free_port()
     coap_port = free_port(2)  # SOCK_DGRAM
-    tag = f"{transport}-{n}{'-echo' if echo else ''}"
+    tag = f"{transport}-{n}{'-echo' if echo else ''}{'-secure' if secure else ''}"
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"edgerm-scale-{tag}.log"
     py = sys.executable
     state_dir = tempfile.TemporaryDirectory(prefix="edgerm-scale-")
+    cleanup.callback(state_dir.cleanup)
+    auth_check = None
     if echo:
         script = "_echo_http.py" if transport == "http" else "_echo_coap.py"
         port = http_port if transport == "http" else coap_port
         proc = _spawn_server([py, str(HERE / script), "--port", str(port)], log)
+        cleanup.callback(_stop_quietly, proc)
         if transport == "http":
             _wait_http(f"http://127.0.0.1:{http_port}/", proc)
         else:
             time.sleep(1.5)
     else:
-        cmd = [
-            py,
-            "-m",
-            "edgerm.master.main",
-            "--port",
-            str(http_port),
-            "--no-broker",
-            "--log-level",
-            "WARNING",
-            "--insecure",
-            # A registry of its own, fresh: the default state dir is shared by every master run as this
-            # user, and a master started on an earlier run's registry restores that fleet first.
-            "--state-dir",
-            state_dir.name,
-        ]
+        cmd = [py, "-m", "edgerm.master.main", "--port", str(http_port), "--no-broker", "--log-level", "WARNING"]
+        cmd += _security_env(security, Path(state_dir.name))
         cmd += ["--coap-port", str(coap_port)] if transport == "coap" else ["--no-coap"]
         proc = _spawn_server(cmd, log)
+        cleanup.callback(_stop_quietly, proc)
         _wait_http(f"http://127.0.0.1:{http_port}/metrics", proc)
         port = http_port if transport == "http" else coap_port
+        if secure:
+            auth_check = _auth_check(transport, http_port, coap_port)
     time.sleep(0.5)
     rss_before = _rss(proc)
     fds_per_agent = (1 if echo else 2) if transport == "http" else 1
@@ -764,48 +1151,77 @@ def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dic
     per_worker = 2500 if transport == "coap" else 15000 // fds_per_agent
     workers = args.workers or max(2, -(-n // per_worker))
     ramp = n / RAMP_PER_SECOND
-    t_start = time.time() + 2.0
-    t_measure = t_start + ramp + args.interval + 2
-    t_idle = t_measure + args.duration
-    t_end = t_idle + args.interval
-    plans = []
+
+    def times() -> dict[str, float]:
+        t_start = time.time() + 2.0  # agent 0 registers
+        t_measure = t_start + ramp + args.interval + 2
+        t_idle = t_measure + args.duration
+        return {"t_start": t_start, "t_measure": t_measure, "t_idle": t_idle, "t_end": t_idle + args.interval}
+
+    # A secure run's times are sent to the workers once the fleet has joined.
+    when = dict.fromkeys(("t_start", "t_measure", "t_idle", "t_end"), 0.0) if secure else times()
     per = -(-n // workers)
-    for w in range(workers):
-        first, count = w * per, min(per, n - w * per)
-        if count > 0:
-            plans.append(
-                Plan(
-                    transport,
-                    "127.0.0.1",
-                    port,
-                    first,
-                    count,
-                    args.interval,
-                    t_start,
-                    t_measure,
-                    t_idle,
-                    t_end,
-                    echo,
-                    args.http_heartbeats == "close",
-                    args.seed,
-                )
-            )
+    chunks = [(w * per, min(per, n - w * per)) for w in range(workers) if n - w * per > 0]
+    t_join = time.time() + 1.0
+    plans = [
+        Plan(
+            transport=transport,
+            host="127.0.0.1",
+            port=port,
+            first=first,
+            count=count,
+            interval=args.interval,
+            echo=echo,
+            http_close=args.http_heartbeats == "close",
+            seed=args.seed,
+            security="secure" if secure else "insecure",
+            join_port=http_port,
+            join_token=os.environ.get("EDGERM_JOIN_TOKEN", "") if secure else "",
+            join_rate=args.join_rate / len(chunks),
+            join_slots=max(1, JOIN_CONCURRENCY // len(chunks)),
+            t_join=t_join,
+            **when,
+        )
+        for first, count in chunks
+    ]
     ctx = mp.get_context("fork")
+    children: list[Any] = []
+    cleanup.callback(_end_processes, children)  # before the server is stopped (last in, first out)
     probe = probe_pipe = None
-    if not echo and transport == "http":  # before the fleet joins (see _offer_probe)
-        probe_pipe, probe_end = ctx.Pipe(duplex=False)
-        probe_args = (f"http://127.0.0.1:{http_port}", t_measure + args.duration / 4, t_idle - 2, probe_end)
-        probe = ctx.Process(target=_offer_probe, args=probe_args, daemon=True)
-        probe.start()
-        probe_end.close()
+    with_probe = not echo and transport == "http"
+    if with_probe and not secure:  # before the fleet registers (see _offer_probe)
+        probe, probe_pipe = _start_probe(ctx, http_port, when, args)
+        children.append(probe)
     pipes, procs = [], []
+    cpu_join0 = _cpu(proc)
     for plan in plans:
-        parent, child = ctx.Pipe(duplex=False)
+        parent, child = ctx.Pipe()
         p = ctx.Process(target=_worker, args=(plan, child), daemon=True)
         p.start()
+        children.append(p)
         child.close()
         pipes.append(parent)
         procs.append(p)
+    join_cpu = None
+    if secure:
+        print(f"  {tag}: {n} agents in {len(plans)} workers join at {args.join_rate:g}/s", flush=True)
+        loaders = [psutil.Process(p.pid) for p in procs]
+        deadline = t_join + n / args.join_rate + JOIN_PATIENCE + JOIN_TIMEOUT + 30
+        joined = 0
+        for pipe in pipes:
+            if not pipe.poll(max(0.0, deadline - time.time())):
+                raise RuntimeError(f"{tag}: the join phase did not end by its deadline")
+            _, count = pipe.recv()
+            joined += count
+        join_cpu = {"master": _cpu(proc) - cpu_join0, "load": sum(_cpu(x) for x in loaders)}
+        print(f"  {tag}: {joined} of {n} joined in {time.time() - t_join:.1f}s", flush=True)
+        when = times()
+        if with_probe:
+            probe, probe_pipe = _start_probe(ctx, http_port, when, args)
+            children.append(probe)
+        for pipe in pipes:
+            pipe.send(when)
+    t_measure, t_idle, t_end = when["t_measure"], when["t_idle"], when["t_end"]
     print(f"  {tag}: {n} agents in {len(plans)} workers, ramp {ramp:.0f}s, measuring {args.duration:.0f}s", flush=True)
     metrics_url = f"http://127.0.0.1:{http_port}/metrics"
     if not echo:
@@ -840,10 +1256,9 @@ def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dic
     known = None
     if not echo:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/api/v1/state", timeout=60) as r:
-                state = json.load(r)
+            state = get_state(f"http://127.0.0.1:{http_port}", timeout=60)  # with the admin token, if secure
             known = sum(1 for a in state.get("agents", []) if str(a.get("id", "")).startswith(f"bench-{transport}-"))
-        except OSError as e:
+        except (OSError, ValueError) as e:
             print(f"  state: {e}", flush=True)
     reports: list[Report] = []
     for pipe, p in zip(pipes, procs, strict=True):
@@ -860,12 +1275,15 @@ def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dic
     for r in reports:
         for k, v in r.errors.items():
             errors[k] = errors.get(k, 0) + v
+    if auth_check is not None and not auth_check["refused"]:
+        errors["auth check: a call without a valid credential was not refused"] = 1
     registered = sum(r.registered for r in reports)
-    rss_fleet = max(rss_samples) if rss_samples else _rss(proc)
+    rss_fleet = max(rss_samples) if rss_samples else rss_before
     result: dict[str, Any] = {
         "transport": transport,
         "agents": n,
         "server": f"echo ({'aiohttp' if transport == 'http' else 'aiocoap'})" if echo else "edgerm-master",
+        "security": "none" if echo else security,
         "workers": len(plans),
         "registered": registered,
         "channels": sum(r.channels for r in reports),
@@ -895,6 +1313,10 @@ def run_one(transport: str, n: int, args: argparse.Namespace, echo: bool) -> dic
         "rss_before_mib": round(rss_before / 2**20, 1),
         "rss_per_agent_kib": round((rss_fleet - rss_before) / max(1, n) / 1024, 2),
     }
+    if join_cpu is not None:
+        result["join"] = _join_figures(reports, n, args, join_cpu)
+    if auth_check is not None:
+        result["auth_check"] = auth_check
     if offers is not None:
         result["offer_latency"] = offers
     lags = [x for r in reports for x in r.loop_lags]
@@ -946,14 +1368,35 @@ def main() -> None:
     p.add_argument("--http-heartbeats", choices=["keepalive", "close"], default="keepalive")
     p.add_argument("--no-echo", action="store_true", help="skip the echo baselines")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--security",
+        default="insecure",
+        help="insecure (an --insecure master, as earlier results), secure (agents join and authenticate), "
+        "or both: insecure,secure",
+    )
+    p.add_argument(
+        "--join-rate",
+        type=float,
+        default=JOIN_PER_SECOND,
+        help="secure: joins per second for the whole fleet (the master allows the join token 200/s)",
+    )
     p.add_argument("--out", default="scale", help="result name under bench/results/, or a path")
     args = p.parse_args()
+    securities = args.security.split(",")
+    if not securities or any(x not in ("insecure", "secure") for x in securities):
+        p.error("--security: insecure, secure or insecure,secure")
+    if args.join_rate <= 0:
+        p.error("--join-rate must be > 0")
     hard = _raise_fd_limit()
+    # SIGTERM unwinds like an error (run_one ends the server, workers and probe), not at once.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     runs: list[dict[str, Any]] = []
     for transport in args.transport.split(","):
         for n in (int(x) for x in args.agents.split(",")):
-            for echo in (False, True) if not args.no_echo else (False,):
-                runs.append(run_one(transport, n, args, echo=echo))
+            # The master once per security mode; the echo baseline (never authenticated) once.
+            cases = [(False, s) for s in securities] + ([] if args.no_echo else [(True, "none")])
+            for echo, security in cases:
+                runs.append(run_one(transport, n, args, echo=echo, security=security))
                 path = save(  # after every run: a long run interrupted still leaves its figures
                     args.out,
                     {
@@ -962,6 +1405,8 @@ def main() -> None:
                         "duration_s": args.duration,
                         "http_heartbeats": args.http_heartbeats,
                         "fd_limit": hard,
+                        "security": securities,
+                        "echo_security": "none",
                         "runs": runs,
                     },
                 )
