@@ -208,6 +208,7 @@ class Plan:
     join_rate: float = JOIN_PER_SECOND
     join_slots: int = JOIN_CONCURRENCY
     t_join: float = 0.0
+    ramp_rate: float = RAMP_PER_SECOND  # agents starting per second (the whole fleet)
 
 
 # -- HTTP ---------------------------------------------------------------------------------------
@@ -249,7 +250,7 @@ async def _http_agent(plan: Plan, index: int, report: Report, stopping: asyncio.
     register, heartbeat, subscribe = _bodies(agent_id, plan.interval)
     local = (SOURCE_ADDRESSES[index % len(SOURCE_ADDRESSES)], 0)
     rng = random.Random(plan.seed + index)
-    await _sleep_until(plan.t_start + (index / RAMP_PER_SECOND))
+    await _sleep_until(plan.t_start + (index / plan.ramp_rate))
     try:
         reader, writer = await asyncio.open_connection(plan.host, plan.port, local_addr=local)
         status, _ = await asyncio.wait_for(_http_request(reader, writer, register, auth=auth), REQUEST_TIMEOUT)
@@ -545,7 +546,7 @@ async def _coap_agent(plan: Plan, index: int, report: Report, stopping: asyncio.
     agent_id = f"bench-{plan.transport}-{index}"
     register, heartbeat, _ = _bodies(agent_id, plan.interval)
     rng = random.Random(plan.seed + index)
-    await _sleep_until(plan.t_start + (index / RAMP_PER_SECOND))
+    await _sleep_until(plan.t_start + (index / plan.ramp_rate))
     loop = asyncio.get_running_loop()
     observing: asyncio.Task[None] | None = None
     try:
@@ -1150,7 +1151,7 @@ def _run_one(
     # a CoAP agent costs a worker more per heartbeat than an HTTP one (a socket and a datagram each way).
     per_worker = 2500 if transport == "coap" else 15000 // fds_per_agent
     workers = args.workers or max(2, -(-n // per_worker))
-    ramp = n / RAMP_PER_SECOND
+    ramp = n / args.ramp
 
     def times() -> dict[str, float]:
         t_start = time.time() + 2.0  # agent 0 registers
@@ -1180,6 +1181,7 @@ def _run_one(
             join_rate=args.join_rate / len(chunks),
             join_slots=max(1, JOIN_CONCURRENCY // len(chunks)),
             t_join=t_join,
+            ramp_rate=args.ramp,
             **when,
         )
         for first, count in chunks
@@ -1285,6 +1287,7 @@ def _run_one(
         "server": f"echo ({'aiohttp' if transport == 'http' else 'aiocoap'})" if echo else "edgerm-master",
         "security": "none" if echo else security,
         "workers": len(plans),
+        "ramp_per_second": args.ramp,
         "registered": registered,
         "channels": sum(r.channels for r in reports),
         "heartbeats": sum(r.heartbeats for r in reports),
@@ -1373,6 +1376,12 @@ def main() -> None:
         default="insecure",
         help="insecure (an --insecure master, as earlier results), secure (agents join and authenticate), "
         "or both: insecure,secure",
+    )
+    p.add_argument(
+        "--ramp",
+        type=float,
+        default=RAMP_PER_SECOND,
+        help=f"agents that start (REGISTER) per second, the whole fleet (default {RAMP_PER_SECOND})",
     )
     p.add_argument(
         "--join-rate",

@@ -14,11 +14,13 @@ Rules:
 - Thin: every agent call goes to :meth:`Handlers.agent_call`, the command
   window drains :meth:`Handlers.agent_commands`, modules come from
   :meth:`Handlers.module`. Nothing here knows what a call means.
-- Fast heartbeats: on an ``--insecure`` master a plain single-datagram CON
-  ``POST /agent`` that decodes to a HEARTBEAT is answered in the callback
-  that received it (:meth:`_AgentCalls.answer_now` through
+- Fast heartbeats: a single-datagram CON ``POST /agent`` that decodes to a
+  HEARTBEAT is answered in the callback that received it
+  (:meth:`_AgentCalls.answer_now` through
   :func:`~edgerm.master.coap_state.bound_server_state`, calling
-  :meth:`Handlers.heartbeat`): the same reply, half the CPU.
+  :meth:`Handlers.heartbeat`): the same reply, half the CPU. With OSCORE,
+  :meth:`~edgerm.master.coap_oscore.OscoreSite.answer_now` unprotects it
+  first and protects the reply, with the same checks as the usual way.
 - Every ``WireError`` becomes its own ``coap_code`` with an ``edgerm.v1.Error``
   payload (:func:`edgerm.coap_util.error_message`), counted through
   ``Handlers.failed``: a malformed payload 4.00, an unknown path 4.04
@@ -97,7 +99,8 @@ class _Adapter:
         self.observations: set[asyncio.Task[Any]] = set()
         #: None: an --insecure master (plain CoAP, no checks).
         self.security = security
-        #: Plain heartbeats answered in the datagram's callback (``_AgentCalls.answer_now``); never with OSCORE.
+        #: Single-datagram heartbeats answered in the datagram's callback (``_AgentCalls.answer_now``, with
+        #: OSCORE ``OscoreSite.answer_now``).
         self.answer_now: Answer | None = None
 
     def check_call(self, request: aiocoap.Message, call: m.AgentCall) -> None:
@@ -199,10 +202,23 @@ class _AgentCalls(_Guarded):
 
         The same reply :meth:`render_post` makes (a ``WireError`` its typed
         error), without aiocoap's pipe, render task and empty-ACK timer: about
-        half the master's CPU per CoAP heartbeat. Only for an ``--insecure``
-        master (an OSCORE request is unwrapped by :class:`OscoreSite` first).
-        Every other request, and every option this does not look at, goes
-        the usual way.
+        half the master's CPU per CoAP heartbeat. On an ``--insecure`` master
+        for the datagram itself; with OSCORE :meth:`OscoreSite.answer_now
+        <edgerm.master.coap_oscore.OscoreSite.answer_now>` asks
+        :meth:`heartbeat_of` and :meth:`answer_heartbeat` about the
+        unprotected request. Every other request, and every option this does
+        not look at, goes the usual way.
+        """
+        try:
+            call = self.heartbeat_of(request)
+        except Exception as e:
+            return self._failed(request, e)
+        return self.answer_heartbeat(request, call) if call is not None else None
+
+    def heartbeat_of(self, request: aiocoap.Message) -> m.AgentHeartbeat | None:
+        """The HEARTBEAT a plain single-datagram ``POST /agent`` carries; None for any other request.
+
+        Raises what decoding raises (a ``WireError`` for a malformed payload).
         """
         opt = request.opt
         if (
@@ -217,10 +233,13 @@ class _AgentCalls(_Guarded):
             or len(request.payload) > self._adapter.max_body
         ):
             return None
+        call = wire.decode_agent_call(request.payload)
+        return call if type(call) is m.AgentHeartbeat else None  # REGISTER and UPDATE wait for the registry
+
+    def answer_heartbeat(self, request: aiocoap.Message, call: m.AgentHeartbeat) -> aiocoap.Message:
+        """The reply to ``call`` (checked for the request's principal first, as :meth:`render_post` does)."""
         try:
-            call = wire.decode_agent_call(request.payload)
-            if type(call) is not m.AgentHeartbeat:
-                return None  # REGISTER and UPDATE wait for the registry: render_post
+            self._adapter.check_call(request, call)
             event = self._adapter.handlers.heartbeat(call, transport="coap")
             return aiocoap.Message(code=aiocoap.CHANGED, payload=wire.encode_agent_event(event))
         except Exception as e:
@@ -367,7 +386,9 @@ def make_site(
     site.add_resource([AGENTS_PREFIX], _Commands(adapter))
     site.add_resource([MODULES_PREFIX], _Modules(adapter))
     if security is not None:
-        return OscoreSite(site, security, adapter.error), adapter
+        oscore_site = OscoreSite(site, security, adapter.error, calls)
+        adapter.answer_now = oscore_site.answer_now
+        return oscore_site, adapter
     adapter.answer_now = calls.answer_now
     return site, adapter
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import aiocoap
 import aiocoap.error
@@ -121,13 +121,87 @@ class _ProtectingPipe:
         self._outer.on_interest_end(callback)
 
 
+class Heartbeats(Protocol):
+    """What the fast path asks the inner site (``edgerm.master.coap._AgentCalls``)."""
+
+    def heartbeat_of(self, request: aiocoap.Message) -> m.AgentHeartbeat | None: ...
+
+    def answer_heartbeat(self, request: aiocoap.Message, call: m.AgentHeartbeat) -> aiocoap.Message: ...
+
+
 class OscoreSite:
     """An aiocoap resource that serves ``inner`` to OSCORE-protected requests only."""
 
-    def __init__(self, inner: Any, security: CoapSecurity, error: Callable[[WireError], aiocoap.Message]) -> None:
+    def __init__(
+        self,
+        inner: Any,
+        security: CoapSecurity,
+        error: Callable[[WireError], aiocoap.Message],
+        heartbeats: Heartbeats | None = None,
+    ) -> None:
         self._inner = inner
         self._security = security
         self._error = error  # the adapter's typed, counted error reply
+        self._heartbeats = heartbeats
+
+    def answer_now(self, request: aiocoap.Message) -> aiocoap.Message | None:
+        """The protected reply to a protected single-datagram HEARTBEAT, made at once; None for anything else.
+
+        Called by the message layer for a new CON request
+        (:func:`edgerm.master.coap_state.bound_server_state`), before
+        aiocoap's token manager, pipe and render task are made for it: with
+        them, a secured heartbeat cost 760 us of master CPU against 270 for
+        a plain one, and 10,000 OSCORE agents overloaded two cores. The
+        request is verified and decrypted as :meth:`render_to_pipe` does
+        (aiocoap's ``unprotect``, the replay window included); if it turns
+        out to be anything but a heartbeat of a principal in good standing,
+        or anything fails, the context's replay window is put back as it was
+        and None sends the datagram the usual way, which decrypts it again
+        and answers it exactly as before (that costs a second decryption, for
+        REGISTER, UPDATE and confirmations only). A heartbeat is rate-limited
+        and checked for its principal (:meth:`CoapSecurity.agent_call`) like
+        any call; a refusal is the same protected typed error.
+        """
+        heartbeats = self._heartbeats
+        opt = request.opt
+        if (
+            heartbeats is None
+            or request.code != aiocoap.POST
+            or opt.oscore is None
+            or opt.observe is not None
+            or opt.block1 is not None
+            or opt.block2 is not None
+            or opt.no_response is not None
+        ):
+            return None
+        try:
+            unprotected = oscore.verify_start(request)
+        except (oscore.NotAProtectedMessage, oscore.ProtectionInvalid):
+            return None
+        kid = unprotected.get(oscore.COSE_KID)
+        context = self._security.contexts.context(kid) if isinstance(kid, bytes) else None
+        if context is None:
+            return None
+        window = context.recipient_replay_window
+        before = (window._index, window._bitfield)
+        try:
+            inner, seqno = context.unprotect(request)
+            inner.remote = OSCOREAddress(context, request.remote)
+            call = heartbeats.heartbeat_of(inner)
+            principal = self._security.principal_for_kid(kid) if call is not None else None
+        except Exception:  # replayed, undecryptable, malformed inside: the usual way says so
+            call = principal = None
+        if call is None or principal is None:
+            window._index, window._bitfield = before
+            return None
+        try:
+            self._security.security.take_call(principal)
+        except WireError as e:
+            reply = self._error(e)
+        else:
+            reply = heartbeats.answer_heartbeat(inner, call)
+        protected, _ = context.context_for_response().protect(reply, seqno)
+        return protected
 
     def get_resources_as_linkheader(self) -> Any:
         return self._inner.get_resources_as_linkheader()

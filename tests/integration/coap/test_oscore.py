@@ -243,3 +243,73 @@ async def test_edgerm_agent_coap_joins_a_secure_master_and_runs_a_wasm_task(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_a_protected_heartbeat_is_answered_at_once_and_other_calls_the_usual_way(
+    secure: RunningMaster, relay: tuple[_Relay, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path (OscoreSite.answer_now) answers heartbeats; anything else decrypts again, the usual way."""
+    from edgerm.master.coap_oscore import OscoreSite
+
+    rendered: list[str] = []
+    usual = OscoreSite.render_to_pipe
+
+    async def counting(self: OscoreSite, pipe: Any) -> None:
+        rendered.append("render")
+        await usual(self, pipe)
+
+    monkeypatch.setattr(OscoreSite, "render_to_pipe", counting)
+    recorder, url = relay
+    assert secure.coap is not None
+    transport = await oscore_transport(url, tmp_path, "quick", join_url=secure.url)
+    try:
+        assert isinstance(await transport.call(m.RegisterAgent(agent_info("quick"))), m.AgentRegistered)
+        assert rendered == ["render"]  # REGISTER: the window was put back, the usual way decrypted it again
+        before = _calls(secure, "HEARTBEAT")
+        for _ in range(3):
+            assert isinstance(await transport.call(m.AgentHeartbeat(AgentId("quick"))), m.HeartbeatAck)
+        assert rendered == ["render"] and _calls(secure, "HEARTBEAT") == before + 3
+        heartbeat = recorder.requests[-1]
+        # A replayed heartbeat (another source port: the message layer's deduplication does not see it).
+        reply = await _raw_exchange(secure.coap.port, heartbeat)
+        assert reply is not None and reply.code == aiocoap.UNAUTHORIZED
+        assert "replay" in error_of(reply).message
+        assert _calls(secure, "HEARTBEAT") == before + 3  # not handled again
+        # A tampered one: refused as malformed, not handled, and the agent goes on.
+        flipped = bytearray(heartbeat)
+        flipped[-3] ^= 0x01
+        reply = await _raw_exchange(secure.coap.port, bytes(flipped))
+        assert reply is not None and reply.code == aiocoap.BAD_REQUEST
+        assert _calls(secure, "HEARTBEAT") == before + 3
+        assert len(rendered) == 3  # both refusals are made the usual way
+        assert isinstance(await transport.call(m.AgentHeartbeat(AgentId("quick"))), m.HeartbeatAck)
+        # A REGISTER again after heartbeats: the usual way, its decryption not spoilt by the fast path's attempt.
+        assert isinstance(await transport.call(m.RegisterAgent(agent_info("quick"))), m.AgentRegistered)
+        assert len(rendered) == 4
+    finally:
+        await transport.close()
+
+
+async def test_a_protected_heartbeat_over_the_rate_or_for_another_id_gets_a_protected_refusal(
+    tmp_path: Path,
+) -> None:
+    from edgerm.auth.limits import Limits
+    from edgerm.errors import LimitExceeded
+
+    async with start_master(coap_port=0, limits=Limits(calls_per_second=1, burst=4)) as master:
+        assert master.coap_url is not None
+        a = await oscore_transport(master.coap_url, tmp_path / "a", "limited")
+        try:
+            assert isinstance(await a.call(m.RegisterAgent(agent_info("limited"))), m.AgentRegistered)
+            with pytest.raises(Forbidden):  # protected (the transport unprotects it) 4.03, from the fast path
+                await a.call(m.AgentHeartbeat(AgentId("someone-else")))
+            before = _calls(master, "HEARTBEAT")
+            refused = 0
+            for _ in range(6):
+                try:
+                    await a.call(m.AgentHeartbeat(AgentId("limited")))
+                except LimitExceeded:
+                    refused += 1
+            assert refused >= 3 and _calls(master, "HEARTBEAT") == before + 6 - refused
+        finally:
+            await a.close()

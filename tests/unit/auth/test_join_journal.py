@@ -132,9 +132,7 @@ def test_rejoining_many_times_compacts_the_journal(tmp_path: Path, monkeypatch: 
 def test_an_agent_credential_in_the_yaml_from_an_older_master_is_replaced_there(tmp_path: Path) -> None:
     clock = Clock()
     path = _init(tmp_path)
-    creds.CredentialStore(path=path, clock=clock).issue(
-        Role.AGENT, "agent-old", agent_id=AgentId("old"), expires_in=10
-    )
+    creds.CredentialStore(path=path, clock=clock).issue(Role.AGENT, "agent-old", agent_id=AgentId("old"), expires_in=10)
     clock.now += 11
     store = creds.CredentialStore(path=path, clock=clock)
     token, _ = store.join(AgentId("old"))
