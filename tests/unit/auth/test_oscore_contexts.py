@@ -242,3 +242,45 @@ def test_the_masters_contexts_hold_no_descriptor_and_one_lock_keeps_a_second_mas
         assert again.taken() == set(kids) and again.context(kids[0]) is not None
     finally:
         again.close()
+
+
+def test_the_master_opens_a_context_ready_to_use_with_one_write(tmp_path: Path) -> None:
+    """No lock file of its own; the window persisted as unknown and numbers reserved before its first answer;
+    no write for its first notifications; a clean close persists both exactly."""
+    from edgerm.auth.oscore_contexts import RESERVED_SEQUENCE_NUMBERS
+
+    store = CredentialStore()
+    contexts = AgentContexts(tmp_path / "master")
+    _, credential = store.join(AGENT)
+    material, entry = contexts.write(credential)
+    contexts.install(entry)
+    master = contexts.context(material.agent_kid)
+    assert master is not None and not (entry.directory / "lock").exists()
+    sequence = entry.directory / "sequence.json"
+    assert json.loads(sequence.read_text()) == {"next-to-send": RESERVED_SEQUENCE_NUMBERS, "received": "unknown"}
+    written = sequence.stat().st_mtime_ns
+    save_agent_context(tmp_path / "agent", COAP, AGENT, material)
+    agent = load_agent_context(tmp_path / "agent", COAP, AGENT)
+    assert agent is not None
+    try:
+        protected, _ = agent.protect(_request())
+        _, seqno = master.unprotect(_incoming(protected))
+        for _ in range(5):  # notifications take the master's sender sequence numbers
+            master.protect(aiocoap.Message(code=aiocoap.CONTENT, observe=1), seqno)
+        assert sequence.stat().st_mtime_ns == written
+        with pytest.raises(oscore.ReplayError):
+            master.unprotect(_incoming(protected))
+        used = master.sender_sequence_number
+    finally:
+        close_context(agent)
+        contexts.close()
+    persisted = json.loads(sequence.read_text())
+    assert 0 < used <= 5 and persisted["next-to-send"] == used and persisted["received"] != "unknown"
+    again = AgentContexts(tmp_path / "master")
+    try:
+        reopened = again.context(material.agent_kid)
+        assert reopened is not None
+        with pytest.raises(oscore.ReplayError):  # the window survived the clean close
+            reopened.unprotect(_incoming(protected))
+    finally:
+        again.close()
