@@ -350,7 +350,7 @@ class CredentialFiles:
             if not self._create:
                 raise ConfigError(f"{self.path}: no credentials file (run `edgerm-master init`)") from None
             st = None
-        seen = (st.st_ino, st.st_size, st.st_mtime_ns) if st is not None else None
+        seen = _stat_key(st) if st is not None else None
         listed_changed = seen != self._seen or (seen is None and len(self.listed) > 0)
         if listed_changed:
             self.listed = load(self.path) if st is not None else Credentials()
@@ -367,9 +367,7 @@ class CredentialFiles:
         removes = [name for name, c in kept.items() if new._by_name.get(name) is not c]
         listed = Credentials(c for name, c in new._by_name.items() if name not in kept or name in removes)
         if listed._by_name != self.listed._by_name or not self.path.exists():
-            save(self.path, listed)
-            st = os.stat(self.path)
-            self._seen = (st.st_ino, st.st_size, st.st_mtime_ns)
+            self._save_listed(listed)
         self.listed = listed
         self.journal.append((), removes)
         self.credentials = new
@@ -386,11 +384,18 @@ class CredentialFiles:
             listed = self.listed
             for name in in_yaml:
                 listed = listed.without(name)
-            save(self.path, listed)
-            st = os.stat(self.path)
-            self.listed, self._seen = listed, (st.st_ino, st.st_size, st.st_mtime_ns)
+            self._save_listed(listed)
         self.journal.append([credential], [name for name in gone if name not in in_yaml])
         self.credentials = new.added(credential)
+
+    def _save_listed(self, listed: Credentials) -> None:
+        """Write the YAML's part (the caller holds the lock) and remember it as read."""
+        save(self.path, listed)
+        self.listed, self._seen = listed, _stat_key(os.stat(self.path))
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def update(path: Path, change: Callable[[Credentials], Credentials], *, create: bool = False) -> Credentials:

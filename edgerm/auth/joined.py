@@ -70,11 +70,6 @@ class Journal(Generic[C]):
         self._offset = 0  # bytes read, up to the end of the last whole line
         self._lines = 0
 
-    @property
-    def lines(self) -> int:
-        """Lines in the file as read (live entries, removed ones and removals)."""
-        return self._lines
-
     def refresh(self, *, repair: bool = False) -> bool:
         """Read what was appended (all of it after a compaction); whether anything changed.
 

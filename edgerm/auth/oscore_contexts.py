@@ -153,16 +153,9 @@ def write_context(
     _write_private(directory / BINDING_FILE, binding)
 
 
-class _Unlocked:
-    """Stands in for the lock file of a context that has none (truthy, so aiocoap still persists it on ``__del__``)."""
-
-    __slots__ = ("lock_file",)
-
-    def __init__(self, lock_file: str) -> None:
-        self.lock_file = lock_file
-
-    def release(self) -> None:
-        pass
+#: A ``_TreeLockedContext``'s ``lockfile``: not None while open, so aiocoap's ``__del__`` and
+#: :func:`close_context` still persist it; there is no lock file behind it.
+_TREE_LOCKED = "covered by the tree's lock"
 
 
 class _TreeLockedContext(oscore.FilesystemSecurityContext):  # type: ignore[misc]  # aiocoap ships no type hints
@@ -176,7 +169,7 @@ class _TreeLockedContext(oscore.FilesystemSecurityContext):  # type: ignore[misc
 
     def __init__(self, basedir: str) -> None:
         self.basedir = basedir
-        self.lockfile: _Unlocked | None = _Unlocked(os.path.join(basedir, "lock"))
+        self.lockfile: str | None = _TREE_LOCKED
         self.echo_recovery = secrets.token_bytes(8)
         try:
             self._load()
@@ -312,10 +305,11 @@ class AgentContexts:
     Contexts are opened lazily, on an agent's first protected request, and
     stay open until :meth:`close`. They hold no file descriptor: one flock on
     ``root/contexts.lock``, held from here to :meth:`close`, keeps any other
-    process out of the whole tree (ConfigError if one holds it), so each
-    context's own lock file is let go once checked (10,000 CoAP agents would
+    process out of the whole tree (ConfigError if one holds it), so a context
+    is opened without a lock file of its own (10,000 CoAP agents would
     otherwise hold 10,000 descriptors, out of the budget
-    :mod:`edgerm.master.conn_guard` assumes).
+    :mod:`edgerm.master.conn_guard` assumes) and made ready with one write
+    (:func:`make_ready`).
     """
 
     def __init__(self, root: Path) -> None:
