@@ -128,6 +128,7 @@ HERE = Path(__file__).resolve().parent
 RAMP_PER_SECOND = 500
 SOURCE_ADDRESSES = [f"127.0.0.{i}" for i in range(2, 66)]
 REQUEST_TIMEOUT = 20.0
+SLOW_S = 0.05  # a heartbeat slower than this (the p99 target) is also recorded with its time (``slow_heartbeats``)
 # Secure mode: joins, paced for the whole fleet below the join token's rate limit (edgerm.auth.limits: 200/s).
 JOIN_PER_SECOND = 150.0
 JOIN_CONCURRENCY = 64  # joins in flight at most, the whole fleet (split over the workers)
@@ -174,6 +175,8 @@ class Report:
     channel_ended: int = 0  # the master ended a stream or observation
     errors: dict[str, int] = field(default_factory=dict)
     loop_lags: list[float] = field(default_factory=list)  # the worker's own event-loop lag, measurement window
+    retransmits: list[float] = field(default_factory=list)  # CoAP: wall clock of each retransmission
+    slow: list[tuple[float, float]] = field(default_factory=list)  # (sent, seconds) of heartbeats over SLOW_S
     # secure mode: the join phase
     joined: int = 0
     join_latencies: list[float] = field(default_factory=list)  # per agent: first attempt sent -> its answer
@@ -295,6 +298,8 @@ async def _http_agent(plan: Plan, index: int, report: Report, stopping: asyncio.
                         report.error(f"heartbeat: HTTP {status}")
                     elif plan.t_measure <= now < plan.t_idle:
                         report.latencies.append(elapsed)
+                        if elapsed > SLOW_S:
+                            report.slow.append((now, elapsed))
             await asyncio.sleep(plan.interval)
     finally:
         if not plan.http_close:
@@ -517,7 +522,9 @@ class _CoapAgent(asyncio.DatagramProtocol):
             self.observe_request = request_id
         timeout = 2.0
         try:
-            for _ in range(5):  # CON: retransmitted with the same message id (and OSCORE sequence number)
+            for attempt in range(5):  # CON: retransmitted with the same message id (and OSCORE sequence number)
+                if attempt:
+                    self.report.retransmits.append(time.time())
                 self.transport.sendto(datagram)
                 try:
                     got, data = await asyncio.wait_for(asyncio.shield(future), timeout)
@@ -588,6 +595,8 @@ async def _coap_agent(plan: Plan, index: int, report: Report, stopping: asyncio.
                         report.error(f"heartbeat: {_code_name(code)}")
                     elif plan.t_measure <= now < plan.t_idle:
                         report.latencies.append(elapsed)
+                        if elapsed > SLOW_S:
+                            report.slow.append((now, elapsed))
             await asyncio.sleep(plan.interval)
     finally:
         if observing is not None:
@@ -1041,6 +1050,24 @@ def _histogram(
     }
 
 
+def _udp_drops() -> int:
+    """UDP datagrams the kernel dropped for a full socket receive buffer (``RcvbufErrors``), machine-wide."""
+    try:
+        lines = [x.split() for x in Path("/proc/net/snmp").read_text().splitlines() if x.startswith("Udp:")]
+        return int(lines[1][lines[0].index("RcvbufErrors")])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _bins(offsets: list[float], width: float) -> dict[str, int]:
+    """Counts of these offsets (seconds) by bin of ``width`` seconds, keyed by the bin's start."""
+    out: dict[str, int] = {}
+    for x in offsets:
+        key = f"{width * (x // width):g}"
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
 def _rss(proc: psutil.Process) -> int:
     return int(proc.memory_info().rss)
 
@@ -1223,6 +1250,7 @@ def _run_one(
             children.append(probe)
         for pipe in pipes:
             pipe.send(when)
+    udp0 = _udp_drops()
     t_measure, t_idle, t_end = when["t_measure"], when["t_idle"], when["t_end"]
     print(f"  {tag}: {n} agents in {len(plans)} workers, ramp {ramp:.0f}s, measuring {args.duration:.0f}s", flush=True)
     metrics_url = f"http://127.0.0.1:{http_port}/metrics"
@@ -1237,11 +1265,13 @@ def _run_one(
     loaders = [psutil.Process(p.pid) for p in procs]
     load0 = sum(_cpu(x) for x in loaders)
     cpu0, w0 = _cpu(proc), time.monotonic()
+    udp1 = _udp_drops()
     rss_samples = []
     while time.time() < t_idle:
         time.sleep(min(1.0, max(0.0, t_idle - time.time())))
         rss_samples.append(_rss(proc))
     cpu1, w1 = _cpu(proc), time.monotonic()
+    udp2 = _udp_drops()
     load1 = sum(_cpu(x) for x in loaders)
     offers = None
     if probe is not None and probe_pipe is not None:
@@ -1288,6 +1318,7 @@ def _run_one(
         "security": "none" if echo else security,
         "workers": len(plans),
         "ramp_per_second": args.ramp,
+        "window_unix_s": [round(t_measure, 1), round(t_idle, 1)],
         "registered": registered,
         "channels": sum(r.channels for r in reports),
         "heartbeats": sum(r.heartbeats for r in reports),
@@ -1322,6 +1353,29 @@ def _run_one(
         result["auth_check"] = auth_check
     if offers is not None:
         result["offer_latency"] = offers
+    # Where a tail comes from: when the slow heartbeats were sent (seconds into the window, 5 s bins) and how
+    # many CoAP requests were retransmitted (before the window: the ramp and warm-up; in it).
+    slow = sorted((x - t_measure, y) for r in reports for x, y in r.slow)
+    by_tenth: dict[float, list[float]] = {}
+    for x, y in slow:
+        by_tenth.setdefault(round(x - x % 0.1, 1), []).append(y)
+    worst = sorted(by_tenth.items(), key=lambda kv: -len(kv[1]))[:8]
+    result["slow_heartbeats"] = {
+        "over_ms": SLOW_S * 1000,
+        "n": len(slow),
+        "by_5s_of_window": _bins([x for x, _ in slow], 5.0),
+        # the tenths of a second (into the window) that sent the most: [start, count, max ms]
+        "worst_tenths": [[k, len(v), round(max(v) * 1000, 1)] for k, v in sorted(worst)],
+        "by_worker": [len(r.slow) for r in reports],  # one worker's own stall, or the master's (all of them)
+    }
+    resent = [x for r in reports for x in r.retransmits]
+    result["retransmissions"] = {
+        "before_window": sum(1 for x in resent if x < t_measure),
+        "in_window": sum(1 for x in resent if t_measure <= x < t_idle),
+        "by_5s_of_window": _bins(sorted(x - t_measure for x in resent if t_measure <= x < t_idle), 5.0),
+    }
+    # The kernel's count of datagrams dropped for a full receive buffer (machine-wide; the run's are on loopback).
+    result["udp_receive_buffer_drops"] = {"ramp_and_warmup": udp1 - udp0, "in_window": udp2 - udp1}
     lags = [x for r in reports for x in r.loop_lags]
     result["load_generator_lag_ms"] = {
         "p50": round(pct(lags, 50) * 1000, 2),

@@ -38,6 +38,7 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -169,7 +170,7 @@ class _TreeLockedContext(oscore.FilesystemSecurityContext):  # type: ignore[misc
 
     def __init__(self, basedir: str) -> None:
         self.basedir = basedir
-        self.lockfile: str | None = _TREE_LOCKED
+        self.lockfile: str | None = None  # set once loaded: a half-made context has nothing to persist
         self.echo_recovery = secrets.token_bytes(8)
         try:
             self._load()
@@ -179,6 +180,7 @@ class _TreeLockedContext(oscore.FilesystemSecurityContext):  # type: ignore[misc
         self.sequence_number_chunksize_limit = 10000
         self.sequence_number_chunksize = 10
         self.sequence_number_persisted = self.sender_sequence_number
+        self.lockfile = _TREE_LOCKED
 
     def _destroy(self) -> None:
         self.replay_window_persisted = True
@@ -220,6 +222,27 @@ def make_ready(context: Any, reserve: int) -> None:
     context.replay_window_persisted = False
     context.sequence_number_persisted = context.sender_sequence_number + reserve
     context._store()
+
+
+def open_ready(entry: ContextEntry) -> Any | None:
+    """Open the master's context of ``entry`` and make it ready (:func:`make_ready`): file I/O, for a worker
+    thread. None, logged, if it cannot be opened, does not hold its kid or cannot persist its state."""
+    try:
+        context = open_context(entry.directory, hold_lock=False)  # the tree's lock covers it
+    except ConfigError as e:
+        log.error("agent %s: %s", entry.agent_id, e)
+        return None
+    if context.recipient_id != entry.kid:
+        context.lockfile = None  # never used: nothing to persist
+        log.error("agent %s: %s does not hold kid %s", entry.agent_id, entry.directory, entry.kid.hex())
+        return None
+    try:
+        make_ready(context, RESERVED_SEQUENCE_NUMBERS)
+    except OSError as e:
+        context.lockfile = None
+        log.error("agent %s: cannot persist its OSCORE context's state in %s: %s", entry.agent_id, entry.directory, e)
+        return None
+    return context
 
 
 def close_context(context: Any) -> None:
@@ -302,8 +325,12 @@ class ContextEntry:
 class AgentContexts:
     """The master's per-agent OSCORE contexts under ``root`` (``STATE_DIR/oscore``).
 
-    Contexts are opened lazily, on an agent's first protected request, and
-    stay open until :meth:`close`. They hold no file descriptor: one flock on
+    A context is opened and made ready when its agent joins, in the join's
+    worker thread (:func:`open_ready`, :meth:`install`); one made before the
+    master started is opened on its agent's first protected request, also in
+    a worker thread (:meth:`ready`). Either way the event loop does no file
+    I/O for an agent's first request. Contexts stay open until
+    :meth:`close`. They hold no file descriptor: one flock on
     ``root/contexts.lock``, held from here to :meth:`close`, keeps any other
     process out of the whole tree (ConfigError if one holds it), so a context
     is opened without a lock file of its own (10,000 CoAP agents would
@@ -324,6 +351,7 @@ class AgentContexts:
         self._by_kid: dict[bytes, ContextEntry] = {}
         self._by_agent: dict[AgentId, bytes] = {}
         self._open: dict[bytes, Any] = {}
+        self._opening: dict[bytes, asyncio.Future[Any | None]] = {}
         for directory in sorted(p for p in root.iterdir() if p.is_dir()):
             entry = self._read_entry(directory)
             if entry is not None:
@@ -382,37 +410,60 @@ class AgentContexts:
         write_context(directory, MASTER_KID, material.agent_kid, material, binding)
         return material, ContextEntry(material.agent_kid, agent_id, credential.name, credential.sha256, directory)
 
-    def install(self, entry: ContextEntry) -> None:
-        """Start using a context :meth:`write` made, dropping the agent's older one (on the event loop)."""
+    def write_ready(self, credential: Credential) -> tuple[OscoreMaterial, ContextEntry, Any | None]:
+        """:meth:`write`, then the new context opened and made ready (:func:`open_ready`; file I/O, for the
+        join's worker thread): pass both to :meth:`install`."""
+        material, entry = self.write(credential)
+        return material, entry, open_ready(entry)
+
+    def install(self, entry: ContextEntry, opened: Any | None = None) -> None:
+        """Start using a context :meth:`write` made, dropping the agent's older one (on the event loop).
+
+        ``opened``: the context already opened and made ready (:func:`open_ready`, in the join's worker
+        thread), so that the agent's first request finds it open: no file I/O on the event loop for it."""
         self._index(entry)
+        self._adopt(entry, opened)
         log.info("agent %s: new OSCORE context (kid %s)", entry.agent_id, entry.kid.hex())
 
+    def opened(self, kid: bytes) -> Any | None:
+        """The context whose recipient id is ``kid`` if it is open already (no file I/O); else None."""
+        return self._open.get(kid)
+
     def context(self, kid: bytes) -> Any | None:
-        """The open context whose recipient id is ``kid`` (opened on first use); None if unknown."""
+        """The open context whose recipient id is ``kid``, opened now if need be (file I/O, blocking the caller:
+        the master's CoAP endpoint uses :meth:`ready` instead); None if unknown or unusable."""
         context = self._open.get(kid)
         if context is not None:
             return context
         entry = self._by_kid.get(kid)
         if entry is None or self._closed:
             return None
-        try:
-            context = open_context(entry.directory, hold_lock=False)  # the tree's lock covers it
-        except ConfigError as e:
-            log.error("agent %s: %s", entry.agent_id, e)
+        return self._adopt(entry, open_ready(entry))
+
+    async def ready(self, kid: bytes) -> Any | None:
+        """The open context whose recipient id is ``kid``, opened in a worker thread if need be (on the event
+        loop; one open per kid however many requests wait for it); None if unknown or unusable."""
+        context = self._open.get(kid)
+        if context is not None:
+            return context
+        entry = self._by_kid.get(kid)
+        if entry is None or self._closed:
             return None
-        if context.recipient_id != kid:
-            close_context(context)
-            log.error("agent %s: %s does not hold kid %s", entry.agent_id, entry.directory, kid.hex())
+        opening = self._opening.get(kid)
+        if opening is None:
+            opening = self._opening[kid] = asyncio.ensure_future(asyncio.to_thread(open_ready, entry))
+            opening.add_done_callback(lambda _: self._opening.pop(kid, None))
+        opened = await asyncio.shield(opening)
+        return self._open.get(kid) or self._adopt(entry, opened)
+
+    def _adopt(self, entry: ContextEntry, context: Any | None) -> Any | None:
+        """Keep a context :func:`open_ready` opened, if its entry is still current (on the event loop)."""
+        if context is None:
             return None
-        try:
-            make_ready(context, RESERVED_SEQUENCE_NUMBERS)
-        except OSError as e:
-            context.lockfile = None  # never used: nothing to persist
-            log.error(
-                "agent %s: cannot persist its OSCORE context's state in %s: %s", entry.agent_id, entry.directory, e
-            )
+        if self._closed or self._by_kid.get(entry.kid) is not entry:  # replaced or closed meanwhile: unused
+            context.lockfile = None  # nothing to persist: it answered nothing (and its directory may be gone)
             return None
-        self._open[kid] = context
+        self._open[entry.kid] = context
         return context
 
     def principal(self, kid: bytes, credentials: Credentials, now: float) -> Principal | None:

@@ -179,8 +179,8 @@ class OscoreSite:
         except (oscore.NotAProtectedMessage, oscore.ProtectionInvalid):
             return None
         kid = unprotected.get(oscore.COSE_KID)
-        context = self._security.contexts.context(kid) if isinstance(kid, bytes) else None
-        if context is None:
+        context = self._security.contexts.opened(kid) if isinstance(kid, bytes) else None
+        if context is None:  # not open yet (made before this master started): opened off the loop, the usual way
             return None
         window = context.recipient_replay_window
         before = (window._index, window._bitfield)
@@ -235,7 +235,7 @@ class OscoreSite:
         if request.code not in _OSCORE_CODES:
             raise aiocoap.error.MethodNotAllowed()
         kid = unprotected.get(oscore.COSE_KID)
-        context = self._security.contexts.context(kid) if isinstance(kid, bytes) else None
+        context = await self._security.contexts.ready(kid) if isinstance(kid, bytes) else None
         if context is None:
             self._refuse(pipe, Unauthenticated("no OSCORE context for this key id: join to get one"))
             return

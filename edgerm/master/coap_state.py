@@ -40,6 +40,10 @@ on the master's server context with bounded ones:
   plain heartbeats) gets its reply piggybacked at once, kept in the retry
   memory like any other; aiocoap's token manager, pipe, render task and
   empty-ACK timer (about half the CPU of a heartbeat) are not made for it.
+- **Datagrams read in batches** (:class:`_BatchedReceiver`): aiocoap reads
+  one datagram per turn of the event loop, each after a read of the error
+  queue; the master's socket reads up to :data:`READ_BATCH` per turn, so a
+  burst (a fleet starting, agents retransmitting) drains in few turns.
 - **Block-wise** (:class:`BoundedBlock1Spool`, :class:`BoundedBlock2Cache`):
   an assembly or a response being served in blocks is dropped as soon as its
   last block has gone, and at most ``max_entries`` / ``max_bytes`` are held
@@ -72,6 +76,8 @@ from aiocoap.numbers.types import ACK, CON
 from aiocoap.optiontypes import BlockOption
 from aiocoap.pipe import Pipe
 from aiocoap.tokenmanager import TokenManager
+from aiocoap.util import socknumbers
+from aiocoap.util.asyncio.recvmsg import RecvmsgSelectorDatagramTransport
 
 from edgerm.coap_util import AGENT_PATH, AGENTS_PREFIX, COMMANDS_SEGMENT
 
@@ -88,6 +94,9 @@ DEFAULT_RETRY_ENTRIES = 40_000
 DEFAULT_RETRY_BYTES = 8 * 1024 * 1024
 DEFAULT_BLOCK_BYTES = 32 * 1024 * 1024
 _ENTRY_OVERHEAD = 200  # bytes counted per entry besides the stored response
+#: Datagrams read per readiness callback of the UDP socket (aiocoap reads one, with an error-queue read
+#: before it): enough to drain a burst in few loop turns, few enough that one turn stays short.
+READ_BATCH = 16
 
 
 def idempotent(message: aiocoap.Message) -> bool:
@@ -274,11 +283,48 @@ class _LeanTokenManager(TokenManager):  # type: ignore[misc]
         self.context.render_to_pipe(pipe)
 
 
+class _BatchedReceiver(RecvmsgSelectorDatagramTransport):  # type: ignore[misc]
+    """aiocoap 0.4.17's UDP transport, reading up to :data:`READ_BATCH` datagrams per readiness callback.
+
+    aiocoap reads one datagram per callback, each after a read of the socket's error queue (ICMP errors,
+    ``IP_RECVERR``): two system calls and one turn of the event loop per datagram. When thousands of
+    agents send, other callbacks share every turn, and the socket drains one datagram per turn. Here the
+    error queue is read once per callback (an error also makes the socket readable), then datagrams until
+    none is waiting or the batch is full; what each read does with a datagram or an error is aiocoap's."""
+
+    def _read_ready(self) -> None:
+        protocol = self._protocol
+        sock = self._RecvmsgSelectorDatagramTransport__sock
+        if sock is None:
+            return
+        if socknumbers.HAS_RECVERR:
+            try:
+                data, ancdata, flags, addr = sock.recvmsg(self.max_size, 1024, socknumbers.MSG_ERRQUEUE)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as exc:
+                protocol.error_received(exc)
+            else:
+                protocol.datagram_errqueue_received(data, ancdata, flags, addr)
+        for _ in range(READ_BATCH):
+            if self._RecvmsgSelectorDatagramTransport__sock is None:  # closed by what the last one did
+                return
+            try:
+                data, ancdata, flags, addr = sock.recvmsg(self.max_size, 1024)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                protocol.error_received(exc)
+                return
+            protocol.datagram_msg_received(data, ancdata, flags, addr)
+
+
 def bound_server_state(
     context: Any, dedup: DedupCache | None = None, retries: DedupCache | None = None, answer: Answer | None = None
 ) -> list[DedupCache]:
-    """Give each UDP message manager of ``context`` a bounded :class:`DedupCache`, and each token manager
-    the cycle-free request handling of :class:`_LeanTokenManager`; return the caches.
+    """Give each UDP message manager of ``context`` a bounded :class:`DedupCache`, each token manager
+    the cycle-free request handling of :class:`_LeanTokenManager` and each UDP socket the batched reads
+    of :class:`_BatchedReceiver`; return the caches.
 
     ``answer`` (see :data:`Answer`) is asked first for every new CON request."""
     caches = []
@@ -295,6 +341,9 @@ def bound_server_state(
             manager._recent_messages.clear()
             manager._edgerm_answer = answer
             caches.append(cache)
+            transport = getattr(getattr(manager, "message_interface", None), "transport", None)
+            if type(transport) is RecvmsgSelectorDatagramTransport:
+                transport.__class__ = _BatchedReceiver
     return caches
 
 

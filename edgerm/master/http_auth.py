@@ -400,8 +400,8 @@ async def join(security: HttpSecurity, request: web.Request) -> web.Response:
     token, credential = await asyncio.to_thread(security.store.join, agent_id)
     answer: dict[str, object] = {"agent_id": agent_id, "name": credential.name, "token": token}
     if coap and contexts is not None:
-        material, entry = await asyncio.to_thread(contexts.write, credential)
-        contexts.install(entry)
+        material, entry, opened = await asyncio.to_thread(contexts.write_ready, credential)
+        contexts.install(entry, opened)
         answer["oscore"] = material.to_json()
     log.info(
         "agent %s joined with join credential %s (its credential: %s%s)",

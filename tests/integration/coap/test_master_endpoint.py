@@ -266,3 +266,39 @@ async def test_a_plain_heartbeat_is_answered_at_once_and_other_calls_the_usual_w
     assert unknown.code == aiocoap.NOT_FOUND and error_of(unknown).code == "UNKNOWN_AGENT"
     assert malformed.code == aiocoap.BAD_REQUEST and error_of(malformed).code == "MALFORMED"
     assert through == [("agent",)]  # the REGISTER only
+
+
+async def test_a_burst_of_datagrams_is_read_in_batches_and_every_one_answered(
+    master: RunningMaster, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiocoap reads one datagram per turn of the loop; the master's socket reads up to READ_BATCH."""
+    from edgerm.master.coap_state import READ_BATCH, _BatchedReceiver
+
+    url = master.coap_url
+    assert url is not None and master.coap is not None
+    await register(client, url, "edge-1")
+    port = int(url.rsplit(":", 1)[1])
+    reads = []
+    batched = _BatchedReceiver._read_ready
+
+    def counted(self: _BatchedReceiver) -> None:
+        reads.append(1)
+        batched(self)
+
+    monkeypatch.setattr(_BatchedReceiver, "_read_ready", counted)
+    burst = 50
+    before = master.service.metrics.heartbeats
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect(("127.0.0.1", port))
+        for i in range(burst):  # all in the master's socket before its loop runs again
+            sock.send(bytes([0x44, 0x02, 0x20, i]) + b"tok" + bytes([i]) + b"\xb5agent\xff" + _heartbeat("edge-1"))
+        sock.setblocking(False)
+        replies = set()
+        async with asyncio.timeout(10):
+            while len(replies) < burst:
+                reply = await loop.sock_recv(sock, 2048)
+                assert reply[1] == 0x44  # 2.04
+                replies.add(reply[2:4])
+    assert master.service.metrics.heartbeats == before + burst
+    assert READ_BATCH >= 8 and 0 < len(reads) <= burst // 8  # aiocoap's own transport: one read per datagram

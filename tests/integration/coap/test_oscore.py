@@ -93,6 +93,9 @@ async def _raw_exchange(port: int, datagram: bytes) -> aiocoap.Message | None:
     return aiocoap.Message.decode(data)
 
 
+_TOKEN_ROLES = (Role.ADMIN, Role.FRAMEWORK, Role.JOIN, Role.METRICS)  # local.ProvisionedTokens' order
+
+
 def _calls(master: RunningMaster, kind: str) -> int:
     return master.service.metrics.calls.get(("agent", kind), 0)
 
@@ -313,3 +316,49 @@ async def test_a_protected_heartbeat_over_the_rate_or_for_another_id_gets_a_prot
             assert refused >= 3 and _calls(master, "HEARTBEAT") == before + 6 - refused
         finally:
             await a.close()
+
+
+async def test_after_a_restart_an_agents_context_is_reopened_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A context made before the master started is opened in a worker thread on the agent's first request
+    (its replay window came back from the clean stop); a joined one is open before its first request."""
+    from edgerm.auth import local
+    from edgerm.auth.credentials import CREDENTIALS_FILE, CredentialStore, update
+    from edgerm.auth.oscore_contexts import AgentContexts
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    state = str(tmp_path / "state")
+    (tmp_path / "state").mkdir()
+    path = tmp_path / "state" / CREDENTIALS_FILE
+    update(path, lambda c: c, create=True)
+    store = CredentialStore(path=path)  # on disk, with the contexts beside it: both outlive the restart
+    tokens = local.ProvisionedTokens(*(store.issue(role, role.value)[0] for role in _TOKEN_ROLES))
+    kept = {"coap_port": port, "state_dir": state, "credentials": store, "tokens": tokens}
+    async with start_master(**kept) as first:
+        assert first.coap_url is not None and first.security is not None and first.security.oscore is not None
+        transport: CoapAgentTransport = await oscore_transport(first.coap_url, tmp_path / "agent", "again")
+        (kid,) = first.security.oscore.taken()
+        assert first.security.oscore.opened(kid) is not None  # made ready by the join, before any request
+        assert isinstance(await transport.call(m.RegisterAgent(agent_info("again"))), m.AgentRegistered)
+    try:
+
+        def blocking(self: AgentContexts, kid: bytes) -> Any:
+            raise AssertionError("a context was opened on the event loop")
+
+        monkeypatch.setattr(AgentContexts, "context", blocking)
+        async with start_master(**kept) as second:
+            assert second.security is not None and second.security.oscore is not None
+            assert second.security.oscore.opened(kid) is None
+            # A restarted master has the agent register again (a protected UNKNOWN_AGENT): it was understood.
+            with pytest.raises(UnknownAgent):
+                await transport.call(m.AgentHeartbeat(AgentId("again")))
+            assert second.security.oscore.opened(kid) is not None
+            assert isinstance(await transport.call(m.RegisterAgent(agent_info("again"))), m.AgentRegistered)
+            for _ in range(3):
+                assert isinstance(await transport.call(m.AgentHeartbeat(AgentId("again"))), m.HeartbeatAck)
+            assert second.security.oscore.opened(kid) is not None and second.security.oscore.taken() == {kid}
+    finally:
+        await transport.close()

@@ -284,3 +284,85 @@ def test_the_master_opens_a_context_ready_to_use_with_one_write(tmp_path: Path) 
             reopened.unprotect(_incoming(protected))
     finally:
         again.close()
+
+
+def test_a_joined_context_is_open_and_ready_before_its_first_request(tmp_path: Path) -> None:
+    """The join's thread opens it and makes it ready: the event loop does no file I/O for its first request."""
+    from edgerm.auth.oscore_contexts import RESERVED_SEQUENCE_NUMBERS
+
+    store = CredentialStore()
+    _, credential = store.join(AGENT)
+    contexts = AgentContexts(tmp_path / "master")
+    material, entry, opened = contexts.write_ready(credential)
+    assert opened is not None and contexts.opened(entry.kid) is None  # not used before it is installed
+    contexts.install(entry, opened)
+    try:
+        assert contexts.opened(material.agent_kid) is opened
+        sequence = json.loads((entry.directory / "sequence.json").read_text())
+        assert sequence == {"next-to-send": RESERVED_SEQUENCE_NUMBERS, "received": "unknown"}
+        save_agent_context(tmp_path / "agent", COAP, AGENT, material)
+        agent = load_agent_context(tmp_path / "agent", COAP, AGENT)
+        assert agent is not None
+        protected, _ = agent.protect(_request())
+        inner, _ = opened.unprotect(_incoming(protected))  # no Echo round trip: its window is known in memory
+        assert inner.payload == b"hello"
+        close_context(agent)
+    finally:
+        contexts.close()
+
+
+async def test_a_context_made_before_a_restart_is_opened_once_off_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many requests waiting for one context: one open, in a worker thread; all get the same context."""
+    import asyncio
+    import threading
+
+    from edgerm.auth import oscore_contexts
+
+    _, contexts, _, agent = _pair(tmp_path)
+    (kid,) = contexts.taken()
+    contexts.close()
+    again = AgentContexts(tmp_path / "master")
+    opens: list[str] = []
+    real = oscore_contexts.open_ready
+
+    def counted(entry: Any) -> Any:
+        opens.append(threading.current_thread().name)
+        return real(entry)
+
+    monkeypatch.setattr(oscore_contexts, "open_ready", counted)
+    try:
+        assert again.opened(kid) is None
+        got = await asyncio.gather(*(again.ready(kid) for _ in range(20)))
+        assert got[0] is not None and all(x is got[0] for x in got)
+        assert len(opens) == 1 and opens[0] != threading.main_thread().name
+        assert again.opened(kid) is got[0] and await again.ready(kid) is got[0] and len(opens) == 1
+        assert await again.ready(b"\x00unknown") is None
+        protected, _ = agent.protect(_request())
+        got[0].unprotect(_incoming(protected))
+    finally:
+        close_context(agent)
+        again.close()
+
+
+async def test_a_context_replaced_or_closed_while_it_opens_is_not_used(tmp_path: Path) -> None:
+    import asyncio
+
+    store = CredentialStore()
+    _, credential = store.join(AGENT)
+    contexts = AgentContexts(tmp_path / "master")
+    _, old = contexts.write(credential)
+    contexts.install(old)  # as if made before a restart: not open
+    opening = asyncio.ensure_future(contexts.ready(old.kid))
+    await asyncio.sleep(0)  # the open is on its way in a thread
+    _, new, opened = contexts.write_ready(credential)
+    contexts.install(new, opened)  # the agent joined again meanwhile: the old directory is removed
+    assert await opening is None and contexts.opened(old.kid) is None
+    assert contexts.opened(new.kid) is opened
+    _, third = contexts.write(credential)
+    contexts.install(third)
+    closing = asyncio.ensure_future(contexts.ready(third.kid))
+    await asyncio.sleep(0)
+    contexts.close()
+    assert await closing is None and contexts.opened(third.kid) is None
