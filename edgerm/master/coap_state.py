@@ -74,7 +74,7 @@ from aiocoap.messagemanager import MessageManager
 from aiocoap.numbers.constants import TransportTuning
 from aiocoap.numbers.types import ACK, CON
 from aiocoap.optiontypes import BlockOption
-from aiocoap.pipe import Pipe
+from aiocoap.pipe import Pipe, error_to_message, run_driving_pipe
 from aiocoap.tokenmanager import TokenManager
 from aiocoap.util import socknumbers
 from aiocoap.util.asyncio.recvmsg import RecvmsgSelectorDatagramTransport
@@ -242,10 +242,23 @@ class _BoundedMessageManager(MessageManager):  # type: ignore[misc]  # aiocoap s
             cache.store(key, message.encode(), message.remote)
 
 
+class _Deferred:
+    """An awaitable that makes its coroutine only when awaited (never awaited: none was made)."""
+
+    __slots__ = ("_make",)
+
+    def __init__(self, make: Callable[[], Awaitable[Any]]) -> None:
+        self._make = make
+
+    def __await__(self) -> Any:
+        return self._make().__await__()
+
+
 class _LeanTokenManager(TokenManager):  # type: ignore[misc]
     """aiocoap 0.4.17's ``TokenManager.process_request``, with its reference cycle broken at the end.
 
-    Identical but for ``on_end`` clearing ``stop`` (see the module docstring); nothing else changed."""
+    Identical but for ``on_end`` clearing ``stop`` (see the module docstring) and the render coroutine made
+    when its task starts (:class:`_Deferred`)."""
 
     def process_request(self, request: aiocoap.Message) -> None:
         key = (request.token, request.remote)
@@ -280,7 +293,12 @@ class _LeanTokenManager(TokenManager):  # type: ignore[misc]
         stop = pipe.on_event(on_event)
         pipe.on_interest_end(on_end)
         self.incoming_requests[key] = (pipe, stop)
-        self.context.render_to_pipe(pipe)
+        # aiocoap's Context.render_to_pipe, with the render coroutine made only when its task starts: a
+        # request superseded before then (its token reused by the next datagram of the same batch) would
+        # otherwise leave a coroutine never awaited (a RuntimeWarning), and without the task's name (a repr
+        # of the request, formatted for every request).
+        context = self.context
+        run_driving_pipe(error_to_message(pipe, self.log), _Deferred(lambda: context._render_to_pipe(pipe)))
 
 
 class _BatchedReceiver(RecvmsgSelectorDatagramTransport):  # type: ignore[misc]

@@ -302,3 +302,34 @@ async def test_a_burst_of_datagrams_is_read_in_batches_and_every_one_answered(
                 replies.add(reply[2:4])
     assert master.service.metrics.heartbeats == before + burst
     assert READ_BATCH >= 8 and 0 < len(reads) <= burst // 8  # aiocoap's own transport: one read per datagram
+
+
+async def test_a_request_superseded_within_one_batch_leaves_no_coroutine_unawaited(
+    master: RunningMaster, client: Any
+) -> None:
+    """Two requests on one token read in the same batch: the first ends before its render task starts."""
+    import warnings
+
+    url = master.coap_url
+    assert url is not None
+    port = int(url.rsplit(":", 1)[1])
+    get = b"\x44\x01\x30%ctokn\xb7modules\x40" + b"a" * 64  # CON GET /modules/aaa...: 4.04, the usual way
+    loop = asyncio.get_running_loop()
+    with warnings.catch_warnings(record=True) as caught, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        warnings.simplefilter("always")
+        sock.connect(("127.0.0.1", port))
+        for mid in (1, 2):
+            sock.send(get.replace(b"%c", bytes([mid])))
+        sock.setblocking(False)
+        async with asyncio.timeout(5):
+            reply = await loop.sock_recv(sock, 2048)
+        assert reply[1] == 0x84  # 4.04 for the second (the first was superseded)
+        await asyncio.sleep(0.1)
+        gc.collect()
+    assert not [w for w in caught if "never awaited" in str(w.message)]
+    await _heartbeat_ok_after_register(client, url)
+
+
+async def _heartbeat_ok_after_register(client: Any, url: str) -> None:
+    await register(client, url, "edge-1")
+    await _heartbeat_ok(client, url)
