@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import fcntl
 import json
 import logging
@@ -48,6 +49,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Container, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,7 @@ SEQUENCE_FILE = "sequence.json"  # aiocoap's
 TREE_LOCK = "contexts.lock"  # the master's flock over all its contexts
 RESERVED_SEQUENCE_NUMBERS = 1000  # sender sequence numbers the master persists ahead when it opens a context
 MASTER_KID = b""
+CLOSE_THREADS = 8  # threads that write the master's contexts when it stops (file creation waits on the disk)
 KID_BYTES = 6
 SECRET_BYTES = 32
 SALT_BYTES = 8
@@ -182,13 +185,28 @@ class _TreeLockedContext(oscore.FilesystemSecurityContext):  # type: ignore[misc
         self.sequence_number_persisted = self.sender_sequence_number
         self.lockfile = _TREE_LOCKED
 
-    def _destroy(self) -> None:
+    def _destroy(self, *, durable: bool = True) -> None:
         self.replay_window_persisted = True
         self.sequence_number_persisted = self.sender_sequence_number
-        self._store()
+        self._store(durable=durable)
         del self.sender_key
         del self.recipient_key
         self.lockfile = None
+
+    def _store(self, *, durable: bool = True) -> None:
+        """aiocoap 0.4.17's ``_store`` (the same file, replaced the same way); ``durable`` False: no fsync,
+        for a caller that syncs the file system once after many (:meth:`AgentContexts.close`)."""
+        data = {
+            "next-to-send": self.sequence_number_persisted,
+            "received": self.recipient_replay_window.persist() if self.replay_window_persisted else "unknown",
+        }
+        handle, name = tempfile.mkstemp(dir=self.basedir, prefix=".sequence-", suffix=".json", text=True)
+        with open(handle, "wb") as f:
+            f.write(json.dumps(data).encode("utf8"))
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+        os.replace(name, os.path.join(self.basedir, SEQUENCE_FILE))
 
 
 def open_context(directory: Path, *, hold_lock: bool = True) -> Any:
@@ -243,6 +261,30 @@ def open_ready(entry: ContextEntry) -> Any | None:
         log.error("agent %s: cannot persist its OSCORE context's state in %s: %s", entry.agent_id, entry.directory, e)
         return None
     return context
+
+
+def _persist_for_close(context: _TreeLockedContext) -> None:
+    """Write a context's exact state, not yet durable (file I/O); an error is logged: the others go on."""
+    try:
+        context._destroy(durable=False)
+    except OSError as e:  # its file says "unknown" and numbers ahead still: the agent pays an Echo round trip
+        context.lockfile = None
+        log.error("cannot persist the OSCORE context in %s: %s", context.basedir, e)
+
+
+def sync_file_system(path: Path) -> None:
+    """Make everything written to the file system holding ``path`` durable: ``syncfs(2)``, else ``sync(2)``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        os.sync()
+        return
+    try:
+        syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+        if syncfs is None or syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
 
 
 def close_context(context: Any) -> None:
@@ -482,11 +524,19 @@ class AgentContexts:
         return credential.principal()
 
     def close(self) -> None:
-        """Persist and release every open context (the master is stopping)."""
+        """Persist and release every open context (the master is stopping): each file written, then the file
+        system synced once, by :data:`CLOSE_THREADS` threads (one fsync each, one after the other, took 0.7 ms a
+        context: 7 s to stop a master of 10,000 CoAP agents)."""
         self._closed = True
+        tree_locked = [c for c in self._open.values() if isinstance(c, _TreeLockedContext) and c.lockfile is not None]
         for context in self._open.values():
-            close_context(context)
+            if not isinstance(context, _TreeLockedContext):
+                close_context(context)
         self._open.clear()
+        if tree_locked:
+            with ThreadPoolExecutor(CLOSE_THREADS, thread_name_prefix="edgerm-oscore-close") as pool:
+                list(pool.map(_persist_for_close, tree_locked))
+            sync_file_system(self.root)
         if self._lock >= 0:
             os.close(self._lock)  # releases the tree's flock
             self._lock = -1

@@ -366,3 +366,55 @@ async def test_a_context_replaced_or_closed_while_it_opens_is_not_used(tmp_path:
     await asyncio.sleep(0)
     contexts.close()
     assert await closing is None and contexts.opened(third.kid) is None
+
+
+def test_stopping_writes_every_context_and_syncs_the_file_system_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No fsync per context at close: each is written, then one syncfs; one that cannot be written is logged."""
+    import os
+    import tempfile
+
+    from edgerm.auth import oscore_contexts
+
+    store = CredentialStore()
+    contexts = AgentContexts(tmp_path / "master")
+    agents = []
+    for i in range(20):
+        agent_id = AgentId(f"edge-{i}")
+        _, credential = store.join(agent_id)
+        material, entry, opened = contexts.write_ready(credential)
+        contexts.install(entry, opened)
+        save_agent_context(tmp_path / f"agent-{i}", COAP, agent_id, material)
+        agent = load_agent_context(tmp_path / f"agent-{i}", COAP, agent_id)
+        assert agent is not None and opened is not None
+        protected, _ = agent.protect(_request())
+        opened.unprotect(_incoming(protected))
+        agents.append((entry, agent, protected))
+        close_context(agent)
+    broken = agents[0][0].directory
+    syncs: list[Path] = []
+    fsyncs: list[int] = []
+    monkeypatch.setattr(oscore_contexts, "sync_file_system", syncs.append)
+    monkeypatch.setattr(os, "fsync", fsyncs.append)
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args: Any, **kw: Any) -> Any:
+        if kw.get("dir") == str(broken):
+            raise OSError(28, "No space left on device")  # its new sequence file cannot be made
+        return real_mkstemp(*args, **kw)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    contexts.close()
+    monkeypatch.undo()
+    assert syncs == [tmp_path / "master"] and fsyncs == []
+    assert "cannot persist the OSCORE context" in caplog.text and "No space left" in caplog.text
+    again = AgentContexts(tmp_path / "master")
+    try:
+        for entry, _, protected in agents[1:]:
+            reopened = again.context(entry.kid)
+            assert reopened is not None
+            with pytest.raises(oscore.ReplayError):  # each exact window was written
+                reopened.unprotect(_incoming(protected))
+    finally:
+        again.close()
