@@ -40,6 +40,24 @@ STATS_FILTER = f"{TOPIC_ROOT}/+/+/stats/+"
 CONNECT_TIMEOUT = 5.0
 
 
+class _LateAcknowledgements(logging.Filter):
+    """aiomqtt logs the broker's acknowledgement of a subscription it has given up (the listener was
+    stopped while subscribing: a master stopped right after it started) as an error with a traceback.
+    That is an expected condition: it becomes one DEBUG line here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Unexpected message ID"):
+            log.debug("dataflow stats: %s (a subscription given up while stopping)", message)
+            return False
+        return True
+
+
+#: The stats listener's MQTT client logs here (aiomqtt's and paho's lines), through the filter above.
+MQTT_LOG = logging.getLogger(__name__ + ".mqtt")
+MQTT_LOG.addFilter(_LateAcknowledgements())
+
+
 @dataclass(frozen=True, slots=True)
 class InstanceReport:
     received: int
@@ -187,6 +205,7 @@ class StatsListener:
                         password=password,
                         timeout=CONNECT_TIMEOUT,
                         tls_context=_own_tls() if self._url.scheme == "mqtts" else None,
+                        logger=MQTT_LOG,
                     )
                     await client.__aenter__()
                 finally:
