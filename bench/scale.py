@@ -17,6 +17,13 @@ generator stays cheap:
 - CoAP agent: its own UDP socket; REGISTER and HEARTBEAT as CON POSTs
   (retransmitted after 2 s, as RFC 7252), and an Observe registration of its
   command resource kept for the whole run.
+- Both send their heartbeats on a fixed schedule, one interval after the
+  last one was due (random phase), as the real agent's heartbeat loop does,
+  not one interval after the last answer (results before 2026-12-03, night).
+
+Where a tail comes from: ``slow_heartbeats`` (those over 50 ms, by when they
+were sent and by worker), ``retransmissions`` (CoAP, before and in the
+window) and ``udp_receive_buffer_drops`` (the kernel's ``RcvbufErrors``).
 
 ``--security insecure`` (the default, as in earlier results) starts the
 master with ``--insecure``. ``--security secure`` starts it as the product
@@ -269,10 +276,14 @@ async def _http_agent(plan: Plan, index: int, report: Report, stopping: asyncio.
         stream_task = asyncio.create_task(_http_stream(plan, local, subscribe, report, stopping, auth))
     if plan.http_close:
         writer.close()
-    await asyncio.sleep(rng.uniform(0, plan.interval))
+    due = time.time() + rng.uniform(0, plan.interval)
     try:
-        while time.time() < plan.t_end and not stopping.is_set():
+        while True:
+            await _sleep_until(due)
             now = time.time()
+            if now >= plan.t_end or stopping.is_set():
+                break
+            due = _next_due(due, plan.interval, now)
             if not plan.t_idle <= now < plan.t_end:
                 try:
                     if plan.http_close:
@@ -300,7 +311,6 @@ async def _http_agent(plan: Plan, index: int, report: Report, stopping: asyncio.
                         report.latencies.append(elapsed)
                         if elapsed > SLOW_S:
                             report.slow.append((now, elapsed))
-            await asyncio.sleep(plan.interval)
     finally:
         if not plan.http_close:
             writer.close()
@@ -577,9 +587,13 @@ async def _coap_agent(plan: Plan, index: int, report: Report, stopping: asyncio.
         report.registered += 1
         if not plan.echo:  # observed beside the heartbeats, as the real agent does
             observing = asyncio.create_task(_coap_observe(agent, agent_id, report))
-        await asyncio.sleep(rng.uniform(0, plan.interval))
-        while time.time() < plan.t_end and not stopping.is_set():
+        due = time.time() + rng.uniform(0, plan.interval)
+        while True:
+            await _sleep_until(due)
             now = time.time()
+            if now >= plan.t_end or stopping.is_set():
+                break
+            due = _next_due(due, plan.interval, now)
             if not plan.t_idle <= now < plan.t_end:
                 t0 = time.perf_counter()
                 try:
@@ -597,7 +611,6 @@ async def _coap_agent(plan: Plan, index: int, report: Report, stopping: asyncio.
                         report.latencies.append(elapsed)
                         if elapsed > SLOW_S:
                             report.slow.append((now, elapsed))
-            await asyncio.sleep(plan.interval)
     finally:
         if observing is not None:
             observing.cancel()
@@ -699,6 +712,15 @@ async def _join_fleet(plan: Plan, report: Report) -> list[Any]:
 
 
 # -- workers and the driver ----------------------------------------------------------------------
+
+
+def _next_due(due: float, interval: float, now: float) -> float:
+    """When an agent's next heartbeat is due: one interval after this one was due, as the real agent's
+    heartbeat loop does (``edgerm.agent.service``: it sleeps an interval and feeds ``HeartbeatDue``, whatever
+    the last answer took), never in the past. Before 2026-12-03 (night) an emulated agent slept an interval
+    after each answer, so a master's stall of a moment made the heartbeats it delayed leave together one
+    interval later, and again after that: a burst the real agents never make."""
+    return max(due + interval, now)
 
 
 async def _sleep_until(t: float) -> None:
@@ -1232,6 +1254,7 @@ def _run_one(
         pipes.append(parent)
         procs.append(p)
     join_cpu = None
+    rss_joined = rss_before
     if secure:
         print(f"  {tag}: {n} agents in {len(plans)} workers join at {args.join_rate:g}/s", flush=True)
         loaders = [psutil.Process(p.pid) for p in procs]
@@ -1243,6 +1266,7 @@ def _run_one(
             _, count = pipe.recv()
             joined += count
         join_cpu = {"master": _cpu(proc) - cpu_join0, "load": sum(_cpu(x) for x in loaders)}
+        rss_joined = _rss(proc)
         print(f"  {tag}: {joined} of {n} joined in {time.time() - t_join:.1f}s", flush=True)
         when = times()
         if with_probe:
@@ -1349,6 +1373,9 @@ def _run_one(
     }
     if join_cpu is not None:
         result["join"] = _join_figures(reports, n, args, join_cpu)
+        # What the joined fleet holds before any agent registered (credentials, contexts, and what the join
+        # phase's garbage left allocated): part of rss_per_agent_kib.
+        result["join"]["rss_per_agent_kib"] = round((rss_joined - rss_before) / max(1, n) / 1024, 2)
     if auth_check is not None:
         result["auth_check"] = auth_check
     if offers is not None:
