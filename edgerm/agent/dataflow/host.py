@@ -451,14 +451,16 @@ class OperatorHost:
                 self._ready.clear()
                 await self._ready.wait()
                 continue
-            await self._process(batch)
+            if not await self._process(batch):
+                return  # the task ends: its inputs stay in the slot's session, for the next instance
             self._done(batch.acks)
 
-    async def _process(self, batch: Batch) -> None:
+    async def _process(self, batch: Batch) -> bool:
+        """Run and publish one batch; False if the task ended under it (the batch was interrupted, not done)."""
         try:
             batch = self._drop_duplicates(batch)
             if not batch:
-                return
+                return True
             output, files = await self._run_module(batch)
             if files and self._dedup is None:
                 # An operator with state: from now on it drops inputs its state already holds (a redelivery
@@ -481,12 +483,18 @@ class OperatorHost:
                 self._last_checkpoint = checkpoint
             self.counters.sent += len(output)
         except (BatchFailed, DeliveryFailed, MalformedMessage, MessageTooLarge) as e:
+            if self._end.done():
+                # Killed or stopped mid-batch: the module was interrupted, the batch did not fail. Acknowledging
+                # it would lose its records (a failed batch is acknowledged, so a poison one does not come back).
+                log.info("dataflow task %s: batch of %d interrupted by the task's end", self.task.task_id, len(batch))
+                return False
             self.counters.errors += 1
             self.counters.dropped += len(batch)
             self._failed(e)
-            return
+            return True
         self.counters.batches += 1
         self._failures = 0
+        return True
 
     def _drop_duplicates(self, batch: Batch) -> Batch:
         if self._dedup is None:

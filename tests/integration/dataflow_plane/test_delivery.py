@@ -17,11 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from edgerm.agent.dataflow.host import OperatorHost
 from edgerm.agent.dataflow.runtime import DataflowRuntime
+from edgerm.agent.wasm import load_module
 from edgerm.ids import AgentId, TaskId
 from tests.integration.agent.helpers import eventually
 from tests.integration.dataflow_plane.brokers import Watcher
-from tests.integration.dataflow_plane.conftest import Reports, df_task, topic, watch
+from tests.integration.dataflow_plane.conftest import MODULES, Reports, df_task, topic, watch
 
 
 def fresh_run() -> dict[str, str]:
@@ -219,3 +221,53 @@ async def test_an_overlapping_replacement_takes_the_slot_over_and_the_window_sta
             got.setdefault(int(f[1]), float(f[3]))
         assert all(got[k] == sum(range(5 * k, 5 * k + 5)) for k in range(windows)), got
     await second_runtime.kill(new.task_id, 1.0)
+
+
+async def test_a_batch_interrupted_by_a_kill_is_not_acknowledged_and_the_replacement_processes_it(
+    mosquitto_url: str,
+    runtime: DataflowRuntime,
+    second_runtime: DataflowRuntime,
+    reports: Reports,
+    watcher_factory: list[Watcher],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A failed batch is acknowledged (a poison batch must not come back); an interrupted one is not a failure.
+    # The stopping host's worker must see the interrupted run before it is cancelled (in a real stop, when
+    # the final stats take a while): a slower shutdown makes that order certain.
+    shutdown = OperatorHost._shutdown
+
+    async def slow_shutdown(self: OperatorHost) -> None:
+        self.executor.stop()
+        await asyncio.sleep(0.3)
+        await shutdown(self)
+
+    monkeypatch.setattr(OperatorHost, "_shutdown", slow_shutdown)
+    # The module computes for seconds before it echoes (a loop, which the kill interrupts; a sleep in a host
+    # call could not be), so the kill always lands while the batch runs.
+    sleep = "(drop (call $poll_oneoff (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))"
+    spin = (
+        "(local.set $n (i32.const -1))"
+        " (loop $spin (local.set $n (i32.sub (local.get $n) (i32.const 1))) (br_if $spin (local.get $n)))"
+    )
+    slow = (MODULES / "slow_echo.wat").read_text()
+    assert sleep in slow
+    slow = slow.replace(sleep, spin)
+    (tmp_path / "hold.wat").write_text(slow)
+    module = load_module(tmp_path / "hold.wat")
+    w = await watch(watcher_factory, mosquitto_url, topic("h"))
+    run = fresh_run()
+    old = df_task("h-a", "h", "operator", module, mosquitto_url, inputs=(topic("in"),), **run)
+    await runtime.launch(old, tmp_path / "a", reports)
+    await eventually(lambda: (h := runtime.host(old.task_id)) is not None and h.connected and h.restored)
+    host = runtime.host(old.task_id)
+    assert host is not None
+    await w.publish(topic("in"), batch(0, 5))
+    await eventually(lambda: host.counters.received == 5 and not host.queue, what="the batch is taken")
+    await asyncio.sleep(0.2)  # in the module now
+    await runtime.kill(old.task_id, 1.0)
+    assert host.counters.sent == 0 and host.counters.errors == 0  # interrupted: neither sent nor failed
+    fast = df_task("h-b", "h", "operator", "map", mosquitto_url, "--scale", "1", inputs=(topic("in"),), **run)
+    await second_runtime.launch(fast, tmp_path / "b", reports)
+    await eventually(lambda: set(seqs(w, "h")) >= set(range(5)), what="the interrupted batch, from the replacement")
+    await second_runtime.kill(TaskId("h-b"), 1.0)
