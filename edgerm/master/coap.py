@@ -47,10 +47,10 @@ Rules:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import aiocoap
@@ -96,7 +96,8 @@ class _Adapter:
         self.handlers = handlers
         self.max_body = max_body
         self.channels = CommandChannels(handlers, window_capacity)
-        self.observations: set[asyncio.Task[Any]] = set()
+        #: The open observations of command windows (each lives in callbacks: no task).
+        self.observations: set[_Observation] = set()
         #: None: an --insecure master (plain CoAP, no checks).
         self.security = security
         #: Single-datagram heartbeats answered in the datagram's callback (``_AgentCalls.answer_now``, with
@@ -320,17 +321,14 @@ class _Commands(_Guarded, resource.PathCapable):  # type: ignore[misc]
             code=aiocoap.CONTENT, payload=window.payload(), etag=window.cursor.encode(), transport_tuning=TUNING
         )
 
-    async def _notification(self, request: aiocoap.Message, window: CommandWindow, number: int) -> aiocoap.Message:
+    def _notification(self, request: aiocoap.Message, window: CommandWindow, number: int) -> aiocoap.Message:
         full = self._representation(window)
         response = full
         if len(full.payload) > request.remote.maximum_payload_size:
             # aiocoap does not split notifications: keep the whole one in the
             # block cache (the agent's follow-up GETs read it from there) and
             # send its first block.
-            async def build() -> aiocoap.Message:
-                return full
-
-            response = await self._block2.extract_or_insert(request, build)
+            response = self._block2.serve(request, full)
         response.opt.observe = number & _OBSERVE_MASK
         return response
 
@@ -343,32 +341,71 @@ class _Commands(_Guarded, resource.PathCapable):  # type: ignore[misc]
         except WireError as e:
             pipe.add_response(adapter.error(e), is_last=True)
             return
-        task = asyncio.current_task()
-        if task is not None:
-            adapter.observations.add(task)
-        try:
-            await self._notify(pipe, request, window, observer)
-        except asyncio.CancelledError:
-            raise  # the observer went away (cancelled, RST, CON notification not acknowledged)
-        except Exception:
-            log.exception("observation of agent %s failed", agent_id)
-            pipe.add_response(adapter.internal_error(), is_last=True)
-        finally:
-            window.detach(observer)
-            if task is not None:
-                adapter.observations.discard(task)
+        _Observation(self, pipe, request, window, observer, agent_id).start()
+        # Returns: the observation lives on in callbacks (the window's and the pipe's), no task waits for it.
 
-    async def _notify(self, pipe: Any, request: aiocoap.Message, window: CommandWindow, observer: Observer) -> None:
-        number = 0
-        pipe.add_response(await self._notification(request, window, number), is_last=False)
-        while True:
-            await observer.wake.wait()
-            observer.wake.clear()
-            if observer.ended is not None:
-                pipe.add_response(self._adapter.error(observer.ended), is_last=True)
-                return
-            number += 1
-            pipe.add_response(await self._notification(request, window, number), is_last=False)
+
+class _Observation:
+    """One agent's observation of its command window, driven by callbacks: a notification when the window
+    grows, the last response when the observation must end, the window detached when the agent goes away
+    (cancelled, RST, a CON notification not acknowledged)."""
+
+    __slots__ = ("_agent_id", "_done", "_number", "_observer", "_pipe", "_request", "_resource", "_window")
+
+    def __init__(
+        self,
+        resource: _Commands,
+        pipe: Any,
+        request: aiocoap.Message,
+        window: CommandWindow,
+        observer: Observer,
+        agent_id: AgentId,
+    ) -> None:
+        self._resource = resource
+        self._pipe = pipe
+        self._request = request
+        self._window = window
+        self._observer = observer
+        self._agent_id = agent_id
+        self._number = 0
+        self._done = False
+
+    def start(self) -> None:
+        self._resource._adapter.observations.add(self)
+        self._pipe.on_interest_end(self.finish)
+        if self._send(lambda: self._resource._notification(self._request, self._window, 0)):
+            self._observer.listen(self._changed)
+            if self._observer.ended is not None:  # ended while it was being opened
+                self._changed()
+
+    def _changed(self) -> None:
+        if self._done:
+            return
+        ended = self._observer.ended
+        if ended is not None:
+            self.finish()
+            self._pipe.add_response(self._resource._adapter.error(ended), is_last=True)
+            return
+        self._number += 1
+        self._send(lambda: self._resource._notification(self._request, self._window, self._number))
+
+    def _send(self, make: Callable[[], aiocoap.Message]) -> bool:
+        """Send one notification; False if that failed (then the observation ends with a 5.00)."""
+        try:
+            self._pipe.add_response(make(), is_last=False)
+            return True
+        except Exception:
+            log.exception("observation of agent %s failed", self._agent_id)
+            self.finish()
+            self._pipe.add_response(self._resource._adapter.internal_error(), is_last=True)
+            return False
+
+    def finish(self) -> None:
+        """The observation is over (the agent went away, or its last response went): detach the window."""
+        if not self._done:
+            self._done = True
+            self._window.detach(self._observer)
+            self._resource._adapter.observations.discard(self)
 
 
 def make_site(
@@ -417,15 +454,12 @@ class CoapServer:
     def channels(self) -> CommandChannels:
         return self._adapter.channels
 
-    async def close(self, grace: float = 1.0) -> None:
-        """End every observation (final 5.03), then close the sockets (idempotent)."""
+    async def close(self) -> None:
+        """End every observation (its final 5.03 is sent at once), then close the sockets (idempotent)."""
         if self._closed:
             return
         self._closed = True
         await self._adapter.channels.close_all(Unavailable("the master is shutting down"))
-        observations = set(self._adapter.observations)
-        if observations:
-            await asyncio.wait(observations, timeout=grace)
         for context in self._contexts:
             await context.shutdown()
 

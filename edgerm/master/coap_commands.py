@@ -38,10 +38,13 @@ Rules:
   per agent (the agent fetches ``/modules/{sha256}`` unless it has it).
 - Everything runs on the event loop; nothing here blocks or raises into the
   stream (a window that ends gives its commands back and goes quiet).
-- Memory per observing agent stays small (issue #13: a fleet of 10,000): a
-  window's wake-ups are :class:`Wake` flags (an ``asyncio.Event`` carries a
-  deque of waiters, 860 bytes, for the one waiter there ever is), and its
-  queue exists only while it holds commands.
+- Memory per observing agent stays small (issue #13: a fleet of 10,000):
+  nothing waits while nothing changes. The stream calls its window back when
+  commands arrive or it ends (:meth:`CommandStream.listen`), and the window
+  calls its observer back (:meth:`Observer.listen`), instead of a drain task
+  and an observation task per agent, each suspended with its chain of
+  coroutine frames (about 5 KiB an agent). A window's queue exists only
+  while it holds commands.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ import asyncio
 import logging
 import secrets
 from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
 
 from edgerm import messages as m
@@ -66,53 +70,28 @@ log = logging.getLogger(__name__)
 DEFAULT_WINDOW_CAPACITY = 256
 
 
-class Wake:
-    """A flag one coroutine waits on: ``asyncio.Event`` for a single waiter, without the Event's deque."""
-
-    __slots__ = ("_flag", "_waiter")
-
-    def __init__(self) -> None:
-        self._flag = False
-        self._waiter: asyncio.Future[None] | None = None
-
-    def is_set(self) -> bool:
-        return self._flag
-
-    def set(self) -> None:
-        self._flag = True
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def clear(self) -> None:
-        self._flag = False
-
-    async def wait(self) -> None:
-        """Return once the flag is set (at once if it is); one waiter at a time."""
-        if self._flag:
-            return
-        if self._waiter is not None:
-            raise RuntimeError("Wake has a waiter already")
-        self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-
-
 class Observer:
-    """One open observation of a window; woken when the window changes or ends."""
+    """One open observation of a window; told (a callback) when the window changed or the observation must end."""
 
-    __slots__ = ("ended", "wake")
+    __slots__ = ("_on_change", "ended")
 
     def __init__(self) -> None:
-        self.wake = Wake()
+        self._on_change: Callable[[], None] | None = None
         #: Why this observation must end (set once): replaced, agent gone, master stopping.
         self.ended: WireError | None = None
+
+    def listen(self, on_change: Callable[[], None]) -> None:
+        """Call ``on_change`` (on the loop) from now on when the window changes or this observation ends."""
+        self._on_change = on_change
+
+    def changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
 
     def end(self, reason: WireError) -> None:
         if self.ended is None:
             self.ended = reason
-        self.wake.set()
+        self.changed()
 
 
 class CommandWindow:
@@ -134,10 +113,11 @@ class CommandWindow:
         self._commands: dict[int, AgentCommand] = {}
         self._last = channels.last_number(agent_id)
         self._payload: bytes | None = b""
-        self._room = Wake()
         self._observer: Observer | None = None
         self.closed = False
-        self._pump = asyncio.create_task(self._drain(), name=f"edgerm-coap-commands-{agent_id}")
+        self._scheduled = False  # a fill is due on the loop
+        stream.listen(self._wake)
+        self._fill()  # what already waits in the outbox goes into the first representation
 
     # -- what the resource shows -------------------------------------------------------
 
@@ -192,39 +172,47 @@ class CommandWindow:
             self._entries = ()
         if dropped:
             self._payload = None
-            self._room.set()
+            self._wake()  # room again: what waits in the outbox comes in
         return dropped
 
     # -- the drain and the end ---------------------------------------------------------------
 
-    async def _drain(self) -> None:
-        try:
-            async for command in self._stream:
+    def _wake(self) -> None:
+        """The stream has commands, or ended, or the window has room: fill it on the loop, once per turn."""
+        if not self._scheduled and not self.closed:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._fill)
+
+    def _fill(self) -> None:
+        """Take what the stream holds, up to the window's capacity; tell the observer; end with the stream."""
+        self._scheduled = False
+        if self.closed:
+            return
+        room = self._capacity - len(self._entries)
+        took = self._stream.ready(room) if room > 0 else []
+        if took:
+            entries = self._entries if isinstance(self._entries, deque) else deque()
+            for command in took:
                 number = self._channels.next_number(self.agent_id)
                 sent = self._channels.by_hash(command)
-                entries = self._entries if isinstance(self._entries, deque) else deque()
                 entries.append((number, wire.frame(wire.encode_agent_event(sent))))
-                self._entries = entries
                 self._commands[number] = command  # given back as it came
                 self._last = number
-                self._payload = None
-                if self._observer is not None:
-                    self._observer.wake.set()
-                while len(self._entries) >= self._capacity:
-                    self._room.clear()
-                    await self._room.wait()
-        finally:
-            if not self.closed:
-                # The stream ended on its own: agent dropped, master stopping,
-                # or another channel (an HTTP SUBSCRIBE) took the outbox over.
-                self.close(self._channels.why_ended(self.agent_id))
+            self._entries = entries
+            self._payload = None
+        if self._stream.detached:
+            # The stream ended on its own: agent dropped, master stopping,
+            # or another channel (an HTTP SUBSCRIBE) took the outbox over.
+            self.close(self._channels.why_ended(self.agent_id))
+            return
+        if took and self._observer is not None:
+            self._observer.changed()
 
     def close(self, reason: WireError | None) -> None:
         """End the window: unconfirmed commands go back to the outbox, the observer is told."""
         if self.closed:
             return
         self.closed = True
-        self._pump.cancel()
         # Back to the front of the outbox in their order (give_back prepends).
         for number, _ in reversed(self._entries):
             self._stream.give_back(self._commands[number])
@@ -238,10 +226,6 @@ class CommandWindow:
             self._observer.end(reason or Unavailable(f"agent {self.agent_id}: command channel closed"))
             self._observer = None
         self._channels._closed(self)
-
-    async def wait_closed(self) -> None:
-        """Wait until the drain task has finished (after :meth:`close`)."""
-        await asyncio.wait([self._pump])
 
 
 class CommandChannels:
@@ -273,12 +257,10 @@ class CommandChannels:
         """
         window = self._windows.get(agent_id)
         if window is None:
+            # A new window takes every command already waiting in the outbox, so the first response carries them.
             window = CommandWindow(agent_id, self._handlers.agent_commands(agent_id), self, self._capacity)
-            self._windows[agent_id] = window
-            # One turn of the loop: the drain task takes every command already
-            # waiting in the outbox (it does not suspend while there are some),
-            # so the first response carries them.
-            await asyncio.sleep(0)
+            if not window.closed:
+                self._windows[agent_id] = window
         return window, window.attach()
 
     def window(self, agent_id: AgentId) -> CommandWindow | None:
@@ -312,12 +294,9 @@ class CommandChannels:
         return m.LaunchCommand(replace(command.task, container=replace(spec, module=b"", module_sha256=digest)))
 
     async def close_all(self, reason: WireError) -> None:
-        """End every window (master stopping) and wait for their drain tasks."""
-        windows = list(self._windows.values())
-        for window in windows:
+        """End every window (master stopping): each observer gets its last response now."""
+        for window in list(self._windows.values()):
             window.close(reason)
-        for window in windows:
-            await window.wait_closed()
 
     def _closed(self, window: CommandWindow) -> None:
         if self._windows.get(window.agent_id) is window:

@@ -455,15 +455,18 @@ class BoundedBlock2Cache:
     async def extract_or_insert(
         self, req: aiocoap.Message, response_builder: Callable[[], Awaitable[aiocoap.Message]]
     ) -> aiocoap.Message:
-        key = blockwise._extract_block_key(req)
         block2 = req.opt.block2
         if block2 is None or block2.block_number == 0:
-            assembled = await response_builder()
-        else:
-            cached = self.completes.get(key)
-            if cached is None:
-                raise blockwise.IncompleteException from None
-            assembled = cached
+            return self.serve(req, await response_builder())
+        cached = self.completes.get(blockwise._extract_block_key(req))
+        if cached is None:
+            raise blockwise.IncompleteException from None
+        return self.serve(req, cached)
+
+    def serve(self, req: aiocoap.Message, assembled: aiocoap.Message) -> aiocoap.Message:
+        """The block of ``assembled`` that ``req`` asks for (all of it if it fits), kept while blocks remain."""
+        key = blockwise._extract_block_key(req)
+        block2 = req.opt.block2
         size = req.remote.maximum_payload_size
         if len(assembled.payload) <= size and (block2 is None or len(assembled.payload) <= block2.size):
             self.completes.pop(key)

@@ -337,11 +337,23 @@ class CommandStream:
     def __init__(self, outbox: CommandOutbox) -> None:
         self._outbox = outbox
         self._waiter: asyncio.Future[None] | None = None
+        self._listener: Callable[[], None] | None = None
         self._detached = False
 
     @property
     def agent_id(self) -> AgentId:
         return self._outbox.agent_id
+
+    @property
+    def detached(self) -> bool:
+        """Whether the stream has ended (agent dropped, master stopping, a newer channel took the outbox)."""
+        return self._detached
+
+    def listen(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever commands arrive or the stream ends, for a consumer that takes them with
+        :meth:`ready` instead of iterating (no task waits per agent). It runs inside whatever queued the
+        command: it must only schedule work."""
+        self._listener = callback
 
     def __aiter__(self) -> CommandStream:
         return self
@@ -379,6 +391,8 @@ class CommandStream:
         self._wake()
 
     def _wake(self) -> None:
+        if self._listener is not None:
+            self._listener()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 

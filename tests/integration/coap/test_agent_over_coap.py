@@ -55,7 +55,7 @@ async def test_a_silently_lost_observation_is_recovered_by_the_heartbeat(master:
         await eventually(lambda: len(adapter.observations) == 1)
         assert master.service.metrics.calls[("agent", "SUBSCRIBE")] == 1
         for observation in list(adapter.observations):
-            observation.cancel()  # no final notification: the agent still believes it observes
+            observation.finish()  # no final notification: the agent still believes it observes
         await eventually(lambda: master.coap is not None and master.coap.channels.window(agent.agent_id) is None)
         # A launch now waits in the outbox; the heartbeat says so and the agent observes again.
         await launch(fw, agent, ("late", LOOP, 0.3))

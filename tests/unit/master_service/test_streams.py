@@ -148,29 +148,51 @@ async def test_an_outbox_keeps_no_queue_while_empty_and_gives_back_in_order() ->
     assert len(outbox) == 0
 
 
-async def test_a_wake_flag_wakes_its_one_waiter() -> None:
+class _Handlers:
+    """What a command window asks of the master's handler table: an agent's stream, that it is known."""
+
+    def __init__(self, outbox: CommandOutbox) -> None:
+        self.outbox = outbox
+        self.known = True
+        self.service = self
+        self.core = self
+        self.running = True
+
+    def agent_known(self, agent_id: AgentId) -> bool:
+        return self.known
+
+    def agent_commands(self, agent_id: AgentId) -> object:
+        return self.outbox.attach()
+
+    def module(self, digest: str) -> None:
+        return None
+
+
+async def test_a_command_window_is_filled_by_callbacks_and_no_task_waits_for_it() -> None:
     import asyncio
 
-    from edgerm.master.coap_commands import Wake
+    from edgerm.master.coap_commands import CommandChannels
 
-    wake = Wake()
-    wake.set()
-    await asyncio.wait_for(wake.wait(), 1.0)  # already set: at once
-    wake.clear()
-    waiter = asyncio.create_task(wake.wait())
+    outbox = CommandOutbox(AgentId("a"), limit=10)
+    outbox.put(m.KillCommand(TaskId("t1")))
+    channels = CommandChannels(_Handlers(outbox), capacity=2)  # type: ignore[arg-type]
+    tasks = len(asyncio.all_tasks())
+    window, observer = await channels.observe(AgentId("a"))
+    assert len(window) == 1  # what waited in the outbox is in the first representation
+    told: list[object] = []
+    observer.listen(lambda: told.append(observer.ended))
+    outbox.put(m.KillCommand(TaskId("t2")))
+    outbox.put(m.KillCommand(TaskId("t3")))
+    assert len(window) == 1 and not told  # filled on the loop, once for both
     await asyncio.sleep(0)
-    assert not waiter.done()
-    with pytest.raises(RuntimeError, match="waiter already"):
-        await wake.wait()
-    wake.set()
-    await asyncio.wait_for(waiter, 1.0)
-    assert wake.is_set()
-    wake.clear()
-    cancelled = asyncio.create_task(wake.wait())
+    assert len(window) == 2 and told == [None]  # at capacity: t3 waits in the outbox
+    assert outbox.pending and len(asyncio.all_tasks()) == tasks
+    assert window.confirm(window.cursor) == 2
     await asyncio.sleep(0)
-    cancelled.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await cancelled
+    assert len(window) == 1 and told == [None, None]  # room again: t3 came in
+    channels.window(AgentId("a"))
+    outbox.attach()  # another channel takes the outbox over: the window ends, its observer is told why
     await asyncio.sleep(0)
-    wake.set()  # a cancelled waiter left nothing behind
-    await asyncio.wait_for(wake.wait(), 1.0)
+    assert window.closed and channels.window(AgentId("a")) is None
+    assert told[-1] is not None and "another channel" in str(told[-1])
+    assert len(outbox) == 1  # t3, unconfirmed, went back to the outbox
