@@ -404,6 +404,7 @@ class _Observation:
         """The observation is over (the agent went away, or its last response went): detach the window."""
         if not self._done:
             self._done = True
+            self._observer.listen(None)  # no cycle left between the two: reference counting frees them
             self._window.detach(self._observer)
             self._resource._adapter.observations.discard(self)
 

@@ -80,8 +80,9 @@ class Observer:
         #: Why this observation must end (set once): replaced, agent gone, master stopping.
         self.ended: WireError | None = None
 
-    def listen(self, on_change: Callable[[], None]) -> None:
-        """Call ``on_change`` (on the loop) from now on when the window changes or this observation ends."""
+    def listen(self, on_change: Callable[[], None] | None) -> None:
+        """Call ``on_change`` (on the loop) from now on when the window changes or this observation ends
+        (None: no more; the observation that listened is over)."""
         self._on_change = on_change
 
     def changed(self) -> None:

@@ -238,3 +238,31 @@ async def test_numbers_are_per_agent_and_consecutive(master: RunningMaster, clie
     assert Cursor.decode(note.opt.etag).seq == 2  # record i of n is number seq - n + 1 + i: 1, 2
     mine.cancel()
     theirs.cancel()
+
+
+async def test_open_observations_hold_no_task_and_still_get_their_commands(
+    master: RunningMaster, client: Any, url: str
+) -> None:
+    # issue #13: an observation costs a constant, small amount per agent; it lives in callbacks, not in a task
+    # (nor a drain task per window) suspended for its whole life with a chain of coroutine frames.
+    agents = [f"edge-{i}" for i in range(20)]
+    for agent in agents:
+        await register(client, url, agent)
+    await asyncio.sleep(0.2)
+
+    def master_side() -> int:  # aiocoap's client half of each observation runs in this loop too: not counted
+        return sum(not t.get_coro().__qualname__.startswith("BlockwiseRequest.") for t in asyncio.all_tasks())
+
+    before = master_side()
+    observations = [Observation(client, f"{url}/agents/{agent}/commands") for agent in agents]
+    for obs in observations:
+        assert (await obs.first()).code == aiocoap.CONTENT
+    await asyncio.sleep(0.2)
+    assert master.coap is not None and len(master.coap.channels) == len(agents)
+    assert master_side() == before  # none per observation (two each before: a drain task and a render task)
+    call = m.AgentHeartbeat(AgentId("edge-7"), (TaskId("stray"),))  # the master answers with a KILL of it
+    reply = await request(client, aiocoap.POST, url + "/agent", wire.encode_agent_call(call))
+    assert reply.code == aiocoap.CHANGED
+    assert kills(await observations[7].next()) == ["stray"]
+    for obs in observations:
+        obs.cancel()
