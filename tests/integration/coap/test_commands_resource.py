@@ -266,3 +266,31 @@ async def test_open_observations_hold_no_task_and_still_get_their_commands(
     assert kills(await observations[7].next()) == ["stray"]
     for obs in observations:
         obs.cancel()
+
+
+async def test_a_notification_that_fails_ends_the_observation_with_5_00_and_loses_no_command(
+    master: RunningMaster, client: Any, url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edgerm.master import coap as coap_module
+
+    await register(client, url, AGENT)
+    obs = Observation(client, f"{url}/agents/{AGENT}/commands")
+    await obs.first()
+    render = coap_module._Commands._notification
+
+    def broken(self: Any, request: aiocoap.Message, window: Any, number: int) -> aiocoap.Message:
+        if number > 0:
+            raise RuntimeError("a bug while rendering a notification")
+        return render(self, request, window, number)
+
+    monkeypatch.setattr(coap_module._Commands, "_notification", broken)
+    await heartbeat(client, url, "x1")
+    final = await obs.next()
+    assert final.code == aiocoap.INTERNAL_SERVER_ERROR
+    assert "observation of agent edge-1 failed" in caplog.text  # logged once, with the traceback: a bug
+    await eventually(lambda: window_size(master) == -1)  # the window ended, its command back in the outbox
+    assert await heartbeat(client, url) == m.HeartbeatAck(commands_pending=True)
+    monkeypatch.undo()
+    again = Observation(client, f"{url}/agents/{AGENT}/commands")
+    assert kills(await again.first()) == ["x1"]
+    again.cancel()
