@@ -11,7 +11,9 @@ on the master's server context with bounded ones:
 - **Deduplication** (RFC 7252 §4.5), :class:`DedupCache`: entries for
   EXCHANGE_LIFETIME, bounded by count and bytes (oldest dropped first), kept
   in arrival order so expiry needs no timer; a stored response is its
-  encoded bytes, not a ``Message``.
+  encoded bytes, not a ``Message``, and an entry is keyed by the peer's
+  address and the message id, so it keeps no remote object alive (a
+  duplicate is answered to where it came from).
 - **Idempotent requests have a short retry memory only** (:func:`idempotent`):
   every call of the agent API (``POST /agent``: REGISTER, HEARTBEAT, UPDATE
   carry ids, uuids and full state, so a retransmitted one handled twice has
@@ -114,7 +116,6 @@ def idempotent(message: aiocoap.Message) -> bool:
 class _Entry:
     expires: float
     raw: bytes | None = None  # the encoded response, once sent
-    remote: Any = None
 
 
 class DedupCache:
@@ -148,11 +149,11 @@ class DedupCache:
         self.bytes += _ENTRY_OVERHEAD
         self._bound()
 
-    def store(self, key: tuple[Any, int], raw: bytes, remote: Any) -> None:
+    def store(self, key: tuple[Any, int], raw: bytes) -> None:
         entry = self._entries.get(key)
         if entry is None or entry.raw is not None:
             return
-        entry.raw, entry.remote = raw, remote
+        entry.raw = raw
         self.bytes += len(raw)
         self._bound()
 
@@ -179,7 +180,7 @@ Answer = Callable[[aiocoap.Message], "aiocoap.Message | None"]
 
 
 def _retry_key(message: aiocoap.Message) -> tuple[Any, int]:
-    """The retry memory's key: the peer's address (not its remote object, which would stay alive) and mid."""
+    """A deduplication key: the peer's address (not its remote object, which would stay alive) and mid."""
     remote = message.remote
     sockaddr = getattr(remote, "sockaddr", None)
     return (sockaddr[:2] if sockaddr is not None else remote), message.mid
@@ -211,16 +212,15 @@ class _BoundedMessageManager(MessageManager):  # type: ignore[misc]  # aiocoap s
         super()._process_request(request)
 
     def _deduplicate_message(self, message: aiocoap.Message) -> bool:
-        if idempotent(message):
-            cache, key = self._edgerm_retries, _retry_key(message)
-        else:
-            cache, key = self._edgerm_dedup, (message.remote, message.mid)
+        cache = self._edgerm_retries if idempotent(message) else self._edgerm_dedup
+        key = _retry_key(message)
         entry = cache.get(key)
         if entry is None:
             cache.add(key)
             return False
         if message.mtype is CON and entry.raw is not None:
-            again = aiocoap.Message.decode(entry.raw, entry.remote if entry.remote is not None else message.remote)
+            # Sent back to where the duplicate came from: entries keep no remote object alive.
+            again = aiocoap.Message.decode(entry.raw, message.remote.as_response_address())
             again.direction = Direction.OUTGOING
             self._send_via_transport(again)
         return True
@@ -229,17 +229,11 @@ class _BoundedMessageManager(MessageManager):  # type: ignore[misc]  # aiocoap s
         if message.mid is None or message.remote is None:
             return
         request = getattr(message, "request", None)
-        if request is not None and idempotent(request):
-            key = _retry_key(message)
-            entry = self._edgerm_retries.get(key)
-            if entry is not None and entry.raw is None:
-                self._edgerm_retries.store(key, message.encode(), None)
-            return
-        cache = self._edgerm_dedup
-        key = (message.remote, message.mid)
+        cache = self._edgerm_retries if request is not None and idempotent(request) else self._edgerm_dedup
+        key = _retry_key(message)
         entry = cache.get(key)
         if entry is not None and entry.raw is None:
-            cache.store(key, message.encode(), message.remote)
+            cache.store(key, message.encode())
 
 
 class _Deferred:

@@ -40,7 +40,7 @@ def test_dedup_entries_expire_without_timers_and_are_bounded_by_count_and_bytes(
     for mid in range(5):
         cache.add(("r", mid))
     assert len(cache) == 3 and cache.get(("r", 0)) is None and cache.get(("r", 4)) is not None
-    cache.store(("r", 4), b"x" * 9_500, "r")
+    cache.store(("r", 4), b"x" * 9_500)
     assert len(cache) <= 2 and cache.bytes <= 10_000  # bytes evict the oldest first
     entry = cache.get(("r", 4))
     assert entry is not None and entry.raw == b"x" * 9_500
