@@ -372,8 +372,8 @@ class _Observation:
 
     def start(self) -> None:
         self._resource._adapter.observations.add(self)
-        self._pipe.on_interest_end(self.finish)
-        if self._send(lambda: self._resource._notification(self._request, self._window, 0)):
+        self._pipe.on_interest_end(self.finish)  # at once if the agent is gone already
+        if not self._done and self._send(lambda: self._resource._notification(self._request, self._window, 0)):
             self._observer.listen(self._changed)
             if self._observer.ended is not None:  # ended while it was being opened
                 self._changed()
