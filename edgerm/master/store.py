@@ -35,6 +35,7 @@ from typing import IO, Protocol
 
 from edgerm import wire
 from edgerm.errors import ConfigError
+from edgerm.ids import TaskId
 from edgerm.master.registry import AgentRow, Changes, FrameworkRow, Registry, TaskRow
 
 SCHEMA_VERSION = "1"
@@ -176,20 +177,22 @@ class SqliteStore:
                     db.execute("delete from agents where id = ?", (aid,))
                 if b.seen:
                     db.executemany("update agents set last_seen = ? where id = ?", [(t, aid) for aid, t in b.seen])
-                for t in b.tasks:
-                    db.execute(
-                        "insert or replace into tasks values (?, ?, ?, ?, ?, ?)",
-                        (
-                            t.info.task_id,
-                            t.info.framework_id,
-                            t.info.agent_id,
-                            wire.encode_task_info(t.info),
-                            wire.encode_task_status(t.status),
-                            int(t.acknowledged),
-                        ),
+            rows, gone = _last_task_writes(batches)
+            db.executemany("delete from tasks where id = ?", [(tid,) for tid in gone])
+            db.executemany(
+                "insert or replace into tasks values (?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        t.info.task_id,
+                        t.info.framework_id,
+                        t.info.agent_id,
+                        wire.encode_task_info(t.info),
+                        wire.encode_task_status(t.status),
+                        int(t.acknowledged),
                     )
-                for tid in b.tasks_gone:
-                    db.execute("delete from tasks where id = ?", (tid,))
+                    for t in rows
+                ],
+            )
             db.execute("commit")
         except BaseException:
             db.execute("rollback")
@@ -209,6 +212,24 @@ class SqliteStore:
     def close(self) -> None:
         self._db.close()
         self._lock.close()  # releases the flock
+
+
+def _last_task_writes(batches: Sequence[Changes]) -> tuple[list[TaskRow], list[TaskId]]:
+    """What a group of batches leaves of each task: its last row (in the order of the last writes, which
+    ``load`` keeps), or its deletion. A task's RUNNING, FINISHED and acknowledged rows often come in one group:
+    only the last is written (the group is one transaction, so nothing in between is ever seen on disk)."""
+    rows: dict[TaskId, TaskRow] = {}
+    gone: dict[TaskId, None] = {}
+    for b in batches:
+        for t in b.tasks:  # within a batch the upserts come before the deletions, as they always were applied
+            tid = t.info.task_id
+            rows.pop(tid, None)
+            rows[tid] = t
+            gone.pop(tid, None)
+        for tid in b.tasks_gone:
+            rows.pop(tid, None)
+            gone[tid] = None
+    return list(rows.values()), list(gone)
 
 
 def _lock_dir(state_dir: Path) -> IO[str]:

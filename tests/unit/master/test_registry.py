@@ -303,3 +303,36 @@ def test_a_heartbeat_refreshes_only_last_seen_in_the_registry_once_per_interval(
     h.heartbeat("a1")
     assert not any(h.persisted)  # the next one is due 60 s later again
     store.close()
+
+
+def test_a_group_of_batches_leaves_what_they_leave_one_by_one_writing_each_task_once(
+    make_harness, tmp_path: Path
+) -> None:
+    # A whole life per task (accepted, RUNNING, acknowledged, FINISHED, acknowledged, forgotten) and tasks that
+    # stay: the writer commits whatever queued in one transaction, and writes only each task's last row.
+    h = make_harness(MasterConfig(master_id="m", max_completed_tasks=1))  # ended tasks are soon forgotten
+    _running_cluster(h, n=3)
+    for i in (1, 2):
+        for u in h.updates(h.status(f"t{i}", TaskState.FINISHED, uuid=f"f-{i}")):
+            h.do(m.Acknowledge(F1, A1, u.task_id, u.uuid))
+    offers = h.core.offers_of(F1)
+    h.accept("f1", offers[:1], [h.task("late", "cpus:0.1;mem:8")])
+    batches = list(h.persisted)
+    assert sum(len(b.tasks) for b in batches) > 4  # several rows per task went by
+    assert any(b.tasks_gone for b in batches)  # and some went
+    one_by_one, grouped = SqliteStore(tmp_path / "one"), SqliteStore(tmp_path / "group")
+    for b in batches:
+        one_by_one.apply([b])
+    grouped.apply(batches)
+    a, b = one_by_one.load(), grouped.load()
+    assert [(t.info, t.status, t.acknowledged) for t in a.tasks] == [
+        (t.info, t.status, t.acknowledged) for t in b.tasks
+    ]
+    assert a.agents == b.agents and a.frameworks == b.frameworks
+    assert [t.info.task_id for t in b.tasks]  # something is left to compare
+    from edgerm.master.store import _last_task_writes
+
+    rows, gone = _last_task_writes(batches)
+    assert len({t.info.task_id for t in rows}) == len(rows) and not set(gone) & {t.info.task_id for t in rows}
+    one_by_one.close()
+    grouped.close()
