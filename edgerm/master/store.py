@@ -17,8 +17,10 @@ Backends:
 Rules:
 - ``apply`` is called from ONE writer thread (:mod:`edgerm.master.writer`),
   with every change batch that queued up since the last commit: one
-  transaction for all of them (group commit). ``load`` and ``close`` are
-  called when no writer runs.
+  transaction for all of them (group commit). Of a task written several
+  times in one group, only its last row (or its deletion) is written: no
+  reader sees the transaction's middle. ``load`` and ``close`` are called
+  when no writer runs.
 - Rows are encoded with the wire schema (:mod:`edgerm.wire`), so the
   registry's format is the protocol's and evolves with it.
 """
