@@ -50,7 +50,6 @@ from __future__ import annotations
 import logging
 import re
 import socket
-from collections.abc import Callable
 from typing import Any
 
 import aiocoap
@@ -373,7 +372,7 @@ class _Observation:
     def start(self) -> None:
         self._resource._adapter.observations.add(self)
         self._pipe.on_interest_end(self.finish)  # at once if the agent is gone already
-        if not self._done and self._send(lambda: self._resource._notification(self._request, self._window, 0)):
+        if not self._done and self._send():
             self._observer.listen(self._changed)
             if self._observer.ended is not None:  # ended while it was being opened
                 self._changed()
@@ -387,12 +386,15 @@ class _Observation:
             self._pipe.add_response(self._resource._adapter.error(ended), is_last=True)
             return
         self._number += 1
-        self._send(lambda: self._resource._notification(self._request, self._window, self._number))
+        self._send()
 
-    def _send(self, make: Callable[[], aiocoap.Message]) -> bool:
-        """Send one notification; False if that failed (then the observation ends with a 5.00)."""
+    def _send(self) -> bool:
+        """Send the window as notification number ``_number``; False if that failed (the observation then ends
+        with a 5.00)."""
         try:
-            self._pipe.add_response(make(), is_last=False)
+            self._pipe.add_response(
+                self._resource._notification(self._request, self._window, self._number), is_last=False
+            )
             return True
         except Exception:
             log.exception("observation of agent %s failed", self._agent_id)

@@ -179,7 +179,7 @@ class DedupCache:
 Answer = Callable[[aiocoap.Message], "aiocoap.Message | None"]
 
 
-def _retry_key(message: aiocoap.Message) -> tuple[Any, int]:
+def _dedup_key(message: aiocoap.Message) -> tuple[Any, int]:
     """A deduplication key: the peer's address (not its remote object, which would stay alive) and mid."""
     remote = message.remote
     sockaddr = getattr(remote, "sockaddr", None)
@@ -213,7 +213,7 @@ class _BoundedMessageManager(MessageManager):  # type: ignore[misc]  # aiocoap s
 
     def _deduplicate_message(self, message: aiocoap.Message) -> bool:
         cache = self._edgerm_retries if idempotent(message) else self._edgerm_dedup
-        key = _retry_key(message)
+        key = _dedup_key(message)
         entry = cache.get(key)
         if entry is None:
             cache.add(key)
@@ -230,7 +230,7 @@ class _BoundedMessageManager(MessageManager):  # type: ignore[misc]  # aiocoap s
             return
         request = getattr(message, "request", None)
         cache = self._edgerm_retries if request is not None and idempotent(request) else self._edgerm_dedup
-        key = _retry_key(message)
+        key = _dedup_key(message)
         entry = cache.get(key)
         if entry is not None and entry.raw is None:
             cache.store(key, message.encode())
