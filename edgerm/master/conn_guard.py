@@ -9,7 +9,9 @@ thousands of lines in seconds), and nothing else in the master could open a file
 :class:`ConnectionGuard`: it counts the connections open and, at ``limit`` (the open-file
 limit less a reserve for the registry, logs, CoAP and outgoing connections), answers a new
 one with a typed ``UNAVAILABLE`` error (HTTP 503, ``Retry-After``) and closes it, so the
-peer's client backs off and retries; the descriptor is free again at once. One WARNING line
+peer's client backs off and retries; the descriptor is free again at once. Given an
+:class:`~edgerm.master.agent_http.AgentFastPath`, a connection starts on it (agents' calls) and
+goes to the runner for anything else. One WARNING line
 per ``REPORT_EVERY`` seconds says how many were refused. :func:`quiet_accept_errors` turns
 asyncio's own "out of system resource" report (still possible if other descriptors run out)
 into such a line too, without a traceback.
@@ -27,6 +29,7 @@ from aiohttp import web
 
 from edgerm import wire
 from edgerm.errors import Unavailable
+from edgerm.master.agent_http import AgentFastPath
 
 log = logging.getLogger("edgerm.master")
 
@@ -136,7 +139,7 @@ class ConnectionGuard:
 class GuardedTCPSite(web.BaseSite):
     """``web.TCPSite`` with a :class:`ConnectionGuard` between the listening socket and the runner."""
 
-    __slots__ = ("_host", "_limit", "_port", "guard")
+    __slots__ = ("_fast", "_host", "_limit", "_port", "guard")
 
     def __init__(
         self,
@@ -147,8 +150,10 @@ class GuardedTCPSite(web.BaseSite):
         limit: int,
         ssl_context: Any = None,
         backlog: int = 128,
+        fast: AgentFastPath | None = None,
     ) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
+        self._fast = fast
         self._host = host
         self._port = port
         self._limit = limit
@@ -164,10 +169,16 @@ class GuardedTCPSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None
-        self.guard = ConnectionGuard(server, self._limit)
+        factory = self._fast.factory(server) if self._fast is not None else server
+        self.guard = ConnectionGuard(factory, self._limit)
         self._server = await asyncio.get_running_loop().create_server(
             self.guard, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog, reuse_address=True
         )
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self._fast is not None:
+            self._fast.close()  # aiohttp's shutdown closes the connections it serves; these are not its
 
 
 def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:

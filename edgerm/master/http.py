@@ -53,6 +53,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -64,6 +65,7 @@ from edgerm.auth.principal import Principal
 from edgerm.errors import Forbidden, LimitExceeded, MalformedMessage, MessageTooLarge, NotFound, UnknownTask, WireError
 from edgerm.ids import FrameworkId, TaskId
 from edgerm.master import dashboard
+from edgerm.master.agent_calls import PROTOBUF, AgentCalls, check_content_type, check_length
 from edgerm.master.handlers import Handlers
 from edgerm.master.http_auth import (
     JOIN_PATH,
@@ -81,7 +83,6 @@ from edgerm.model import Filters
 
 log = logging.getLogger(__name__)
 
-PROTOBUF = "application/x-protobuf"
 STREAM_ID_HEADER = "Edgerm-Stream-Id"
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
 MAX_TASK_ID = 256
@@ -101,6 +102,7 @@ class _HttpAdapter:
         self._handlers = handlers
         self._max_body = max_body
         self._security = security
+        self._agent_calls = AgentCalls(handlers, max_body, security)
 
     def _principal(self, request: web.Request) -> Principal | None:
         """The request's checked principal; None when the master runs insecure."""
@@ -131,13 +133,9 @@ class _HttpAdapter:
 
     async def _body(self, request: web.Request) -> bytes:
         """The request body, checked for its content type and size."""
-        ctype = request.headers.get("Content-Type", "")
-        if ctype.partition(";")[0].strip().lower() != PROTOBUF:
-            raise MalformedMessage(f"Content-Type must be {PROTOBUF}, got {ctype or 'none'!r}")
+        check_content_type(request.headers.get("Content-Type", ""))
         limit = self._max_body
-        length = request.content_length
-        if length is not None and length > limit:
-            raise MessageTooLarge(f"body of {length} bytes is over the limit of {limit} bytes")
+        check_length(request.content_length, limit)
         chunks: list[bytes] = []
         size = 0
         try:
@@ -153,10 +151,8 @@ class _HttpAdapter:
     # -- agent API ---------------------------------------------------------------
 
     async def agent(self, request: web.Request) -> web.StreamResponse:
-        call = wire.decode_agent_call(await self._body(request))
         principal = self._principal(request)
-        if principal is not None and self._security is not None:
-            self._security.policy.agent_call(principal, call)
+        call = self._agent_calls.decode(await self._body(request), principal)
         if type(call) is m.SubscribeAgent:
             return await self._agent_stream(request, call, principal)
         event = await self._handlers.agent_call(call)
@@ -165,21 +161,13 @@ class _HttpAdapter:
     async def _agent_stream(
         self, request: web.Request, call: m.SubscribeAgent, principal: Principal | None
     ) -> web.StreamResponse:
-        security = self._security
-        handle = (
-            security.open_stream(principal, call.agent_id) if security is not None and principal is not None else None
-        )
-        try:
-            stream = self._handlers.agent_commands(call.agent_id)
-        except BaseException:
-            if security is not None and handle is not None:
-                security.close_stream(handle)
-            raise
+        calls = self._agent_calls
+        stream, handle = calls.open_stream(call, principal)
         response = web.StreamResponse(status=200, headers=_PB_HEADERS)
         try:
             await response.prepare(request)
             async for command in stream:
-                if security is not None and principal is not None and not security.store.valid(principal):
+                if not calls.valid(principal):
                     stream.give_back(command)  # its credential expired: the agent re-joins and gets it then
                     log.info("agent %s: command stream ended, its credential is no longer valid", call.agent_id)
                     break
@@ -199,8 +187,7 @@ class _HttpAdapter:
             log.exception("agent %s command stream failed", call.agent_id)
         finally:
             stream.close()
-            if security is not None and handle is not None:
-                security.close_stream(handle)
+            calls.close_stream(handle)
         return response
 
     # -- scheduler API ---------------------------------------------------------------
@@ -372,6 +359,22 @@ class _HttpAdapter:
         if self._security is None:
             raise NotFound("this master runs insecure: agents need no credential")
         return await join(self._security, request)
+
+
+class QuietBadRequests(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server logger, with a malformed request reported at INFO in one line, not as an ERROR
+    with its traceback (aiohttp's way): anyone can send one, so it is an expected condition."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            self.logger.info("bad HTTP request from %s: %s", args[0] if args else "?", exc_info.message.strip())
+            return
+        self.logger.exception(msg, *args, exc_info=exc_info, **kwargs)
+
+
+def server_logger() -> logging.Logger:
+    """The logger to give aiohttp's request handlers (``AppRunner(..., logger=server_logger())``)."""
+    return cast(logging.Logger, QuietBadRequests(logging.getLogger("aiohttp.server")))
 
 
 def make_app(

@@ -98,7 +98,7 @@ def view_of(path: str) -> str:
 @dataclass(frozen=True, slots=True)
 class _OpenStream:
     principal: Principal
-    task: asyncio.Task[object] | None
+    end: Callable[[], object] | None  # ends the stream at once (cancels its handler task, or closes its connection)
     key: str  # the framework or agent id it serves ("" for a new framework)
 
 
@@ -136,14 +136,20 @@ class HttpSecurity:
     # -- requests ----------------------------------------------------------------------
 
     def authenticate(self, request: web.Request) -> Principal | None:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() == "bearer" and token:
-            return self.store.principal_for_token(token.strip())
+        principal = self.bearer(request.headers.get("Authorization", ""))
+        if principal is not None:
+            return principal
         if request.method in ("GET", "HEAD"):
             cookie = request.cookies.get(COOKIE)
             if cookie:
                 return self.store.principal_for_token(cookie)
+        return None
+
+    def bearer(self, header: str) -> Principal | None:
+        """The principal of an ``Authorization: Bearer TOKEN`` header's value (None: no valid one)."""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token:
+            return self.store.principal_for_token(token.strip())
         return None
 
     def take_call(self, principal: Principal) -> None:
@@ -152,8 +158,11 @@ class HttpSecurity:
 
     # -- streams --------------------------------------------------------------------
 
-    def open_stream(self, principal: Principal, key: str = "") -> int:
+    def open_stream(self, principal: Principal, key: str = "", end: Callable[[], object] | None = None) -> int:
         """Count a stream opened by ``principal`` (LimitExceeded past its limit); returns its handle.
+
+        ``end`` ends the stream when its principal is revoked (default: cancel the current task, the
+        stream's handler).
 
         A stream for the same ``key`` (framework or agent id) replaces the
         principal's older one, as the service does: it no longer counts, so
@@ -164,7 +173,10 @@ class HttpSecurity:
                 self.close_stream(handle)
         self._streams.open(principal.name)
         self._next += 1
-        self._add(self._next, _OpenStream(principal, asyncio.current_task(), key))
+        if end is None:
+            task = asyncio.current_task()
+            end = task.cancel if task is not None else None
+        self._add(self._next, _OpenStream(principal, end, key))
         return self._next
 
     def stream_serves(self, handle: int, key: str) -> None:
@@ -172,7 +184,7 @@ class HttpSecurity:
         stream = self._open.pop(handle, None)
         if stream is not None:
             self._unindex(handle, stream)
-            self._add(handle, _OpenStream(stream.principal, stream.task, key))
+            self._add(handle, _OpenStream(stream.principal, stream.end, key))
 
     def close_stream(self, handle: int) -> None:
         stream = self._open.pop(handle, None)
@@ -235,8 +247,8 @@ class HttpSecurity:
             if not self.store.valid(stream.principal):
                 ended += 1
                 self.close_stream(handle)
-                if stream.task is not None and not stream.task.done():
-                    stream.task.cancel()
+                if stream.end is not None:
+                    stream.end()
         log.info("credentials reloaded: %d entries; %d streams of revoked principals ended", len(credentials), ended)
         return True
 

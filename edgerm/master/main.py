@@ -69,6 +69,8 @@ from edgerm.ids import FrameworkId, TaskId, new_id
 from edgerm.lifecycle import Starting
 from edgerm.limits import check_id
 from edgerm.logs import add_log_arguments, configure_logging, fail, version_argument
+from edgerm.master.agent_calls import AgentCalls
+from edgerm.master.agent_http import AgentFastPath
 from edgerm.master.broker import DEFAULT_BROKER_PORT, EMBEDDED, EmbeddedBroker, check_broker_url
 from edgerm.master.broker_gate import MASTER_USER, BrokerGate, TaskView
 from edgerm.master.coap import CoapServer, start_coap_server
@@ -77,7 +79,7 @@ from edgerm.master.conn_guard import GuardedTCPSite, connection_limit, quiet_acc
 from edgerm.master.dataflow_stats import StatsListener
 from edgerm.master.gc_policy import GcPolicy
 from edgerm.master.handlers import Handlers
-from edgerm.master.http import DEFAULT_MAX_BODY, make_app
+from edgerm.master.http import DEFAULT_MAX_BODY, make_app, server_logger
 from edgerm.master.http_auth import HttpSecurity
 from edgerm.master.service import DEFAULT_MODULE_STORE_BYTES, MasterService, ServiceOptions
 from edgerm.master.state import MasterConfig
@@ -169,6 +171,8 @@ class RunningMaster:
         self._stopped = False
         #: Hears the dataflow operators' stats on the broker, for the dashboard (None without a broker).
         self.stats_listener: StatsListener | None = None
+        #: The agents' HTTP fast path (edgerm.master.agent_http) its connections start on.
+        self.agent_http: AgentFastPath | None = None
         if tokens is not None:
             local.publish(self.url, tokens)
             if coap is not None:
@@ -410,12 +414,16 @@ async def _start_serving(
         _attach_gate(broker.gate, service, security)
     handlers = Handlers(service)
     app = make_app(handlers, max_body=max_body, security=security)
+    access_logger = logging.getLogger("edgerm.master.access") if access_log else None
     runner = web.AppRunner(
         app,
         handler_cancellation=True,  # a dropped stream ends its handler at once
         shutdown_timeout=2.0,  # streams have ended by then (the service stops first)
-        access_log=logging.getLogger("edgerm.master.access") if access_log else None,
+        access_log=access_logger,
+        logger=server_logger(),  # a malformed request is one INFO line, not an ERROR with a traceback
     )
+    # Agents' calls are served on their connections (edgerm.master.agent_http), the rest by aiohttp.
+    fast = AgentFastPath(AgentCalls(handlers, max_body, security), access_log=access_logger)
     try:
         await service.start()
     except BaseException:
@@ -432,7 +440,13 @@ async def _start_serving(
         quiet_accept_errors(asyncio.get_running_loop())
         open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         site = GuardedTCPSite(
-            runner, host, port, limit=connection_limit(open_files), ssl_context=ssl_context, backlog=LISTEN_BACKLOG
+            runner,
+            host,
+            port,
+            limit=connection_limit(open_files),
+            ssl_context=ssl_context,
+            backlog=LISTEN_BACKLOG,
+            fast=fast,
         )
         try:
             await site.start()
@@ -458,6 +472,7 @@ async def _start_serving(
         raise
     bound = runner.addresses[0][1]
     master = RunningMaster(service, handlers, runner, host, bound, coap, broker, security, tokens, tls is not None)
+    master.agent_http = fast
     log.info(
         "edgerm master %s listening on %s (%s)",
         config.master_id,

@@ -349,10 +349,10 @@ class CommandStream:
         """Whether the stream has ended (agent dropped, master stopping, a newer channel took the outbox)."""
         return self._detached
 
-    def listen(self, callback: Callable[[], None]) -> None:
+    def listen(self, callback: Callable[[], None] | None) -> None:
         """Call ``callback`` whenever commands arrive or the stream ends, for a consumer that takes them with
         :meth:`ready` instead of iterating (no task waits per agent). It runs inside whatever queued the
-        command: it must only schedule work."""
+        command: it must only schedule work. None: no more calls."""
         self._listener = callback
 
     def __aiter__(self) -> CommandStream:

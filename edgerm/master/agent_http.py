@@ -1,0 +1,491 @@
+"""The agents' HTTP fast path: ``POST /api/v1/agent`` served by the connection's own protocol.
+
+Every HTTP agent holds two connections for its whole life (its heartbeats and its command
+stream). On aiohttp each costs about 10 KiB while idle (a request handler, its task and the
+frame locals of the last request, a parser) and a command stream adds a handler task waiting
+for commands. Here a connection is one small :class:`_Connection`: no task waits on it, and a
+command stream is written from a callback when its commands arrive (an idle one costs no CPU).
+
+Rules:
+- A connection starts here. As long as each request is ``POST /api/v1/agent`` over HTTP/1.1
+  with a ``Content-Length`` (what edgerm's agents send), it stays here: the head is parsed by
+  ``httptools`` (llhttp, strict), the body read to its length, the call checked by
+  :class:`~edgerm.master.agent_calls.AgentCalls` as on aiohttp. Anything else (another route,
+  a chunked body, HTTP/1.0, an ``Expect`` or ``Upgrade``, a head llhttp refuses or one over
+  ``MAX_HEAD`` bytes) hands the connection, from that request's first byte on, to aiohttp,
+  which serves it for the rest of its life: every other route, and every odd case, keeps
+  aiohttp's behaviour.
+- Replies: ``edgerm.v1`` messages with their ``Content-Length``; a ``WireError`` is its HTTP
+  status with an ``edgerm.v1.Error`` body (401 adds ``WWW-Authenticate``); an unexpected
+  exception is logged with its traceback and answered 500; the connection keeps serving.
+  Refused before its body is read (no credential, over the rate, over ``max_body``), a request
+  is answered and its connection closed, so no unauthenticated body is ever buffered.
+- A heartbeat is answered inside the callback that read it; REGISTER and UPDATE wait for the
+  registry in a task of their own, and what the agent sends meanwhile waits (bounded).
+- A SUBSCRIBE answers a chunked stream: each wake-up of the agent's
+  :class:`~edgerm.master.service.CommandStream` writes everything queued as one chunk of
+  RecordIO frames. While the transport's buffer is over its high-water mark nothing is taken
+  (the commands wait in the outbox). The stream ends with the last chunk when the core ends it
+  (and the connection serves on), or with the connection when its principal is revoked or the
+  connection drops (the stream is closed at once, as ``handler_cancellation`` does on aiohttp).
+- A connection idle for ``keepalive`` seconds (no request, no stream; a partial request counts
+  as idle) is closed, as aiohttp closes one.
+- :meth:`AgentFastPath.close` (the site's ``stop``) closes every connection still here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+from email.utils import formatdate
+from http import HTTPStatus
+
+import httptools
+
+from edgerm import messages as m
+from edgerm import wire
+from edgerm.auth.principal import Principal
+from edgerm.errors import Forbidden, Unauthenticated, WireError
+from edgerm.master.agent_calls import AGENT_PATH, AgentCalls, check_content_type, check_length
+from edgerm.master.service import CommandStream
+
+log = logging.getLogger("edgerm.master.http")
+
+KEEPALIVE = 75.0  # seconds an idle connection is kept (aiohttp's default)
+MAX_HEAD = 16 * 1024  # bytes of a request's line and headers
+MAX_WAITING = 64 * 1024  # bytes an agent may send while its stream is open
+
+_PREFIX = b"POST " + AGENT_PATH.encode() + b" "
+_PATH = AGENT_PATH.encode()
+_TYPE = b"content-type"
+_LENGTH = b"content-length"
+_AUTH = b"authorization"
+_NOT_OURS = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
+_STREAM_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nTransfer-Encoding: chunked\r\n"
+    b"Server: edgerm\r\nDate: %s\r\n%s\r\n"
+)
+_LAST_CHUNK = b"0\r\n\r\n"
+
+
+class _Date:
+    """The ``Date`` header's value, formatted once a second."""
+
+    __slots__ = ("_second", "_value")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = b""
+
+    def __call__(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._value = formatdate(now, usegmt=True).encode()
+        return self._value
+
+
+_date = _Date()
+
+
+class _Head:
+    """The parts of a request head the agent API reads (httptools calls it back)."""
+
+    __slots__ = ("auth", "ctype", "done", "length", "other", "url")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.ctype = b""
+        self.auth = b""
+        self.length: int | None = None
+        self.other = False  # a header this path leaves to aiohttp
+        self.done = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == _LENGTH:
+            self.length = int(value)  # llhttp checked it: digits, and one Content-Length
+        elif name == _TYPE:
+            self.ctype = value
+        elif name == _AUTH:
+            self.auth = value
+        elif name in _NOT_OURS:
+            self.other = True
+
+    def on_headers_complete(self) -> None:
+        self.done = True
+
+
+_REPLY = (
+    b"HTTP/1.1 %d %s\r\nContent-Type: application/x-protobuf\r\nContent-Length: %d\r\n"
+    b"Server: edgerm\r\nDate: %s\r\n%s%s\r\n%s"
+)
+
+
+def _reply(status: int, body: bytes, *, close: bool = False, extra: bytes = b"") -> bytes:
+    phrase = HTTPStatus(status).phrase.encode()
+    connection = b"Connection: close\r\n" if close else b""
+    return _REPLY % (status, phrase, len(body), _date(), extra, connection, body)
+
+
+class AgentFastPath:
+    """Serves the agent API on its connections; hands every other request to aiohttp."""
+
+    def __init__(
+        self, calls: AgentCalls, *, keepalive: float = KEEPALIVE, access_log: logging.Logger | None = None
+    ) -> None:
+        self.calls = calls
+        self.keepalive = keepalive
+        self.access_log = access_log
+        self.connections: set[_Connection] = set()
+        self.handed_over = 0  # connections given to aiohttp, for the tests and the curious
+
+    def factory(self, fallback: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
+        """The protocol factory for a listening socket; ``fallback`` makes aiohttp's request handler."""
+        return lambda: _Connection(self, fallback)
+
+    def close(self) -> None:
+        for connection in list(self.connections):
+            connection.close()
+
+    def error(self, error: WireError, *, close: bool = False) -> bytes:
+        """The reply for ``error`` (counted, as on aiohttp)."""
+        self.calls.handlers.failed(error)
+        extra = b'WWW-Authenticate: Bearer realm="edgerm"\r\n' if isinstance(error, Unauthenticated) else b""
+        return _reply(error.http_status, wire.encode_error(error), close=close, extra=extra)
+
+
+class _Connection(asyncio.Protocol):
+    """One agent connection: requests in order, one at a time, and at most one command stream."""
+
+    __slots__ = (
+        "_buffer",
+        "_busy",
+        "_fallback",
+        "_handle",
+        "_head",
+        "_idle_until",
+        "_inner",
+        "_last",
+        "_path",
+        "_paused",
+        "_principal",
+        "_stream",
+        "_task",
+        "_timer",
+        "_transport",
+        "_waking",
+    )
+
+    def __init__(self, path: AgentFastPath, fallback: Callable[[], asyncio.Protocol]) -> None:
+        self._path = path
+        self._fallback = fallback
+        self._transport: asyncio.Transport | None = None
+        self._inner: asyncio.Protocol | None = None  # aiohttp's handler, once handed over
+        self._buffer: bytearray | None = None
+        self._head: tuple[_Head, int, bool, Principal | None] | None = None  # parsed, waiting for its body
+        self._busy = False  # a call is being served
+        self._task: asyncio.Task[None] | None = None
+        self._stream: CommandStream | None = None
+        self._handle: int | None = None
+        self._principal: Principal | None = None
+        self._last = False  # the connection closes after its stream
+        self._paused = False
+        self._waking = False
+        self._idle_until = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio's protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:  # as aiohttp does: small writes go out at once, and dead peers are found
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            except OSError:
+                pass
+        self._path.connections.add(self)
+        self._touch()
+
+    def data_received(self, data: bytes) -> None:
+        if self._inner is not None:
+            self._inner.data_received(data)
+            return
+        buffer = self._buffer
+        if buffer is None:
+            buffer = self._buffer = bytearray(data)
+        else:
+            buffer += data
+        self._touch()
+        if self._stream is not None:
+            if len(buffer) > MAX_WAITING:
+                self._drop("sent too much while its command stream is open")
+            return
+        if self._busy:
+            if len(buffer) > MAX_HEAD + self._path.calls.max_body:
+                self._drop("sent too much while a call was being served")
+            return
+        self._serve_next()
+
+    def eof_received(self) -> bool | None:
+        if self._inner is not None:
+            return self._inner.eof_received()
+        return None  # the transport closes (what aiohttp does)
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+            return
+        self._paused = False
+        if self._stream is not None:
+            self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
+            return
+        self._path.connections.discard(self)
+        self._buffer = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._stream is not None:
+            log.debug("agent %s command stream dropped", self._stream.agent_id)
+            self._end_stream(last_chunk=False)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def _serve_next(self) -> None:
+        """Serve the requests the buffer holds, until one must wait (its body, a registry write, a stream)."""
+        while (buffer := self._buffer) and not self._busy and self._stream is None and self._inner is None:
+            transport = self._transport
+            if transport is None or transport.is_closing():
+                return
+            if self._head is None:
+                head = self._read_head(buffer)
+                if head is None:
+                    return
+                self._head = head
+            parsed, start, keep_alive, principal = self._head
+            length = parsed.length or 0
+            if len(buffer) < start + length:
+                return  # the rest of the body is on its way
+            self._head = None
+            body = bytes(buffer[start : start + length])
+            del buffer[: start + length]
+            if not buffer:
+                self._buffer = None
+            self._call(parsed.ctype, body, principal, keep_alive)
+
+    def _read_head(self, buffer: bytearray) -> tuple[_Head, int, bool, Principal | None] | None:
+        """The next request's head, checked (None: wait for more, or it went elsewhere)."""
+        if not buffer.startswith(_PREFIX[: len(buffer)]):
+            self._hand_over()
+            return None
+        end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
+        if end < 0:
+            if len(buffer) >= MAX_HEAD:
+                self._hand_over()  # aiohttp answers it with its own 400
+            return None
+        head = _Head()
+        parser = httptools.HttpRequestParser(head)
+        try:
+            parser.feed_data(bytes(buffer[: end + 4]))
+        except httptools.HttpParserError:
+            head.done = False  # aiohttp answers it (outside this except: no exception chained to its report)
+        if not head.done or head.other or head.url != _PATH or parser.get_http_version() != "1.1":
+            self._hand_over()
+            return None
+        keep_alive = parser.should_keep_alive()
+        calls = self._path.calls
+        try:
+            check_length(head.length, calls.max_body)
+            principal = calls.principal(head.auth.decode("latin-1"))
+        except WireError as e:
+            self._refuse(e)
+            return None
+        return head, end + 4, keep_alive, principal
+
+    def _call(self, ctype: bytes, body: bytes, principal: Principal | None, keep_alive: bool) -> None:
+        calls = self._path.calls
+        try:
+            check_content_type(ctype.decode("latin-1"))
+            call = calls.decode(body, principal)
+            if type(call) is m.AgentHeartbeat:
+                self._send(200, wire.encode_agent_event(calls.handlers.heartbeat(call)), keep_alive)
+            elif type(call) is m.SubscribeAgent:
+                self._open_stream(call, principal, keep_alive)
+            else:
+                self._busy = True
+                self._task = asyncio.get_running_loop().create_task(self._serve_call(call, principal, keep_alive))
+        except WireError as e:
+            self._failed(e, principal, keep_alive)
+        except Exception:
+            self._internal_error(keep_alive)
+
+    async def _serve_call(self, call: m.AgentCall, principal: Principal | None, keep_alive: bool) -> None:
+        try:
+            event = await self._path.calls.handlers.agent_call(call)
+            self._send(200, wire.encode_agent_event(event), keep_alive)
+        except WireError as e:
+            self._failed(e, principal, keep_alive)
+        except Exception:
+            self._internal_error(keep_alive)
+        finally:
+            self._busy = False
+            self._task = None
+        self._serve_next()
+
+    def _failed(self, error: WireError, principal: Principal | None, keep_alive: bool) -> None:
+        if isinstance(error, Forbidden):  # an audit trail of refused calls, with who tried
+            log.info("refused POST %s for %s: %s", AGENT_PATH, principal, error)
+        self._write(self._path.error(error, close=not keep_alive), error.http_status, keep_alive)
+
+    def _internal_error(self, keep_alive: bool) -> None:
+        log.exception("internal error on POST %s", AGENT_PATH)
+        error = WireError("internal error; see the master's log")
+        self._path.calls.handlers.failed(error)
+        self._write(_reply(500, wire.encode_error(error), close=not keep_alive), 500, keep_alive)
+
+    def _refuse(self, error: WireError) -> None:
+        """Answer ``error`` before the body is read, and close (the body is never buffered)."""
+        self._buffer = None
+        self._failed(error, None, keep_alive=False)
+
+    def _send(self, status: int, body: bytes, keep_alive: bool) -> None:
+        self._write(_reply(status, body, close=not keep_alive), status, keep_alive)
+
+    def _write(self, data: bytes, status: int, keep_alive: bool) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return  # the agent is gone; what it asked was done, and it asks again
+        transport.write(data)
+        if self._path.access_log is not None:
+            self._path.access_log.info('%s "POST %s HTTP/1.1" %d %d', self._peer(), AGENT_PATH, status, len(data))
+        if not keep_alive:
+            transport.close()
+        else:
+            self._touch()
+
+    # -- the command stream ------------------------------------------------------------------
+
+    def _open_stream(self, call: m.SubscribeAgent, principal: Principal | None, keep_alive: bool) -> None:
+        stream, handle = self._path.calls.open_stream(call, principal, self._revoked)
+        transport = self._transport
+        assert transport is not None
+        self._stream, self._handle, self._principal = stream, handle, principal
+        self._last = not keep_alive  # the stream is the connection's last reply
+        transport.write(_STREAM_HEAD % (_date(), b"Connection: close\r\n" if self._last else b""))
+        stream.listen(self._wake)
+        self._wake()  # what queued before the stream opened
+
+    def _wake(self) -> None:
+        if not self._waking:
+            self._waking = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._waking = False
+        stream, transport = self._stream, self._transport
+        if stream is None or transport is None or transport.is_closing():
+            return
+        if stream.detached:
+            self._end_stream(last_chunk=True)
+            return
+        if not self._path.calls.valid(self._principal):
+            log.info("agent %s: command stream ended, its credential is no longer valid", stream.agent_id)
+            self._end_stream(last_chunk=True)
+            return
+        if self._paused:
+            return  # resume_writing wakes it; the commands wait in the outbox
+        commands = stream.ready()
+        if commands:
+            data = b"".join(wire.frame(wire.encode_agent_event(c)) for c in commands)
+            transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def _end_stream(self, *, last_chunk: bool) -> None:
+        stream = self._stream
+        assert stream is not None
+        stream.listen(None)
+        stream.close()
+        self._path.calls.close_stream(self._handle)
+        self._stream, self._handle, self._principal = None, None, None
+        transport = self._transport
+        if last_chunk and transport is not None and not transport.is_closing():
+            transport.write(_LAST_CHUNK)
+            if self._last:
+                transport.close()
+                return
+            self._touch()
+            self._serve_next()
+
+    def _revoked(self) -> None:
+        """Its principal was revoked (the stream is no longer counted): end the stream and the connection."""
+        if self._stream is not None:
+            log.info("agent %s: command stream ended, its credential was revoked", self._stream.agent_id)
+            self._end_stream(last_chunk=False)
+        self.close()
+
+    # -- the rest ----------------------------------------------------------------------------
+
+    def _hand_over(self) -> None:
+        """Give the connection, from the buffered request on, to aiohttp."""
+        transport = self._transport
+        assert transport is not None and self._stream is None and not self._busy
+        self._path.connections.discard(self)
+        self._path.handed_over += 1
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        inner = self._inner = self._fallback()
+        data, self._buffer = bytes(self._buffer or b""), None
+        inner.connection_made(transport)
+        if self._paused:
+            inner.pause_writing()
+        if data:
+            inner.data_received(data)
+
+    def _drop(self, why: str) -> None:
+        log.info("closing an agent connection from %s: it %s", self._peer(), why)
+        self._buffer = None
+        self.close()
+
+    def _peer(self) -> str:
+        peer = self._transport.get_extra_info("peername") if self._transport is not None else None
+        return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+
+    def _touch(self) -> None:
+        """Activity: the idle timer counts from now (it is re-armed lazily, not on every request)."""
+        loop = asyncio.get_running_loop()
+        self._idle_until = loop.time() + self._path.keepalive
+        if self._timer is None:
+            self._timer = loop.call_at(self._idle_until, self._idle)
+
+    def _idle(self) -> None:
+        self._timer = None
+        if self._stream is not None or self._busy or self._inner is not None:
+            return  # a stream never idles out; a call re-arms the timer when it answers
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._idle_until:
+            self._timer = loop.call_at(self._idle_until, self._idle)
+            return
+        log.debug("closing the agent connection from %s: idle for %.0f s", self._peer(), self._path.keepalive)
+        self.close()
