@@ -50,6 +50,7 @@ from edgerm import wire
 from edgerm.auth.principal import Principal
 from edgerm.errors import Forbidden, Unauthenticated, WireError
 from edgerm.master.agent_calls import AGENT_PATH, AgentCalls, check_content_type, check_length
+from edgerm.master.idle_wheel import Idles, IdleWheel
 from edgerm.master.service import CommandStream
 
 log = logging.getLogger("edgerm.master.http")
@@ -141,7 +142,7 @@ class AgentFastPath:
         self, calls: AgentCalls, *, keepalive: float = KEEPALIVE, access_log: logging.Logger | None = None
     ) -> None:
         self.calls = calls
-        self.keepalive = keepalive
+        self.idle = IdleWheel(keepalive)
         self.access_log = access_log
         self.connections: set[_Connection] = set()
         self.handed_over = 0  # connections given to aiohttp, for the tests and the curious
@@ -150,9 +151,18 @@ class AgentFastPath:
         """The protocol factory for a listening socket; ``fallback`` makes aiohttp's request handler."""
         return lambda: _Connection(self, fallback)
 
+    @property
+    def keepalive(self) -> float:
+        return self.idle.timeout
+
+    @keepalive.setter
+    def keepalive(self, seconds: float) -> None:
+        self.idle.timeout = seconds
+
     def close(self) -> None:
         for connection in list(self.connections):
             connection.close()
+        self.idle.close()
 
     def error(self, error: WireError, *, close: bool = False) -> bytes:
         """The reply for ``error`` (counted, as on aiohttp)."""
@@ -170,7 +180,6 @@ class _Connection(asyncio.Protocol):
         "_fallback",
         "_handle",
         "_head",
-        "_idle_until",
         "_inner",
         "_last",
         "_path",
@@ -178,9 +187,9 @@ class _Connection(asyncio.Protocol):
         "_principal",
         "_stream",
         "_task",
-        "_timer",
         "_transport",
         "_waking",
+        "idle_slot",
     )
 
     def __init__(self, path: AgentFastPath, fallback: Callable[[], asyncio.Protocol]) -> None:
@@ -198,8 +207,7 @@ class _Connection(asyncio.Protocol):
         self._last = False  # the connection closes after its stream
         self._paused = False
         self._waking = False
-        self._idle_until = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self.idle_slot: set[Idles] | None = None  # the idle wheel's (edgerm.master.idle_wheel)
 
     # -- asyncio's protocol ------------------------------------------------------------------
 
@@ -259,10 +267,8 @@ class _Connection(asyncio.Protocol):
             self._inner.connection_lost(exc)
             return
         self._path.connections.discard(self)
+        self._path.idle.forget(self)
         self._buffer = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if self._stream is not None:
             log.debug("agent %s command stream dropped", self._stream.agent_id)
             self._end_stream(last_chunk=False)
@@ -392,6 +398,7 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         self._stream, self._handle, self._principal = stream, handle, principal
+        self._path.idle.forget(self)  # a stream never idles out
         self._last = not keep_alive  # the stream is the connection's last reply
         transport.write(_STREAM_HEAD % (_date(), b"Connection: close\r\n" if self._last else b""))
         stream.listen(self._wake)
@@ -452,9 +459,7 @@ class _Connection(asyncio.Protocol):
         assert transport is not None and self._stream is None and not self._busy
         self._path.connections.discard(self)
         self._path.handed_over += 1
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._path.idle.forget(self)
         inner = self._inner = self._fallback()
         data, self._buffer = bytes(self._buffer or b""), None
         inner.connection_made(transport)
@@ -473,19 +478,16 @@ class _Connection(asyncio.Protocol):
         return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
 
     def _touch(self) -> None:
-        """Activity: the idle timer counts from now (it is re-armed lazily, not on every request)."""
-        loop = asyncio.get_running_loop()
-        self._idle_until = loop.time() + self._path.keepalive
-        if self._timer is None:
-            self._timer = loop.call_at(self._idle_until, self._idle)
+        """Activity: the idle timeout counts from now (not while a stream is open: it never idles out)."""
+        if self._stream is None:
+            self._path.idle.touch(self)
 
-    def _idle(self) -> None:
-        self._timer = None
-        if self._stream is not None or self._busy or self._inner is not None:
-            return  # a stream never idles out; a call re-arms the timer when it answers
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._idle_until:
-            self._timer = loop.call_at(self._idle_until, self._idle)
+    def expire(self) -> None:
+        """Idle for the keep-alive timeout (the wheel says so)."""
+        if self._stream is not None or self._inner is not None:
+            return
+        if self._busy:  # a call still being served is not idle
+            self._touch()
             return
         log.debug("closing the agent connection from %s: idle for %.0f s", self._peer(), self._path.keepalive)
         self.close()

@@ -125,9 +125,10 @@ class HttpSecurity:
         self._rate = RateLimiter(self.limits)
         self._streams = StreamCounter(self.limits)
         self._open: dict[int, _OpenStream] = {}
-        #: (principal name, key) -> handles of its open streams: opening one must not scan every stream (each HTTP
-        #: agent holds one; at 9,000 agents the scan was 10 % of a secured master's loop).
-        self._keyed: dict[tuple[str, str], set[int]] = {}
+        #: (principal name, key) -> the handle of its counted stream: opening one must not scan every stream (each
+        #: HTTP agent holds one; at 9,000 agents the scan was 10 % of a secured master's loop). One per key: a newer
+        #: stream for the key replaces the older one.
+        self._keyed: dict[tuple[str, str], int] = {}
         self._next = 0
         #: The agents' OSCORE contexts when the master serves CoAP (set by edgerm.master.main).
         self.oscore: AgentContexts | None = None
@@ -168,9 +169,9 @@ class HttpSecurity:
         principal's older one, as the service does: it no longer counts, so
         re-subscribing after a dropped connection is never refused.
         """
-        if key:
-            for handle in list(self._keyed.get((principal.name, key), ())):
-                self.close_stream(handle)
+        older = self._keyed.get((principal.name, key)) if key else None
+        if older is not None:
+            self.close_stream(older)
         self._streams.open(principal.name)
         self._next += 1
         if end is None:
@@ -180,10 +181,14 @@ class HttpSecurity:
         return self._next
 
     def stream_serves(self, handle: int, key: str) -> None:
-        """Name the id a stream serves once it is known (a new framework's generated id)."""
+        """Name the id a stream serves once it is known (a new framework's generated id); an older stream
+        of the principal for that id no longer counts."""
         stream = self._open.pop(handle, None)
         if stream is not None:
             self._unindex(handle, stream)
+            older = self._keyed.get((stream.principal.name, key)) if key else None
+            if older is not None:
+                self.close_stream(older)
             self._add(handle, _OpenStream(stream.principal, stream.end, key))
 
     def close_stream(self, handle: int) -> None:
@@ -195,15 +200,12 @@ class HttpSecurity:
     def _add(self, handle: int, stream: _OpenStream) -> None:
         self._open[handle] = stream
         if stream.key:
-            self._keyed.setdefault((stream.principal.name, stream.key), set()).add(handle)
+            self._keyed[(stream.principal.name, stream.key)] = handle
 
     def _unindex(self, handle: int, stream: _OpenStream) -> None:
         index = (stream.principal.name, stream.key)
-        handles = self._keyed.get(index)
-        if handles is not None:
-            handles.discard(handle)
-            if not handles:
-                del self._keyed[index]
+        if self._keyed.get(index) == handle:
+            del self._keyed[index]
 
     def streams_of(self, name: str) -> int:
         return self._streams.count(name)
