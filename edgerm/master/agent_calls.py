@@ -5,9 +5,9 @@ unusual: a chunked body, HTTP/1.0, a test's ``make_app``) and on the connection 
 (:mod:`edgerm.master.agent_http`, the fleet's steady state). :class:`AgentCalls` is what they
 share, so a call is checked the same way on both:
 
-- :meth:`principal`: the ``Authorization`` header's principal, its role allowed on the agent
-  API, one call of its rate spent (``Unauthenticated``, ``Forbidden``, ``LimitExceeded``); None
-  when the master runs insecure.
+- :meth:`authenticate`, :meth:`admit`: the ``Authorization`` header's principal
+  (``Unauthenticated``; None when the master runs insecure), its role allowed on the agent API,
+  one call of its rate spent (``Forbidden``, ``LimitExceeded``).
 - :func:`check_content_type`, :func:`check_length`: the body's headers.
 - :meth:`decode`: the call, then the policy (an agent speaks for
   its own id only).
@@ -55,17 +55,22 @@ class AgentCalls:
         self.max_body = max_body
         self.security = security
 
-    def principal(self, authorization: str) -> Principal | None:
-        """The caller, checked as the aiohttp middleware checks it (None when insecure)."""
+    def authenticate(self, authorization: str) -> Principal | None:
+        """The caller of an ``Authorization`` header's value (None when insecure; else ``Unauthenticated``)."""
         security = self.security
         if security is None:
             return None
         principal = security.bearer(authorization)
         if principal is None:
             raise Unauthenticated("a valid credential is required: send Authorization: Bearer TOKEN")
-        check_view(principal, _VIEW)
-        security.take_call(principal)
         return principal
+
+    def admit(self, principal: Principal | None) -> None:
+        """Checked as the aiohttp middleware checks it: its role allowed on the agent API, a call of its rate
+        spent (``Forbidden``, ``LimitExceeded``)."""
+        if principal is not None and self.security is not None:
+            check_view(principal, _VIEW)
+            self.security.take_call(principal)
 
     def decode(self, body: bytes, principal: Principal | None) -> m.AgentCall:
         """The call in ``body`` (its content type checked already), allowed for ``principal``."""

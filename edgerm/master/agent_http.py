@@ -99,8 +99,8 @@ class _Head:
 
     def __init__(self) -> None:
         self.url = b""
-        self.ctype = b""
-        self.auth = b""
+        self.ctype: bytes | None = None
+        self.auth: bytes | None = None
         self.length: int | None = None
         self.other = False  # a header this path leaves to aiohttp
         self.done = False
@@ -113,8 +113,10 @@ class _Head:
         if name == _LENGTH:
             self.length = int(value)  # llhttp checked it: digits, and one Content-Length
         elif name == _TYPE:
+            self.other |= self.ctype is not None  # repeated: aiohttp decides which one counts
             self.ctype = value
         elif name == _AUTH:
+            self.other |= self.auth is not None
             self.auth = value
         elif name in _NOT_OURS:
             self.other = True
@@ -145,6 +147,7 @@ class AgentFastPath:
         self.idle = IdleWheel(keepalive)
         self.access_log = access_log
         self.connections: set[_Connection] = set()
+        self.closed = False
         self.handed_over = 0  # connections given to aiohttp, for the tests and the curious
 
     def factory(self, fallback: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
@@ -160,6 +163,7 @@ class AgentFastPath:
         self.idle.timeout = seconds
 
     def close(self) -> None:
+        self.closed = True
         for connection in list(self.connections):
             connection.close()
         self.idle.close()
@@ -185,6 +189,7 @@ class _Connection(asyncio.Protocol):
         "_path",
         "_paused",
         "_principal",
+        "_skip",
         "_stream",
         "_task",
         "_transport",
@@ -200,6 +205,7 @@ class _Connection(asyncio.Protocol):
         self._buffer: bytearray | None = None
         self._head: tuple[_Head, int, bool, Principal | None] | None = None  # parsed, waiting for its body
         self._busy = False  # a call is being served
+        self._skip = 0  # bytes still to drop: the body of a refused request
         self._task: asyncio.Task[None] | None = None
         self._stream: CommandStream | None = None
         self._handle: int | None = None
@@ -221,6 +227,9 @@ class _Connection(asyncio.Protocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             except OSError:
                 pass
+        if self._path.closed:  # accepted while the master stops
+            transport.close()
+            return
         self._path.connections.add(self)
         self._touch()
 
@@ -250,17 +259,23 @@ class _Connection(asyncio.Protocol):
         return None  # the transport closes (what aiohttp does)
 
     def pause_writing(self) -> None:
+        self._paused = True
         if self._inner is not None:
             self._inner.pause_writing()
-        self._paused = True
+        elif self._transport is not None:
+            self._transport.pause_reading()  # no more requests until the agent reads its replies
 
     def resume_writing(self) -> None:
+        self._paused = False
         if self._inner is not None:
             self._inner.resume_writing()
             return
-        self._paused = False
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
         if self._stream is not None:
             self._wake()
+        else:
+            self._serve_next()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._inner is not None:
@@ -280,16 +295,21 @@ class _Connection(asyncio.Protocol):
     # -- requests ----------------------------------------------------------------------------
 
     def _serve_next(self) -> None:
-        """Serve the requests the buffer holds, until one must wait (its body, a registry write, a stream)."""
-        while (buffer := self._buffer) and not self._busy and self._stream is None and self._inner is None:
+        """Serve the requests the buffer holds, until one must wait (its body, a registry write, a stream,
+        the agent reading its replies)."""
+        while (buffer := self._buffer) and not (self._busy or self._paused or self._stream or self._inner):
             transport = self._transport
             if transport is None or transport.is_closing():
                 return
+            if self._skip:  # the body of a refused request
+                dropped = min(self._skip, len(buffer))
+                del buffer[:dropped]
+                self._skip -= dropped
+                continue
+            if self._head is None and not self._read_head(buffer):
+                return
             if self._head is None:
-                head = self._read_head(buffer)
-                if head is None:
-                    return
-                self._head = head
+                continue  # refused: its body is skipped
             parsed, start, keep_alive, principal = self._head
             length = parsed.length or 0
             if len(buffer) < start + length:
@@ -297,20 +317,20 @@ class _Connection(asyncio.Protocol):
             self._head = None
             body = bytes(buffer[start : start + length])
             del buffer[: start + length]
-            if not buffer:
-                self._buffer = None
-            self._call(parsed.ctype, body, principal, keep_alive)
+            self._call(parsed.ctype or b"", body, principal, keep_alive)
+        if self._buffer is not None and not self._buffer:
+            self._buffer = None
 
-    def _read_head(self, buffer: bytearray) -> tuple[_Head, int, bool, Principal | None] | None:
-        """The next request's head, checked (None: wait for more, or it went elsewhere)."""
+    def _read_head(self, buffer: bytearray) -> bool:
+        """Read the next request's head into ``_head``, checked; False: wait for more, or it went elsewhere."""
         if not buffer.startswith(_PREFIX[: len(buffer)]):
             self._hand_over()
-            return None
+            return False
         end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD)
         if end < 0:
             if len(buffer) >= MAX_HEAD:
                 self._hand_over()  # aiohttp answers it with its own 400
-            return None
+            return False
         head = _Head()
         parser = httptools.HttpRequestParser(head)
         try:
@@ -319,16 +339,19 @@ class _Connection(asyncio.Protocol):
             head.done = False  # aiohttp answers it (outside this except: no exception chained to its report)
         if not head.done or head.other or head.url != _PATH or parser.get_http_version() != "1.1":
             self._hand_over()
-            return None
+            return False
         keep_alive = parser.should_keep_alive()
         calls = self._path.calls
-        try:
+        principal: Principal | None = None
+        try:  # in the middleware's order: who, whether that role may, its rate; then the body's size
+            principal = calls.authenticate((head.auth or b"").decode("latin-1"))
+            calls.admit(principal)
             check_length(head.length, calls.max_body)
-            principal = calls.principal(head.auth.decode("latin-1"))
         except WireError as e:
-            self._refuse(e)
-            return None
-        return head, end + 4, keep_alive, principal
+            self._refuse(e, principal, end + 4, head.length or 0, keep_alive)
+            return True
+        self._head = head, end + 4, keep_alive, principal
+        return True
 
     def _call(self, ctype: bytes, body: bytes, principal: Principal | None, keep_alive: bool) -> None:
         calls = self._path.calls
@@ -371,10 +394,19 @@ class _Connection(asyncio.Protocol):
         self._path.calls.handlers.failed(error)
         self._write(_reply(500, wire.encode_error(error), close=not keep_alive), 500, keep_alive)
 
-    def _refuse(self, error: WireError) -> None:
-        """Answer ``error`` before the body is read, and close (the body is never buffered)."""
-        self._buffer = None
-        self._failed(error, None, keep_alive=False)
+    def _refuse(self, error: WireError, principal: Principal | None, start: int, length: int, keep_alive: bool) -> None:
+        """Answer ``error`` before the body is read: the body is skipped as it comes, never buffered (one over
+        ``max_body`` is not waited for: the connection closes)."""
+        buffer = self._buffer
+        assert buffer is not None
+        if length > self._path.calls.max_body:
+            keep_alive = False
+        if keep_alive:
+            del buffer[:start]
+            self._skip = length
+        else:
+            self._buffer = None
+        self._failed(error, principal, keep_alive)
 
     def _send(self, status: int, body: bytes, keep_alive: bool) -> None:
         self._write(_reply(status, body, close=not keep_alive), status, keep_alive)
@@ -421,11 +453,14 @@ class _Connection(asyncio.Protocol):
             log.info("agent %s: command stream ended, its credential is no longer valid", stream.agent_id)
             self._end_stream(last_chunk=True)
             return
-        if self._paused:
-            return  # resume_writing wakes it; the commands wait in the outbox
-        commands = stream.ready()
-        if commands:
-            data = b"".join(wire.frame(wire.encode_agent_event(c)) for c in commands)
+        while not self._paused and (commands := stream.ready()):  # writing may pause it
+            try:
+                data = b"".join(wire.frame(wire.encode_agent_event(c)) for c in commands)
+            except Exception:  # a bug: said with its traceback, and the stream ends (the agent opens another)
+                log.exception("agent %s command stream failed", stream.agent_id)
+                self._end_stream(last_chunk=False)
+                self.close()
+                return
             transport.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     def _end_stream(self, *, last_chunk: bool) -> None:
@@ -472,6 +507,10 @@ class _Connection(asyncio.Protocol):
         log.info("closing an agent connection from %s: it %s", self._peer(), why)
         self._buffer = None
         self.close()
+
+    def _peer_port(self) -> int | None:
+        peer = self._transport.get_extra_info("peername") if self._transport is not None else None
+        return int(peer[1]) if isinstance(peer, tuple) and len(peer) > 1 else None
 
     def _peer(self) -> str:
         peer = self._transport.get_extra_info("peername") if self._transport is not None else None

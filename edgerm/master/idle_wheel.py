@@ -33,6 +33,7 @@ class IdleWheel:
         self._current: set[Idles] = set()
         self._old: deque[set[Idles]] = deque()
         self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
 
     @property
     def timeout(self) -> float:
@@ -41,7 +42,7 @@ class IdleWheel:
     @timeout.setter
     def timeout(self, seconds: float) -> None:
         self._timeout = seconds
-        if self._timer is not None:  # turn at the new pace from now on
+        if self._timer is not None and not self._closed:  # turn at the new pace from now on
             self._timer.cancel()
             self._timer = None
             self._schedule()
@@ -56,7 +57,7 @@ class IdleWheel:
             slot.discard(item)
         current.add(item)
         item.idle_slot = current
-        if self._timer is None:
+        if self._timer is None and not self._closed:
             self._schedule()
 
     def forget(self, item: Idles) -> None:
@@ -70,6 +71,8 @@ class IdleWheel:
         return len(self._current) + sum(len(s) for s in self._old)
 
     def close(self) -> None:
+        """No more turns (the server stops)."""
+        self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

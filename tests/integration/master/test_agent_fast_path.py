@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -109,7 +111,7 @@ class Raw:
         await asyncio.wait_for(self.closed.wait(), WAIT)
 
     async def close(self) -> None:
-        self.writer.close()
+        self.writer.transport.abort()  # at once, whatever it had left to send
         with contextlib.suppress(ConnectionError):
             await self.writer.wait_closed()
         self._task.cancel()
@@ -263,22 +265,51 @@ async def test_an_oversized_body_is_refused_unread_and_the_connection_closed(
     await connection.wait_closed()
 
 
-async def test_no_credential_is_401_and_closes_and_another_agents_id_is_403(
-    master: RunningMaster, raw: Callable[[], Any]
+async def test_refusals_before_the_body_skip_it_and_the_connection_serves_on(
+    master: RunningMaster, raw: Callable[[], Any], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, "edgerm.master.http")
     agent, connection = await registered(master, raw)
-    anonymous = await raw()
-    anonymous.send(request(wire.encode_agent_call(m.AgentHeartbeat(agent.id, ())), ""))
-    reply = await anonymous.reply()
+    heartbeat = wire.encode_agent_call(m.AgentHeartbeat(agent.id, ()))
+    # no credential: 401, its body skipped unread, then the next request on the same connection
+    connection.send(request(heartbeat, "") + agent.heartbeat())
+    reply = await connection.reply()
     assert reply.status == 401 and reply.error().code == "UNAUTHENTICATED"
     assert reply.headers["www-authenticate"].startswith("Bearer")
-    await anonymous.wait_closed()
+    assert isinstance((await connection.reply()).event(), m.HeartbeatAck)
+    # a framework's credential may not use the agent API: 403, logged with who tried
+    framework = master.auth_headers(Role.FRAMEWORK)["Authorization"].removeprefix("Bearer ")
+    connection.send(request(heartbeat, framework) + agent.heartbeat())
+    reply = await connection.reply()
+    assert reply.status == 403 and reply.error().code == "FORBIDDEN"
+    assert isinstance((await connection.reply()).event(), m.HeartbeatAck)
+    assert any("refused POST /api/v1/agent for framework" in r.getMessage() for r in caplog.records)
+    # another agent's id: refused by the policy once the call is read
     other = Agent(master, "fast-other")
     connection.send(request(wire.encode_agent_call(m.AgentHeartbeat(other.id, ())), agent.token))
     reply = await connection.reply()
     assert reply.status == 403 and reply.error().code == "FORBIDDEN"
-    connection.send(agent.heartbeat())  # a refused call leaves the connection serving
+    connection.send(agent.heartbeat())
     assert isinstance((await connection.reply()).event(), m.HeartbeatAck)
+    # no credential and a body over the limit: answered, and the connection closed (no unbounded skip)
+    connection.send(request(b"", "", length=False, extra=f"Content-Length: {MAX_BODY + 1}\r\n"))
+    assert (await connection.reply()).status == 401
+    await connection.wait_closed()
+
+
+@pytest.mark.parametrize("header", ["Authorization", "Content-Type"])
+async def test_a_repeated_header_is_left_to_aiohttp(master: RunningMaster, raw: Callable[[], Any], header: str) -> None:
+    """So a request cannot be read one way here and another way there."""
+    agent, connection = await registered(master, raw)
+    value = "Bearer nope" if header == "Authorization" else "text/plain"
+    answers = []
+    for path in ("/api/v1/agent", "/api/v1/agent?aiohttp"):
+        handed = fast(master).handed_over
+        connection = await raw()
+        connection.send(agent.heartbeat(path=path, extra=f"{header}: {value}\r\n"))
+        answers.append((await connection.reply()).status)
+        assert fast(master).handed_over == handed + 1
+    assert answers[0] == answers[1]
 
 
 @pytest.mark.parametrize("what", ["content type", "garbage body", "unknown agent"])
@@ -343,6 +374,51 @@ async def test_the_command_stream_carries_commands_and_ends_with_its_last_chunk(
     assert isinstance((await connection.reply()).event(), m.HeartbeatAck)
     master.service.push_command(agent.id, m.SendLogsCommand("req-3", TaskId("t-1")))
     assert (await asyncio.wait_for(second.records.get(), WAIT)).request_id == "req-3"  # type: ignore[union-attr]
+
+
+async def test_every_queued_command_is_sent_not_just_one_batch(master: RunningMaster, raw: Callable[[], Any]) -> None:
+    agent, connection = await registered(master, raw)
+    for n in range(600):  # more than one read of the outbox (256) takes
+        master.service.push_command(agent.id, m.SendLogsCommand(f"req-{n}", TaskId("t-1")))
+    connection.send(agent.subscribe())
+    stream = await asyncio.wait_for(connection.replies.get(), WAIT)
+    got = [await asyncio.wait_for(stream.records.get(), WAIT) for _ in range(600)]
+    assert [g.request_id for g in got] == [f"req-{n}" for n in range(600)]  # type: ignore[union-attr]
+
+
+async def test_an_agent_that_does_not_read_its_replies_stops_being_read(
+    master: RunningMaster, raw: Callable[[], Any]
+) -> None:
+    """Pipelined requests from a peer that never reads: the master's buffer stays bounded, and nothing
+    is lost once the peer reads."""
+    agent, _ = await registered(master, raw)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: its window stays small
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (master.host, master.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+    connection = Raw(reader, writer)
+    connection.send(agent.heartbeat())
+    assert isinstance((await connection.reply()).event(), m.HeartbeatAck)
+    (served,) = [c for c in fast(master).connections if c._peer_port() == sock.getsockname()[1]]
+    assert served._transport is not None
+    served._transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    writer.transport.pause_reading()  # the peer stops reading
+    count = 3000
+    connection.send(agent.heartbeat() * count)
+    async with asyncio.timeout(WAIT):
+        while not served._paused:  # noqa: ASYNC110 (the connection's state is what is tested)
+            await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)
+    assert served._transport.get_write_buffer_size() < 256 * 1024
+    assert not served._transport.is_reading()
+    writer.transport.resume_reading()  # the peer reads again: every reply comes
+    try:
+        for _ in range(count):  # each request its reply (past the agent's call rate, a typed 429)
+            reply = await connection.reply()
+            assert isinstance(reply.event(), m.HeartbeatAck) if reply.status == 200 else reply.status == 429
+    finally:
+        await connection.close()
 
 
 async def test_a_dropped_stream_leaves_nothing_counted_and_its_commands_queued(
