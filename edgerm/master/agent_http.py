@@ -498,7 +498,8 @@ class _Connection(asyncio.Protocol):
         inner = self._inner = self._fallback()
         data, self._buffer = bytes(self._buffer or b""), None
         inner.connection_made(transport)
-        if self._paused:
+        if self._paused:  # aiohttp keeps its own flow control: reading is its call from now on
+            transport.resume_reading()
             inner.pause_writing()
         if data:
             inner.data_received(data)

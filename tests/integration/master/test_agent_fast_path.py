@@ -131,7 +131,7 @@ class Agent:
 
     def __init__(self, master: RunningMaster, agent_id: str) -> None:
         self.id = AgentId(agent_id)
-        self.token = agent_token(master, agent_id)
+        self.token = agent_token(master, agent_id) if master.security is not None else ""
         self.info = AgentInfo(
             id=self.id,
             hostname=f"{agent_id}.test",
@@ -481,3 +481,18 @@ async def test_stopping_the_master_closes_its_agent_connections() -> None:
     for connection in connections:
         await connection.wait_closed()
         await connection.close()
+
+
+async def test_the_access_log_has_a_line_for_each_agent_call(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "edgerm.master.access")
+    async with start_master(allocation_interval=0.05, access_log=True, insecure=True) as master:
+        agent = Agent(master, "fast-log")
+        connection = await Raw.open(master)
+        try:
+            connection.send(agent.register() + agent.heartbeat())
+            assert (await connection.reply()).status == 200
+            assert (await connection.reply()).status == 200
+        finally:
+            await connection.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "edgerm.master.access"]
+    assert sum('"POST /api/v1/agent HTTP/1.1" 200' in line for line in lines) == 2, lines
