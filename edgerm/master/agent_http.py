@@ -8,29 +8,35 @@ command stream is written from a callback when its commands arrive (an idle one 
 
 Rules:
 - A connection starts here. As long as each request is ``POST /api/v1/agent`` over HTTP/1.1
-  with a ``Content-Length`` (what edgerm's agents send), it stays here: the head is parsed by
-  ``httptools`` (llhttp, strict), the body read to its length, the call checked by
-  :class:`~edgerm.master.agent_calls.AgentCalls` as on aiohttp. Anything else (another route,
-  a chunked body, HTTP/1.0, an ``Expect`` or ``Upgrade``, a head llhttp refuses or one over
+  with a ``Content-Length`` and no ``Content-Encoding`` (what edgerm's agents send), it stays
+  here: the head is parsed by ``httptools`` (llhttp, strict), the body read to its length, the
+  call checked by :class:`~edgerm.master.agent_calls.AgentCalls` as on aiohttp. Anything else
+  (another route, a chunked or encoded body, HTTP/1.0, an ``Expect`` or ``Upgrade``, a query,
+  a repeated ``Authorization`` or ``Content-Type``, a head llhttp refuses or one over
   ``MAX_HEAD`` bytes) hands the connection, from that request's first byte on, to aiohttp,
   which serves it for the rest of its life: every other route, and every odd case, keeps
   aiohttp's behaviour.
 - Replies: ``edgerm.v1`` messages with their ``Content-Length``; a ``WireError`` is its HTTP
   status with an ``edgerm.v1.Error`` body (401 adds ``WWW-Authenticate``); an unexpected
   exception is logged with its traceback and answered 500; the connection keeps serving.
-  Refused before its body is read (no credential, over the rate, over ``max_body``), a request
-  is answered and its connection closed, so no unauthenticated body is ever buffered.
+  Refused before its body is read (no credential, a role not allowed, over the rate), a
+  request is answered and its body skipped as it arrives, never buffered; one whose body is
+  over ``max_body`` is answered and its connection closed.
 - A heartbeat is answered inside the callback that read it; REGISTER and UPDATE wait for the
   registry in a task of their own, and what the agent sends meanwhile waits (bounded).
+- Flow control: while the transport's writes are paused (the peer does not read its replies),
+  the connection reads and serves nothing more, and resumes with the transport.
 - A SUBSCRIBE answers a chunked stream: each wake-up of the agent's
-  :class:`~edgerm.master.service.CommandStream` writes everything queued as one chunk of
-  RecordIO frames. While the transport's buffer is over its high-water mark nothing is taken
-  (the commands wait in the outbox). The stream ends with the last chunk when the core ends it
-  (and the connection serves on), or with the connection when its principal is revoked or the
-  connection drops (the stream is closed at once, as ``handler_cancellation`` does on aiohttp).
+  :class:`~edgerm.master.service.CommandStream` writes what is queued, a chunk of RecordIO
+  frames per read of the outbox, until it is empty or the transport pauses (the rest waits in
+  the outbox). The stream ends with the last chunk when the core ends it (and the connection
+  serves on), or with the connection when its principal is revoked or the connection drops
+  (the stream is closed at once, as ``handler_cancellation`` does on aiohttp).
 - A connection idle for ``keepalive`` seconds (no request, no stream; a partial request counts
-  as idle) is closed, as aiohttp closes one.
-- :meth:`AgentFastPath.close` (the site's ``stop``) closes every connection still here.
+  as idle) is closed within a quarter more (:mod:`edgerm.master.idle_wheel`), as aiohttp
+  closes one.
+- :meth:`AgentFastPath.close` (the site's ``stop``) closes every connection still here, and
+  any accepted after.
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ _PATH = AGENT_PATH.encode()
 _TYPE = b"content-type"
 _LENGTH = b"content-length"
 _AUTH = b"authorization"
-_NOT_OURS = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
+_NOT_OURS = frozenset({b"transfer-encoding", b"content-encoding", b"expect", b"upgrade"})
 _STREAM_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nTransfer-Encoding: chunked\r\n"
     b"Server: edgerm\r\nDate: %s\r\n%s\r\n"
